@@ -1,0 +1,51 @@
+# The two commands the README names: `make repro` runs the pipeline, `make test` runs the tests.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+export PATH := $(abspath $(BIN)):$(PATH)
+export DVC_NO_ANALYTICS := 1
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: repro test lint venv sample lock benchmark clean
+
+venv: $(STAMP)
+
+$(STAMP): requirements.lock pyproject.toml
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is required, found " + sys.version.split()[0]'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q -r requirements.lock
+	$(BIN)/python -m pip install -q --no-deps --no-build-isolation -e .
+	@touch $(STAMP)
+
+## repro: run the whole sizing pipeline (dvc repro) on params.yaml
+repro: $(STAMP)
+	$(BIN)/dvc repro
+
+## test: lint, then the test suite (unit, reader conformance, end-to-end dvc repro)
+test: $(STAMP)
+	$(BIN)/ruff check pipeline tests benchmarks
+	$(BIN)/python -m pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check pipeline tests benchmarks
+	$(BIN)/ruff format --check pipeline tests benchmarks
+
+## sample: regenerate the shipped sample traffic log (fixed seed, byte-identical)
+sample: $(STAMP)
+	$(BIN)/python -m pipeline.sample
+
+## lock: re-resolve requirements.in into requirements.lock
+lock:
+	rm -rf .lockenv && $(PYTHON) -m venv .lockenv
+	.lockenv/bin/python -m pip install -q -r requirements.in
+	( echo "# Exact pins resolved from requirements.in by 'make lock' (Python 3.11). Do not edit by hand."; \
+	  .lockenv/bin/python -m pip list --format=freeze | grep -v '^pip==' | sort -f ) > requirements.lock
+	rm -rf .lockenv
+
+## benchmark: print speed and memory figures (not a test)
+benchmark: $(STAMP)
+	$(BIN)/python benchmarks/profile_scale.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

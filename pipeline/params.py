@@ -1,0 +1,222 @@
+"""Load and validate params.yaml, one section per stage, before any stage computes a number.
+
+A wrong key, a wrong type or a value out of range stops with a message that names the key
+and the allowed values (DEVELOPERS.md: bad input gets a clear error, no traceback).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from pipeline import paths
+from pipeline.errors import ParamsError
+
+FORMATS = ("auto", "generic", "azure", "burstgpt", "mooncake")
+TIMESTAMP_UNITS = ("auto", "s", "ms", "us", "ns", "datetime")
+SIZING_RATES = (
+    "mean",
+    "per_second_p95",
+    "per_second_p99",
+    "per_minute_p95",
+    "per_minute_p99",
+    "peak_1s",
+)
+NORMALIZED_COLUMNS = (
+    "arrival_s",
+    "input_tokens",
+    "output_tokens",
+    "tenant",
+    "model",
+    "tier",
+    "session_id",
+    "hash_ids",
+    "ttft_ms",
+    "e2e_ms",
+)
+
+
+@dataclass(frozen=True)
+class Spec:
+    """One allowed key: its type(s), default, allowed choices and numeric bounds."""
+
+    types: tuple[type, ...]
+    default: Any
+    choices: tuple[Any, ...] | None = None
+    minimum: float | None = None
+    maximum: float | None = None
+    exclusive_minimum: bool = False
+    nullable: bool = False
+    doc: str = ""
+
+
+NUM = (int, float)
+
+SCHEMAS: dict[str, dict[str, Spec]] = {
+    "slo": {
+        "ttft_p99_ms": Spec(NUM, 2000.0, minimum=0, exclusive_minimum=True, doc="time-to-first-token p99 target"),
+        "itl_p99_ms": Spec(
+            NUM,
+            50.0,
+            minimum=0,
+            exclusive_minimum=True,
+            nullable=True,
+            doc="inter-token latency p99 target",
+        ),
+    },
+    "workload": {
+        "source": Spec(
+            (str,),
+            "data/raw/traffic",
+            doc="a log file or a folder of log files, relative to the project root",
+        ),
+        "format": Spec((str,), "auto", choices=FORMATS),
+        "pattern": Spec((str,), None, nullable=True, doc="glob inside a source folder, e.g. '**/*.parquet'"),
+        "columns": Spec((dict,), {}, doc="generic layout: normalized name -> column name in the file"),
+        "timestamp_unit": Spec((str,), "auto", choices=TIMESTAMP_UNITS),
+        "sizing_rate": Spec((str,), "per_minute_p95", choices=SIZING_RATES),
+        "max_failed_share": Spec(NUM, 0.05, minimum=0, maximum=1),
+        "long_input_tokens": Spec((int,), 2048, minimum=1),
+        "long_output_tokens": Spec((int,), 512, minimum=1),
+        "agentic_min_calls_per_session": Spec(NUM, 3, minimum=1),
+        "cap_min_share": Spec(
+            NUM,
+            0.01,
+            minimum=0,
+            maximum=1,
+            doc="share of rows at one exact maximum that signals a cap",
+        ),
+        "max_gap_s": Spec(
+            NUM,
+            600,
+            minimum=0,
+            exclusive_minimum=True,
+            doc="inter-arrival gaps longer than this are reported",
+        ),
+        "max_span_days": Spec(
+            NUM,
+            400,
+            minimum=0,
+            exclusive_minimum=True,
+            doc="a longer span means a wrong timestamp unit",
+        ),
+        "chunk_rows": Spec((int,), 1_000_000, minimum=1000, doc="rows per great-expectations validation chunk"),
+        "tiers": Spec((dict,), {"column": "auto", "rules": []}),
+    },
+}
+
+TIER_RULE_KEYS = (
+    "name",
+    "max_input_tokens",
+    "min_input_tokens",
+    "max_output_tokens",
+    "min_output_tokens",
+)
+
+
+def _check_value(section: str, key: str, spec: Spec, value: Any) -> Any:
+    where = f"params.yaml: {section}.{key}"
+    if value is None:
+        if spec.nullable or spec.default is None:
+            return None
+        raise ParamsError(f"{where} is empty; expected {_expected(spec)}")
+    if isinstance(value, bool) and bool not in spec.types:
+        raise ParamsError(f"{where} = {value!r}; expected {_expected(spec)}")
+    if not isinstance(value, spec.types):
+        raise ParamsError(f"{where} = {value!r}; expected {_expected(spec)}")
+    if spec.choices is not None and value not in spec.choices:
+        raise ParamsError(f"{where} = {value!r}; allowed values: {', '.join(map(str, spec.choices))}")
+    if spec.minimum is not None:
+        bad = value <= spec.minimum if spec.exclusive_minimum else value < spec.minimum
+        if bad:
+            op = ">" if spec.exclusive_minimum else ">="
+            raise ParamsError(f"{where} = {value!r}; expected a number {op} {spec.minimum}")
+    if spec.maximum is not None and value > spec.maximum:
+        raise ParamsError(f"{where} = {value!r}; expected a number <= {spec.maximum}")
+    return value
+
+
+def _expected(spec: Spec) -> str:
+    if spec.choices:
+        return "one of " + ", ".join(map(str, spec.choices))
+    names = {
+        int: "an integer",
+        float: "a number",
+        str: "a string",
+        dict: "a mapping",
+        list: "a list",
+        bool: "true/false",
+    }
+    return " or ".join(dict.fromkeys(names.get(t, t.__name__) for t in spec.types))
+
+
+def validate_section(section: str, raw: dict[str, Any] | None) -> dict[str, Any]:
+    """Check one section against its schema and fill defaults; unknown keys are errors."""
+    schema = SCHEMAS[section]
+    raw = raw or {}
+    if not isinstance(raw, dict):
+        raise ParamsError(f"params.yaml: '{section}' must be a mapping of keys, got {type(raw).__name__}")
+    unknown = sorted(set(raw) - set(schema))
+    if unknown:
+        raise ParamsError(
+            f"params.yaml: unknown key {section}.{unknown[0]}; allowed keys in '{section}': {', '.join(schema)}"
+        )
+    out = {key: _check_value(section, key, spec, raw.get(key, spec.default)) for key, spec in schema.items()}
+    if section == "workload":
+        _check_workload(out)
+    return out
+
+
+def _check_workload(w: dict[str, Any]) -> None:
+    bad = sorted(set(w["columns"]) - set(NORMALIZED_COLUMNS))
+    if bad:
+        raise ParamsError(
+            f"params.yaml: workload.columns has unknown key '{bad[0]}'; allowed keys: {', '.join(NORMALIZED_COLUMNS)}"
+        )
+    for key, value in w["columns"].items():
+        if not isinstance(value, str) or not value:
+            raise ParamsError(f"params.yaml: workload.columns.{key} = {value!r}; expected a column name")
+    tiers = {"column": "auto", "rules": [], **w["tiers"]}
+    unknown = sorted(set(tiers) - {"column", "rules"})
+    if unknown:
+        raise ParamsError(f"params.yaml: unknown key workload.tiers.{unknown[0]}; allowed keys: column, rules")
+    if tiers["column"] is not None and not isinstance(tiers["column"], str):
+        raise ParamsError("params.yaml: workload.tiers.column must be 'auto', 'none' or a column name")
+    if not isinstance(tiers["rules"], list):
+        raise ParamsError("params.yaml: workload.tiers.rules must be a list of {name, max_input_tokens, ...}")
+    for i, rule in enumerate(tiers["rules"]):
+        if not isinstance(rule, dict) or "name" not in rule:
+            raise ParamsError(
+                f"params.yaml: workload.tiers.rules[{i}] needs a 'name'; allowed keys: {', '.join(TIER_RULE_KEYS)}"
+            )
+        for key, value in rule.items():
+            if key not in TIER_RULE_KEYS:
+                raise ParamsError(
+                    f"params.yaml: unknown key workload.tiers.rules[{i}].{key}; allowed keys: {', '.join(TIER_RULE_KEYS)}"
+                )
+            if key != "name" and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+                raise ParamsError(f"params.yaml: workload.tiers.rules[{i}].{key} = {value!r}; expected an integer >= 0")
+    w["tiers"] = tiers
+
+
+def load(path: str | Path | None = None) -> dict[str, Any]:
+    """Read params.yaml as a plain mapping (no validation)."""
+    path = Path(path) if path else paths.PARAMS
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except FileNotFoundError as exc:
+        raise ParamsError(f"params file not found: {path}") from exc
+    except yaml.YAMLError as exc:
+        raise ParamsError(f"{path} is not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ParamsError(f"{path} must be a mapping of sections (workload, slo, ...)")
+    return data
+
+
+def section(name: str, data: dict[str, Any] | None = None) -> dict[str, Any]:
+    """One validated section of params.yaml, defaults filled in."""
+    data = load() if data is None else data
+    return validate_section(name, data.get(name))

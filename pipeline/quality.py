@@ -1,0 +1,292 @@
+"""great-expectations suites (defined in code, ephemeral context) that guard every input.
+
+Nothing is computed from a traffic log until these pass. A failure becomes one InputError that
+names the file, the column, how many rows failed, a few example values and what was expected.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+
+from pipeline.errors import InputError
+
+INTEGER_RE = r"^\s*[+-]?\d+(\.0*)?\s*$"
+# 2100-01-01T00:00:00Z: anything later is a wrong unit (ms read as s), not a timestamp.
+MAX_EPOCH_S = 4_102_444_800.0
+MAX_TOKENS = 10_000_000
+MAX_EXAMPLES = 5
+
+_CONTEXT: Any = None
+
+
+def _context() -> Any:
+    """One ephemeral GX context per process, progress bars and chatty logs off."""
+    global _CONTEXT
+    if _CONTEXT is None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            import great_expectations as gx
+            from great_expectations.data_context.types.base import ProgressBarsConfig
+
+        logging.getLogger("great_expectations").setLevel(logging.ERROR)
+        ctx = gx.get_context(mode="ephemeral")
+        ctx.variables.progress_bars = ProgressBarsConfig(globally=False)
+        _CONTEXT = ctx
+    return _CONTEXT
+
+
+@dataclass
+class Rule:
+    """One expectation, with the words a user reads when it fails."""
+
+    name: str
+    column: str
+    expectation: Any
+    failure: str
+    expected: str
+
+
+@dataclass
+class Outcome:
+    """How one rule fared over all chunks."""
+
+    rule: str
+    column: str
+    source_column: str
+    failure: str
+    expected: str
+    checked: int = 0
+    failed: int = 0
+    examples: list[str] = field(default_factory=list)
+    files: list[str] = field(default_factory=list)
+
+    @property
+    def success(self) -> bool:
+        return self.failed == 0
+
+
+@dataclass
+class ValidationSummary:
+    """What the suite checked and found; shown in the report."""
+
+    suite: str
+    rows_checked: int
+    chunks: int
+    outcomes: list[Outcome]
+
+    @property
+    def success(self) -> bool:
+        return all(o.success for o in self.outcomes)
+
+    def table(self) -> pd.DataFrame:
+        """One row per expectation: column, rule, rows checked, rows failed."""
+        return pd.DataFrame(
+            [
+                {
+                    "column": o.source_column if o.source_column == o.column else f"{o.source_column} ({o.column})",
+                    "expectation": o.rule,
+                    "expected": o.expected,
+                    "rows_checked": o.checked,
+                    "rows_failed": o.failed,
+                    "status": "pass" if o.success else "FAIL",
+                }
+                for o in self.outcomes
+            ]
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain JSON-able form."""
+        return {
+            "suite": self.suite,
+            "success": self.success,
+            "rows_checked": self.rows_checked,
+            "expectations": [
+                {"column": o.column, "rule": o.rule, "checked": o.checked, "failed": o.failed} for o in self.outcomes
+            ],
+        }
+
+
+_SUITES: dict[str, tuple[Any, Any, dict[str, Rule]]] = {}
+
+
+def _run_suite(name: str, rules: list[Rule], frame: pd.DataFrame) -> list[tuple[Rule, Any]]:
+    """Validate one DataFrame; return (rule, GX result) pairs. Suites are built once and reused."""
+    import great_expectations as gx
+
+    key = f"{name}:" + ",".join(f"{r.name}/{r.column}" for r in rules)
+    if key not in _SUITES:
+        ctx = _context()
+        if "traffic" in [d.name for d in ctx.data_sources.all().values()]:
+            source = ctx.data_sources.get("traffic")
+        else:
+            source = ctx.data_sources.add_pandas("traffic")
+        asset_name = f"{name}-{len(_SUITES)}"
+        batch_def = source.add_dataframe_asset(asset_name).add_batch_definition_whole_dataframe("whole")
+        suite = gx.ExpectationSuite(name=asset_name)
+        for rule in rules:
+            suite.add_expectation(rule.expectation)
+        suite = ctx.suites.add(suite)
+        by_id = {exp.id: rule for exp, rule in zip(suite.expectations, rules, strict=True)}
+        _SUITES[key] = (batch_def, suite, by_id)
+    batch_def, suite, by_id = _SUITES[key]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = batch_def.get_batch(batch_parameters={"dataframe": frame}).validate(suite, result_format="SUMMARY")
+    return [(by_id[r.expectation_config.id], r) for r in result.results]
+
+
+def check_columns(label: str, available: list[str], required: dict[str, str], hint: str = "") -> None:
+    """GX suite 'source_schema': every mapped source column exists in the file."""
+    import great_expectations as gx
+
+    rules = [
+        Rule(
+            f"has_{norm}",
+            src,
+            gx.expectations.ExpectColumnToExist(column=src),
+            "is missing",
+            f"a column '{src}' holding {norm}",
+        )
+        for norm, src in required.items()
+    ]
+    frame = pd.DataFrame({c: pd.Series([], dtype="object") for c in available})
+    missing = [
+        f"'{rule.column}' ({rule.name.removeprefix('has_')})"
+        for rule, r in _run_suite("schema", rules, frame)
+        if not r.success
+    ]
+    if missing:
+        raise InputError(
+            f"{label}: missing column {', '.join(missing)}. The file has columns: "
+            f"{', '.join(available) or 'none'}." + (f" {hint}" if hint else "")
+        )
+
+
+def request_rules(columns: dict[str, str], timestamp_unit: str, optional: Iterable[str] = ()) -> list[Rule]:
+    """The 'requests' suite over a normalized chunk (typed values plus raw text copies)."""
+    import great_expectations as gx
+
+    E = gx.expectations
+    unit = {
+        "datetime": "a date-time",
+        "s": "seconds",
+        "ms": "milliseconds",
+        "us": "microseconds",
+        "ns": "nanoseconds",
+    }
+    rules = [
+        Rule(
+            "arrival_parses",
+            "arrival_s",
+            E.ExpectColumnValuesToNotBeNull(column="arrival_s"),
+            f"are empty or cannot be parsed as {unit.get(timestamp_unit, timestamp_unit)}",
+            f"a timestamp in {unit.get(timestamp_unit, timestamp_unit)}",
+        ),
+        Rule(
+            "arrival_plausible",
+            "arrival_s",
+            E.ExpectColumnValuesToBeBetween(column="arrival_s", min_value=0, max_value=MAX_EPOCH_S),
+            "lie outside 1970-01-01..2100-01-01 once converted to seconds (is workload.timestamp_unit right?)",
+            "a time between 1970 and 2100 (or seconds since the trace start)",
+        ),
+    ]
+    for norm, minimum in (("input_tokens", 1), ("output_tokens", 0)):
+        rules += [
+            Rule(
+                f"{norm}_present",
+                norm,
+                E.ExpectColumnValuesToNotBeNull(column=norm),
+                "are empty or not numbers",
+                "a token count",
+            ),
+            Rule(
+                f"{norm}_integer",
+                f"_raw_{norm}",
+                E.ExpectColumnValuesToMatchRegex(column=f"_raw_{norm}", regex=INTEGER_RE),
+                "are not whole numbers",
+                "an integer token count",
+            ),
+            Rule(
+                f"{norm}_range",
+                norm,
+                E.ExpectColumnValuesToBeBetween(column=norm, min_value=minimum, max_value=MAX_TOKENS),
+                f"are below {minimum} or above {MAX_TOKENS:,}",
+                f"an integer >= {minimum}",
+            ),
+        ]
+    for norm in optional:
+        if norm in ("ttft_ms", "e2e_ms"):
+            rules.append(
+                Rule(
+                    f"{norm}_range",
+                    norm,
+                    E.ExpectColumnValuesToBeBetween(column=norm, min_value=0),
+                    "are negative",
+                    "a latency in milliseconds >= 0",
+                )
+            )
+    return rules
+
+
+def validate_chunks(
+    label: str,
+    chunks: Iterable[pd.DataFrame],
+    columns: dict[str, str],
+    rules: list[Rule],
+    progress: Callable[[int, int], None] | None = None,
+) -> ValidationSummary:
+    """Run the 'requests' suite chunk by chunk (bounded memory); raise InputError on any failure."""
+    outcomes: dict[str, Outcome] = {}
+    for rule in rules:
+        norm = rule.column.removeprefix("_raw_")
+        outcomes[rule.name] = Outcome(rule.name, norm, columns.get(norm, norm), rule.failure, rule.expected)
+    rows = 0
+    n_chunks = 0
+    for frame in chunks:
+        n_chunks += 1
+        for rule, result in _run_suite("requests", rules, frame):
+            out = outcomes[rule.name]
+            out.checked += len(frame)
+            bad = int(result.result.get("unexpected_count") or 0)
+            if not bad:
+                continue
+            out.failed += bad
+            norm = rule.column.removeprefix("_raw_")
+            raw_col = f"_raw_{norm}" if f"_raw_{norm}" in frame.columns else norm
+            for idx in result.result.get("partial_unexpected_index_list") or []:
+                if len(out.examples) >= MAX_EXAMPLES:
+                    break
+                raw = frame.at[idx, raw_col]
+                out.examples.append("<empty>" if pd.isna(raw) else repr(str(raw)))
+                fname = str(frame.at[idx, "_file"]).rsplit("/", 1)[-1]
+                if fname not in out.files:
+                    out.files.append(fname)
+        rows += len(frame)
+        if progress:
+            progress(rows, n_chunks)
+    summary = ValidationSummary("requests", rows, n_chunks, list(outcomes.values()))
+    if not summary.success:
+        raise InputError(failure_message(label, summary))
+    return summary
+
+
+def failure_message(label: str, summary: ValidationSummary) -> str:
+    """One readable message for every failed expectation."""
+    lines = [f"invalid traffic log {label} ({summary.rows_checked:,} rows checked):"]
+    for o in summary.outcomes:
+        if o.success:
+            continue
+        col = f"'{o.source_column}'" + (f" ({o.column})" if o.source_column != o.column else "")
+        where = f" (in {', '.join(o.files)})" if o.files else ""
+        lines.append(
+            f"  - column {col}: {o.failed:,} of {o.checked:,} rows {o.failure}; expected {o.expected}. "
+            f"Examples: {', '.join(o.examples)}{where}"
+        )
+    lines.append("No outputs were written.")
+    return "\n".join(lines)

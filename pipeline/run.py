@@ -1,0 +1,129 @@
+"""The stage runner: `python -m pipeline.run <stage>` executes a stage's notebooks with papermill.
+
+It passes only that stage's params sections, creates output folders, scrubs run metadata
+(timestamps, random cell ids, stderr progress) so an unchanged rerun gives byte-identical
+reports and dvc.lock, and renders each notebook to one self-contained HTML file with no code.
+Bad input ends with one clear message and exit status 1, never a traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pipeline import io, params, paths
+from pipeline.errors import InputError
+
+TEMPLATES = Path(__file__).parent / "templates"
+USER_ERRORS = ("InputError", "ParamsError")
+
+
+@dataclass(frozen=True)
+class Stage:
+    """A DVC stage: its notebooks (in order), the params sections it reads, the folders it writes."""
+
+    notebooks: tuple[str, ...]
+    sections: tuple[str, ...]
+    titles: tuple[str, ...]
+
+
+STAGES: dict[str, Stage] = {
+    "workload": Stage(("01_workload",), ("workload", "slo"), ("Step 1: workload profile",)),
+}
+
+
+def scrub(nb: Any) -> Any:
+    """Remove what changes from run to run: papermill timings, execution metadata, cell ids, stderr."""
+    nb.metadata.pop("papermill", None)
+    nb.metadata.pop("widgets", None)
+    for i, cell in enumerate(nb.cells):
+        cell["id"] = f"cell-{i:03d}"
+        cell.metadata.pop("papermill", None)
+        cell.metadata.pop("execution", None)
+        if cell.cell_type == "code":
+            cell.outputs = [o for o in cell.outputs if not (o.output_type == "stream" and o.name == "stderr")]
+    return nb
+
+
+def to_html(nb: Any, title: str) -> str:
+    """One self-contained HTML page: outputs only, inline CSS and SVG, nothing fetched."""
+    from nbconvert import HTMLExporter
+
+    nb.metadata["title"] = title
+    exporter = HTMLExporter(
+        template_name="offline",
+        extra_template_basedirs=[str(TEMPLATES)],
+        exclude_input=True,
+        exclude_input_prompt=True,
+        exclude_output_prompt=True,
+    )
+    body, _ = exporter.from_notebook_node(nb)
+    return body
+
+
+def execute(name: str, parameters: dict[str, Any], title: str, root: Path) -> None:
+    """Run one notebook with papermill, scrub it and write reports/<name>.html."""
+    import nbformat
+    import papermill as pm
+
+    src = root / "notebooks" / f"{name}.ipynb"
+    with tempfile.TemporaryDirectory(prefix="sizing-run-") as tmp:
+        out = Path(tmp) / f"{name}.ipynb"
+        pm.execute_notebook(
+            str(src),
+            str(out),
+            parameters=parameters,
+            kernel_name="python3",
+            progress_bar=False,
+            cwd=str(root),
+            stdout_file=sys.stdout,
+            stderr_file=sys.stderr,
+            request_save_on_cell_execute=False,
+        )
+        nb = scrub(nbformat.read(out, as_version=4))
+    io.write_text(root / "reports" / f"{name}.html", to_html(nb, title))
+
+
+def run(stage_name: str, root: Path | None = None) -> None:
+    """Validate the stage's params, then execute its notebooks in order."""
+    root = root or paths.ROOT
+    if stage_name not in STAGES:
+        raise InputError(f"unknown stage '{stage_name}'; stages: {', '.join(STAGES)}")
+    stage = STAGES[stage_name]
+    data = params.load(root / "params.yaml")
+    sections = {name: params.section(name, data) for name in stage.sections}
+    for folder in ("data/interim", "metrics", "reports"):
+        (root / folder).mkdir(parents=True, exist_ok=True)
+    for name, title in zip(stage.notebooks, stage.titles, strict=True):
+        execute(name, sections, title, root)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: exit 0 on success, 1 with one message on bad input."""
+    import papermill.exceptions
+
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 1:
+        print(
+            f"usage: python -m pipeline.run <stage>   (stages: {', '.join(STAGES)})",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        run(argv[0])
+    except InputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except papermill.exceptions.PapermillExecutionError as exc:
+        if exc.ename in USER_ERRORS:
+            print(f"error: {exc.evalue}", file=sys.stderr)
+            return 1
+        raise
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,650 @@
+"""Step 1: the workload profile, computed in DuckDB over the normalized request table.
+
+Definitions (method.md step 1): linear-interpolation percentiles (quantile_cont); context =
+input + output per request; RPS series over every 1-s (and 60-s) bucket from floor(first) to
+floor(last) with empty buckets as 0; mean = requests / (last - first); peak, not average,
+feeds sizing (param sizing_rate); archetype from the p50 lengths; concurrency by Little's law.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pandas as pd
+
+from pipeline.errors import InputError
+from pipeline.traffic.sources import sql_ident, sql_str
+
+PERCENTILES = {"p50": 0.5, "p90": 0.9, "p95": 0.95, "p99": 0.99}
+RESOLUTION_CANDIDATES_S = (3600.0, 60.0, 1.0, 0.1, 0.01, 0.001)
+EPOCH_2000_S = 946_684_800.0
+TIER_COLUMNS = ("tier", "model", "tenant")
+MAX_TIERS = 50
+RATE_KEYS = (
+    "mean",
+    "per_second_p95",
+    "per_second_p99",
+    "per_minute_p95",
+    "per_minute_p99",
+    "peak_1s",
+)
+MOONCAKE_BLOCK_TOKENS = 512
+
+
+@dataclass(frozen=True)
+class ProfileSettings:
+    """The params that shape a profile (workload section plus the SLO)."""
+
+    sizing_rate: str = "per_minute_p95"
+    long_input_tokens: int = 2048
+    long_output_tokens: int = 512
+    agentic_min_calls_per_session: float = 3
+    cap_min_share: float = 0.01
+    max_gap_s: float = 600
+    ttft_p99_ms: float = 2000.0
+    itl_p99_ms: float | None = 50.0
+    tier_column: str | None = "auto"
+    tier_rules: tuple[dict[str, Any], ...] = ()
+
+    @classmethod
+    def from_params(cls, workload: dict[str, Any], slo: dict[str, Any]) -> ProfileSettings:
+        """Build from validated params sections."""
+        tiers = workload.get("tiers") or {}
+        return cls(
+            sizing_rate=workload["sizing_rate"],
+            long_input_tokens=workload["long_input_tokens"],
+            long_output_tokens=workload["long_output_tokens"],
+            agentic_min_calls_per_session=workload["agentic_min_calls_per_session"],
+            cap_min_share=workload["cap_min_share"],
+            max_gap_s=workload["max_gap_s"],
+            ttft_p99_ms=slo["ttft_p99_ms"],
+            itl_p99_ms=slo.get("itl_p99_ms"),
+            tier_column=tiers.get("column", "auto"),
+            tier_rules=tuple(tiers.get("rules") or ()),
+        )
+
+
+def _r(value: Any, digits: int = 4) -> Any:
+    """Round for stable metrics; whole numbers print as integers."""
+    if value is None:
+        return None
+    v = round(float(value), digits)
+    return int(v) if v.is_integer() else v
+
+
+def _connect() -> duckdb.DuckDBPyConnection:
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
+    return con
+
+
+class Requests:
+    """A view over requests.parquet (optionally one tier of it) with the profile's queries."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, path: Path, where: str = "TRUE") -> None:
+        self.con = con
+        self.path = path
+        self.where = where
+        self.rel = f"(SELECT * FROM read_parquet({sql_str(str(path))}) WHERE {where})"
+        self.columns = [
+            r[0] for r in con.execute(f"DESCRIBE SELECT * FROM read_parquet({sql_str(str(path))})").fetchall()
+        ]
+
+    def one(self, sql: str) -> tuple[Any, ...]:
+        return self.con.execute(sql).fetchone()
+
+    def lengths(self) -> dict[str, dict[str, Any]]:
+        """p50/p90/p95/p99, mean and max of input, output and context (= input + output, per request)."""
+        qs = "[" + ", ".join(str(q) for q in PERCENTILES.values()) + "]"
+        exprs = {
+            "input_tokens": "input_tokens",
+            "output_tokens": "output_tokens",
+            "context_tokens": "input_tokens + output_tokens",
+        }
+        sel = ", ".join(f"quantile_cont({e}, {qs}), avg({e}), max({e})" for e in exprs.values())
+        row = self.one(f"SELECT {sel} FROM {self.rel}")
+        out = {}
+        for i, name in enumerate(exprs):
+            qv, mean, mx = row[3 * i : 3 * i + 3]
+            stats = {k: _r(v, 2) for k, v in zip(PERCENTILES, qv, strict=True)}
+            stats["mean"] = _r(mean, 2)
+            stats["max"] = int(mx)
+            out[name] = stats
+        return out
+
+    def span(self) -> tuple[int, float, float]:
+        n, first, last = self.one(f"SELECT count(*), min(arrival_s), max(arrival_s) FROM {self.rel}")
+        return int(n), float(first), float(last)
+
+    def rate_series_stats(self, width_s: float) -> dict[str, float]:
+        """Quantiles of the arrival-rate series in buckets of width_s (empty buckets count as 0)."""
+        lo, hi = self.one(
+            f"SELECT floor(min(arrival_s) / {width_s})::BIGINT, floor(max(arrival_s) / {width_s})::BIGINT FROM {self.rel}"
+        )
+        row = self.one(
+            f"WITH b AS (SELECT floor(arrival_s / {width_s})::BIGINT AS k, count(*) AS n FROM {self.rel} GROUP BY 1), "
+            f"s AS (SELECT range AS k FROM range({lo}, {hi} + 1)) "
+            f"SELECT quantile_cont(coalesce(n, 0) / {width_s}, [0.95, 0.99]), max(coalesce(n, 0)) / {width_s}, count(*) "
+            "FROM s LEFT JOIN b USING (k)"
+        )
+        (p95, p99), peak, buckets = row
+        return {"p95": p95, "p99": p99, "peak": peak, "buckets": buckets}
+
+    def per_minute_series(self) -> pd.DataFrame:
+        """Requests per second averaged over each minute (the figure 1.3 series), empty minutes as 0."""
+        lo, hi = self.one(
+            f"SELECT floor(min(arrival_s) / 60)::BIGINT, floor(max(arrival_s) / 60)::BIGINT FROM {self.rel}"
+        )
+        return self.con.execute(
+            f"WITH b AS (SELECT floor(arrival_s / 60)::BIGINT AS k, count(*) AS n FROM {self.rel} GROUP BY 1) "
+            f"SELECT range * 60.0 AS minute_start_s, coalesce(n, 0) AS requests, coalesce(n, 0) / 60.0 AS rps "
+            f"FROM range({lo}, {hi} + 1) LEFT JOIN b ON b.k = range ORDER BY 1"
+        ).df()
+
+    def hourly(self, epoch_clock: bool, first: float) -> dict[str, dict[str, Any]]:
+        """Per hour of day (UTC, or hours since the trace start): mean and p95 of the per-minute rate."""
+        lo, hi = self.one(
+            f"SELECT floor(min(arrival_s) / 60)::BIGINT, floor(max(arrival_s) / 60)::BIGINT FROM {self.rel}"
+        )
+        hour = (
+            "(floor(range * 60 / 3600)::BIGINT % 24)"
+            if epoch_clock
+            else f"(floor((range * 60 - {first}) / 3600)::BIGINT % 24)"
+        )
+        rows = self.con.execute(
+            f"WITH b AS (SELECT floor(arrival_s / 60)::BIGINT AS k, count(*) AS n FROM {self.rel} GROUP BY 1), "
+            f"s AS (SELECT {hour} AS hour, coalesce(n, 0) AS n FROM range({lo}, {hi} + 1) LEFT JOIN b ON b.k = range) "
+            "SELECT hour, avg(n / 60.0), quantile_cont(n / 60.0, 0.95), max(n / 60.0), sum(n) FROM s GROUP BY hour ORDER BY hour"
+        ).fetchall()
+        return {
+            f"{int(h):02d}": {
+                "mean_rps": _r(m),
+                "p95_rps": _r(p),
+                "peak_minute_rps": _r(pk),
+                "requests": int(n),
+            }
+            for h, m, p, pk, n in rows
+        }
+
+    def gaps(self, max_gap_s: float) -> tuple[float | None, float | None, int]:
+        """Inter-arrival gaps: the smallest positive one, the longest, and how many exceed max_gap_s."""
+        row = self.one(
+            f"SELECT min(d) FILTER (WHERE d > 0), max(d), count(*) FILTER (WHERE d > {max_gap_s}) FROM "
+            f"(SELECT arrival_s - lag(arrival_s) OVER (ORDER BY arrival_s) AS d FROM {self.rel})"
+        )
+        return row[0], row[1], int(row[2])
+
+    def resolution(self, first: float, min_gap: float | None) -> float:
+        """The largest tick (1 h, 1 min, 1 s, ... 1 ms) that every timestamp sits on; else the smallest gap."""
+        checks = ", ".join(
+            f"count(*) FILTER (WHERE abs((arrival_s - {first}) / {u} - round((arrival_s - {first}) / {u})) > 1e-3)"
+            for u in RESOLUTION_CANDIDATES_S
+        )
+        off = self.one(f"SELECT {checks} FROM {self.rel}")
+        n = self.one(f"SELECT count(*) FROM {self.rel}")[0]
+        for u, bad in zip(RESOLUTION_CANDIDATES_S, off, strict=True):
+            if bad == 0 and n > 1 and (min_gap is None or u <= min_gap * 1.01):
+                return u
+        return float(f"{min_gap:.3g}") if min_gap else 0.0
+
+    def caps(self, min_share: float) -> list[dict[str, Any]]:
+        """Columns where many rows sit exactly at the maximum: the sign of a max_tokens cap."""
+        out = []
+        for col in ("input_tokens", "output_tokens"):
+            mx, at_max, n = self.one(
+                f"SELECT max({col}), count(*) FILTER (WHERE {col} = (SELECT max({col}) FROM {self.rel})), count(*) FROM {self.rel}"
+            )
+            if at_max >= 10 and at_max / n >= min_share:
+                out.append({"column": col, "max": int(mx), "rows_at_max": int(at_max), "share": at_max / n})
+        return out
+
+    def sessions(self) -> dict[str, Any] | None:
+        if "session_id" not in self.columns:
+            return None
+        row = self.one(
+            f"SELECT count(*), median(n), avg(n), max(n) FROM (SELECT session_id, count(*) AS n FROM {self.rel} "
+            "WHERE session_id IS NOT NULL GROUP BY 1)"
+        )
+        if not row[0]:
+            return None
+        return {
+            "sessions": int(row[0]),
+            "calls_p50": _r(row[1], 2),
+            "calls_mean": _r(row[2], 3),
+            "calls_max": int(row[3]),
+        }
+
+    def prefix_reuse(self) -> dict[str, Any] | None:
+        """Share of prefix blocks (hash_ids) already seen in an earlier block: 1 - distinct / total."""
+        if "hash_ids" not in self.columns:
+            return None
+        total, distinct = self.one(
+            f"SELECT count(h), count(DISTINCT h) FROM (SELECT unnest(hash_ids) AS h FROM {self.rel})"
+        )
+        if not total:
+            return None
+        return {
+            "blocks_total": int(total),
+            "blocks_distinct": int(distinct),
+            "reuse_fraction": _r(1 - distinct / total, 4),
+            "formula": "1 - distinct hash_ids / all hash_ids, over the whole log",
+        }
+
+    def mean_e2e_s(self) -> float | None:
+        if "e2e_ms" not in self.columns:
+            return None
+        v = self.one(f"SELECT avg(e2e_ms) FROM {self.rel} WHERE e2e_ms IS NOT NULL")[0]
+        return None if v is None else v / 1000.0
+
+    def length_cdf(self, points: int = 200) -> pd.DataFrame:
+        """Quantile curves of input, output and context tokens (for CDF charts), in long form."""
+        qs = "[" + ", ".join(f"{i / points:.6f}" for i in range(points + 1)) + "]"
+        row = self.one(
+            f"SELECT quantile_cont(input_tokens, {qs}), quantile_cont(output_tokens, {qs}), "
+            f"quantile_cont(input_tokens + output_tokens, {qs}) FROM {self.rel}"
+        )
+        levels = [i / points for i in range(points + 1)]
+        frames = [
+            pd.DataFrame({"metric": name, "tokens": vals, "cumulative_share": levels})
+            for name, vals in zip(("input_tokens", "output_tokens", "context_tokens"), row, strict=True)
+        ]
+        return pd.concat(frames, ignore_index=True)
+
+
+def archetype(
+    input_p50: float, output_p50: float, settings: ProfileSettings, sessions: dict[str, Any] | None
+) -> tuple[str, str]:
+    """chat / rag / generation / agentic from p50 lengths (and multi-call sessions), with the reason."""
+    long_in = input_p50 >= settings.long_input_tokens
+    long_out = output_p50 >= settings.long_output_tokens
+    many_calls = bool(sessions) and sessions["calls_p50"] >= settings.agentic_min_calls_per_session
+    basis = (
+        f"input p50 {input_p50:g} {'>=' if long_in else '<'} {settings.long_input_tokens}, "
+        f"output p50 {output_p50:g} {'>=' if long_out else '<'} {settings.long_output_tokens}"
+    )
+    if sessions:
+        basis += f", {sessions['calls_p50']:g} calls per session (p50)"
+    if long_in and (long_out or many_calls):
+        return "agentic", basis
+    if long_in:
+        return "rag", basis
+    if long_out:
+        return "generation", basis
+    return "chat", basis
+
+
+def _rates(req: Requests, n: int, first: float, last: float, resolution: float) -> tuple[dict[str, Any], list[str]]:
+    span = last - first
+    notes: list[str] = []
+    sec = req.rate_series_stats(1.0)
+    minute = req.rate_series_stats(60.0)
+    rps: dict[str, Any] = {
+        "mean": _r(n / span) if span > 0 else None,
+        "per_second_p95": _r(sec["p95"]),
+        "per_second_p99": _r(sec["p99"]),
+        "per_minute_p95": _r(minute["p95"]),
+        "per_minute_p99": _r(minute["p99"]),
+        "peak_1s": _r(sec["peak"]),
+    }
+    if resolution > 1.0:
+        for key in ("per_second_p95", "per_second_p99", "peak_1s"):
+            rps[key] = None
+        notes.append("per-second")
+    if resolution > 60.0:
+        for key in ("per_minute_p95", "per_minute_p99"):
+            rps[key] = None
+        notes.append("per-minute")
+    return rps, notes
+
+
+def _littles_law(
+    rps: dict[str, Any],
+    sizing_key: str,
+    output_mean: float,
+    req: Requests,
+    settings: ProfileSettings,
+) -> dict[str, Any]:
+    measured = req.mean_e2e_s()
+    if measured is not None:
+        e2e_s, source = measured, "measured: mean e2e_ms in the log"
+    else:
+        itl_ms = settings.itl_p99_ms or 0.0
+        e2e_s = settings.ttft_p99_ms / 1000 + output_mean * itl_ms / 1000
+        source = (
+            f"SLO targets: TTFT {settings.ttft_p99_ms:g} ms + mean output {output_mean:g} tokens x ITL {itl_ms:g} ms"
+        )
+    rate = rps.get(sizing_key)
+    return {
+        "p95": _r(rate * e2e_s, 2) if rate is not None else None,
+        "mean": _r(rps["mean"] * e2e_s, 2) if rps.get("mean") is not None else None,
+        "e2e_s": _r(e2e_s, 4),
+        "rate_used": sizing_key,
+        "e2e_source": source,
+        "formula": "L = rate x E2E (Little's law); p95 uses the sizing rate, mean the mean rate",
+    }
+
+
+def profile_requests(req: Requests, settings: ProfileSettings, block_tokens: int | None = None) -> dict[str, Any]:
+    """Every step-1 figure for one set of requests (the whole log or one tier)."""
+    n, first, last = req.span()
+    if n == 0:
+        raise InputError("no requests left to profile (every row was excluded)")
+    lengths = req.lengths()
+    min_gap, longest, long_count = req.gaps(settings.max_gap_s)
+    resolution = req.resolution(first, min_gap)
+    rps, coarse = _rates(req, n, first, last, resolution)
+    warnings: list[dict[str, Any]] = []
+    if coarse:
+        warnings.append(
+            {
+                "code": "coarse_timestamps",
+                "message": f"timestamps tick every {resolution:g} s, coarser than the {' and '.join(coarse)} buckets: "
+                f"those rates would be noise and are not reported (null).",
+            }
+        )
+    sizing_key = settings.sizing_rate
+    if rps.get(sizing_key) is None:
+        fallback = next(k for k in ("per_minute_p95", "mean") if rps.get(k) is not None)
+        warnings.append(
+            {
+                "code": "sizing_rate_fallback",
+                "message": f"sizing rate {sizing_key} is not available for this log; using {fallback} instead.",
+            }
+        )
+        sizing_key = fallback
+    rps["sizing_rate"] = rps[sizing_key]
+    for cap in req.caps(settings.cap_min_share):
+        warnings.append(
+            {
+                "code": f"capped_{cap['column']}",
+                "message": f"{cap['rows_at_max']:,} requests ({cap['share']:.1%}) sit exactly at the maximum "
+                f"{cap['column']} = {cap['max']:,}: the log looks capped (max_tokens or truncation), "
+                "so the true tail is longer than measured.",
+            }
+        )
+    if long_count:
+        warnings.append(
+            {
+                "code": "long_gaps",
+                "message": f"{long_count:,} gaps between arrivals exceed {settings.max_gap_s:g} s (longest {longest:,.0f} s): "
+                "the log may have missing periods, which lowers the mean and the per-second quantiles.",
+            }
+        )
+    sessions = req.sessions()
+    kind, basis = archetype(lengths["input_tokens"]["p50"], lengths["output_tokens"]["p50"], settings, sessions)
+    epoch_clock = first >= EPOCH_2000_S
+    out: dict[str, Any] = {
+        "requests": n,
+        "span_s": _r(last - first, 3),
+        "first_arrival_s": _r(first, 3),
+        "clock": "epoch_utc" if epoch_clock else "trace_relative",
+        "timestamp_resolution_s": resolution,
+        **lengths,
+        "rps": rps,
+        "sizing_rate_key": sizing_key,
+        "archetype": kind,
+        "archetype_basis": basis,
+        "concurrency_littles_law": _littles_law(rps, sizing_key, lengths["output_tokens"]["mean"], req, settings),
+        "hourly": req.hourly(epoch_clock, first),
+    }
+    if sessions:
+        out["sessions"] = sessions
+    reuse = req.prefix_reuse()
+    if reuse:
+        reuse["block_tokens"] = block_tokens
+        out["prefix_reuse"] = reuse
+    out["warnings"] = warnings
+    return out
+
+
+def tier_expression(columns: list[str], settings: ProfileSettings) -> tuple[str | None, str | None]:
+    """SQL that names each request's tier (from rules or a column), and a sentence saying how."""
+    if settings.tier_rules:
+        cases = []
+        for rule in settings.tier_rules:
+            conds = []
+            for key, op in (
+                ("max_input_tokens", "<="),
+                ("min_input_tokens", ">="),
+                ("max_output_tokens", "<="),
+                ("min_output_tokens", ">="),
+            ):
+                if key in rule:
+                    conds.append(f"{key.split('_', 1)[1]} {op} {int(rule[key])}")
+            cases.append(f"WHEN {' AND '.join(conds) or 'TRUE'} THEN {sql_str(rule['name'])}")
+        return (
+            f"CASE {' '.join(cases)} ELSE 'unmatched' END",
+            "tier rules in params (workload.tiers.rules), first match wins",
+        )
+    col = settings.tier_column
+    if col in (None, "none", ""):
+        return None, None
+    if col == "auto":
+        col = next((c for c in TIER_COLUMNS if c in columns), None)
+        if col is None:
+            return None, None
+    elif col not in columns:
+        raise InputError(
+            f"workload.tiers.column = '{col}' is not a column of the request table; "
+            f"available: {', '.join(c for c in columns if c in (*TIER_COLUMNS, 'session_id')) or 'none'} (or auto, none)"
+        )
+    return f"coalesce(CAST({sql_ident(col)} AS VARCHAR), '(none)')", f"column '{col}' of the log"
+
+
+def compute_profile(requests_path: Path, settings: ProfileSettings, block_tokens: int | None = None) -> dict[str, Any]:
+    """The whole-log profile plus one per tier when tiers exist."""
+    con = _connect()
+    req = Requests(con, requests_path)
+    profile = profile_requests(req, settings, block_tokens)
+    expr, how = tier_expression(req.columns, settings)
+    if expr:
+        names = [r[0] for r in con.execute(f"SELECT DISTINCT {expr} FROM {req.rel} ORDER BY 1").fetchall()]
+        if len(names) > MAX_TIERS:
+            raise InputError(
+                f"the tier source ({how}) has {len(names):,} distinct values; expected a few routing tiers "
+                f"(at most {MAX_TIERS}). Set workload.tiers.column to another column or 'none'."
+            )
+        tiers = {}
+        for name in names:
+            sub = Requests(con, requests_path, f"{expr} = {sql_str(name)}")
+            tiers[name] = profile_requests(sub, settings, block_tokens)
+        profile["tiers"] = tiers
+        profile["tiers_from"] = how
+    con.close()
+    return profile
+
+
+def chart_data(requests_path: Path) -> dict[str, pd.DataFrame]:
+    """Small tables for the report's charts: the per-minute rate series and the length quantile curves."""
+    con = _connect()
+    req = Requests(con, requests_path)
+    data = {"per_minute": req.per_minute_series(), "cdf": req.length_cdf()}
+    con.close()
+    return data
+
+
+def build_profile(
+    ingested: Any, requests_path: Path, settings: ProfileSettings, root: Path | None = None
+) -> dict[str, Any]:
+    """The profile of an ingested log, with ingest warnings, the validation summary and provenance."""
+    block_tokens = MOONCAKE_BLOCK_TOKENS if ingested.layout.name == "mooncake" else None
+    prof = compute_profile(requests_path, settings, block_tokens)
+    prof["failed_requests_excluded"] = ingested.failed_rows
+    prof["duplicate_rows"] = ingested.duplicate_rows
+    prof["warnings"] = ingested.warnings + prof["warnings"]
+    prof["validation"] = ingested.validation.as_dict()
+    prof["provenance"] = {
+        **ingested.provenance(root),
+        "percentiles": "DuckDB quantile_cont (linear interpolation) over every request",
+        "context_tokens": "input_tokens + output_tokens of each request, then percentiles",
+        "rps": "arrivals per 1-s / 60-s bucket from floor(first) to floor(last), empty buckets = 0; "
+        "mean = requests / (last - first)",
+        "sizing_rate": f"rps.{prof['sizing_rate_key']} (param workload.sizing_rate = {settings.sizing_rate})",
+        "archetype": f"p50 lengths vs workload.long_input_tokens = {settings.long_input_tokens}, "
+        f"workload.long_output_tokens = {settings.long_output_tokens}",
+        "hourly": "per-minute arrival rate grouped by hour of day (UTC, or hours since the trace start)",
+    }
+    return prof
+
+
+def describe(profile: dict[str, Any]) -> str:
+    """A short human summary of a profile (the CLI's default output and the report's headline)."""
+    lines = []
+    span_min = profile["span_s"] / 60
+    lines.append(
+        f"Workload profile: {profile['requests']:,} requests over {span_min:,.1f} min "
+        f"({profile['clock']}, timestamps every {profile['timestamp_resolution_s']:g} s)"
+    )
+    lines.append(f"{'':16}{'p50':>10}{'p90':>10}{'p95':>10}{'p99':>10}{'mean':>10}{'max':>10}")
+    for key in ("input_tokens", "output_tokens", "context_tokens"):
+        s = profile[key]
+        lines.append(
+            f"{key.replace('_', ' '):16}"
+            + "".join(f"{s[k]:>10,.6g}" for k in ("p50", "p90", "p95", "p99", "mean", "max"))
+        )
+    r = profile["rps"]
+
+    def f(v: Any) -> str:
+        return "n/a" if v is None else f"{v:,.4g}"
+
+    lines.append(
+        f"Arrival rate (req/s): mean {f(r['mean'])}; per-second p95 {f(r['per_second_p95'])}, p99 {f(r['per_second_p99'])}; "
+        f"per-minute p95 {f(r['per_minute_p95'])}, p99 {f(r['per_minute_p99'])}; peak 1 s {f(r['peak_1s'])}"
+    )
+    lines.append(f"Sizing rate: {f(r['sizing_rate'])} req/s ({profile['sizing_rate_key']})")
+    lines.append(f"Archetype: {profile['archetype']} ({profile['archetype_basis']})")
+    c = profile["concurrency_littles_law"]
+    lines.append(
+        f"Concurrency (Little's law): {f(c['p95'])} at the sizing rate, {f(c['mean'])} at the mean rate "
+        f"(E2E {c['e2e_s']:g} s; {c['e2e_source']})"
+    )
+    if "prefix_reuse" in profile:
+        lines.append(f"Prefix reuse: {profile['prefix_reuse']['reuse_fraction']:.1%} of prefix blocks were seen before")
+    for name, t in (profile.get("tiers") or {}).items():
+        lines.append(
+            f"  tier {name}: {t['requests']:,} requests, {t['archetype']}, input p95 {t['input_tokens']['p95']:,.6g}, "
+            f"output p95 {t['output_tokens']['p95']:,.6g}, sizing rate {f(t['rps']['sizing_rate'])} req/s"
+        )
+    for w in profile.get("warnings") or []:
+        lines.append(f"warning: {w['message']}")
+    return "\n".join(lines)
+
+
+@dataclass
+class StageResult:
+    """What the workload stage produced, for the notebook to show."""
+
+    profile: dict[str, Any]
+    ingested: Any
+    charts: dict[str, pd.DataFrame]
+
+
+def run_stage(
+    workload: dict[str, Any], slo: dict[str, Any], root: Path | None = None, progress: bool = True
+) -> StageResult:
+    """The workload stage: ingest + validate + profile, then write requests.parquet and workload.json.
+
+    Both outputs are staged beside their targets and renamed only when everything succeeded.
+    """
+    from pipeline import io, params, paths, traffic
+
+    root = root or paths.ROOT
+    workload = params.validate_section("workload", workload)
+    slo = params.validate_section("slo", slo)
+    settings = ProfileSettings.from_params(workload, slo)
+    source = traffic.open_source(workload["source"], workload["pattern"], root)
+    requests_path = root / paths.REQUESTS_PARQUET.relative_to(paths.ROOT)
+    metrics_path = root / paths.WORKLOAD_JSON.relative_to(paths.ROOT)
+    with io.atomic_path(requests_path, ".parquet") as staged:
+        ingested = traffic.ingest(
+            source,
+            staged,
+            fmt=workload["format"],
+            columns=workload["columns"],
+            timestamp_unit=workload["timestamp_unit"],
+            max_failed_share=workload["max_failed_share"],
+            max_span_days=workload["max_span_days"],
+            chunk_rows=workload["chunk_rows"],
+            progress=traffic.Progress(progress),
+        )
+        profile = build_profile(ingested, staged, settings, root)
+        charts = chart_data(staged)
+        io.write_json(metrics_path, profile)
+    return StageResult(profile, ingested, charts)
+
+
+def lengths_table(profile: dict[str, Any]) -> pd.DataFrame:
+    """Token-length percentiles, one row per measure."""
+    rows = []
+    for key in ("input_tokens", "output_tokens", "context_tokens"):
+        rows.append({"measure": key, **profile[key]})
+    return pd.DataFrame(rows).set_index("measure")
+
+
+def rates_table(profile: dict[str, Any]) -> pd.DataFrame:
+    """Arrival-rate figures (req/s) with how each is defined."""
+    defs = {
+        "mean": "requests / (last - first arrival)",
+        "per_second_p95": "p95 of arrivals per 1-s bucket (empty = 0)",
+        "per_second_p99": "p99 of arrivals per 1-s bucket",
+        "per_minute_p95": "p95 of arrivals per 60-s bucket / 60",
+        "per_minute_p99": "p99 of arrivals per 60-s bucket / 60",
+        "peak_1s": "busiest single second",
+        "sizing_rate": f"the rate sizing uses: {profile['sizing_rate_key']}",
+    }
+    return pd.DataFrame(
+        [{"rate": k, "req_per_s": profile["rps"].get(k), "definition": v} for k, v in defs.items()]
+    ).set_index("rate")
+
+
+def tiers_table(profile: dict[str, Any]) -> pd.DataFrame | None:
+    """One row per tier: traffic share, lengths at p95, sizing rate, archetype, concurrency."""
+    tiers = profile.get("tiers")
+    if not tiers:
+        return None
+    total = profile["requests"]
+    rows = [
+        {
+            "tier": name,
+            "requests": t["requests"],
+            "share": f"{t['requests'] / total:.1%}",
+            "input_p95": t["input_tokens"]["p95"],
+            "output_p95": t["output_tokens"]["p95"],
+            "context_p95": t["context_tokens"]["p95"],
+            "sizing_rate_rps": t["rps"]["sizing_rate"],
+            "archetype": t["archetype"],
+            "concurrency_p95": t["concurrency_littles_law"]["p95"],
+        }
+        for name, t in tiers.items()
+    ]
+    return pd.DataFrame(rows).set_index("tier")
+
+
+def provenance_table(profile: dict[str, Any]) -> pd.DataFrame:
+    """Where each figure came from: input files, layout, mapping, formulas."""
+    prov = profile["provenance"]
+    rows = []
+    for key, value in prov.items():
+        if isinstance(value, dict):
+            value = ", ".join(f"{k} <- {v}" for k, v in value.items())
+        elif isinstance(value, list):
+            value = ", ".join(map(str, value))
+        rows.append({"item": key, "value": value})
+    return pd.DataFrame(rows).set_index("item")
+
+
+def time_axis(series: pd.DataFrame, profile: dict[str, Any]) -> tuple[pd.DataFrame, str]:
+    """Per-minute series with an `hours` axis: hours since 00:00 UTC of the first day, or since the trace start."""
+    import datetime as dt
+
+    first = profile["first_arrival_s"]
+    if profile["clock"] == "epoch_utc":
+        day0 = (first // 86400) * 86400
+        label = dt.datetime.fromtimestamp(day0, tz=dt.UTC).strftime("%Y-%m-%d 00:00 UTC")
+    else:
+        day0, label = first, "the trace start"
+    out = series.assign(hours=(series["minute_start_s"] - day0) / 3600.0)
+    return out, label
