@@ -17,6 +17,7 @@ def enable() -> None:
     """SVG renderer (vl-convert, no JavaScript in the report) and no row limit for small tables."""
     alt.renderers.enable("svg")
     alt.data_transformers.disable_max_rows()
+    pd.set_option("display.max_colwidth", None)
 
 
 def length_cdf(cdf: pd.DataFrame, stats: dict[str, dict[str, Any]]) -> alt.Chart:

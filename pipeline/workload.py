@@ -10,13 +10,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import duckdb
-import pandas as pd
 
 from pipeline.errors import InputError
 from pipeline.traffic.sources import sql_ident, sql_str
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 PERCENTILES = {"p50": 0.5, "p90": 0.9, "p95": 0.95, "p99": 0.99}
 RESOLUTION_CANDIDATES_S = (3600.0, 60.0, 1.0, 0.1, 0.01, 0.001)
@@ -93,11 +95,29 @@ class Requests:
             r[0] for r in con.execute(f"DESCRIBE SELECT * FROM read_parquet({sql_str(str(path))})").fetchall()
         ]
 
-    def one(self, sql: str) -> tuple[Any, ...]:
-        return self.con.execute(sql).fetchone()
+    def seconds_table(self) -> str:
+        """Arrivals per 1-s bucket (one GROUP BY over the log), kept as a small temp table.
 
-    def lengths(self) -> dict[str, dict[str, Any]]:
-        """p50/p90/p95/p99, mean and max of input, output and context (= input + output, per request)."""
+        Every rate series (1 s, 60 s, hour of day) is summed from it, so the log is scanned once.
+        """
+        if not hasattr(self, "_seconds"):
+            name = f"sec_{abs(hash(self.where))}"
+            self.con.execute(
+                f"CREATE OR REPLACE TEMP TABLE {name} AS SELECT floor(arrival_s)::BIGINT AS k, count(*) AS n "
+                f"FROM {self.rel} GROUP BY 1"
+            )
+            self._seconds = name
+        return self._seconds
+
+    def one(self, sql: str) -> tuple[Any, ...]:
+        return self.con.execute(sql).fetchall()[0]
+
+    def lengths(self, first: float = 0.0, max_in: int = 0, max_out: int = 0) -> dict[str, dict[str, Any]]:
+        """p50/p90/p95/p99, mean and max of input, output and context (= input + output, per request).
+
+        The same scan counts timestamps off each resolution grid and rows at each column's maximum
+        (kept in self.off_grid and self.at_max for resolution() and caps()).
+        """
         qs = "[" + ", ".join(str(q) for q in PERCENTILES.values()) + "]"
         exprs = {
             "input_tokens": "input_tokens",
@@ -105,7 +125,12 @@ class Requests:
             "context_tokens": "input_tokens + output_tokens",
         }
         sel = ", ".join(f"quantile_cont({e}, {qs}), avg({e}), max({e})" for e in exprs.values())
-        row = self.one(f"SELECT {sel} FROM {self.rel}")
+        grid = ", ".join(
+            f"count(*) FILTER (WHERE abs((arrival_s - {first}) / {u} - round((arrival_s - {first}) / {u})) > 1e-3)"
+            for u in RESOLUTION_CANDIDATES_S
+        )
+        extra = f"{grid}, count(*) FILTER (WHERE input_tokens = {max_in}), count(*) FILTER (WHERE output_tokens = {max_out})"
+        row = self.one(f"SELECT {sel}, {extra} FROM {self.rel}")
         out = {}
         for i, name in enumerate(exprs):
             qv, mean, mx = row[3 * i : 3 * i + 3]
@@ -113,22 +138,26 @@ class Requests:
             stats["mean"] = _r(mean, 2)
             stats["max"] = int(mx)
             out[name] = stats
+        k = len(RESOLUTION_CANDIDATES_S)
+        self.off_grid = list(row[9 : 9 + k])
+        self.at_max = {"input_tokens": int(row[9 + k]), "output_tokens": int(row[10 + k])}
         return out
 
-    def span(self) -> tuple[int, float, float]:
-        n, first, last = self.one(f"SELECT count(*), min(arrival_s), max(arrival_s) FROM {self.rel}")
-        return int(n), float(first), float(last)
-
-    def rate_series_stats(self, width_s: float) -> dict[str, float]:
-        """Quantiles of the arrival-rate series in buckets of width_s (empty buckets count as 0)."""
-        lo, hi = self.one(
-            f"SELECT floor(min(arrival_s) / {width_s})::BIGINT, floor(max(arrival_s) / {width_s})::BIGINT FROM {self.rel}"
+    def span(self) -> tuple[int, float, float, int, int]:
+        """Count, first and last arrival, and the largest input and output (Parquet statistics make this cheap)."""
+        n, first, last, max_in, max_out = self.one(
+            f"SELECT count(*), min(arrival_s), max(arrival_s), max(input_tokens), max(output_tokens) FROM {self.rel}"
         )
+        return int(n), float(first), float(last), int(max_in), int(max_out)
+
+    def rate_series_stats(self, width_s: int) -> dict[str, float]:
+        """Quantiles of the arrival-rate series in buckets of width_s seconds (empty buckets count as 0)."""
+        sec = self.seconds_table()
+        lo, hi = self.one(f"SELECT floor(min(k) / {width_s})::BIGINT, floor(max(k) / {width_s})::BIGINT FROM {sec}")
         row = self.one(
-            f"WITH b AS (SELECT floor(arrival_s / {width_s})::BIGINT AS k, count(*) AS n FROM {self.rel} GROUP BY 1), "
-            f"s AS (SELECT range AS k FROM range({lo}, {hi} + 1)) "
+            f"WITH b AS (SELECT floor(k / {width_s})::BIGINT AS k, sum(n) AS n FROM {sec} GROUP BY 1) "
             f"SELECT quantile_cont(coalesce(n, 0) / {width_s}, [0.95, 0.99]), max(coalesce(n, 0)) / {width_s}, count(*) "
-            "FROM s LEFT JOIN b USING (k)"
+            f"FROM range({lo}, {hi} + 1) r(k) LEFT JOIN b USING (k)"
         )
         (p95, p99), peak, buckets = row
         return {"p95": p95, "p99": p99, "peak": peak, "buckets": buckets}
@@ -146,16 +175,15 @@ class Requests:
 
     def hourly(self, epoch_clock: bool, first: float) -> dict[str, dict[str, Any]]:
         """Per hour of day (UTC, or hours since the trace start): mean and p95 of the per-minute rate."""
-        lo, hi = self.one(
-            f"SELECT floor(min(arrival_s) / 60)::BIGINT, floor(max(arrival_s) / 60)::BIGINT FROM {self.rel}"
-        )
+        sec = self.seconds_table()
+        lo, hi = self.one(f"SELECT floor(min(k) / 60)::BIGINT, floor(max(k) / 60)::BIGINT FROM {sec}")
         hour = (
             "(floor(range * 60 / 3600)::BIGINT % 24)"
             if epoch_clock
             else f"(floor((range * 60 - {first}) / 3600)::BIGINT % 24)"
         )
         rows = self.con.execute(
-            f"WITH b AS (SELECT floor(arrival_s / 60)::BIGINT AS k, count(*) AS n FROM {self.rel} GROUP BY 1), "
+            f"WITH b AS (SELECT floor(k / 60)::BIGINT AS k, sum(n) AS n FROM {sec} GROUP BY 1), "
             f"s AS (SELECT {hour} AS hour, coalesce(n, 0) AS n FROM range({lo}, {hi} + 1) LEFT JOIN b ON b.k = range) "
             "SELECT hour, avg(n / 60.0), quantile_cont(n / 60.0, 0.95), max(n / 60.0), sum(n) FROM s GROUP BY hour ORDER BY hour"
         ).fetchall()
@@ -170,35 +198,35 @@ class Requests:
         }
 
     def gaps(self, max_gap_s: float) -> tuple[float | None, float | None, int]:
-        """Inter-arrival gaps: the smallest positive one, the longest, and how many exceed max_gap_s."""
-        row = self.one(
-            f"SELECT min(d) FILTER (WHERE d > 0), max(d), count(*) FILTER (WHERE d > {max_gap_s}) FROM "
-            f"(SELECT arrival_s - lag(arrival_s) OVER (ORDER BY arrival_s) AS d FROM {self.rel})"
-        )
+        """Inter-arrival gaps: the smallest positive one, the longest, and how many exceed max_gap_s.
+
+        requests.parquet is written sorted, so the gaps are taken in file order (no sort); a
+        negative gap proves the input was not sorted and the query is redone with ORDER BY.
+        """
+        for order in ("", "ORDER BY arrival_s"):
+            row = self.one(
+                f"SELECT min(d) FILTER (WHERE d > 0), max(d), count(*) FILTER (WHERE d > {max_gap_s}), "
+                f"count(*) FILTER (WHERE d < 0) FROM "
+                f"(SELECT arrival_s - lag(arrival_s) OVER ({order}) AS d FROM {self.rel})"
+            )
+            if row[3] == 0:
+                break
         return row[0], row[1], int(row[2])
 
-    def resolution(self, first: float, min_gap: float | None) -> float:
+    def resolution(self, n: int, min_gap: float | None) -> float:
         """The largest tick (1 h, 1 min, 1 s, ... 1 ms) that every timestamp sits on; else the smallest gap."""
-        checks = ", ".join(
-            f"count(*) FILTER (WHERE abs((arrival_s - {first}) / {u} - round((arrival_s - {first}) / {u})) > 1e-3)"
-            for u in RESOLUTION_CANDIDATES_S
-        )
-        off = self.one(f"SELECT {checks} FROM {self.rel}")
-        n = self.one(f"SELECT count(*) FROM {self.rel}")[0]
-        for u, bad in zip(RESOLUTION_CANDIDATES_S, off, strict=True):
+        for u, bad in zip(RESOLUTION_CANDIDATES_S, self.off_grid, strict=True):
             if bad == 0 and n > 1 and (min_gap is None or u <= min_gap * 1.01):
                 return u
         return float(f"{min_gap:.3g}") if min_gap else 0.0
 
-    def caps(self, min_share: float) -> list[dict[str, Any]]:
+    def caps(self, n: int, maxima: dict[str, int], min_share: float) -> list[dict[str, Any]]:
         """Columns where many rows sit exactly at the maximum: the sign of a max_tokens cap."""
         out = []
         for col in ("input_tokens", "output_tokens"):
-            mx, at_max, n = self.one(
-                f"SELECT max({col}), count(*) FILTER (WHERE {col} = (SELECT max({col}) FROM {self.rel})), count(*) FROM {self.rel}"
-            )
+            at_max = self.at_max[col]
             if at_max >= 10 and at_max / n >= min_share:
-                out.append({"column": col, "max": int(mx), "rows_at_max": int(at_max), "share": at_max / n})
+                out.append({"column": col, "max": maxima[col], "rows_at_max": at_max, "share": at_max / n})
         return out
 
     def sessions(self) -> dict[str, Any] | None:
@@ -246,6 +274,8 @@ class Requests:
             f"SELECT quantile_cont(input_tokens, {qs}), quantile_cont(output_tokens, {qs}), "
             f"quantile_cont(input_tokens + output_tokens, {qs}) FROM {self.rel}"
         )
+        import pandas as pd
+
         levels = [i / points for i in range(points + 1)]
         frames = [
             pd.DataFrame({"metric": name, "tokens": vals, "cumulative_share": levels})
@@ -279,8 +309,8 @@ def archetype(
 def _rates(req: Requests, n: int, first: float, last: float, resolution: float) -> tuple[dict[str, Any], list[str]]:
     span = last - first
     notes: list[str] = []
-    sec = req.rate_series_stats(1.0)
-    minute = req.rate_series_stats(60.0)
+    sec = req.rate_series_stats(1)
+    minute = req.rate_series_stats(60)
     rps: dict[str, Any] = {
         "mean": _r(n / span) if span > 0 else None,
         "per_second_p95": _r(sec["p95"]),
@@ -329,12 +359,12 @@ def _littles_law(
 
 def profile_requests(req: Requests, settings: ProfileSettings, block_tokens: int | None = None) -> dict[str, Any]:
     """Every step-1 figure for one set of requests (the whole log or one tier)."""
-    n, first, last = req.span()
+    n, first, last, max_in, max_out = req.span()
     if n == 0:
         raise InputError("no requests left to profile (every row was excluded)")
-    lengths = req.lengths()
+    lengths = req.lengths(first, max_in, max_out)
     min_gap, longest, long_count = req.gaps(settings.max_gap_s)
-    resolution = req.resolution(first, min_gap)
+    resolution = req.resolution(n, min_gap)
     rps, coarse = _rates(req, n, first, last, resolution)
     warnings: list[dict[str, Any]] = []
     if coarse:
@@ -356,7 +386,7 @@ def profile_requests(req: Requests, settings: ProfileSettings, block_tokens: int
         )
         sizing_key = fallback
     rps["sizing_rate"] = rps[sizing_key]
-    for cap in req.caps(settings.cap_min_share):
+    for cap in req.caps(n, {"input_tokens": max_in, "output_tokens": max_out}, settings.cap_min_share):
         warnings.append(
             {
                 "code": f"capped_{cap['column']}",
@@ -578,6 +608,8 @@ def run_stage(
 
 def lengths_table(profile: dict[str, Any]) -> pd.DataFrame:
     """Token-length percentiles, one row per measure."""
+    import pandas as pd
+
     rows = []
     for key in ("input_tokens", "output_tokens", "context_tokens"):
         rows.append({"measure": key, **profile[key]})
@@ -586,6 +618,8 @@ def lengths_table(profile: dict[str, Any]) -> pd.DataFrame:
 
 def rates_table(profile: dict[str, Any]) -> pd.DataFrame:
     """Arrival-rate figures (req/s) with how each is defined."""
+    import pandas as pd
+
     defs = {
         "mean": "requests / (last - first arrival)",
         "per_second_p95": "p95 of arrivals per 1-s bucket (empty = 0)",
@@ -602,6 +636,8 @@ def rates_table(profile: dict[str, Any]) -> pd.DataFrame:
 
 def tiers_table(profile: dict[str, Any]) -> pd.DataFrame | None:
     """One row per tier: traffic share, lengths at p95, sizing rate, archetype, concurrency."""
+    import pandas as pd
+
     tiers = profile.get("tiers")
     if not tiers:
         return None
@@ -625,6 +661,8 @@ def tiers_table(profile: dict[str, Any]) -> pd.DataFrame | None:
 
 def provenance_table(profile: dict[str, Any]) -> pd.DataFrame:
     """Where each figure came from: input files, layout, mapping, formulas."""
+    import pandas as pd
+
     prov = profile["provenance"]
     rows = []
     for key, value in prov.items():

@@ -109,7 +109,7 @@ def _resolve_unit(con: duckdb.DuckDBPyConnection, scan: str, column: str, col_ty
     row = con.execute(
         f"SELECT count(*) FILTER (WHERE TRY_CAST({ident} AS DOUBLE) IS NOT NULL), "
         f"count({ident}), max(abs(TRY_CAST({ident} AS DOUBLE))) FROM (SELECT {ident} FROM {scan} LIMIT 10000)"
-    ).fetchone()
+    ).fetchall()[0]
     numeric, non_null, biggest = row
     if non_null and numeric < non_null:
         return "datetime"
@@ -157,7 +157,7 @@ def _chunks(con: duckdb.DuckDBPyConnection, sql: str, rows: int) -> Iterator[pd.
     """Stream the query in DataFrames of about `rows` rows (bounded memory, few GX calls)."""
     import pyarrow as pa
 
-    reader = con.execute(sql).to_arrow_reader(min(rows, 1_000_000))
+    reader = con.cursor().sql(sql).to_arrow_reader(min(rows, 1_000_000))
     pending: list[pa.RecordBatch] = []
     size = 0
     for batch in reader:
@@ -218,7 +218,7 @@ def ingest(
     unit = _resolve_unit(con, scan, mapping["arrival_s"], types[mapping["arrival_s"]], unit)
 
     try:
-        rows_read = con.execute(f"SELECT count(*) FROM {scan}").fetchone()[0]
+        rows_read = con.execute(f"SELECT count(*) FROM {scan}").fetchall()[0][0]
     except duckdb.Error as exc:
         raise InputError(f"{label}: cannot be read: {_first_line(exc)}") from None
     if rows_read == 0:
@@ -244,7 +244,7 @@ def ingest(
     first, last, zero, dupes = con.execute(
         "SELECT min(arrival_s), max(arrival_s), count(*) FILTER (WHERE output_tokens = 0), "
         "count(*) - count(DISTINCT (arrival_s, input_tokens, output_tokens)) FROM norm"
-    ).fetchone()
+    ).fetchall()[0]
     span_days = (last - first) / 86400
     if span_days > max_span_days:
         raise InputError(

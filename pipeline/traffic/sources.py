@@ -80,10 +80,7 @@ def resolve(source: str, pattern: str | None = None, root: Path | None = None) -
         files = [Path(p) for p in globmod.glob(str(path), recursive=True)]
         where = f"glob {label}"
     elif path.is_dir():
-        if pattern:
-            files = list(path.glob(pattern))
-        else:
-            files = [p for p in path.rglob("*") if file_kind(p)]
+        files = list(path.glob(pattern)) if pattern else [p for p in path.rglob("*") if file_kind(p)]
         where = f"folder {label}" + (f" (pattern {pattern})" if pattern else "")
     elif path.is_file():
         files = [path]

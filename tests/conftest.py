@@ -1,0 +1,50 @@
+"""Shared helpers: write tiny logs, ingest them for real (DuckDB + great-expectations), profile them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from pipeline import traffic, workload
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED = ROOT.parent / "shared" / "fixtures"
+
+
+def write_csv(path: Path, header: str, rows: list[str]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join([header, *rows]) + "\n", encoding="utf-8")
+    return path
+
+
+def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def write_parquet(path: Path, columns: dict[str, list[Any]]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.table(columns), path)
+    return path
+
+
+def profile_of(source: Path | str, tmp_path: Path, settings: workload.ProfileSettings | None = None, **ingest_kw: Any):
+    """Ingest a log into tmp_path/requests.parquet and profile it; returns (profile, ingested)."""
+    src = traffic.open_source(str(source), ingest_kw.pop("pattern", None), Path.cwd())
+    out = tmp_path / "out" / "requests.parquet"
+    ing = traffic.ingest(src, out, progress=None, **ingest_kw)
+    prof = workload.build_profile(ing, out, settings or workload.ProfileSettings())
+    return prof, ing
+
+
+@pytest.fixture
+def shared_fixtures() -> Path:
+    if not SHARED.is_dir():
+        pytest.skip("../shared/fixtures is not present")
+    return SHARED

@@ -1,0 +1,107 @@
+"""End to end: `dvc repro` in a temporary git copy of the project, for real (papermill, kernel, GX, DuckDB)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import ROOT
+
+pytestmark = pytest.mark.e2e
+BIN = Path(sys.executable).parent
+
+
+def _run(cmd: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "DVC_NO_ANALYTICS": "1"}
+    env.pop("SIZING_ROOT", None)
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory) -> Path:
+    """A git repo holding the project's tracked and unignored files, with no outputs yet."""
+    dest = tmp_path_factory.mktemp("e2e") / "project"
+    files = subprocess.run(
+        ["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.split()
+    for rel in files:
+        src = ROOT / rel
+        if src.is_file() and not rel.startswith(("metrics/", "data/interim/")) and rel != "dvc.lock":
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / rel)
+    _run(["git", "init", "-q"], dest)
+    _run(["git", "-c", "user.email=t@t", "-c", "user.name=t", "add", "-A"], dest)
+    _run(["git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "copy"], dest)
+    _run([str(BIN / "dvc"), "repro"], dest)
+    return dest
+
+
+def test_repro_writes_the_three_outputs(project):
+    metrics = json.loads((project / "metrics" / "workload.json").read_text())
+    for key in ("requests", "span_s", "timestamp_resolution_s", "input_tokens", "output_tokens", "context_tokens",
+                "rps", "archetype", "concurrency_littles_law", "hourly", "tiers"):
+        assert key in metrics, key
+    assert set(metrics["rps"]) >= {"mean", "per_second_p95", "per_second_p99", "per_minute_p95", "per_minute_p99",
+                                   "peak_1s", "sizing_rate"}
+    assert set(metrics["input_tokens"]) == {"p50", "p90", "p95", "p99", "mean", "max"}
+    assert set(metrics["tiers"]) == {"code-assist", "doc-qa", "support-chat"}
+    assert sum(t["requests"] for t in metrics["tiers"].values()) == metrics["requests"]
+    assert metrics["provenance"]["source"] == "data/raw/traffic/sample_traffic.parquet"
+    assert (project / "data" / "interim" / "requests.parquet").stat().st_size > 0
+
+
+def test_report_is_self_contained_and_offline(project):
+    html = (project / "reports" / "01_workload.html").read_text()
+    assert "<title>Step 1: workload profile</title>" in html
+    assert not re.search(r"""(src|href)=["']https?://""", html), "report fetches something from the network"
+    assert "<script src" not in html
+    assert html.count("data:image/svg+xml") + html.count("<svg") >= 3  # three charts, inline
+    assert "Length distributions" in html and "Data quality" in html and "failed_requests_excluded" in html
+    assert "import pipeline" not in html and "wl.run_stage" not in html  # no code cells
+
+
+def test_cli_prints_the_same_profile(project):
+    proc = _run([sys.executable, "-m", "pipeline", "profile", "--source-from-params", "--json", "--quiet"], project)
+    assert json.loads(proc.stdout) == json.loads((project / "metrics" / "workload.json").read_text())
+
+
+def test_unchanged_rerun_runs_nothing_and_is_byte_identical(project):
+    lock = (project / "dvc.lock").read_bytes()
+    outs = ["metrics/workload.json", "data/interim/requests.parquet", "reports/01_workload.html"]
+    before = {p: (project / p).read_bytes() for p in outs}
+    proc = _run([str(BIN / "dvc"), "repro"], project)
+    assert "didn't change, skipping" in proc.stdout and "Running stage" not in proc.stdout
+    proc = _run([str(BIN / "dvc"), "repro", "--force"], project)
+    assert "Running stage 'workload'" in proc.stdout
+    assert (project / "dvc.lock").read_bytes() == lock
+    for p in outs:
+        assert (project / p).read_bytes() == before[p], p
+
+
+def test_bad_log_stops_the_stage_with_one_message(project, tmp_path):
+    bad = project / "data" / "raw" / "traffic" / "bad.csv"
+    bad.write_text("arrival_s,input_tokens,output_tokens\n0,5,5\n1,-4,5\n")
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    original = (project / "params.yaml").read_text()
+    params["workload"]["source"] = "data/raw/traffic/bad.csv"
+    try:
+        (project / "params.yaml").write_text(yaml.safe_dump(params))
+        proc = _run([str(BIN / "dvc"), "repro"], project, check=False)
+        assert proc.returncode != 0
+        assert "column 'input_tokens': 1 of 2 rows are below 1" in proc.stderr
+        assert "Traceback" not in proc.stderr
+        assert not (project / "metrics" / "workload.json").exists()
+    finally:
+        (project / "params.yaml").write_text(original)
+        bad.unlink()

@@ -1,0 +1,48 @@
+"""params.yaml validation and the shipped sample log's determinism."""
+
+from __future__ import annotations
+
+import pytest
+
+from pipeline import params, sample
+from pipeline.errors import ParamsError
+from tests.conftest import ROOT
+
+
+def test_shipped_params_are_valid():
+    data = params.load(ROOT / "params.yaml")
+    w = params.section("workload", data)
+    assert w["sizing_rate"] == "per_minute_p95" and w["tiers"]["column"] == "auto"
+    assert params.section("slo", data)["ttft_p99_ms"] == 2000
+
+
+@pytest.mark.parametrize(
+    ("section", "raw", "needle"),
+    [
+        ("workload", {"sourse": "x"}, "unknown key workload.sourse; allowed keys in 'workload': source, format"),
+        ("workload", {"format": "csvv"}, "workload.format = 'csvv'; allowed values: auto, generic, azure, burstgpt, mooncake"),
+        ("slo", {"ttft_p99_ms": -5}, "slo.ttft_p99_ms = -5; expected a number > 0"),
+        ("workload", {"max_failed_share": 2}, "expected a number <= 1"),
+        ("workload", {"columns": {"arrival": "ts"}}, "workload.columns has unknown key 'arrival'"),
+        ("workload", {"tiers": {"rules": [{"name": "a", "max_tokens": 5}]}}, "unknown key workload.tiers.rules[0].max_tokens"),
+        ("workload", {"long_input_tokens": True}, "expected an integer"),
+    ],
+)
+def test_bad_params_name_the_key(section, raw, needle):
+    with pytest.raises(ParamsError) as err:
+        params.validate_section(section, raw)
+    assert needle in str(err.value)
+
+
+def test_sample_is_byte_identical_to_regeneration(tmp_path):
+    out = sample.write(tmp_path / "sample.parquet")
+    assert out.read_bytes() == sample.SAMPLE_PATH.read_bytes()
+
+
+def test_sample_has_two_diurnal_peaks():
+    import numpy as np
+
+    hours = np.arange(24) + 0.5
+    rate = sample.diurnal_rps(hours)
+    local_max = [h for h in range(1, 23) if rate[h] > rate[h - 1] and rate[h] > rate[h + 1]]
+    assert local_max == [10, 15]
