@@ -164,11 +164,10 @@ class Requests:
 
     def per_minute_series(self) -> pd.DataFrame:
         """Requests per second averaged over each minute (the figure 1.3 series), empty minutes as 0."""
-        lo, hi = self.one(
-            f"SELECT floor(min(arrival_s) / 60)::BIGINT, floor(max(arrival_s) / 60)::BIGINT FROM {self.rel}"
-        )
+        sec = self.seconds_table()
+        lo, hi = self.one(f"SELECT floor(min(k) / 60)::BIGINT, floor(max(k) / 60)::BIGINT FROM {sec}")
         return self.con.execute(
-            f"WITH b AS (SELECT floor(arrival_s / 60)::BIGINT AS k, count(*) AS n FROM {self.rel} GROUP BY 1) "
+            f"WITH b AS (SELECT floor(k / 60)::BIGINT AS k, sum(n) AS n FROM {sec} GROUP BY 1) "
             f"SELECT range * 60.0 AS minute_start_s, coalesce(n, 0) AS requests, coalesce(n, 0) / 60.0 AS rps "
             f"FROM range({lo}, {hi} + 1) LEFT JOIN b ON b.k = range ORDER BY 1"
         ).df()

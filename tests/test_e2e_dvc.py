@@ -49,11 +49,29 @@ def project(tmp_path_factory) -> Path:
 
 def test_repro_writes_the_three_outputs(project):
     metrics = json.loads((project / "metrics" / "workload.json").read_text())
-    for key in ("requests", "span_s", "timestamp_resolution_s", "input_tokens", "output_tokens", "context_tokens",
-                "rps", "archetype", "concurrency_littles_law", "hourly", "tiers"):
+    for key in (
+        "requests",
+        "span_s",
+        "timestamp_resolution_s",
+        "input_tokens",
+        "output_tokens",
+        "context_tokens",
+        "rps",
+        "archetype",
+        "concurrency_littles_law",
+        "hourly",
+        "tiers",
+    ):
         assert key in metrics, key
-    assert set(metrics["rps"]) >= {"mean", "per_second_p95", "per_second_p99", "per_minute_p95", "per_minute_p99",
-                                   "peak_1s", "sizing_rate"}
+    assert set(metrics["rps"]) >= {
+        "mean",
+        "per_second_p95",
+        "per_second_p99",
+        "per_minute_p95",
+        "per_minute_p99",
+        "peak_1s",
+        "sizing_rate",
+    }
     assert set(metrics["input_tokens"]) == {"p50", "p90", "p95", "p99", "mean", "max"}
     assert set(metrics["tiers"]) == {"code-assist", "doc-qa", "support-chat"}
     assert sum(t["requests"] for t in metrics["tiers"].values()) == metrics["requests"]

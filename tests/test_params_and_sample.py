@@ -20,11 +20,19 @@ def test_shipped_params_are_valid():
     ("section", "raw", "needle"),
     [
         ("workload", {"sourse": "x"}, "unknown key workload.sourse; allowed keys in 'workload': source, format"),
-        ("workload", {"format": "csvv"}, "workload.format = 'csvv'; allowed values: auto, generic, azure, burstgpt, mooncake"),
+        (
+            "workload",
+            {"format": "csvv"},
+            "workload.format = 'csvv'; allowed values: auto, generic, azure, burstgpt, mooncake",
+        ),
         ("slo", {"ttft_p99_ms": -5}, "slo.ttft_p99_ms = -5; expected a number > 0"),
         ("workload", {"max_failed_share": 2}, "expected a number <= 1"),
         ("workload", {"columns": {"arrival": "ts"}}, "workload.columns has unknown key 'arrival'"),
-        ("workload", {"tiers": {"rules": [{"name": "a", "max_tokens": 5}]}}, "unknown key workload.tiers.rules[0].max_tokens"),
+        (
+            "workload",
+            {"tiers": {"rules": [{"name": "a", "max_tokens": 5}]}},
+            "unknown key workload.tiers.rules[0].max_tokens",
+        ),
         ("workload", {"long_input_tokens": True}, "expected an integer"),
     ],
 )

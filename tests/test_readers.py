@@ -9,7 +9,11 @@ from tests.conftest import profile_of, write_csv, write_jsonl, write_parquet
 
 
 def test_azure_layout_datetimes_as_utc(tmp_path):
-    rows = ["2023-11-16 18:15:46.6805900,374,44", "2023-11-16 18:15:50.9951690,396,109", "2023-11-16 18:16:46.6805900,10,1"]
+    rows = [
+        "2023-11-16 18:15:46.6805900,374,44",
+        "2023-11-16 18:15:50.9951690,396,109",
+        "2023-11-16 18:16:46.6805900,10,1",
+    ]
     path = write_csv(tmp_path / "AzureLLMInferenceTrace_conv.csv", "TIMESTAMP,ContextTokens,GeneratedTokens", rows)
     prof, ing = profile_of(path, tmp_path)
     assert ing.layout.name == "azure" and ing.timestamp_unit == "datetime"
@@ -62,7 +66,10 @@ def test_generic_csv_with_mapping_and_ms_detection(tmp_path):
 
 
 def test_generic_jsonl_and_explicit_seconds(tmp_path):
-    rows = [{"arrival_s": 10.5, "input_tokens": 7, "output_tokens": 3}, {"arrival_s": 11.5, "input_tokens": 9, "output_tokens": 5}]
+    rows = [
+        {"arrival_s": 10.5, "input_tokens": 7, "output_tokens": 3},
+        {"arrival_s": 11.5, "input_tokens": 9, "output_tokens": 5},
+    ]
     path = write_jsonl(tmp_path / "log.ndjson", rows)
     prof, ing = profile_of(path, tmp_path, timestamp_unit="s")
     assert ing.layout.name == "generic"
