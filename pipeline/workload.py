@@ -91,6 +91,7 @@ class Requests:
         self.path = path
         self.where = where
         self.rel = f"(SELECT * FROM read_parquet({sql_str(str(path))}) WHERE {where})"
+        self._seconds: str | None = None
         self.columns = [
             r[0] for r in con.execute(f"DESCRIBE SELECT * FROM read_parquet({sql_str(str(path))})").fetchall()
         ]
@@ -100,8 +101,8 @@ class Requests:
 
         Every rate series (1 s, 60 s, hour of day) is summed from it, so the log is scanned once.
         """
-        if not hasattr(self, "_seconds"):
-            name = f"sec_{abs(hash(self.where))}"
+        if self._seconds is None:
+            name = f"sec_{len(self.con.execute('SELECT * FROM duckdb_tables()').fetchall())}"
             self.con.execute(
                 f"CREATE OR REPLACE TEMP TABLE {name} AS SELECT floor(arrival_s)::BIGINT AS k, count(*) AS n "
                 f"FROM {self.rel} GROUP BY 1"
