@@ -105,3 +105,84 @@ def hourly(hourly_rates: dict[str, dict[str, Any]], clock_label: str) -> alt.Cha
         )
         .properties(width=760, height=220)
     )
+
+
+COMPONENTS = ["weights_gb", "kv_gb", "activations_gb", "overhead_gb", "lora_gb"]
+COMPONENT_COLORS = [BLUE, ORANGE, "#2ca02c", GREY, "#9467bd"]
+
+
+def memory_stack(entries: list[dict[str, Any]]) -> alt.Chart:
+    """The guide's figure 2.1: memory components per candidate, stacked, with the GPUs-with-headroom label."""
+    rows = []
+    for e in entries:
+        label = f"{e['gpu']} w-{e['weights']} kv-{e['kv']}"
+        for comp in COMPONENTS:
+            rows.append({"candidate": label, "component": comp.removesuffix("_gb"), "GB": e[comp], "order": COMPONENTS.index(comp)})
+    data = pd.DataFrame(rows)
+    return (
+        alt.Chart(data)
+        .mark_bar()
+        .encode(
+            y=alt.Y("candidate:N", sort=None, title=None),
+            x=alt.X("GB:Q", title="memory at p95 concurrency and context (GB, 1e9 bytes)"),
+            color=alt.Color("component:N", scale=alt.Scale(domain=[c.removesuffix("_gb") for c in COMPONENTS], range=COMPONENT_COLORS)),
+            order="order:Q",
+            tooltip=["candidate", "component", alt.Tooltip("GB:Q", format=".1f")],
+        )
+        .properties(width=520, height=max(120, 16 * len(entries)))
+    )
+
+
+def kv_vs_concurrency(data: pd.DataFrame, concurrency_p95: float) -> alt.Chart:
+    """The guide's figure 2.2: KV cache (GB) against concurrency, one line per context length."""
+    lines = (
+        alt.Chart(data)
+        .mark_line()
+        .encode(
+            x=alt.X("concurrency:Q", title="concurrent sequences"),
+            y=alt.Y("kv_gb:Q", title="KV cache (GB)"),
+            color=alt.Color("context:N", sort=None, title="context"),
+        )
+    )
+    rule = alt.Chart(pd.DataFrame({"concurrency": [concurrency_p95]})).mark_rule(color=RED, strokeDash=[4, 3]).encode(x="concurrency:Q")
+    return alt.layer(lines, rule).properties(width=520, height=260)
+
+
+def roofline(roofs: pd.DataFrame, points: pd.DataFrame) -> alt.Chart:
+    """The guide's figure 3.3.2: attainable TFLOPS against arithmetic intensity (log-log), prefill and decode points."""
+    roof = (
+        alt.Chart(roofs)
+        .mark_line()
+        .encode(
+            x=alt.X("intensity:Q", scale=alt.Scale(type="log"), title="arithmetic intensity (FLOPs per byte, log)"),
+            y=alt.Y("tflops:Q", scale=alt.Scale(type="log"), title="attainable TFLOPS (log)"),
+            color=alt.Color("gpu:N", title="GPU roof"),
+        )
+    )
+    pts = (
+        alt.Chart(points)
+        .mark_point(filled=True, size=80)
+        .encode(
+            x="intensity:Q",
+            y="tflops:Q",
+            shape=alt.Shape("phase:N", title="phase"),
+            color=alt.Color("gpu:N"),
+            tooltip=["gpu", "phase", alt.Tooltip("intensity:Q", format=".1f"), alt.Tooltip("tflops:Q", format=".1f")],
+        )
+    )
+    return alt.layer(roof, pts).properties(width=520, height=300)
+
+
+def predicted_curve(curve: pd.DataFrame, slo_ms: float, y: str, title: str) -> alt.Chart:
+    """Predicted latency against concurrency per candidate, with the SLO as a red line."""
+    lines = (
+        alt.Chart(curve)
+        .mark_line(point=True)
+        .encode(
+            x=alt.X("concurrency:Q", scale=alt.Scale(type="log", base=2), title="concurrency per replica (log2)"),
+            y=alt.Y(f"{y}:Q", title=title),
+            color=alt.Color("label:N", title="candidate"),
+        )
+    )
+    rule = alt.Chart(pd.DataFrame({y: [slo_ms]})).mark_rule(color=RED, strokeDash=[4, 3]).encode(y=f"{y}:Q")
+    return alt.layer(lines, rule).properties(width=520, height=260)

@@ -1,6 +1,8 @@
 """The `sizing` command line: each verb is a thin call into the functions the notebooks use.
 
     sizing profile PATH [--format auto|generic|azure|burstgpt|mooncake] [--json]
+    sizing memory --model NAME_OR_CONFIG --gpu NAME --weights fp8 --kv fp8 [--tp N]
+                  --concurrency N --context-tokens N [--json]
 
 Bad input prints one message (file, column, examples, what was expected) and exits 1.
 """
@@ -76,6 +78,60 @@ def cmd_profile(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_memory(args: argparse.Namespace) -> int:
+    """Steps 4-6 for one candidate: the same entry the memory stage writes to metrics/memory.json."""
+    from pipeline import candidates, catalog, io, params, paths
+
+    candidate = args.params or paths.PARAMS
+    data = params.load(candidate) if (args.params or candidate.exists()) else {}
+    sections = {name: params.validate_section(name, data.get(name)) for name in candidates.SECTIONS}
+    if args.overhead_gb is not None:
+        sections["memory"]["overhead_gb"] = args.overhead_gb
+    if args.gpu_memory_utilization is not None:
+        sections["engine"] = params.validate_section("engine", {**sections["engine"], "gpu_memory_utilization": args.gpu_memory_utilization})
+    for flag, value in (("--concurrency", args.concurrency), ("--context-tokens", args.context_tokens)):
+        if value <= 0:
+            raise InputError(f"{flag} = {value:g}; expected a number > 0")
+    if args.tp is not None and args.tp < 1:
+        raise InputError(f"--tp = {args.tp}; expected a TP degree >= 1")
+    settings = candidates.Settings.from_params(sections)
+    model = catalog.load_model(args.model, paths.ROOT if not Path(args.model).exists() else Path.cwd())
+    gpu = catalog.find_gpu(args.gpu, catalog.load_gpus())
+    from pipeline import quantization
+
+    quantization.precision(args.weights, "weights")
+    quantization.precision(args.kv, "kv")
+    target = candidates.Target(
+        tier="cli",
+        concurrency=args.concurrency,
+        context_tokens=args.context_tokens,
+        input_tokens=args.input_tokens or args.context_tokens,
+        output_tokens=args.output_tokens or 0.0,
+        archetype="chat",
+        source="command line",
+    )
+    cand = candidates.evaluate(model, gpu, args.weights, args.kv, target, settings, tp=args.tp)
+    entry = {"id": f"{model.name}/{gpu.name}/w-{args.weights}/kv-{args.kv}", **{k: v for k, v in cand.entry.items() if k != "tier"}}
+    if args.json:
+        sys.stdout.write(io.dumps(entry))
+        return 0
+    lines = [model.describe(), f"{gpu.name}: {gpu.memory_gb:g} GB, {gpu.memory_bw_tbs:g} TB/s"]
+    for key in ("weights_gb", "kv_gb", "activations_gb", "overhead_gb", "lora_gb", "total_gb"):
+        lines.append(f"  {key:<16} {entry[key]:>10.1f}   {entry['formula'].get(key, '')}")
+    lines.append(f"  min_gpus {entry['min_gpus']}, with headroom {entry['gpus_with_headroom']}")
+    if entry["fits"]:
+        lines.append(
+            f"  TP {entry['tp']} PP {entry['pp']} EP {entry['ep']}: {entry['max_concurrency_per_replica']} sequences of "
+            f"{args.context_tokens:,.0f} tokens per replica; predicted TTFT {entry['predicted_ttft_ms']:,.0f} ms, "
+            f"ITL {entry['predicted_itl_ms']:,.1f} ms; meets SLO: {entry['meets_slo']}"
+        )
+    else:
+        lines.append("  does not fit")
+    lines += [f"  - {r}" for r in entry["reasons"]]
+    sys.stdout.write("\n".join(lines) + "\n")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser for every verb."""
     ap = argparse.ArgumentParser(prog="sizing", description="Size an LLM inference fleet from real traffic.")
@@ -114,6 +170,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the profile as JSON")
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")
     p.set_defaults(func=cmd_profile)
+
+    m = sub.add_parser("memory", help="steps 4-6: memory floor, TP, KV capacity and roofline for one candidate")
+    m.add_argument("--model", required=True, help="a data/catalog/models name or a path to a config.json")
+    m.add_argument("--gpu", required=True, help="a data/catalog/gpus.csv name or alias")
+    m.add_argument("--weights", default="bf16", help="weight precision: fp32 bf16 fp16 fp8 int8 int4 fp4 mxfp4")
+    m.add_argument("--kv", default="bf16", help="KV-cache precision: fp32 bf16 fp16 fp8")
+    m.add_argument("--tp", type=int, help="force a TP degree (default: the lowest that fits)")
+    m.add_argument("--concurrency", type=float, required=True, help="concurrent sequences to hold (p95)")
+    m.add_argument("--context-tokens", type=float, required=True, help="context per sequence (p95 input + output)")
+    m.add_argument("--input-tokens", type=float, help="prompt length for the TTFT prediction (default: the context)")
+    m.add_argument("--output-tokens", type=float, help="mean output length")
+    m.add_argument("--overhead-gb", type=float, help="fixed framework overhead instead of memory.overhead_frac")
+    m.add_argument("--gpu-memory-utilization", type=float, help="vLLM's gpu_memory_utilization")
+    m.add_argument("--params", type=Path, help="params.yaml to take the other settings from")
+    m.add_argument("--json", action="store_true", help="print the candidate as JSON")
+    m.set_defaults(func=cmd_memory)
     return ap
 
 

@@ -106,6 +106,50 @@ SCHEMAS: dict[str, dict[str, Spec]] = {
         "chunk_rows": Spec((int,), 1_000_000, minimum=1000, doc="rows per great-expectations validation chunk"),
         "tiers": Spec((dict,), {"column": "auto", "rules": []}),
     },
+    "hardware": {
+        "gpus": Spec((list,), ["A100-80GB", "L40S", "H100-SXM", "H200", "B200", "MI300X"], doc="GPU names from data/catalog/gpus.csv"),
+    },
+    "model": {
+        "name": Spec((str,), "Llama-3.1-70B", doc="a data/catalog/models/NAME.json name or a path to a config.json"),
+        "tiers": Spec((dict,), {}, doc="tier -> model for tiers that serve a different model"),
+    },
+    "quantization": {
+        "weights": Spec((list,), ["bf16", "fp8", "int8"], doc="weight precisions to evaluate"),
+        "kv": Spec((list,), ["bf16", "fp8"], doc="KV-cache precisions to evaluate"),
+    },
+    "memory": {
+        "activation_frac": Spec(NUM, 0.2, minimum=0, maximum=1, doc="activations as a share of the 16-bit weight size"),
+        "overhead_frac": Spec(NUM, 0.075, minimum=0, maximum=0.5, doc="framework overhead as a share of each GPU's VRAM"),
+        "overhead_gb": Spec(NUM, None, minimum=0, nullable=True, doc="a fixed overhead instead of overhead_frac"),
+        "weight_alignment_tax": Spec(NUM, 0.0, minimum=0, maximum=0.5),
+        "headroom": Spec(NUM, 0.5, minimum=0, maximum=5, doc="deployment headroom on the total (0.3-0.5)"),
+        "concurrency": Spec(NUM, None, minimum=0, exclusive_minimum=True, nullable=True, doc="override the p95 concurrency"),
+        "context_tokens": Spec(NUM, None, minimum=0, exclusive_minimum=True, nullable=True, doc="override the p95 context"),
+    },
+    "lora": {
+        "max_adapters": Spec((int,), 0, minimum=0, doc="adapters resident at once"),
+        "rank": Spec((int,), 16, minimum=1),
+        "targets": Spec((list,), ["q_proj", "k_proj", "v_proj", "o_proj"]),
+    },
+    "engine": {
+        "gpu_memory_utilization": Spec(NUM, 0.9, minimum=0, exclusive_minimum=True, maximum=1),
+        "max_num_batched_tokens": Spec((int,), 8192, minimum=1),
+        "max_num_seqs": Spec((int,), 256, minimum=1),
+        "block_size": Spec((int,), 16, minimum=1),
+        "non_torch_gib": Spec(NUM, 1.8, minimum=0, doc="memory outside torch with one GPU per replica"),
+        "non_torch_gib_multi_gpu": Spec(NUM, 3.6, minimum=0, doc="the same with TP/PP > 1 (NCCL buffers)"),
+        "visible_memory_gib": Spec((dict,), {}, doc="GPU -> total memory torch sees, to override the catalog"),
+    },
+    "parallelism": {
+        "max_tp": Spec((int,), None, minimum=1, nullable=True, doc="cap on TP (default: GPUs per node)"),
+        "allreduce_pcie": Spec((dict,), {2: 0.08, 4: 0.25, 8: 0.38}, doc="TP -> share of step time on PCIe"),
+        "allreduce_nvlink": Spec((dict,), {2: 0.02, 4: 0.05, 8: 0.09}, doc="TP -> share of step time on NVLink"),
+    },
+    "roofline": {
+        "bandwidth_efficiency": Spec(NUM, 0.8, minimum=0, exclusive_minimum=True, maximum=1),
+        "prefill_mfu": Spec(NUM, 0.45, minimum=0, exclusive_minimum=True, maximum=1),
+        "decode_mfu": Spec(NUM, 0.30, minimum=0, exclusive_minimum=True, maximum=1),
+    },
 }
 
 TIER_RULE_KEYS = (
@@ -167,6 +211,37 @@ def validate_section(section: str, raw: dict[str, Any] | None) -> dict[str, Any]
     out = {key: _check_value(section, key, spec, raw.get(key, spec.default)) for key, spec in schema.items()}
     if section == "workload":
         _check_workload(out)
+    for key, spec in schema.items():
+        if spec.types == (list,) and out[key] is not None:
+            _check_str_list(section, key, out[key])
+    if section in ("parallelism",):
+        for key in ("allreduce_pcie", "allreduce_nvlink"):
+            out[key] = _check_tp_table(section, key, out[key])
+    if section == "engine":
+        for gpu, value in out["visible_memory_gib"].items():
+            if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+                raise ParamsError(f"params.yaml: engine.visible_memory_gib.{gpu} = {value!r}; expected a number of GiB > 0")
+    return out
+
+
+def _check_str_list(section: str, key: str, value: list[Any]) -> None:
+    if not value:
+        raise ParamsError(f"params.yaml: {section}.{key} is empty; expected a list of names")
+    for i, item in enumerate(value):
+        if not isinstance(item, str) or not item:
+            raise ParamsError(f"params.yaml: {section}.{key}[{i}] = {item!r}; expected a name (a string)")
+
+
+def _check_tp_table(section: str, key: str, value: dict[Any, Any]) -> dict[int, float]:
+    out: dict[int, float] = {}
+    for tp, share in value.items():
+        try:
+            tp_int = int(tp)
+        except (TypeError, ValueError):
+            tp_int = 0
+        if tp_int < 1 or isinstance(share, bool) or not isinstance(share, int | float) or not 0 <= share < 1:
+            raise ParamsError(f"params.yaml: {section}.{key}.{tp} = {share!r}; expected TP degree -> a share between 0 and 1")
+        out[tp_int] = float(share)
     return out
 
 

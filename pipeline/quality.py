@@ -10,6 +10,7 @@ import logging
 import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -290,3 +291,98 @@ def failure_message(label: str, summary: ValidationSummary) -> str:
         )
     lines.append("No outputs were written.")
     return "\n".join(lines)
+
+
+CATALOG_RANGES = {
+    "memory_gb": (1, 2000, "a capacity in GB (1e9 bytes)"),
+    "visible_memory_gib": (1, 2000, "the total memory torch sees, in GiB"),
+    "memory_bw_tbs": (0.05, 50, "an HBM/GDDR bandwidth in TB/s"),
+    "bf16_tflops": (1, 100_000, "a dense BF16 peak in TFLOPS"),
+    "fp16_tflops": (1, 100_000, "a dense FP16 peak in TFLOPS"),
+    "fp8_tflops": (1, 100_000, "a dense FP8 peak in TFLOPS (blank when the chip has none)"),
+    "int8_tops": (1, 100_000, "a dense INT8 peak in TOPS (blank when the chip has none)"),
+    "fp4_tflops": (1, 100_000, "a dense FP4 peak in TFLOPS (blank when the chip has none)"),
+    "interconnect_bw_gbs": (0, 100_000, "a per-GPU scale-up bandwidth in GB/s"),
+    "node_gpus": (1, 1024, "GPUs per node"),
+    "nvlink_domain": (1, 1024, "GPUs sharing the fast fabric"),
+}
+
+
+def validate_catalog(path: Path) -> ValidationSummary:
+    """GX suite 'gpu_catalog' over data/catalog/gpus.csv: names unique, numbers in range, a source on every row."""
+    import great_expectations as gx
+
+    from pipeline.catalog import GPU_REQUIRED, INTERCONNECTS, read_gpu_rows
+
+    rows = read_gpu_rows(path)
+    raw = pd.DataFrame(rows, dtype="object")
+    frame = pd.DataFrame({"gpu": raw["gpu"].str.strip().replace("", None)})
+    E = gx.expectations
+    rules = [
+        Rule("gpu_present", "gpu", E.ExpectColumnValuesToNotBeNull(column="gpu"), "have no name", "a GPU name"),
+        Rule("gpu_unique", "gpu", E.ExpectColumnValuesToBeUnique(column="gpu"), "repeat a name", "one row per GPU"),
+        Rule(
+            "source_present",
+            "source",
+            E.ExpectColumnValuesToNotBeNull(column="source"),
+            "have no source",
+            "where the figures came from (a datasheet URL or a citation)",
+        ),
+        Rule(
+            "interconnect_known",
+            "interconnect",
+            E.ExpectColumnValuesToBeInSet(column="interconnect", value_set=list(INTERCONNECTS)),
+            "name an unknown interconnect",
+            f"one of {', '.join(INTERCONNECTS)}",
+        ),
+        Rule(
+            "formats_known",
+            "hw_formats",
+            E.ExpectColumnValuesToMatchRegex(column="hw_formats", regex=r"^\s*(bf16|fp16|int8|fp8|fp4)(\s+(bf16|fp16|int8|fp8|fp4))*\s*$"),
+            "list an unknown format",
+            "space-separated words from bf16 fp16 int8 fp8 fp4",
+        ),
+    ]
+    frame["source"] = raw["source"].str.strip().replace("", None)
+    frame["interconnect"] = raw["interconnect"]
+    frame["hw_formats"] = raw["hw_formats"]
+    for col, (lo, hi, what) in CATALOG_RANGES.items():
+        if col not in raw:
+            continue
+        text = raw[col].fillna("").str.strip()
+        frame[col] = pd.to_numeric(text.replace("", None), errors="coerce")
+        frame[f"_raw_{col}"] = text
+        rules.append(
+            Rule(f"{col}_number", f"_raw_{col}", E.ExpectColumnValuesToMatchRegex(column=f"_raw_{col}", regex=r"^(\d+(\.\d+)?)?$"), "are not plain numbers", what)
+        )
+        if col in GPU_REQUIRED:
+            rules.append(Rule(f"{col}_present", col, E.ExpectColumnValuesToNotBeNull(column=col), "are empty", what))
+        rules.append(
+            Rule(f"{col}_range", col, E.ExpectColumnValuesToBeBetween(column=col, min_value=lo, max_value=hi), f"lie outside {lo}..{hi}", what)
+        )
+    outcomes = []
+    for rule, result in _run_suite("gpu_catalog", rules, frame):
+        bad = result.result.get("partial_unexpected_list") or []
+        failed = int(result.result.get("unexpected_count") or 0) if not result.success else 0
+        if not result.success and not failed:
+            failed = 1
+        column = rule.column.removeprefix("_raw_")
+        examples = []
+        if not result.success:
+            bad_values = {str(v) for v in bad}
+            source = raw[column] if column in raw else frame[rule.column]
+            for name, value in zip(raw["gpu"], source, strict=False):
+                if str(value) in bad_values or (rule.name.endswith("_present") and (value is None or str(value).strip() in ("", "nan"))):
+                    examples.append(f"{name}: {value!r}")
+                if len(examples) >= MAX_EXAMPLES:
+                    break
+        outcomes.append(Outcome(rule.name, column, column, rule.failure, rule.expected, len(frame), failed, examples))
+    summary = ValidationSummary("gpu_catalog", len(frame), 1, outcomes)
+    if not summary.success:
+        lines = [f"invalid GPU catalog {path} ({len(frame)} rows checked):"]
+        for o in summary.outcomes:
+            if not o.success:
+                lines.append(f"  - column '{o.column}': {o.failed} of {o.checked} rows {o.failure}; expected {o.expected}. Examples: {', '.join(o.examples) or '(see the file)'}")
+        lines.append("No outputs were written.")
+        raise InputError("\n".join(lines))
+    return summary

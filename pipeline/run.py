@@ -32,6 +32,16 @@ class Stage:
 
 STAGES: dict[str, Stage] = {
     "workload": Stage(("01_workload",), ("workload", "slo"), ("Step 1: workload profile",)),
+    "memory": Stage(
+        ("02_hardware", "04_memory", "05_quantization", "06_parallelism"),
+        ("hardware", "model", "quantization", "memory", "lora", "engine", "parallelism", "roofline", "slo"),
+        (
+            "Step 2: hardware candidates",
+            "Step 4: memory floor",
+            "Step 5: quantization",
+            "Step 6: parallelism and the roofline check",
+        ),
+    ),
 }
 
 
@@ -82,6 +92,7 @@ def execute(name: str, parameters: dict[str, Any], title: str, root: Path) -> No
             stdout_file=sys.stdout,
             stderr_file=sys.stderr,
             request_save_on_cell_execute=False,
+            extra_arguments=["--IPKernelApp.log_level=ERROR"],
         )
         nb = scrub(nbformat.read(out, as_version=4))
     io.write_text(root / "reports" / f"{name}.html", to_html(nb, title))

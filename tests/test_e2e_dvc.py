@@ -79,6 +79,42 @@ def test_repro_writes_the_three_outputs(project):
     assert (project / "data" / "interim" / "requests.parquet").stat().st_size > 0
 
 
+def test_memory_stage_writes_metrics_curves_and_reports(project):
+    mem = json.loads((project / "metrics" / "memory.json").read_text())
+    workload = json.loads((project / "metrics" / "workload.json").read_text())
+    assert set(mem["recommended"]) == {"all", *workload["tiers"]}
+    rec = mem["candidates"][mem["recommended"]["all"]]
+    assert rec["fits"] and rec["meets_slo"] and rec["max_concurrency_per_replica"] >= 1
+    assert mem["targets"]["all"]["concurrency_p95"] == workload["concurrency_littles_law"]["p95"]
+    assert mem["models"]["Llama-3.1-70B"]["kv_bytes_per_token_bf16"] == 327_680
+    import pyarrow.parquet as pq
+
+    curve = pq.read_table(project / "data" / "interim" / "predicted_curve.parquet").to_pylist()
+    assert {r["candidate"] for r in curve} >= {mem["recommended"]["all"]}
+    for name, title in (("02_hardware", "Step 2"), ("04_memory", "Step 4"), ("05_quantization", "Step 5"), ("06_parallelism", "Step 6")):
+        html = (project / "reports" / f"{name}.html").read_text()
+        assert f"<title>{title}" in html
+        assert not re.search(r"""(src|href)=["']https?://""", html) and "<script src" not in html
+        assert "candidates.load_plan" not in html and "run_stage" not in html
+    assert "figure 2.1" in (project / "reports" / "04_memory.html").read_text()
+    assert "figure 3.3.2" in (project / "reports" / "06_parallelism.html").read_text()
+
+
+def test_memory_cli_matches_the_metrics_entry(project):
+    mem = json.loads((project / "metrics" / "memory.json").read_text())
+    e = mem["candidates"]["all/H100-SXM/w-fp8/kv-fp8"]
+    t = mem["targets"]["all"]
+    proc = _run(
+        [sys.executable, "-m", "pipeline", "memory", "--model", "Llama-3.1-70B", "--gpu", "H100-SXM", "--weights", "fp8", "--kv", "fp8",
+         "--concurrency", str(t["concurrency_p95"]), "--context-tokens", str(t["context_tokens_p95"]),
+         "--input-tokens", str(t["input_tokens_p95"]), "--output-tokens", str(t["output_tokens_mean"]), "--json"],
+        project,
+    )
+    out = json.loads(proc.stdout)
+    for key in ("total_gb", "min_gpus", "tp", "max_concurrency_per_replica", "predicted_ttft_ms", "predicted_itl_ms", "meets_slo"):
+        assert out[key] == pytest.approx(e[key], rel=1e-3), key
+
+
 def test_report_is_self_contained_and_offline(project):
     html = (project / "reports" / "01_workload.html").read_text()
     assert "<title>Step 1: workload profile</title>" in html
@@ -96,15 +132,50 @@ def test_cli_prints_the_same_profile(project):
 
 def test_unchanged_rerun_runs_nothing_and_is_byte_identical(project):
     lock = (project / "dvc.lock").read_bytes()
-    outs = ["metrics/workload.json", "data/interim/requests.parquet", "reports/01_workload.html"]
+    outs = [
+        "metrics/workload.json",
+        "data/interim/requests.parquet",
+        "reports/01_workload.html",
+        "metrics/memory.json",
+        "data/interim/predicted_curve.parquet",
+        "reports/04_memory.html",
+        "reports/06_parallelism.html",
+    ]
     before = {p: (project / p).read_bytes() for p in outs}
     proc = _run([str(BIN / "dvc"), "repro"], project)
     assert "didn't change, skipping" in proc.stdout and "Running stage" not in proc.stdout
     proc = _run([str(BIN / "dvc"), "repro", "--force"], project)
-    assert "Running stage 'workload'" in proc.stdout
+    assert "Running stage 'workload'" in proc.stdout and "Running stage 'memory'" in proc.stdout
     assert (project / "dvc.lock").read_bytes() == lock
     for p in outs:
         assert (project / p).read_bytes() == before[p], p
+
+
+def test_changing_a_roofline_param_reruns_only_the_memory_stage(project):
+    original = (project / "params.yaml").read_text()
+    params = yaml.safe_load(original)
+    params["roofline"]["decode_mfu"] = 0.25
+    try:
+        (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+        proc = _run([str(BIN / "dvc"), "repro"], project)
+        assert "Running stage 'memory'" in proc.stdout and "Running stage 'workload'" not in proc.stdout
+    finally:
+        (project / "params.yaml").write_text(original)
+        _run([str(BIN / "dvc"), "repro"], project)
+
+
+def test_unknown_gpu_in_params_stops_the_memory_stage(project):
+    original = (project / "params.yaml").read_text()
+    params = yaml.safe_load(original)
+    params["hardware"]["gpus"] = ["H100-SXM", "H300"]
+    try:
+        (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+        proc = _run([str(BIN / "dvc"), "repro"], project, check=False)
+        assert proc.returncode != 0
+        assert "hardware.gpus[1] = 'H300' is not in data/catalog/gpus.csv; allowed values: A100-40GB" in proc.stderr
+        assert "Traceback" not in proc.stderr
+    finally:
+        (project / "params.yaml").write_text(original)
 
 
 def test_bad_log_stops_the_stage_with_one_message(project, tmp_path):

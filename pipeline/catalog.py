@@ -1,0 +1,583 @@
+"""Step 2 catalogs: GPUs (data/catalog/gpus.csv) and models (Hugging Face config.json files).
+
+Readers are plain Python (csv, json) so `sizing memory` starts fast; the memory stage also runs
+the great-expectations catalog suite (quality.validate_catalog) before computing anything.
+Parameter counts are computed from the config (embeddings, attention, MLP or experts, norms),
+never read from a name, so a user's own config.json works the same as the shipped ones.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pipeline import paths
+from pipeline.errors import InputError
+
+GPUS_CSV = "gpus.csv"
+MODELS_CSV = "models.csv"
+MODELS_DIR = "models"
+
+GPU_NUMERIC = (
+    "memory_gb",
+    "visible_memory_gib",
+    "memory_bw_tbs",
+    "bf16_tflops",
+    "fp16_tflops",
+    "fp8_tflops",
+    "int8_tops",
+    "fp4_tflops",
+    "interconnect_bw_gbs",
+    "nvlink_domain",
+    "node_gpus",
+    "host_bw_gbs",
+    "tdp_w",
+)
+GPU_REQUIRED = (
+    "gpu",
+    "vendor",
+    "arch",
+    "memory_gb",
+    "memory_bw_tbs",
+    "bf16_tflops",
+    "hw_formats",
+    "interconnect",
+    "source",
+)
+GPU_COLUMNS = (
+    "gpu",
+    "aliases",
+    "vendor",
+    "arch",
+    *GPU_NUMERIC[:2],
+    "visible_memory_basis",
+    *GPU_NUMERIC[2:7],
+    "hw_formats",
+    "interconnect",
+    *GPU_NUMERIC[7:],
+    "source",
+)
+INTERCONNECTS = ("nvlink", "nvlink-bridge", "infinity-fabric", "pcie")
+FORMATS = ("bf16", "fp16", "int8", "fp8", "fp4")
+PEAK_COLUMN = {
+    "bf16": "bf16_tflops",
+    "fp16": "fp16_tflops",
+    "fp8": "fp8_tflops",
+    "int8": "int8_tops",
+    "fp4": "fp4_tflops",
+}
+
+
+def _norm(name: str) -> str:
+    return "".join(ch for ch in name.lower() if ch.isalnum())
+
+
+# --------------------------------------------------------------------------- GPUs
+
+
+@dataclass(frozen=True)
+class GPU:
+    """One accelerator SKU: memory, bandwidth, dense peak per format, fabric, and where the facts came from."""
+
+    name: str
+    aliases: tuple[str, ...]
+    vendor: str
+    arch: str
+    memory_gb: float
+    visible_memory_gib: float
+    visible_memory_basis: str
+    memory_bw_tbs: float
+    peak_tflops: dict[str, float]
+    hw_formats: frozenset[str]
+    interconnect: str
+    interconnect_bw_gbs: float
+    nvlink_domain: int
+    node_gpus: int
+    host_bw_gbs: float
+    tdp_w: float
+    source: str
+
+    def peak(self, compute_dtype: str) -> float:
+        """Dense peak in FLOP/s (or OP/s for int8) for a compute format; 0 when the chip has no path."""
+        return self.peak_tflops.get(compute_dtype, 0.0) * 1e12
+
+    def ridge_flops_per_byte(self, compute_dtype: str) -> float:
+        """Roofline ridge point: peak FLOP/s over HBM bytes/s."""
+        return self.peak(compute_dtype) / (self.memory_bw_tbs * 1e12)
+
+
+def _num(path: Path, row_no: int, col: str, raw: str, required: bool) -> float | None:
+    raw = (raw or "").strip()
+    if not raw:
+        if required:
+            raise InputError(f"{path}: row {row_no} column '{col}' is empty; expected a number")
+        return None
+    try:
+        value = float(raw)
+    except ValueError as exc:
+        raise InputError(f"{path}: row {row_no} column '{col}' = {raw!r}; expected a plain number") from exc
+    if not math.isfinite(value) or value < 0:
+        raise InputError(f"{path}: row {row_no} column '{col}' = {raw!r}; expected a number >= 0")
+    return value
+
+
+def read_gpu_rows(path: Path) -> list[dict[str, str]]:
+    """The raw rows of gpus.csv, with a clear error for a missing file or missing columns."""
+    if not path.exists():
+        raise InputError(f"GPU catalog not found: {path}; expected a CSV with columns {', '.join(GPU_COLUMNS)}")
+    with path.open(newline="", encoding="utf-8") as fh:
+        reader = csv.DictReader(fh)
+        missing = [c for c in GPU_REQUIRED if c not in (reader.fieldnames or [])]
+        if missing:
+            raise InputError(
+                f"{path}: missing column(s) {', '.join(missing)}; expected columns {', '.join(GPU_COLUMNS)}"
+            )
+        return list(reader)
+
+
+def load_gpus(root: Path | None = None) -> dict[str, GPU]:
+    """Read data/catalog/gpus.csv into GPU records keyed by canonical name."""
+    path = (root or paths.ROOT) / "data" / "catalog" / GPUS_CSV
+    gpus: dict[str, GPU] = {}
+    for i, row in enumerate(read_gpu_rows(path), start=2):
+        nums = {c: _num(path, i, c, row.get(c, ""), c in GPU_REQUIRED) for c in GPU_NUMERIC}
+        formats = frozenset(row.get("hw_formats", "").split())
+        bad = sorted(formats - set(FORMATS))
+        if bad:
+            raise InputError(
+                f"{path}: row {i} column 'hw_formats' has {bad[0]!r}; expected words from {', '.join(FORMATS)}"
+            )
+        if row["interconnect"] not in INTERCONNECTS:
+            raise InputError(
+                f"{path}: row {i} column 'interconnect' = {row['interconnect']!r}; expected one of {', '.join(INTERCONNECTS)}"
+            )
+        if not row.get("source", "").strip():
+            raise InputError(f"{path}: row {i} ({row['gpu']}) has no 'source'; every catalog fact needs one")
+        peaks = {fmt: nums[col] for fmt, col in PEAK_COLUMN.items() if nums[col]}
+        for fmt in formats:
+            if fmt not in peaks:
+                raise InputError(
+                    f"{path}: row {i} ({row['gpu']}) lists {fmt} in hw_formats but '{PEAK_COLUMN[fmt]}' is empty"
+                )
+        name = row["gpu"].strip()
+        gpus[name] = GPU(
+            name=name,
+            aliases=tuple(a.strip() for a in row.get("aliases", "").split(";") if a.strip()),
+            vendor=row["vendor"],
+            arch=row["arch"],
+            memory_gb=nums["memory_gb"] or 0.0,
+            visible_memory_gib=nums["visible_memory_gib"] or (nums["memory_gb"] or 0.0) * 0.99,
+            visible_memory_basis=row.get("visible_memory_basis", "") or "estimate: nominal x 0.99",
+            memory_bw_tbs=nums["memory_bw_tbs"] or 0.0,
+            peak_tflops=peaks,
+            hw_formats=formats,
+            interconnect=row["interconnect"],
+            interconnect_bw_gbs=nums["interconnect_bw_gbs"] or 0.0,
+            nvlink_domain=int(nums["nvlink_domain"] or 1),
+            node_gpus=int(nums["node_gpus"] or 8),
+            host_bw_gbs=nums["host_bw_gbs"] or 0.0,
+            tdp_w=nums["tdp_w"] or 0.0,
+            source=row["source"],
+        )
+    return gpus
+
+
+def find_gpu(name: str, gpus: dict[str, GPU]) -> GPU:
+    """Resolve a GPU by name or alias (case and punctuation ignored); unknown names list the valid ones."""
+    key = _norm(name)
+    for gpu in gpus.values():
+        if key in {_norm(gpu.name), *(_norm(a) for a in gpu.aliases)}:
+            return gpu
+    raise InputError(f"unknown GPU '{name}'; valid names: {', '.join(gpus)} (data/catalog/gpus.csv)")
+
+
+# --------------------------------------------------------------------------- models
+
+
+@dataclass(frozen=True)
+class ParamBreakdown:
+    """Parameter counts by part, so weights can be quantized part by part (embeddings stay 16-bit)."""
+
+    embedding: int
+    lm_head: int
+    attention: int
+    attention_replicated: int
+    dense_mlp: int
+    routed_experts: int
+    routed_experts_active: int
+    shared_experts: int
+    router: int
+    norms: int
+
+    @property
+    def total(self) -> int:
+        return (
+            self.embedding
+            + self.lm_head
+            + self.attention
+            + self.attention_replicated
+            + self.dense_mlp
+            + self.routed_experts
+            + self.shared_experts
+            + self.router
+            + self.norms
+        )
+
+    @property
+    def active(self) -> int:
+        return self.total - self.routed_experts + self.routed_experts_active
+
+    @property
+    def linear(self) -> int:
+        """Parameters in the linear layers a weight-quantization recipe converts."""
+        return self.attention + self.attention_replicated + self.dense_mlp + self.routed_experts + self.shared_experts
+
+
+@dataclass(frozen=True)
+class Model:
+    """A model as the sizing math needs it, read from a Hugging Face config.json."""
+
+    name: str
+    path: str
+    model_type: str
+    layers: int
+    hidden: int
+    heads: int
+    kv_heads: int
+    head_dim: int
+    vocab: int
+    intermediate: int
+    tie_embeddings: bool
+    layer_kinds: tuple[str, ...]
+    sliding_window: int | None
+    num_experts: int = 0
+    experts_per_token: int = 0
+    moe_intermediate: int = 0
+    shared_experts: int = 0
+    moe_layers: int = 0
+    kv_lora_rank: int = 0
+    qk_rope_head_dim: int = 0
+    qk_nope_head_dim: int = 0
+    v_head_dim: int = 0
+    q_lora_rank: int = 0
+    native_dtype: str = "bf16"
+    quant_method: str | None = None
+    max_position_embeddings: int | None = None
+    params: ParamBreakdown = field(default=None)  # type: ignore[assignment]
+
+    @property
+    def is_moe(self) -> bool:
+        return self.num_experts > 0
+
+    @property
+    def is_mla(self) -> bool:
+        return self.kv_lora_rank > 0
+
+    @property
+    def total_params(self) -> int:
+        return self.params.total
+
+    @property
+    def active_params(self) -> int:
+        return self.params.active
+
+    @property
+    def attention_kind(self) -> str:
+        if self.is_mla:
+            return "MLA"
+        n_sliding = self.layer_kinds.count("sliding")
+        base = "MHA" if self.kv_heads == self.heads else "GQA"
+        if n_sliding:
+            return f"{base}, {n_sliding} of {self.layers} layers sliding-window {self.sliding_window}"
+        return base
+
+    def describe(self) -> str:
+        """One line: architecture, parameter counts, attention."""
+        moe = (
+            f", MoE {self.num_experts} experts top-{self.experts_per_token}"
+            + (f" + {self.shared_experts} shared" if self.shared_experts else "")
+            if self.is_moe
+            else ""
+        )
+        return (
+            f"{self.name}: {self.total_params / 1e9:.2f}B params ({self.active_params / 1e9:.2f}B active){moe}, "
+            f"{self.layers} layers, {self.attention_kind}"
+        )
+
+
+DTYPE_NAMES = {
+    "bfloat16": "bf16",
+    "float16": "fp16",
+    "half": "fp16",
+    "float32": "fp32",
+    "float": "fp32",
+}
+
+
+def _get(cfg: dict[str, Any], path: str, key: str, needed_for: str, default: Any = ...) -> Any:
+    if key in cfg and cfg[key] is not None:
+        value = cfg[key]
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise InputError(f"{path}: field '{key}' = {value!r}; expected a number ({needed_for})")
+        return int(value)
+    if default is not ...:
+        return default
+    raise InputError(f"{path}: config.json has no field '{key}' (needed for {needed_for})")
+
+
+def _layer_kinds(cfg: dict[str, Any], layers: int, path: str) -> tuple[tuple[str, ...], int | None]:
+    """Which layers are full attention, sliding-window or linear (constant state), from the real pattern."""
+    window = cfg.get("sliding_window")
+    if cfg.get("use_sliding_window") is False:
+        window = None
+    types = cfg.get("layer_types")
+    if isinstance(types, list) and types:
+        if len(types) != layers:
+            raise InputError(f"{path}: 'layer_types' has {len(types)} entries but num_hidden_layers is {layers}")
+        kinds = []
+        for t in types:
+            t = str(t)
+            if "linear" in t or "mamba" in t:
+                kinds.append("linear")
+            elif "sliding" in t or "local" in t or "chunked" in t:
+                kinds.append("sliding")
+            else:
+                kinds.append("full")
+        if "sliding" in kinds and not window:
+            raise InputError(f"{path}: 'layer_types' names sliding layers but 'sliding_window' is missing")
+        return tuple(kinds), int(window) if window else None
+    if not window:
+        return ("full",) * layers, None
+    model_type = str(cfg.get("model_type", ""))
+    pattern = cfg.get("sliding_window_pattern")
+    if model_type.startswith("gemma2"):
+        # HF Gemma2: is_sliding = not bool(layer_idx % 2): even layers are local.
+        return tuple("sliding" if i % 2 == 0 else "full" for i in range(layers)), int(window)
+    if isinstance(pattern, int) and pattern > 1:
+        # Gemma 3: layer i is global when (i + 1) % pattern == 0.
+        return tuple("full" if (i + 1) % pattern == 0 else "sliding" for i in range(layers)), int(window)
+    max_pos = cfg.get("max_position_embeddings")
+    if isinstance(max_pos, int) and window >= max_pos:
+        return ("full",) * layers, None  # a window as long as the context has no effect
+    return ("sliding",) * layers, int(window)
+
+
+def parse_config(cfg: dict[str, Any], name: str, path: str = "config.json") -> Model:
+    """Build a Model from a config.json mapping (multimodal configs: the text_config is used)."""
+    if not isinstance(cfg, dict):
+        raise InputError(f"{path}: expected a JSON object (a Hugging Face config.json)")
+    top = cfg
+    if isinstance(cfg.get("text_config"), dict):
+        cfg = {**{k: v for k, v in cfg.items() if k != "text_config"}, **cfg["text_config"]}
+    model_type = str(top.get("model_type") or cfg.get("model_type") or "unknown")
+    layers = _get(cfg, path, "num_hidden_layers", "layer count")
+    hidden = _get(cfg, path, "hidden_size", "weights and activations")
+    heads = _get(cfg, path, "num_attention_heads", "attention and TP divisibility")
+    kv_heads = _get(cfg, path, "num_key_value_heads", "KV cache size", default=heads)
+    vocab_default = 262208 if model_type.startswith("gemma3") else ...
+    vocab = _get(cfg, path, "vocab_size", "embedding size", default=vocab_default)
+    head_dim = _get(cfg, path, "head_dim", "KV cache size", default=0) or hidden // heads
+    num_experts = _get(cfg, path, "num_local_experts", "MoE", default=0) or _get(
+        cfg, path, "num_experts", "MoE", default=0
+    )
+    num_experts = num_experts or _get(cfg, path, "n_routed_experts", "MoE", default=0)
+    is_moe = num_experts > 0
+    intermediate = _get(cfg, path, "intermediate_size", "MLP weights", default=0 if is_moe else ...)
+    top_k = _get(cfg, path, "num_experts_per_tok", "MoE active parameters", default=0) if is_moe else 0
+    top_k = top_k or (_get(cfg, path, "experts_per_token", "MoE active parameters", default=0) if is_moe else 0)
+    if is_moe and not top_k:
+        raise InputError(f"{path}: MoE config has no field 'num_experts_per_tok' (needed for active parameters)")
+    moe_inter = _get(cfg, path, "moe_intermediate_size", "expert size", default=intermediate) if is_moe else 0
+    shared = _get(cfg, path, "n_shared_experts", "shared experts", default=0) if is_moe else 0
+    first_dense = _get(cfg, path, "first_k_dense_replace", "dense layers", default=0) if is_moe else 0
+    mlp_only = cfg.get("mlp_only_layers") or []
+    moe_layers = max(layers - first_dense - len(mlp_only), 0) if is_moe else 0
+    kv_lora = _get(cfg, path, "kv_lora_rank", "MLA KV cache", default=0)
+    rope = nope = v_dim = q_lora = 0
+    if kv_lora:
+        rope = _get(cfg, path, "qk_rope_head_dim", "MLA KV cache")
+        nope = _get(cfg, path, "qk_nope_head_dim", "MLA attention weights")
+        v_dim = _get(cfg, path, "v_head_dim", "MLA attention weights")
+        q_lora = _get(cfg, path, "q_lora_rank", "MLA attention weights", default=0)
+    kinds, window = _layer_kinds(cfg, layers, path)
+    tie = bool(cfg.get("tie_word_embeddings", model_type.startswith("gemma")))
+    dtype = DTYPE_NAMES.get(str(top.get("torch_dtype") or cfg.get("torch_dtype") or "bfloat16"), "bf16")
+    quant = top.get("quantization_config") or cfg.get("quantization_config") or {}
+    quant_method = str(quant.get("quant_method")) if isinstance(quant, dict) and quant.get("quant_method") else None
+    max_pos = cfg.get("max_position_embeddings") if isinstance(cfg.get("max_position_embeddings"), int) else None
+
+    # ---- parameter counts (shared/reference NOTES.md section 4)
+    attn_bias = bool(cfg.get("attention_bias", False)) or model_type.startswith("qwen2")
+    qk_norm = model_type.startswith(("qwen3", "gemma3"))
+    norms_per_layer = 4 if model_type.startswith(("gemma2", "gemma3")) else 2
+    replicated = 0
+    if kv_lora:
+        q_up = q_lora * heads * (nope + rope) if q_lora else hidden * heads * (nope + rope)
+        per_layer_attn = q_up + kv_lora * heads * (nope + v_dim) + heads * v_dim * hidden
+        # vLLM keeps the low-rank down-projections (q_a, kv_a) and their norms whole on every TP rank.
+        per_layer_repl = (hidden * q_lora + q_lora if q_lora else 0) + hidden * (kv_lora + rope) + kv_lora
+        replicated = per_layer_repl * layers
+    else:
+        per_layer_attn = hidden * heads * head_dim + 2 * hidden * kv_heads * head_dim + heads * head_dim * hidden
+        if attn_bias:
+            per_layer_attn += heads * head_dim + 2 * kv_heads * head_dim
+            if model_type.startswith("gpt_oss"):
+                per_layer_attn += hidden + heads  # o_proj bias and the learned attention sinks
+        if qk_norm:
+            per_layer_attn += 2 * head_dim
+    attention = per_layer_attn * layers
+    gpt_oss = model_type.startswith("gpt_oss")
+    expert = (3 * hidden * moe_inter + (2 * moe_inter + hidden if gpt_oss else 0)) if is_moe else 0
+    dense_layers = layers - moe_layers
+    dense_mlp = dense_layers * 3 * hidden * intermediate
+    routed = moe_layers * num_experts * expert
+    routed_active = moe_layers * top_k * expert
+    shared_params = moe_layers * shared * 3 * hidden * moe_inter
+    router = moe_layers * (
+        hidden * num_experts + (num_experts if (gpt_oss or model_type.startswith("deepseek")) else 0)
+    )
+    norms = layers * norms_per_layer * hidden + hidden
+    embedding = vocab * hidden
+    params = ParamBreakdown(
+        embedding=embedding,
+        lm_head=0 if tie else vocab * hidden,
+        attention=attention,
+        attention_replicated=replicated,
+        dense_mlp=dense_mlp,
+        routed_experts=routed,
+        routed_experts_active=routed_active,
+        shared_experts=shared_params,
+        router=router,
+        norms=norms,
+    )
+    return Model(
+        name=name,
+        path=path,
+        model_type=model_type,
+        layers=layers,
+        hidden=hidden,
+        heads=heads,
+        kv_heads=kv_heads,
+        head_dim=head_dim,
+        vocab=vocab,
+        intermediate=intermediate,
+        tie_embeddings=tie,
+        layer_kinds=kinds,
+        sliding_window=window,
+        num_experts=num_experts,
+        experts_per_token=top_k,
+        moe_intermediate=moe_inter,
+        shared_experts=shared,
+        moe_layers=moe_layers,
+        kv_lora_rank=kv_lora,
+        qk_rope_head_dim=rope,
+        qk_nope_head_dim=nope,
+        v_head_dim=v_dim,
+        q_lora_rank=q_lora,
+        native_dtype=dtype,
+        quant_method=quant_method,
+        max_position_embeddings=max_pos,
+        params=params,
+    )
+
+
+def read_config(path: Path, name: str | None = None) -> Model:
+    """Read one config.json file into a Model; bad JSON or a missing field names the file and the field."""
+    try:
+        cfg = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise InputError(f"model config not found: {path}") from exc
+    except json.JSONDecodeError as exc:
+        raise InputError(
+            f"{path}: not valid JSON ({exc.msg} at line {exc.lineno}); expected a Hugging Face config.json"
+        ) from exc
+    label = name or (path.parent.name if path.name == "config.json" else path.stem)
+    return parse_config(cfg, label, paths.display_path(path))
+
+
+def model_files(root: Path | None = None) -> dict[str, Path]:
+    """Every config in data/catalog/models/: NAME.json or NAME/config.json."""
+    folder = (root or paths.ROOT) / "data" / "catalog" / MODELS_DIR
+    found: dict[str, Path] = {}
+    if folder.is_dir():
+        for p in sorted(folder.glob("*.json")):
+            found[p.stem] = p
+        for p in sorted(folder.glob("*/config.json")):
+            found[p.parent.name] = p
+    return found
+
+
+def load_model(name_or_path: str, root: Path | None = None) -> Model:
+    """A model by catalog name (case-insensitive) or by a path to a config.json; unknown names list the valid ones."""
+    candidate = Path(name_or_path)
+    if candidate.suffix == ".json" or candidate.is_dir() or candidate.exists():
+        path = candidate / "config.json" if candidate.is_dir() else candidate
+        if not path.is_absolute():
+            path = (root or paths.ROOT) / path if not path.exists() else path
+        return read_config(path)
+    files = model_files(root)
+    key = _norm(name_or_path)
+    for name, path in files.items():
+        if _norm(name) == key:
+            return read_config(path, name)
+    raise InputError(
+        f"unknown model '{name_or_path}'; valid names: {', '.join(files) or '(none)'} "
+        "(data/catalog/models/NAME.json), or give a path to a config.json"
+    )
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    """What a model card states, to check computed parameter counts against."""
+
+    model: str
+    config: str
+    hf_repo: str
+    stated_total_params_b: float | None
+    stated_active_params_b: float | None
+    active_excludes_input_embedding: bool
+    card_source: str
+
+
+def load_model_cards(root: Path | None = None) -> dict[str, ModelCard]:
+    """data/catalog/models.csv: stated parameter counts and sources for the shipped configs."""
+    path = (root or paths.ROOT) / "data" / "catalog" / MODELS_CSV
+    if not path.exists():
+        return {}
+    cards = {}
+    with path.open(newline="", encoding="utf-8") as fh:
+        for i, row in enumerate(csv.DictReader(fh), start=2):
+            cards[row["model"]] = ModelCard(
+                model=row["model"],
+                config=row["config"],
+                hf_repo=row.get("hf_repo", ""),
+                stated_total_params_b=_num(
+                    path, i, "stated_total_params_b", row.get("stated_total_params_b", ""), False
+                ),
+                stated_active_params_b=_num(
+                    path, i, "stated_active_params_b", row.get("stated_active_params_b", ""), False
+                ),
+                active_excludes_input_embedding=row.get("active_excludes_input_embedding", "").lower() == "true",
+                card_source=row.get("card_source", ""),
+            )
+    return cards
+
+
+MEASUREMENTS_CSV = "vllm_memory_measurements.csv"
+
+
+def load_measurements(root: Path | None = None) -> list[dict[str, Any]]:
+    """Published vLLM memory-profile logs (data/catalog/vllm_memory_measurements.csv), numbers parsed."""
+    path = (root or paths.ROOT) / "data" / "catalog" / MEASUREMENTS_CSV
+    if not path.exists():
+        return []
+    text_cols = {"measurement", "model", "gpu", "weights", "kv", "source"}
+    out = []
+    with path.open(newline="", encoding="utf-8") as fh:
+        for i, row in enumerate(csv.DictReader(fh), start=2):
+            out.append({k: (v if k in text_cols else _num(path, i, k, v, False)) for k, v in row.items()})
+    return out

@@ -1,0 +1,232 @@
+"""Tables and chart data for the reports of steps 2 and 4-6 (pandas lives here, not in the math modules)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from pipeline import catalog, memory, paths
+from pipeline.candidates import Plan
+from pipeline.catalog import GPU, Model
+
+
+def gpu_table(gpus: list[GPU]) -> pd.DataFrame:
+    """The candidate GPUs: memory, bandwidth, dense peaks, formats, fabric, ridge point, source."""
+    return pd.DataFrame(
+        [
+            {
+                "gpu": g.name,
+                "vendor": g.vendor,
+                "arch": g.arch,
+                "memory_gb": g.memory_gb,
+                "visible_memory_gib": g.visible_memory_gib,
+                "memory_bw_tbs": g.memory_bw_tbs,
+                "bf16_tflops_dense": g.peak_tflops.get("bf16"),
+                "fp8_tflops_dense": g.peak_tflops.get("fp8"),
+                "fp4_tflops_dense": g.peak_tflops.get("fp4"),
+                "ridge_bf16_flops_per_byte": round(g.ridge_flops_per_byte("bf16"), 1),
+                "hw_formats": " ".join(f for f in catalog.FORMATS if f in g.hw_formats),
+                "interconnect": f"{g.interconnect} {g.interconnect_bw_gbs:g} GB/s x{g.nvlink_domain}",
+                "source": g.source,
+            }
+            for g in gpus
+        ]
+    )
+
+
+def model_table(models: list[Model], root: Path | None = None) -> pd.DataFrame:
+    """Models: computed vs stated parameter counts, attention kind, KV bytes per token (BF16)."""
+    cards = catalog.load_model_cards(root)
+    rows = []
+    for m in models:
+        card = cards.get(m.name)
+        stated = card.stated_total_params_b if card else None
+        shape = memory.kv_shape(m, "bf16")
+        rows.append(
+            {
+                "model": m.name,
+                "config": m.path,
+                "total_params_b": round(m.total_params / 1e9, 3),
+                "active_params_b": round(m.active_params / 1e9, 3),
+                "stated_total_b": stated,
+                "error_vs_card_pct": round((m.total_params / 1e9 / stated - 1) * 100, 2) if stated else None,
+                "attention": m.attention_kind,
+                "kv_bytes_per_token_bf16": int(shape.all_layers_bytes_per_token),
+                "kv_formula": shape.formula,
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def entries(plan: Plan, tier: str, fits_only: bool = False) -> list[dict[str, Any]]:
+    """The candidate entries of one tier, in evaluation order."""
+    out = [c.entry for c in plan.candidates if c.entry["tier"] == tier]
+    return [e for e in out if e["fits"]] if fits_only else out
+
+
+def floor_table(plan: Plan, tier: str) -> pd.DataFrame:
+    """Step 4: the guide's memory floor per candidate (GB = 1e9 bytes)."""
+    cols = [
+        "gpu",
+        "weights",
+        "kv",
+        "weights_gb",
+        "kv_gb",
+        "activations_gb",
+        "overhead_gb",
+        "lora_gb",
+        "total_gb",
+        "min_gpus",
+        "gpus_with_headroom",
+    ]
+    frame = pd.DataFrame([{k: e[k] for k in cols} for e in entries(plan, tier)], columns=cols)
+    return frame.round(1)
+
+
+def engine_table(plan: Plan, tier: str) -> pd.DataFrame:
+    """The vLLM engine profile per candidate that fits: where each GPU's memory goes, and the capacity."""
+    rows = []
+    for e in entries(plan, tier):
+        eng = e.get("engine")
+        if not eng:
+            continue
+        rows.append(
+            {
+                "gpu": e["gpu"],
+                "weights": e["weights"],
+                "kv": e["kv"],
+                "tp": e["tp"],
+                "pp": e["pp"],
+                "budget_gib": eng["budget_gib"],
+                "weights_gib": eng["weights_gib"],
+                "activation_peak_gib": eng["activation_peak_gib"],
+                "non_torch_gib": eng["non_torch_gib"],
+                "kv_cache_gib": eng["kv_cache_gib"],
+                "kv_cache_tokens": eng["kv_cache_tokens"],
+                "max_concurrency_per_replica": e["max_concurrency_per_replica"],
+                "replicas_for_p95": e["replicas_for_p95_concurrency"],
+            }
+        )
+    return pd.DataFrame(rows).round(2)
+
+
+def parallel_table(plan: Plan, tier: str) -> pd.DataFrame:
+    """Step 6: layout, capacity, predicted latency and SLO verdict per candidate."""
+    rows = []
+    for e in entries(plan, tier):
+        rows.append(
+            {
+                "gpu": e["gpu"],
+                "weights": e["weights"],
+                "kv": e["kv"],
+                "tp": e["tp"],
+                "pp": e["pp"],
+                "ep": e["ep"],
+                "max_concurrency_per_replica": e["max_concurrency_per_replica"],
+                "gpus_for_p95": e["gpus_for_p95_concurrency"],
+                "predicted_ttft_ms": None if e["predicted_ttft_ms"] is None else round(e["predicted_ttft_ms"]),
+                "predicted_itl_ms": None if e["predicted_itl_ms"] is None else round(e["predicted_itl_ms"], 1),
+                "fits": e["fits"],
+                "meets_slo": e["meets_slo"],
+                "reasons": "; ".join(e["reasons"]),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def kv_curve_data(model: Model, kv_dtype: str, contexts: dict[str, float], max_concurrency: int) -> pd.DataFrame:
+    """Figure 2.2's data: KV GB for 1..max concurrency at each context length."""
+    shape = memory.kv_shape(model, kv_dtype)
+    step = max(1, max_concurrency // 50)
+    rows = []
+    for label, ctx in contexts.items():
+        for c in range(0, max_concurrency + 1, step):
+            rows.append({"context": label, "concurrency": c, "kv_gb": shape.bytes_per_sequence(ctx) * c / memory.GB})
+    return pd.DataFrame(rows)
+
+
+def roofline_data(plan: Plan, tier: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Figure 3.3.2's data: a roof per GPU (16-bit) and the prefill / decode points of each GPU's BF16 candidate."""
+    from pipeline import roofline
+
+    roofs, points = [], []
+    target = next(t for t in plan.targets if t.tier == tier)
+    model = plan.model_by_tier[tier]
+    for gpu in plan.gpus:
+        peak = gpu.peak("bf16") / 1e12
+        bw = gpu.memory_bw_tbs
+        for x in (0.5, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000):
+            roofs.append({"gpu": gpu.name, "intensity": x, "tflops": min(peak, bw * x)})
+        e = next(
+            (e for e in entries(plan, tier) if e["gpu"] == gpu.name and e["weights"] == "bf16" and e["fits"]), None
+        )
+        if not e:
+            continue
+        rf = roofline.Roofline(
+            model, gpu, "bf16", e["kv"], "bf16", e["tp"], e["pp"], e["ep"], 0.0, roofline.Efficiency()
+        )
+        prefill_flops = 2 * model.active_params * target.input_tokens
+        prefill_bytes = memory.engine_weight_bytes(model, "bf16", 1, 1, 1)
+        points.append(
+            {
+                "gpu": gpu.name,
+                "phase": "prefill p95 prompt",
+                "intensity": prefill_flops / prefill_bytes,
+                "tflops": min(peak, bw * prefill_flops / prefill_bytes),
+            }
+        )
+        for batch, label in ((1, "decode batch 1"), (e["predicted_at_concurrency"], "decode at capacity")):
+            parts = rf.decode_parts(batch, target.context_tokens)
+            x = parts["flops"] / (parts["weight_bytes"] + parts["kv_bytes"])
+            points.append({"gpu": gpu.name, "phase": label, "intensity": x, "tflops": min(peak, bw * x)})
+    return pd.DataFrame(roofs), pd.DataFrame(points)
+
+
+def curve_frame(plan: Plan, tier: str, ids: list[str]) -> pd.DataFrame:
+    """Predicted curves of some candidates, labelled for a chart."""
+    rows = [r for r in plan.curve_rows() if r["candidate"] in ids]
+    frame = pd.DataFrame(rows)
+    if not frame.empty:
+        frame["label"] = frame["candidate"].str.removeprefix(f"{tier}/")
+    return frame
+
+
+def accuracy_table(root: Path | None = None, settings: memory.EngineSettings | None = None) -> pd.DataFrame:
+    """Engine profile vs published vLLM memory logs: predicted, measured and error per component."""
+    root = root or paths.ROOT
+    gpus = catalog.load_gpus(root)
+    rows: list[dict[str, Any]] = []
+    for m in catalog.load_measurements(root):
+        model = catalog.load_model(m["model"], root)
+        rows += memory.compare_to_measurement(
+            m, model, catalog.find_gpu(m["gpu"], gpus), settings or memory.EngineSettings()
+        )
+    frame = pd.DataFrame(rows)
+    if frame.empty:
+        return frame
+    frame["predicted"] = frame["predicted"].astype(float).round(3)
+    frame["error_pct"] = frame["error_pct"].astype(float).round(2)
+    return frame[["measurement", "model", "gpu", "tp", "component", "predicted", "measured", "error_pct", "source"]]
+
+
+def worked_example() -> pd.DataFrame:
+    """The guide's worked example recomputed live (Llama-3-70B, 50 concurrent, 8K, 0.26 MB/token, 15 GB overhead)."""
+    rows = []
+    for dtype in ("bf16", "fp8"):
+        kv_per_token = 0.26e6 * (1 if dtype == "bf16" else 0.5)
+        f = memory.memory_floor(70e9, dtype, kv_per_token * 8000, 50, 80, overhead_gb=15, headroom=0.5)
+        rows.append(
+            {
+                "precision": dtype,
+                "weights_gb": f.weights_gb,
+                "kv_gb": f.kv_gb,
+                "activations_gb": f.activations_gb,
+                "overhead_gb": f.overhead_gb,
+                "total_gb": f.total_gb,
+                "min_h100s": f.min_gpus,
+                "with_50pct_headroom": f.gpus_with_headroom,
+            }
+        )
+    return pd.DataFrame(rows).round(1)
