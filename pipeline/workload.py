@@ -99,13 +99,14 @@ class Requests:
     def seconds_table(self) -> str:
         """Arrivals per 1-s bucket (one GROUP BY over the log), kept as a small temp table.
 
-        Every rate series (1 s, 60 s, hour of day) is summed from it, so the log is scanned once.
+        Every rate series (1 s, 60 s, hour of day) is summed from it, and the first and last arrival
+        of each second give every inter-arrival gap of 1 s or more exactly, so the log is scanned once.
         """
         if self._seconds is None:
             name = f"sec_{len(self.con.execute('SELECT * FROM duckdb_tables()').fetchall())}"
             self.con.execute(
-                f"CREATE OR REPLACE TEMP TABLE {name} AS SELECT floor(arrival_s)::BIGINT AS k, count(*) AS n "
-                f"FROM {self.rel} GROUP BY 1"
+                f"CREATE OR REPLACE TEMP TABLE {name} AS SELECT floor(arrival_s)::BIGINT AS k, count(*) AS n, "
+                f"min(arrival_s) AS lo, max(arrival_s) AS hi FROM {self.rel} GROUP BY 1"
             )
             self._seconds = name
         return self._seconds
@@ -116,8 +117,7 @@ class Requests:
     def lengths(self, first: float = 0.0, max_in: int = 0, max_out: int = 0) -> dict[str, dict[str, Any]]:
         """p50/p90/p95/p99, mean and max of input, output and context (= input + output, per request).
 
-        The same scan counts timestamps off each resolution grid and rows at each column's maximum
-        (kept in self.off_grid and self.at_max for resolution() and caps()).
+        The same scan counts rows at each column's maximum (kept in self.at_max for caps()).
         """
         qs = "[" + ", ".join(str(q) for q in PERCENTILES.values()) + "]"
         exprs = {
@@ -126,11 +126,8 @@ class Requests:
             "context_tokens": "input_tokens + output_tokens",
         }
         sel = ", ".join(f"quantile_cont({e}, {qs}), avg({e}), max({e})" for e in exprs.values())
-        grid = ", ".join(
-            f"count(*) FILTER (WHERE abs((arrival_s - {first}) / {u} - round((arrival_s - {first}) / {u})) > 1e-3)"
-            for u in RESOLUTION_CANDIDATES_S
-        )
-        extra = f"{grid}, count(*) FILTER (WHERE input_tokens = {max_in}), count(*) FILTER (WHERE output_tokens = {max_out})"
+        self.first = first
+        extra = f"count(*) FILTER (WHERE input_tokens = {max_in}), count(*) FILTER (WHERE output_tokens = {max_out})"
         row = self.one(f"SELECT {sel}, {extra} FROM {self.rel}")
         out = {}
         for i, name in enumerate(exprs):
@@ -139,9 +136,7 @@ class Requests:
             stats["mean"] = _r(mean, 2)
             stats["max"] = int(mx)
             out[name] = stats
-        k = len(RESOLUTION_CANDIDATES_S)
-        self.off_grid = list(row[9 : 9 + k])
-        self.at_max = {"input_tokens": int(row[9 + k]), "output_tokens": int(row[10 + k])}
+        self.at_max = {"input_tokens": int(row[9]), "output_tokens": int(row[10])}
         return out
 
     def span(self) -> tuple[int, float, float, int, int]:
@@ -197,27 +192,54 @@ class Requests:
             for h, m, p, pk, n in rows
         }
 
-    def gaps(self, max_gap_s: float) -> tuple[float | None, float | None, int]:
-        """Inter-arrival gaps: the smallest positive one, the longest, and how many exceed max_gap_s.
+    def gaps(self, max_gap_s: float) -> tuple[float | None, int]:
+        """The longest inter-arrival gap and how many exceed max_gap_s.
 
-        requests.parquet is written sorted, so the gaps are taken in file order (no sort); a
-        negative gap proves the input was not sorted and the query is redone with ORDER BY.
+        Gaps of 1 s or more always cross a second boundary, so they are exactly the distance from
+        one non-empty second's last arrival to the next one's first (read from the seconds table);
+        only a threshold under 1 s needs the row-level pass.
         """
+        if max_gap_s < 1:
+            row = self.one(
+                f"SELECT max(d), count(*) FILTER (WHERE d > {max_gap_s}) FROM "
+                f"(SELECT arrival_s - lag(arrival_s) OVER (ORDER BY arrival_s) AS d FROM {self.rel})"
+            )
+            return row[0], int(row[1])
+        sec = self.seconds_table()
+        row = self.one(
+            f"SELECT max(g), count(*) FILTER (WHERE g > {max_gap_s}) FROM "
+            f"(SELECT lo - lag(hi) OVER (ORDER BY k) AS g FROM {sec})"
+        )
+        return row[0], int(row[1])
+
+    def min_gap(self) -> float | None:
+        """The smallest positive inter-arrival gap (a row-level pass, only needed for off-grid timestamps)."""
         for order in ("", "ORDER BY arrival_s"):
             row = self.one(
-                f"SELECT min(d) FILTER (WHERE d > 0), max(d), count(*) FILTER (WHERE d > {max_gap_s}), "
-                f"count(*) FILTER (WHERE d < 0) FROM "
+                f"SELECT min(d) FILTER (WHERE d > 0), count(*) FILTER (WHERE d < 0) FROM "
                 f"(SELECT arrival_s - lag(arrival_s) OVER ({order}) AS d FROM {self.rel})"
             )
-            if row[3] == 0:
+            if row[1] == 0:
                 break
-        return row[0], row[1], int(row[2])
+        return row[0]
 
-    def resolution(self, n: int, min_gap: float | None) -> float:
-        """The largest tick (1 h, 1 min, 1 s, ... 1 ms) that every timestamp sits on; else the smallest gap."""
-        for u, bad in zip(RESOLUTION_CANDIDATES_S, self.off_grid, strict=True):
-            if bad == 0 and n > 1 and (min_gap is None or u <= min_gap * 1.01):
-                return u
+    def on_grid(self, u: float) -> bool:
+        """True when every timestamp sits on a tick of u seconds (from the first arrival); stops at the first miss."""
+        first = getattr(self, "first", 0.0)
+        off = f"abs((arrival_s - {first}) / {u} - round((arrival_s - {first}) / {u})) > 1e-3"
+        return not self.con.execute(f"SELECT 1 FROM {self.rel} WHERE {off} LIMIT 1").fetchall()
+
+    def resolution(self, n: int) -> float:
+        """The largest tick (1 h, 1 min, 1 s, ... 1 ms) that every timestamp sits on; else the smallest gap.
+
+        The grids are nested, so probing from the coarsest stops at the first that holds; a probe
+        that fails stops at its first off-grid row.
+        """
+        if n > 1:
+            for u in RESOLUTION_CANDIDATES_S:
+                if self.on_grid(u):
+                    return u
+        min_gap = self.min_gap() if n > 1 else None
         return float(f"{min_gap:.3g}") if min_gap else 0.0
 
     def caps(self, n: int, maxima: dict[str, int], min_share: float) -> list[dict[str, Any]]:
@@ -363,8 +385,8 @@ def profile_requests(req: Requests, settings: ProfileSettings, block_tokens: int
     if n == 0:
         raise InputError("no requests left to profile (every row was excluded)")
     lengths = req.lengths(first, max_in, max_out)
-    min_gap, longest, long_count = req.gaps(settings.max_gap_s)
-    resolution = req.resolution(n, min_gap)
+    longest, long_count = req.gaps(settings.max_gap_s)
+    resolution = req.resolution(n)
     rps, coarse = _rates(req, n, first, last, resolution)
     warnings: list[dict[str, Any]] = []
     if coarse:
