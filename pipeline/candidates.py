@@ -9,13 +9,13 @@ overlays on measured ones.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from pipeline import catalog, memory, parallelism, paths, quantization, roofline
 from pipeline.catalog import GPU, Model
-from pipeline.errors import ParamsError
+from pipeline.errors import InputError, ParamsError
 
 MEMORY_JSON = "metrics/memory.json"
 PREDICTED_CURVE = "data/interim/predicted_curve.parquet"
@@ -92,6 +92,7 @@ class Candidate:
     id: str
     entry: dict[str, Any]
     curve: list[dict[str, float]] = field(default_factory=list)
+    allowed: bool = True
 
 
 def candidate_id(tier: str, gpu: str, weights: str, kv: str) -> str:
@@ -148,19 +149,7 @@ def evaluate(
         "compute": compat.compute,
         "concurrency_p95": target.concurrency,
         "context_tokens_p95": target.context_tokens,
-        **{
-            k: getattr(floor, k)
-            for k in (
-                "weights_gb",
-                "kv_gb",
-                "activations_gb",
-                "overhead_gb",
-                "lora_gb",
-                "total_gb",
-                "min_gpus",
-                "gpus_with_headroom",
-            )
-        },
+        **{k: getattr(floor, k) for k in memory.FLOOR_KEYS},
         "kv_bytes_per_token": shape.bytes_per_token_at(target.context_tokens),
         "kv_bytes_per_token_full_layers": shape.all_layers_bytes_per_token,
         "tp": None,
@@ -179,10 +168,11 @@ def evaluate(
     if not detail:
         entry.pop("formula")
     if not compat.allowed:
-        return Candidate(cid, entry)
+        return Candidate(cid, entry, allowed=False)
+    pcie, nvlink = settings.parallelism["allreduce_pcie"], settings.parallelism["allreduce_nvlink"]
 
     def profile(tp_: int, pp_: int) -> memory.EngineProfile:
-        ep_ = tp_ if model.is_moe and model.num_experts >= tp_ and tp_ > 1 else 1
+        ep_ = parallelism.expert_parallel(model, tp_)
         return memory.engine_profile(model, gpu, weights, kv, tp_, pp_, ep_, target.context_tokens, settings.engine)
 
     if tp is not None:
@@ -190,10 +180,8 @@ def evaluate(
         if problem:
             reasons.append(problem)
             return Candidate(cid, entry)
-        overhead, fabric = parallelism.allreduce_overhead(
-            gpu, tp, settings.parallelism["allreduce_pcie"], settings.parallelism["allreduce_nvlink"]
-        )
-        ep = tp if model.is_moe and model.num_experts >= tp and tp > 1 else 1
+        overhead, fabric = parallelism.allreduce_overhead(gpu, tp, pcie, nvlink)
+        ep = parallelism.expert_parallel(model, tp)
         layout: parallelism.Parallelism | str = parallelism.Parallelism(tp, 1, ep, tp, overhead, fabric, ())
     else:
         layout = parallelism.choose(
@@ -202,15 +190,13 @@ def evaluate(
             floor.min_gpus,
             lambda t, p: profile(t, p).fits,
             settings.parallelism["max_tp"],
-            settings.parallelism["allreduce_pcie"],
-            settings.parallelism["allreduce_nvlink"],
+            pcie,
+            nvlink,
         )
     if isinstance(layout, str):
         reasons.append(layout)
         return Candidate(cid, entry)
-    overhead, fabric = parallelism.allreduce_overhead(
-        gpu, layout.tp, settings.parallelism["allreduce_pcie"], settings.parallelism["allreduce_nvlink"]
-    )
+    overhead, fabric = layout.allreduce_overhead, layout.fabric
     reasons.extend(layout.flags)
     eng = profile(layout.tp, layout.pp)
     eng_dict = eng.as_dict()
@@ -347,11 +333,7 @@ class Plan:
             "hardware_hint": self.hints,
             "recommended": self.recommended,
             "formulas": FORMULAS,
-            "roofline_efficiency": {
-                "bandwidth": self.efficiency.bandwidth,
-                "prefill_mfu": self.efficiency.prefill_mfu,
-                "decode_mfu": self.efficiency.decode_mfu,
-            },
+            "roofline_efficiency": asdict(self.efficiency),
             "candidates": {c.id: _rounded(c.entry) for c in self.candidates},
             "rejected": self.rejected,
             "models": {
@@ -378,8 +360,7 @@ class Plan:
                         "weights": c.entry["weights"],
                         "kv": c.entry["kv"],
                         "tp": c.entry["tp"],
-                        **{k: v for k, v in point.items() if k != "decode_bound"},
-                        "decode_bound": point["decode_bound"],
+                        **point,
                     }
                 )
         return rows
@@ -391,7 +372,7 @@ def resolve_gpus(names: list[str], gpus: dict[str, GPU]) -> list[GPU]:
     for i, name in enumerate(names):
         try:
             out.append(catalog.find_gpu(name, gpus))
-        except Exception as exc:
+        except InputError as exc:
             raise ParamsError(
                 f"params.yaml: hardware.gpus[{i}] = {name!r} is not in data/catalog/gpus.csv; allowed values: {', '.join(gpus)}"
             ) from exc
@@ -445,9 +426,8 @@ def plan(
             for w in sections["quantization"]["weights"]:
                 for kv in sections["quantization"]["kv"]:
                     cand = evaluate(model, gpu, w, kv, target, settings, detail=False)
-                    compat = quantization.check(gpu, w, kv)
-                    if not compat.allowed:
-                        rejected[cand.id] = "; ".join(compat.reasons)
+                    if not cand.allowed:
+                        rejected[cand.id] = "; ".join(cand.entry["reasons"])
                         continue
                     candidates.append(cand)
                     evaluated.append(cand)
@@ -460,19 +440,26 @@ def plan(
 SECTIONS = ("hardware", "model", "quantization", "memory", "lora", "engine", "parallelism", "roofline", "slo")
 
 
-def run_stage(sections: dict[str, dict[str, Any]], root: Path | None = None) -> Plan:
-    """The memory stage: validate the catalogs (great-expectations), plan, write metrics and curves."""
-    from pipeline import io, params, quality
-
-    root = root or paths.ROOT
-    sections = {name: params.validate_section(name, sections.get(name)) for name in SECTIONS}
-    quality.validate_catalog(root / "data" / "catalog" / catalog.GPUS_CSV)
+def _inputs(sections: dict[str, dict[str, Any]], root: Path) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """The workload profile (metrics/workload.json) and the validated params sections."""
     import json
+
+    from pipeline import params
 
     profile_path = root / "metrics" / "workload.json"
     if not profile_path.exists():
         raise ParamsError(f"{profile_path} not found: run the workload stage first (dvc repro)")
     profile = json.loads(profile_path.read_text(encoding="utf-8"))
+    return profile, {name: params.validate_section(name, sections.get(name)) for name in SECTIONS}
+
+
+def run_stage(sections: dict[str, dict[str, Any]], root: Path | None = None) -> Plan:
+    """The memory stage: validate the catalogs (great-expectations), plan, write metrics and curves."""
+    from pipeline import io, quality
+
+    root = root or paths.ROOT
+    profile, sections = _inputs(sections, root)
+    quality.validate_catalog(root / "data" / "catalog" / catalog.GPUS_CSV)
     result = plan(profile, sections, root)
     io.write_json(root / MEMORY_JSON, result.metrics())
     _write_curve(root / PREDICTED_CURVE, result.curve_rows())
@@ -481,14 +468,8 @@ def run_stage(sections: dict[str, dict[str, Any]], root: Path | None = None) -> 
 
 def load_plan(sections: dict[str, dict[str, Any]], root: Path | None = None) -> Plan:
     """The same plan, recomputed without writing (for the step 4-6 notebooks after run_stage wrote the outputs)."""
-    import json
-
-    from pipeline import params
-
     root = root or paths.ROOT
-    sections = {name: params.validate_section(name, sections.get(name)) for name in SECTIONS}
-    profile = json.loads((root / "metrics" / "workload.json").read_text(encoding="utf-8"))
-    return plan(profile, sections, root)
+    return plan(*_inputs(sections, root), root)
 
 
 def _write_curve(path: Path, rows: list[dict[str, Any]]) -> None:

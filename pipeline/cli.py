@@ -80,7 +80,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
 
 def cmd_memory(args: argparse.Namespace) -> int:
     """Steps 4-6 for one candidate: the same entry the memory stage writes to metrics/memory.json."""
-    from pipeline import candidates, catalog, io, params, paths
+    from pipeline import candidates, catalog, io, params, paths, quantization
 
     candidate = args.params or paths.PARAMS
     data = params.load(candidate) if (args.params or candidate.exists()) else {}
@@ -88,7 +88,9 @@ def cmd_memory(args: argparse.Namespace) -> int:
     if args.overhead_gb is not None:
         sections["memory"]["overhead_gb"] = args.overhead_gb
     if args.gpu_memory_utilization is not None:
-        sections["engine"] = params.validate_section("engine", {**sections["engine"], "gpu_memory_utilization": args.gpu_memory_utilization})
+        sections["engine"] = params.validate_section(
+            "engine", {**sections["engine"], "gpu_memory_utilization": args.gpu_memory_utilization}
+        )
     for flag, value in (("--concurrency", args.concurrency), ("--context-tokens", args.context_tokens)):
         if value <= 0:
             raise InputError(f"{flag} = {value:g}; expected a number > 0")
@@ -97,8 +99,6 @@ def cmd_memory(args: argparse.Namespace) -> int:
     settings = candidates.Settings.from_params(sections)
     model = catalog.load_model(args.model, paths.ROOT if not Path(args.model).exists() else Path.cwd())
     gpu = catalog.find_gpu(args.gpu, catalog.load_gpus())
-    from pipeline import quantization
-
     quantization.precision(args.weights, "weights")
     quantization.precision(args.kv, "kv")
     target = candidates.Target(
@@ -111,7 +111,10 @@ def cmd_memory(args: argparse.Namespace) -> int:
         source="command line",
     )
     cand = candidates.evaluate(model, gpu, args.weights, args.kv, target, settings, tp=args.tp)
-    entry = {"id": f"{model.name}/{gpu.name}/w-{args.weights}/kv-{args.kv}", **{k: v for k, v in cand.entry.items() if k != "tier"}}
+    entry = {
+        "id": f"{model.name}/{gpu.name}/w-{args.weights}/kv-{args.kv}",
+        **{k: v for k, v in cand.entry.items() if k != "tier"},
+    }
     if args.json:
         sys.stdout.write(io.dumps(entry))
         return 0

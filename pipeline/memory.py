@@ -12,14 +12,25 @@ vLLM and nvidia-smi print).
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from pipeline.catalog import GPU, Model
-from pipeline.quantization import PRECISIONS, precision
+from pipeline.errors import ParamsError
+from pipeline.quantization import bytes_per_param, precision
 
 GB = 1e9
 GIB = 2**30
+FLOOR_KEYS = (
+    "weights_gb",
+    "kv_gb",
+    "activations_gb",
+    "overhead_gb",
+    "lora_gb",
+    "total_gb",
+    "min_gpus",
+    "gpus_with_headroom",
+)
 
 
 # --------------------------------------------------------------------------- KV cache
@@ -32,7 +43,6 @@ class KVShape:
     growing_bytes_per_token: float
     sliding_bytes_per_token: float
     window: int | None
-    linear_layers: int
     formula: str
 
     def bytes_per_sequence(self, tokens: float) -> float:
@@ -79,7 +89,7 @@ def kv_shape(model: Model, kv_dtype: str = "bf16", tp: int = 1, pp: int = 1) -> 
         formula += f"; {full} full layers grow, {sliding} sliding layers capped at {model.sliding_window} tokens"
     if linear:
         formula += f"; {linear} linear-attention layers hold a constant state (not counted)"
-    return KVShape(per_layer * full * frac, per_layer * sliding * frac, model.sliding_window, linear, formula)
+    return KVShape(per_layer * full * frac, per_layer * sliding * frac, model.sliding_window, formula)
 
 
 # --------------------------------------------------------------------------- LoRA
@@ -101,6 +111,9 @@ def lora_adapter_bytes(model: Model, rank: int, targets: tuple[str, ...] | list[
         "up_proj": (h, inter),
         "down_proj": (inter, h),
     }
+    unknown = [t for t in targets if t not in dims]
+    if unknown:
+        raise ParamsError(f"params.yaml: lora.targets has {unknown[0]!r}; allowed values: {', '.join(LORA_TARGETS)}")
     total = sum(sum(dims[t]) for t in targets)
     return rank * total * model.layers * precision(dtype).bytes
 
@@ -122,9 +135,6 @@ class MemoryFloor:
     gpus_with_headroom: int
     formula: dict[str, str]
 
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
 
 def memory_floor(
     params: float,
@@ -145,7 +155,8 @@ def memory_floor(
     Overhead is `overhead_frac` of each GPU's VRAM (so usable VRAM per GPU is the rest) unless
     a fixed `overhead_gb` is given, as in the guide's worked example (15 GB).
     """
-    weights = params * bytes_per(weight_dtype) * (1 + weight_alignment_tax) / GB
+    b = bytes_per_param(weight_dtype)
+    weights = params * b * (1 + weight_alignment_tax) / GB
     kv = kv_bytes_per_sequence * concurrency / GB
     activations = activation_frac * params * 2 / GB
     variable = weights + kv + activations + lora_gb
@@ -164,7 +175,6 @@ def memory_floor(
         over_text = f"fixed {overhead_gb:g} GB"
         gpus_text = f"ceil({total:.1f} / {gpu_memory_gb:g})"
     total = variable + overhead
-    b = bytes_per(weight_dtype)
     return MemoryFloor(
         weights_gb=weights,
         kv_gb=kv,
@@ -184,11 +194,6 @@ def memory_floor(
             "gpus_with_headroom": f"min GPUs with {headroom:.0%} headroom on the total",
         },
     )
-
-
-def bytes_per(dtype: str) -> float:
-    """Bytes per parameter for the guide's rule (no scales)."""
-    return PRECISIONS[dtype].bytes
 
 
 # --------------------------------------------------------------------------- the engine profile
@@ -301,12 +306,13 @@ def engine_profile(
     kv_bytes = max(kv_gib, 0.0) * GIB
     blocks = int(kv_bytes // (per_token * settings.block_size)) if per_token else 0
     tokens = blocks * settings.block_size
-    ctx_blocks = math.ceil(context_tokens / settings.block_size) * settings.block_size
-    seq_bytes = shape.bytes_per_sequence(ctx_blocks)
-    if shape.window:
-        seq_bytes = shape.growing_bytes_per_token * ctx_blocks + shape.sliding_bytes_per_token * min(
-            ctx_blocks, math.ceil((shape.window + settings.block_size) / settings.block_size) * settings.block_size
-        )
+    block = settings.block_size
+    ctx_blocks = math.ceil(context_tokens / block) * block
+    # Sliding layers keep the window plus the block being filled, in whole blocks.
+    window_blocks = math.ceil((shape.window + block) / block) * block if shape.window else ctx_blocks
+    seq_bytes = shape.growing_bytes_per_token * ctx_blocks + shape.sliding_bytes_per_token * min(
+        ctx_blocks, window_blocks
+    )
     max_conc = int(kv_bytes // seq_bytes) if seq_bytes > 0 and kv_gib > 0 else 0
     return EngineProfile(
         visible_memory_gib=visible,
@@ -336,16 +342,17 @@ def engine_profile(
 
 def compare_to_measurement(m: dict[str, Any], model: Model, gpu: GPU, settings: EngineSettings) -> list[dict[str, Any]]:
     """Predicted vs published vLLM figures for one logged run: one row per component the log states."""
-    s = EngineSettings(
+    s = replace(
+        settings,
         gpu_memory_utilization=m.get("gpu_memory_utilization") or settings.gpu_memory_utilization,
         max_num_batched_tokens=int(m.get("max_num_batched_tokens") or settings.max_num_batched_tokens),
         max_num_seqs=int(m.get("max_num_seqs") or settings.max_num_seqs),
-        block_size=settings.block_size,
-        non_torch_gib=settings.non_torch_gib,
-        non_torch_gib_multi_gpu=settings.non_torch_gib_multi_gpu,
+        visible_memory_gib=None,
     )
+    from pipeline.parallelism import expert_parallel
+
     tp = int(m.get("tp") or 1)
-    ep = tp if model.is_moe and tp > 1 and model.num_experts >= tp else 1
+    ep = expert_parallel(model, tp)
     prof = engine_profile(
         model, gpu, m["weights"], m["kv"], tp, 1, ep, 1.0, s, total_memory_gib=m.get("total_gpu_memory_gib")
     )

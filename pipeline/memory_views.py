@@ -60,6 +60,9 @@ def model_table(models: list[Model], root: Path | None = None) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+IDENT = ("gpu", "weights", "kv")
+
+
 def entries(plan: Plan, tier: str, fits_only: bool = False) -> list[dict[str, Any]]:
     """The candidate entries of one tier, in evaluation order."""
     out = [c.entry for c in plan.candidates if c.entry["tier"] == tier]
@@ -68,19 +71,7 @@ def entries(plan: Plan, tier: str, fits_only: bool = False) -> list[dict[str, An
 
 def floor_table(plan: Plan, tier: str) -> pd.DataFrame:
     """Step 4: the guide's memory floor per candidate (GB = 1e9 bytes)."""
-    cols = [
-        "gpu",
-        "weights",
-        "kv",
-        "weights_gb",
-        "kv_gb",
-        "activations_gb",
-        "overhead_gb",
-        "lora_gb",
-        "total_gb",
-        "min_gpus",
-        "gpus_with_headroom",
-    ]
+    cols = [*IDENT, *memory.FLOOR_KEYS]
     frame = pd.DataFrame([{k: e[k] for k in cols} for e in entries(plan, tier)], columns=cols)
     return frame.round(1)
 
@@ -94,11 +85,7 @@ def engine_table(plan: Plan, tier: str) -> pd.DataFrame:
             continue
         rows.append(
             {
-                "gpu": e["gpu"],
-                "weights": e["weights"],
-                "kv": e["kv"],
-                "tp": e["tp"],
-                "pp": e["pp"],
+                **{k: e[k] for k in (*IDENT, "tp", "pp")},
                 "budget_gib": eng["budget_gib"],
                 "weights_gib": eng["weights_gib"],
                 "activation_peak_gib": eng["activation_peak_gib"],
@@ -118,12 +105,7 @@ def parallel_table(plan: Plan, tier: str) -> pd.DataFrame:
     for e in entries(plan, tier):
         rows.append(
             {
-                "gpu": e["gpu"],
-                "weights": e["weights"],
-                "kv": e["kv"],
-                "tp": e["tp"],
-                "pp": e["pp"],
-                "ep": e["ep"],
+                **{k: e[k] for k in (*IDENT, "tp", "pp", "ep")},
                 "max_concurrency_per_replica": e["max_concurrency_per_replica"],
                 "gpus_for_p95": e["gpus_for_p95_concurrency"],
                 "predicted_ttft_ms": None if e["predicted_ttft_ms"] is None else round(e["predicted_ttft_ms"]),

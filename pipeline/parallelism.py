@@ -9,7 +9,7 @@ enough; EP for MoE models (all experts stored, shared experts on every GPU).
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 from pipeline.catalog import GPU, Model
@@ -26,6 +26,11 @@ def tp_problem(model: Model, tp: int) -> str | None:
     if not model.is_mla and model.kv_heads % tp and tp % model.kv_heads:
         return f"TP {tp} neither divides nor is a multiple of the {model.kv_heads} KV heads"
     return None
+
+
+def expert_parallel(model: Model, tp: int) -> int:
+    """EP degree for a layout: MoE models spread their routed experts over the TP group, dense models have none."""
+    return tp if model.is_moe and tp > 1 and model.num_experts >= tp else 1
 
 
 def valid_tps(model: Model, max_tp: int) -> list[int]:
@@ -58,9 +63,6 @@ class Parallelism:
     allreduce_overhead: float
     fabric: str
     flags: tuple[str, ...]
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def choose(
@@ -108,7 +110,7 @@ def choose(
             f"does not fit: even TP {tps[-1]} x PP 16 on {gpu.name} leaves no room for one sequence at the p95 context"
         )
     tp, pp = chosen
-    ep = tp if model.is_moe and model.num_experts >= tp and tp > 1 else 1
+    ep = expert_parallel(model, tp)
     overhead, fabric = allreduce_overhead(gpu, tp, pcie, nvlink)
     if tp > 2 and (gpu.interconnect == "pcie" or tp > gpu.nvlink_domain):
         flags.append(f"TP {tp} > 2 without NVLink on {gpu.name}: all-reduce costs about {overhead:.0%} of each step")

@@ -9,7 +9,7 @@ decode MFU 0.30). No queueing: this is the floor a measured curve (step 7) must 
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from pipeline.catalog import GPU, Model
@@ -136,15 +136,8 @@ class Roofline:
         levels.update(x for x in (max_concurrency, *extra) if 1 <= x <= max(max_concurrency, 1))
         return [self.point(c, input_tokens, context_tokens, output_tokens) for c in sorted(levels)]
 
-    def as_dict(self) -> dict[str, Any]:
-        d = {k: v for k, v in asdict(self).items() if k not in ("model", "gpu")}
-        d["ridge_flops_per_byte"] = self.ridge
-        return d
-
 
 def _without_routed(model: Model, weight_dtype: str, tp: int, ep: int) -> float:
     """Per-GPU weight bytes with the routed experts removed (to scale them by the share a batch touches)."""
-    from dataclasses import replace
-
     stripped = replace(model, params=replace(model.params, routed_experts=0, routed_experts_active=0))
     return engine_weight_bytes(stripped, weight_dtype, tp, 1, ep)

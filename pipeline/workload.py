@@ -114,7 +114,7 @@ class Requests:
     def one(self, sql: str) -> tuple[Any, ...]:
         return self.con.execute(sql).fetchall()[0]
 
-    def lengths(self, first: float = 0.0, max_in: int = 0, max_out: int = 0) -> dict[str, dict[str, Any]]:
+    def lengths(self, max_in: int = 0, max_out: int = 0) -> dict[str, dict[str, Any]]:
         """p50/p90/p95/p99, mean and max of input, output and context (= input + output, per request).
 
         The same scan counts rows at each column's maximum (kept in self.at_max for caps()).
@@ -126,7 +126,6 @@ class Requests:
             "context_tokens": "input_tokens + output_tokens",
         }
         sel = ", ".join(f"quantile_cont({e}, {qs}), avg({e}), max({e})" for e in exprs.values())
-        self.first = first
         extra = f"count(*) FILTER (WHERE input_tokens = {max_in}), count(*) FILTER (WHERE output_tokens = {max_out})"
         row = self.one(f"SELECT {sel}, {extra} FROM {self.rel}")
         out = {}
@@ -223,13 +222,12 @@ class Requests:
                 break
         return row[0]
 
-    def on_grid(self, u: float) -> bool:
-        """True when every timestamp sits on a tick of u seconds (from the first arrival); stops at the first miss."""
-        first = getattr(self, "first", 0.0)
+    def on_grid(self, u: float, first: float) -> bool:
+        """True when every timestamp sits on a tick of u seconds from the first arrival; stops at the first miss."""
         off = f"abs((arrival_s - {first}) / {u} - round((arrival_s - {first}) / {u})) > 1e-3"
         return not self.con.execute(f"SELECT 1 FROM {self.rel} WHERE {off} LIMIT 1").fetchall()
 
-    def resolution(self, n: int) -> float:
+    def resolution(self, n: int, first: float) -> float:
         """The largest tick (1 h, 1 min, 1 s, ... 1 ms) that every timestamp sits on; else the smallest gap.
 
         The grids are nested, so probing from the coarsest stops at the first that holds; a probe
@@ -237,7 +235,7 @@ class Requests:
         """
         if n > 1:
             for u in RESOLUTION_CANDIDATES_S:
-                if self.on_grid(u):
+                if self.on_grid(u, first):
                     return u
         min_gap = self.min_gap() if n > 1 else None
         return float(f"{min_gap:.3g}") if min_gap else 0.0
@@ -384,9 +382,9 @@ def profile_requests(req: Requests, settings: ProfileSettings, block_tokens: int
     n, first, last, max_in, max_out = req.span()
     if n == 0:
         raise InputError("no requests left to profile (every row was excluded)")
-    lengths = req.lengths(first, max_in, max_out)
+    lengths = req.lengths(max_in, max_out)
     longest, long_count = req.gaps(settings.max_gap_s)
-    resolution = req.resolution(n)
+    resolution = req.resolution(n, first)
     rps, coarse = _rates(req, n, first, last, resolution)
     warnings: list[dict[str, Any]] = []
     if coarse:

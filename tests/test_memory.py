@@ -253,6 +253,10 @@ def test_moe_weights_quantize_experts_and_keep_embeddings_16_bit():
     assert memory.engine_weight_bytes(mix, "bf16") == mix.total_params * 2
     fp8 = memory.engine_weight_bytes(mix, "fp8")
     assert fp8 == p.linear * 1 + (p.embedding + p.lm_head + p.norms + p.router) * 2
+    # By hand: 46,702,792,704 params; 16-bit parts = 2 x 32,000 x 4,096 (embed, lm_head) + 32 x 2 x 4,096 + 4,096 (norms)
+    # + 32 x 4,096 x 8 (router) = 263,458,816 params, which cost one extra byte each.
+    assert mix.total_params == 46_702_792_704
+    assert fp8 == 46_702_792_704 + 263_458_816
     # EP 8: routed experts split 8 ways, everything else over TP 8.
     assert memory.engine_weight_bytes(mix, "bf16", tp=8, ep=8) == pytest.approx(mix.total_params * 2 / 8, rel=1e-3)
 
@@ -290,6 +294,9 @@ def test_engine_profile_matches_vllms_published_memory_log():
     assert prof.weights_gib == pytest.approx(8_030_261_248 * 2 / 2**30)
     assert abs(prof.weights_gib / 14.96 - 1) < 0.005
     assert abs(prof.kv_cache_gib / 53.29 - 1) < 0.02
+    # By hand: activations = 8,192 tokens x (4 x 4,096 + 48 x 128 + 3 x 14,336) x 2 B + 256 x 128,256 x 8 B.
+    assert memory.activation_peak_bytes(model("Llama-3.1-8B"), settings) == 1_336_410_112
+    assert prof.kv_cache_gib == pytest.approx(79.22 * 0.9 - 16_060_522_496 / 2**30 - 1_336_410_112 / 2**30 - 1.8)
     # tokens = whole 16-token blocks of 131,072 B: by hand from the KV budget.
     assert prof.kv_cache_tokens == int(prof.kv_cache_gib * 2**30 // (131_072 * 16)) * 16
     assert prof.max_concurrency_per_replica == int(prof.kv_cache_gib * 2**30 // (131_072 * 32_768))
