@@ -117,7 +117,14 @@ def memory_stack(entries: list[dict[str, Any]]) -> alt.Chart:
     for e in entries:
         label = f"{e['gpu']} w-{e['weights']} kv-{e['kv']}"
         for comp in COMPONENTS:
-            rows.append({"candidate": label, "component": comp.removesuffix("_gb"), "GB": e[comp], "order": COMPONENTS.index(comp)})
+            rows.append(
+                {
+                    "candidate": label,
+                    "component": comp.removesuffix("_gb"),
+                    "GB": e[comp],
+                    "order": COMPONENTS.index(comp),
+                }
+            )
     data = pd.DataFrame(rows)
     return (
         alt.Chart(data)
@@ -125,7 +132,10 @@ def memory_stack(entries: list[dict[str, Any]]) -> alt.Chart:
         .encode(
             y=alt.Y("candidate:N", sort=None, title=None),
             x=alt.X("GB:Q", title="memory at p95 concurrency and context (GB, 1e9 bytes)"),
-            color=alt.Color("component:N", scale=alt.Scale(domain=[c.removesuffix("_gb") for c in COMPONENTS], range=COMPONENT_COLORS)),
+            color=alt.Color(
+                "component:N",
+                scale=alt.Scale(domain=[c.removesuffix("_gb") for c in COMPONENTS], range=COMPONENT_COLORS),
+            ),
             order="order:Q",
             tooltip=["candidate", "component", alt.Tooltip("GB:Q", format=".1f")],
         )
@@ -144,7 +154,11 @@ def kv_vs_concurrency(data: pd.DataFrame, concurrency_p95: float) -> alt.Chart:
             color=alt.Color("context:N", sort=None, title="context"),
         )
     )
-    rule = alt.Chart(pd.DataFrame({"concurrency": [concurrency_p95]})).mark_rule(color=RED, strokeDash=[4, 3]).encode(x="concurrency:Q")
+    rule = (
+        alt.Chart(pd.DataFrame({"concurrency": [concurrency_p95]}))
+        .mark_rule(color=RED, strokeDash=[4, 3])
+        .encode(x="concurrency:Q")
+    )
     return alt.layer(lines, rule).properties(width=520, height=260)
 
 
@@ -186,3 +200,84 @@ def predicted_curve(curve: pd.DataFrame, slo_ms: float, y: str, title: str) -> a
     )
     rule = alt.Chart(pd.DataFrame({y: [slo_ms]})).mark_rule(color=RED, strokeDash=[4, 3]).encode(y=f"{y}:Q")
     return alt.layer(lines, rule).properties(width=520, height=260)
+
+
+def _load_axis(kind: str) -> alt.X:
+    title = "concurrency (closed loop, log2)" if kind == "concurrency" else "request rate, req/s (open loop, log2)"
+    return alt.X("load:Q", scale=alt.Scale(type="log", base=2), title=title)
+
+
+def slo_curve(
+    levels: pd.DataFrame,
+    column: str,
+    slo_ms: float,
+    c_max: float | None,
+    title: str,
+    kind: str,
+    predicted: pd.DataFrame | None = None,
+    predicted_column: str | None = None,
+) -> alt.Chart:
+    """A latency column against load with the SLO (red dashed), C_max (orange rule) and the roofline (grey dashed)."""
+    data = levels[["curve", "load", column]].rename(columns={column: "ms"})
+    lines = (
+        alt.Chart(data)
+        .mark_line(point=True)
+        .encode(
+            x=_load_axis(kind),
+            y=alt.Y("ms:Q", title=title),
+            color=alt.Color("curve:N", title="curve", legend=alt.Legend(orient="bottom", columns=1)),
+        )
+    )
+    layers: list[Any] = [
+        lines,
+        alt.Chart(pd.DataFrame({"ms": [slo_ms]})).mark_rule(color=RED, strokeDash=[4, 3]).encode(y="ms:Q"),
+    ]
+    if c_max is not None:
+        layers.append(
+            alt.Chart(pd.DataFrame({"load": [c_max]})).mark_rule(color=ORANGE, strokeWidth=2).encode(x="load:Q")
+        )
+    if predicted is not None and predicted_column is not None and not predicted.empty:
+        pred = predicted[["load", predicted_column]].rename(columns={predicted_column: "ms"})
+        layers.append(alt.Chart(pred).mark_line(color=GREY, strokeDash=[6, 3]).encode(x="load:Q", y="ms:Q"))
+    return alt.layer(*layers).properties(width=520, height=240)
+
+
+def throughput_curve(
+    levels: pd.DataFrame,
+    c_max: float | None,
+    usable_rps: float | None,
+    kind: str,
+    predicted: pd.DataFrame | None = None,
+) -> alt.Chart:
+    """Achieved RPS against load; the usable RPS at C_max is the orange point (never the curve's peak)."""
+    lines = (
+        alt.Chart(levels[["curve", "load", "rps"]])
+        .mark_line(point=True)
+        .encode(
+            x=_load_axis(kind),
+            y=alt.Y("rps:Q", title="achieved requests / s"),
+            color=alt.Color("curve:N", legend=alt.Legend(orient="bottom", columns=1)),
+        )
+    )
+    layers: list[Any] = [lines]
+    if c_max is not None and usable_rps is not None:
+        pt = pd.DataFrame(
+            {"load": [c_max], "rps": [usable_rps], "label": [f"usable {usable_rps:.2f} req/s at C_max {c_max:.1f}"]}
+        )
+        layers.append(
+            alt.Chart(pt)
+            .mark_point(color=ORANGE, size=140, filled=True)
+            .encode(x="load:Q", y="rps:Q", tooltip=["label:N"])
+        )
+        layers.append(
+            alt.Chart(pt)
+            .mark_text(align="left", dx=8, dy=-8, color=ORANGE)
+            .encode(x="load:Q", y="rps:Q", text="label:N")
+        )
+    if predicted is not None and "predicted_rps" in predicted and predicted["predicted_rps"].notna().any():
+        layers.append(
+            alt.Chart(predicted[["load", "predicted_rps"]])
+            .mark_line(color=GREY, strokeDash=[6, 3])
+            .encode(x="load:Q", y="predicted_rps:Q")
+        )
+    return alt.layer(*layers).properties(width=520, height=240)

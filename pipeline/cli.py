@@ -3,6 +3,7 @@
     sizing profile PATH [--format auto|generic|azure|burstgpt|mooncake] [--json]
     sizing memory --model NAME_OR_CONFIG --gpu NAME --weights fp8 --kv fp8 [--tp N]
                   --concurrency N --context-tokens N [--json]
+    sizing curve PATH... --ttft-p99-ms N [--itl-p99-ms N] [--input-tokens N --output-tokens N] [--json]
 
 Bad input prints one message (file, column, examples, what was expected) and exits 1.
 """
@@ -135,6 +136,44 @@ def cmd_memory(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_curve(args: argparse.Namespace) -> int:
+    """The operating point of any set of benchmark result files (steps 7-10), without touching the pipeline."""
+    from pipeline import final_curve, io, params, paths
+
+    candidate = args.params or paths.PARAMS
+    data = params.load(candidate) if (args.params or candidate.exists()) else {}
+    workload = final_curve.Workload()
+    if args.input_tokens or args.output_tokens:
+        if not (args.input_tokens and args.output_tokens):
+            raise InputError("--input-tokens and --output-tokens go together (the workload's p95 lengths)")
+        workload = final_curve.Workload(input_p95=args.input_tokens, output_p95=args.output_tokens)
+    res = final_curve.from_paths(
+        [Path(p) for p in args.paths], args.ttft_p99_ms, args.itl_p99_ms, data, paths.ROOT, workload
+    )
+    m = res.metrics()
+    if args.json:
+        sys.stdout.write(io.dumps(m))
+        return 0
+    op = res.chosen
+    unit = "concurrent requests" if op.load_kind == "concurrency" else "req/s offered"
+    lines = [
+        f"curve: {op.curve} ({res.sweeps[0].tool if len(res.sweeps) == 1 else 'several sweeps'})",
+        f"  why: {res.selection}",
+        f"  C_max {op.c_max:.2f} {unit} ({op.binding.upper()} binds; percentile {m['percentile_used']})",
+        f"  usable RPS {op.usable_rps:.3f} req/s per replica ({op.replicas} replica(s) in the benchmark)",
+        f"  knee: {'none' if op.knee is None else f'{op.knee:g}'} ({op.knee_note})",
+        f"  Little's law: ceiling {op.ceiling_rps:.3f} req/s, gap {op.gap:.2f}x"
+        + ("  <-- FLAGGED" if op.gap_flag else ""),
+    ]
+    if op.goodput_rps_at_c_max is not None:
+        lines.append(f"  goodput at C_max {op.goodput_rps_at_c_max:.3f} req/s")
+    for _name, err in sorted(res.errors.items()):
+        lines.append(f"  not usable: {err.splitlines()[0]}")
+    lines += [f"  warning: {w}" for w in m["warnings"]]
+    sys.stdout.write("\n".join(lines) + "\n")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser for every verb."""
     ap = argparse.ArgumentParser(prog="sizing", description="Size an LLM inference fleet from real traffic.")
@@ -189,6 +228,25 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--params", type=Path, help="params.yaml to take the other settings from")
     m.add_argument("--json", action="store_true", help="print the candidate as JSON")
     m.set_defaults(func=cmd_memory)
+
+    c = sub.add_parser("curve", help="steps 7-10: the SLO-constrained operating point of benchmark result files")
+    c.add_argument(
+        "paths",
+        nargs="+",
+        metavar="PATH",
+        help="result files or sweep folders (vLLM, SGLang, AIPerf, GenAI-Perf, GuideLLM, LLMPerf, inference-perf)",
+    )
+    c.add_argument("--ttft-p99-ms", type=float, required=True, help="TTFT p99 SLO in ms")
+    c.add_argument("--itl-p99-ms", type=float, help="ITL p99 SLO in ms (default: none)")
+    c.add_argument("--input-tokens", type=float, help="workload p95 prompt length, to pick the matching curve")
+    c.add_argument("--output-tokens", type=float, help="workload p95 output length, to pick the matching curve")
+    c.add_argument("--params", type=Path, help="params.yaml to take curve thresholds from (default: the project's)")
+    c.add_argument(
+        "--json",
+        action="store_true",
+        help="print the operating point as JSON (the shape of metrics/operating_point.json)",
+    )
+    c.set_defaults(func=cmd_curve)
     return ap
 
 

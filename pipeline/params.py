@@ -107,7 +107,11 @@ SCHEMAS: dict[str, dict[str, Spec]] = {
         "tiers": Spec((dict,), {"column": "auto", "rules": []}),
     },
     "hardware": {
-        "gpus": Spec((list,), ["A100-80GB", "L40S", "H100-SXM", "H200", "B200", "MI300X"], doc="GPU names from data/catalog/gpus.csv"),
+        "gpus": Spec(
+            (list,),
+            ["A100-80GB", "L40S", "H100-SXM", "H200", "B200", "MI300X"],
+            doc="GPU names from data/catalog/gpus.csv",
+        ),
     },
     "model": {
         "name": Spec((str,), "Llama-3.1-70B", doc="a data/catalog/models/NAME.json name or a path to a config.json"),
@@ -119,12 +123,18 @@ SCHEMAS: dict[str, dict[str, Spec]] = {
     },
     "memory": {
         "activation_frac": Spec(NUM, 0.2, minimum=0, maximum=1, doc="activations as a share of the 16-bit weight size"),
-        "overhead_frac": Spec(NUM, 0.075, minimum=0, maximum=0.5, doc="framework overhead as a share of each GPU's VRAM"),
+        "overhead_frac": Spec(
+            NUM, 0.075, minimum=0, maximum=0.5, doc="framework overhead as a share of each GPU's VRAM"
+        ),
         "overhead_gb": Spec(NUM, None, minimum=0, nullable=True, doc="a fixed overhead instead of overhead_frac"),
         "weight_alignment_tax": Spec(NUM, 0.0, minimum=0, maximum=0.5),
         "headroom": Spec(NUM, 0.5, minimum=0, maximum=5, doc="deployment headroom on the total (0.3-0.5)"),
-        "concurrency": Spec(NUM, None, minimum=0, exclusive_minimum=True, nullable=True, doc="override the p95 concurrency"),
-        "context_tokens": Spec(NUM, None, minimum=0, exclusive_minimum=True, nullable=True, doc="override the p95 context"),
+        "concurrency": Spec(
+            NUM, None, minimum=0, exclusive_minimum=True, nullable=True, doc="override the p95 concurrency"
+        ),
+        "context_tokens": Spec(
+            NUM, None, minimum=0, exclusive_minimum=True, nullable=True, doc="override the p95 context"
+        ),
     },
     "lora": {
         "max_adapters": Spec((int,), 0, minimum=0, doc="adapters resident at once"),
@@ -149,6 +159,36 @@ SCHEMAS: dict[str, dict[str, Spec]] = {
         "bandwidth_efficiency": Spec(NUM, 0.8, minimum=0, exclusive_minimum=True, maximum=1),
         "prefill_mfu": Spec(NUM, 0.45, minimum=0, exclusive_minimum=True, maximum=1),
         "decode_mfu": Spec(NUM, 0.30, minimum=0, exclusive_minimum=True, maximum=1),
+    },
+    "curve": {
+        "source": Spec(
+            (str,), "data/raw/benchmarks", doc="folder of sweeps (one folder per sweep, each with manifest.yaml)"
+        ),
+        "knee_ratio": Spec(
+            NUM, 2.0, minimum=1, exclusive_minimum=True, doc="knee: first load where TTFT p99 / p50 exceeds this"
+        ),
+        "gap_flag_ratio": Spec(
+            NUM, 2.0, minimum=1, exclusive_minimum=True, doc="flag a Little's-law gap beyond this factor"
+        ),
+        "max_failed_share": Spec(NUM, 0.05, minimum=0, maximum=1, doc="failed requests allowed at a level up to C_max"),
+        "length_tolerance": Spec(
+            NUM, 0.25, minimum=0, doc="a curve matches the workload when both lengths are within this"
+        ),
+        "sizing_loop": Spec((str,), "conservative", choices=("conservative", "closed", "open")),
+    },
+    "recommend": {
+        "prefix_reuse_min": Spec(NUM, 0.2, minimum=0, maximum=1, doc="prefix caching pays off from this block reuse"),
+        "itl_spike_ratio": Spec(NUM, 2.0, minimum=1, doc="ITL p99 / p50 above this is a spike"),
+        "mixed_input_ratio": Spec(NUM, 3.0, minimum=1, doc="input p95 / p50 at or above this is mixed lengths"),
+        "chunk_tokens": Spec((int,), 512, minimum=64, doc="chunked-prefill token budget (512-1024)"),
+        "spec_decode_max_concurrency": Spec(NUM, 32.0, minimum=1, doc="speculative decoding up to this many in flight"),
+        "spec_decode_min_acceptance": Spec(NUM, 0.6, minimum=0, maximum=1),
+        "pd_min_prompt_tokens": Spec(
+            NUM, 500.0, minimum=0, doc="P/D disaggregation is not worth it below this mean prompt"
+        ),
+        "kv_transfer_gbs": Spec(NUM, 50.0, minimum=0, exclusive_minimum=True, doc="prefill-to-decode KV link, GB/s"),
+        "batch_work": Spec((bool,), False, doc="the workload is batch (KV offload to CPU allowed)"),
+        "offload_pcie_gbs": Spec(NUM, 64.0, minimum=0, exclusive_minimum=True, doc="CPU offload link (PCIe 5), GB/s"),
     },
 }
 
@@ -220,7 +260,9 @@ def validate_section(section: str, raw: dict[str, Any] | None) -> dict[str, Any]
     if section == "engine":
         for gpu, value in out["visible_memory_gib"].items():
             if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
-                raise ParamsError(f"params.yaml: engine.visible_memory_gib.{gpu} = {value!r}; expected a number of GiB > 0")
+                raise ParamsError(
+                    f"params.yaml: engine.visible_memory_gib.{gpu} = {value!r}; expected a number of GiB > 0"
+                )
     return out
 
 
@@ -240,7 +282,9 @@ def _check_tp_table(section: str, key: str, value: dict[Any, Any]) -> dict[int, 
         except (TypeError, ValueError):
             tp_int = 0
         if tp_int < 1 or isinstance(share, bool) or not isinstance(share, int | float) or not 0 <= share < 1:
-            raise ParamsError(f"params.yaml: {section}.{key}.{tp} = {share!r}; expected TP degree -> a share between 0 and 1")
+            raise ParamsError(
+                f"params.yaml: {section}.{key}.{tp} = {share!r}; expected TP degree -> a share between 0 and 1"
+            )
         out[tp_int] = float(share)
     return out
 

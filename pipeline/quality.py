@@ -338,7 +338,9 @@ def validate_catalog(path: Path) -> ValidationSummary:
         Rule(
             "formats_known",
             "hw_formats",
-            E.ExpectColumnValuesToMatchRegex(column="hw_formats", regex=r"^\s*(bf16|fp16|int8|fp8|fp4)(\s+(bf16|fp16|int8|fp8|fp4))*\s*$"),
+            E.ExpectColumnValuesToMatchRegex(
+                column="hw_formats", regex=r"^\s*(bf16|fp16|int8|fp8|fp4)(\s+(bf16|fp16|int8|fp8|fp4))*\s*$"
+            ),
             "list an unknown format",
             "space-separated words from bf16 fp16 int8 fp8 fp4",
         ),
@@ -353,12 +355,24 @@ def validate_catalog(path: Path) -> ValidationSummary:
         frame[col] = pd.to_numeric(text.replace("", None), errors="coerce")
         frame[f"_raw_{col}"] = text
         rules.append(
-            Rule(f"{col}_number", f"_raw_{col}", E.ExpectColumnValuesToMatchRegex(column=f"_raw_{col}", regex=r"^(\d+(\.\d+)?)?$"), "are not plain numbers", what)
+            Rule(
+                f"{col}_number",
+                f"_raw_{col}",
+                E.ExpectColumnValuesToMatchRegex(column=f"_raw_{col}", regex=r"^(\d+(\.\d+)?)?$"),
+                "are not plain numbers",
+                what,
+            )
         )
         if col in GPU_REQUIRED:
             rules.append(Rule(f"{col}_present", col, E.ExpectColumnValuesToNotBeNull(column=col), "are empty", what))
         rules.append(
-            Rule(f"{col}_range", col, E.ExpectColumnValuesToBeBetween(column=col, min_value=lo, max_value=hi), f"lie outside {lo}..{hi}", what)
+            Rule(
+                f"{col}_range",
+                col,
+                E.ExpectColumnValuesToBeBetween(column=col, min_value=lo, max_value=hi),
+                f"lie outside {lo}..{hi}",
+                what,
+            )
         )
     outcomes = []
     for rule, result in _run_suite("gpu_catalog", rules, frame):
@@ -372,7 +386,9 @@ def validate_catalog(path: Path) -> ValidationSummary:
             bad_values = {str(v) for v in bad}
             source = raw[column] if column in raw else frame[rule.column]
             for name, value in zip(raw["gpu"], source, strict=False):
-                if str(value) in bad_values or (rule.name.endswith("_present") and (value is None or str(value).strip() in ("", "nan"))):
+                if str(value) in bad_values or (
+                    rule.name.endswith("_present") and (value is None or str(value).strip() in ("", "nan"))
+                ):
                     examples.append(f"{name}: {value!r}")
                 if len(examples) >= MAX_EXAMPLES:
                     break
@@ -382,7 +398,141 @@ def validate_catalog(path: Path) -> ValidationSummary:
         lines = [f"invalid GPU catalog {path} ({len(frame)} rows checked):"]
         for o in summary.outcomes:
             if not o.success:
-                lines.append(f"  - column '{o.column}': {o.failed} of {o.checked} rows {o.failure}; expected {o.expected}. Examples: {', '.join(o.examples) or '(see the file)'}")
+                lines.append(
+                    f"  - column '{o.column}': {o.failed} of {o.checked} rows {o.failure}; expected {o.expected}. Examples: {', '.join(o.examples) or '(see the file)'}"
+                )
         lines.append("No outputs were written.")
         raise InputError("\n".join(lines))
     return summary
+
+
+def validate_curve(frame: pd.DataFrame, label: str) -> ValidationSummary:
+    """GX suite 'benchmark_curve' over the normalized curve table: one row per load, sane latencies and counts."""
+    import great_expectations as gx
+
+    E = gx.expectations
+    df = frame.copy()
+    df["load_finite"] = df["load"].astype(float).where(df["load"].astype(float) < float("inf"))
+    rules = [
+        Rule(
+            "load_present",
+            "load",
+            E.ExpectColumnValuesToNotBeNull(column="load"),
+            "have no load",
+            "a concurrency or request rate",
+        ),
+        Rule(
+            "load_positive",
+            "load_finite",
+            E.ExpectColumnValuesToBeBetween(column="load_finite", min_value=0, strict_min=True),
+            "have a load <= 0",
+            "a load > 0",
+        ),
+        Rule(
+            "load_unique",
+            "load",
+            E.ExpectCompoundColumnsToBeUnique(
+                column_list=["curve", "load_finite"], ignore_row_if="any_value_is_missing"
+            ),
+            "repeat a load within one curve",
+            "one result per load level (strictly increasing loads)",
+        ),
+        Rule(
+            "kind_known",
+            "load_kind",
+            E.ExpectColumnValuesToBeInSet(column="load_kind", value_set=["concurrency", "request_rate"]),
+            "have an unknown load kind",
+            "concurrency or request_rate",
+        ),
+        Rule(
+            "rps_present",
+            "rps",
+            E.ExpectColumnValuesToNotBeNull(column="rps"),
+            "have no achieved RPS",
+            "request throughput per level",
+        ),
+        Rule(
+            "rps_range",
+            "rps",
+            E.ExpectColumnValuesToBeBetween(column="rps", min_value=0, max_value=1e6),
+            "have RPS outside 0..1e6",
+            "requests per second",
+        ),
+    ]
+    for col in ("ttft_p50_ms", "ttft_p99_ms", "itl_p50_ms", "itl_p99_ms", "e2e_p50_ms", "e2e_p99_ms"):
+        rules.append(
+            Rule(
+                f"{col}_range",
+                col,
+                E.ExpectColumnValuesToBeBetween(column=col, min_value=0, max_value=3.6e7),
+                "lie outside 0 ms..10 h",
+                "a latency in ms (units normalized)",
+            )
+        )
+    for lo, hi in (("ttft_p50_ms", "ttft_p99_ms"), ("itl_p50_ms", "itl_p99_ms"), ("e2e_p50_ms", "e2e_p99_ms")):
+        rules.append(
+            Rule(
+                f"{hi}_ge_{lo}",
+                hi,
+                E.ExpectColumnPairValuesAToBeGreaterThanB(
+                    column_A=hi, column_B=lo, or_equal=True, ignore_row_if="either_value_is_missing"
+                ),
+                f"have {hi} < {lo}",
+                "p99 >= p50",
+            )
+        )
+    for col in ("completed", "failed"):
+        rules.append(
+            Rule(
+                f"{col}_range",
+                col,
+                E.ExpectColumnValuesToBeBetween(column=col, min_value=0),
+                "are negative",
+                "a request count >= 0",
+            )
+        )
+    for col in [
+        c
+        for c in df.columns
+        if df[c].dtype == object
+        and c not in ("curve", "file", "load_kind", "tool", "itl_kind", "e2e_source", "dataset", "goodput_source")
+    ]:
+        df[col] = pd.to_numeric(df[col], errors="coerce")
+    outcomes = []
+    for rule, result in _run_suite("benchmark_curve", rules, df):
+        failed = int(result.result.get("unexpected_count") or 0) if not result.success else 0
+        if not result.success and not failed:
+            failed = 1
+        examples = _curve_examples(frame, df, rule, result) if not result.success else []
+        outcomes.append(
+            Outcome(rule.name, rule.column, rule.column, rule.failure, rule.expected, len(df), failed, examples)
+        )
+    summary = ValidationSummary("benchmark_curve", len(df), 1, outcomes)
+    if not summary.success:
+        lines = [f"invalid benchmark results {label} ({len(df)} load levels checked):"]
+        for o in summary.outcomes:
+            if not o.success:
+                lines.append(
+                    f"  - column '{o.column}': {o.failed} of {o.checked} levels {o.failure}; expected {o.expected}. Examples: {'; '.join(o.examples) or '(see the files)'}"
+                )
+        lines.append("No outputs were written.")
+        raise InputError("\n".join(lines))
+    return summary
+
+
+def _curve_examples(frame: pd.DataFrame, df: pd.DataFrame, rule: Rule, result: Any) -> list[str]:
+    """A few offending levels, each as 'file load L: column = value'."""
+    col = rule.column
+    if rule.name == "load_unique":
+        mask = df["load_finite"].notna() & df.duplicated(["curve", "load_finite"], keep=False)
+    elif "_ge_" in rule.name:
+        lo = rule.name.split("_ge_")[1]
+        mask = df[col].astype(float) < df[lo].astype(float)
+    elif rule.name.endswith("_present"):
+        mask = df[col].isna()
+    else:
+        bad = {str(v) for v in (result.result.get("partial_unexpected_list") or [])}
+        mask = df[col].astype(str).isin(bad)
+    rows = frame[mask.to_numpy()].head(MAX_EXAMPLES)
+    shown = "load" if col == "load_finite" else col
+    return [f"{r['file']} load {r['load']}: {shown} = {r.get(shown)}" for _, r in rows.iterrows()]

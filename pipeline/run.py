@@ -42,6 +42,16 @@ STAGES: dict[str, Stage] = {
             "Step 6: parallelism and the roofline check",
         ),
     ),
+    "curve": Stage(
+        ("07_benchmark", "08_kv_cache", "09_batching", "10_final_curve"),
+        ("curve", "recommend", "slo", "roofline", "parallelism"),
+        (
+            "Step 7: benchmark curves",
+            "Step 8: KV-cache strategy",
+            "Step 9: batching",
+            "Step 10: the final curve and the operating point",
+        ),
+    ),
 }
 
 

@@ -91,7 +91,12 @@ def test_memory_stage_writes_metrics_curves_and_reports(project):
 
     curve = pq.read_table(project / "data" / "interim" / "predicted_curve.parquet").to_pylist()
     assert {r["candidate"] for r in curve} >= {mem["recommended"]["all"]}
-    for name, title in (("02_hardware", "Step 2"), ("04_memory", "Step 4"), ("05_quantization", "Step 5"), ("06_parallelism", "Step 6")):
+    for name, title in (
+        ("02_hardware", "Step 2"),
+        ("04_memory", "Step 4"),
+        ("05_quantization", "Step 5"),
+        ("06_parallelism", "Step 6"),
+    ):
         html = (project / "reports" / f"{name}.html").read_text()
         assert f"<title>{title}" in html
         assert not re.search(r"""(src|href)=["']https?://""", html) and "<script src" not in html
@@ -105,13 +110,41 @@ def test_memory_cli_matches_the_metrics_entry(project):
     e = mem["candidates"]["all/H100-SXM/w-fp8/kv-fp8"]
     t = mem["targets"]["all"]
     proc = _run(
-        [sys.executable, "-m", "pipeline", "memory", "--model", "Llama-3.1-70B", "--gpu", "H100-SXM", "--weights", "fp8", "--kv", "fp8",
-         "--concurrency", str(t["concurrency_p95"]), "--context-tokens", str(t["context_tokens_p95"]),
-         "--input-tokens", str(t["input_tokens_p95"]), "--output-tokens", str(t["output_tokens_mean"]), "--json"],
+        [
+            sys.executable,
+            "-m",
+            "pipeline",
+            "memory",
+            "--model",
+            "Llama-3.1-70B",
+            "--gpu",
+            "H100-SXM",
+            "--weights",
+            "fp8",
+            "--kv",
+            "fp8",
+            "--concurrency",
+            str(t["concurrency_p95"]),
+            "--context-tokens",
+            str(t["context_tokens_p95"]),
+            "--input-tokens",
+            str(t["input_tokens_p95"]),
+            "--output-tokens",
+            str(t["output_tokens_mean"]),
+            "--json",
+        ],
         project,
     )
     out = json.loads(proc.stdout)
-    for key in ("total_gb", "min_gpus", "tp", "max_concurrency_per_replica", "predicted_ttft_ms", "predicted_itl_ms", "meets_slo"):
+    for key in (
+        "total_gb",
+        "min_gpus",
+        "tp",
+        "max_concurrency_per_replica",
+        "predicted_ttft_ms",
+        "predicted_itl_ms",
+        "meets_slo",
+    ):
         assert out[key] == pytest.approx(e[key], rel=1e-3), key
 
 
@@ -140,28 +173,40 @@ def test_unchanged_rerun_runs_nothing_and_is_byte_identical(project):
         "data/interim/predicted_curve.parquet",
         "reports/04_memory.html",
         "reports/06_parallelism.html",
+        "metrics/operating_point.json",
+        "data/interim/curves.parquet",
+        "reports/07_benchmark.html",
+        "reports/10_final_curve.html",
     ]
     before = {p: (project / p).read_bytes() for p in outs}
     proc = _run([str(BIN / "dvc"), "repro"], project)
     assert "didn't change, skipping" in proc.stdout and "Running stage" not in proc.stdout
     proc = _run([str(BIN / "dvc"), "repro", "--force"], project)
     assert "Running stage 'workload'" in proc.stdout and "Running stage 'memory'" in proc.stdout
+    assert "Running stage 'curve'" in proc.stdout
     assert (project / "dvc.lock").read_bytes() == lock
     for p in outs:
         assert (project / p).read_bytes() == before[p], p
 
 
-def test_changing_a_roofline_param_reruns_only_the_memory_stage(project):
+def test_changing_a_curve_param_reruns_only_the_curve_stage(project):
     original = (project / "params.yaml").read_text()
     params = yaml.safe_load(original)
-    params["roofline"]["decode_mfu"] = 0.25
+    params["curve"]["knee_ratio"] = 2.5
     try:
         (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
         proc = _run([str(BIN / "dvc"), "repro"], project)
-        assert "Running stage 'memory'" in proc.stdout and "Running stage 'workload'" not in proc.stdout
+        assert "Running stage 'curve'" in proc.stdout
+        assert "Running stage 'memory'" not in proc.stdout and "Running stage 'workload'" not in proc.stdout
+        assert json.loads((project / "metrics" / "operating_point.json").read_text())["knee"] == 64
     finally:
         (project / "params.yaml").write_text(original)
         _run([str(BIN / "dvc"), "repro"], project)
+
+
+def test_roofline_params_feed_the_memory_and_curve_stages_only():
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    assert [name for name, st in stages.items() if "roofline" in st.get("params", [])] == ["memory", "curve"]
 
 
 def test_unknown_gpu_in_params_stops_the_memory_stage(project):
@@ -194,3 +239,64 @@ def test_bad_log_stops_the_stage_with_one_message(project, tmp_path):
     finally:
         (project / "params.yaml").write_text(original)
         bad.unlink()
+
+
+def test_curve_stage_writes_the_operating_point_and_reports(project):
+    op = json.loads((project / "metrics" / "operating_point.json").read_text())
+    for key in (
+        "load_kind",
+        "c_max",
+        "usable_rps",
+        "knee",
+        "littles_law_ceiling_rps",
+        "littles_law_gap",
+        "gap_flag",
+        "slo",
+        "percentile_used",
+        "curve_source",
+        "manifest",
+        "recommendations",
+    ):
+        assert key in op, key
+    assert op["slo"] == {"ttft_p99_ms": 2000, "itl_p99_ms": 50}
+    assert op["curve_source"]["sweep"] == "sample_vllm_h100x4_long" and op["curve_source"]["synthetic"] is True
+    # C_max from the raw files, by hand: ITL (TPOT) p99 crosses 50 ms between concurrency 32 and 64
+    d = project / "data" / "raw" / "benchmarks" / "sample_vllm_h100x4_long"
+    lv = {json.loads(f.read_text())["max_concurrency"]: json.loads(f.read_text()) for f in d.glob("*.json")}
+    v32, v64 = lv[32]["p99_tpot_ms"], lv[64]["p99_tpot_ms"]
+    c_max = 32 + (50 - v32) / (v64 - v32) * 32
+    assert op["c_max"] == pytest.approx(c_max, abs=1e-4)
+    r32, r64 = lv[32]["request_throughput"], lv[64]["request_throughput"]
+    assert op["usable_rps"] == pytest.approx(r32 + (c_max - 32) / 32 * (r64 - r32), abs=1e-4)
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(project / "data" / "interim" / "curves.parquet").to_pandas()
+    assert len(table) == 16 and table["curve"].nunique() == 2
+    for name, title in (
+        ("07_benchmark", "Step 7"),
+        ("08_kv_cache", "Step 8"),
+        ("09_batching", "Step 9"),
+        ("10_final_curve", "Step 10"),
+    ):
+        html = (project / "reports" / f"{name}.html").read_text()
+        assert f"<title>{title}" in html and "SYNTHETIC DATA" in html
+        assert not re.search(r"""(src|href)=["']https?://""", html) and "<script src" not in html
+        assert "final_curve.compute" not in html and "run_stage" not in html
+    final = (project / "reports" / "10_final_curve.html").read_text()
+    assert (
+        "figure 8.2" in final
+        and "Predicted (roofline) vs measured" in final
+        and final.count("data:image/svg+xml") + final.count("<svg") >= 3
+    )
+
+
+def test_a_sweep_without_manifest_stops_the_curve_stage(project):
+    m = project / "data" / "raw" / "benchmarks" / "sample_vllm_h100x4_chat" / "manifest.yaml"
+    saved = m.read_text()
+    m.unlink()
+    try:
+        proc = _run([str(BIN / "dvc"), "repro"], project, check=False)
+        assert proc.returncode != 0 and "Traceback" not in proc.stderr
+        assert "sample_vllm_h100x4_chat: no manifest.yaml" in proc.stderr and "sizing never guesses" in proc.stderr
+    finally:
+        m.write_text(saved)  # the last test of the module: no need to rebuild the outputs

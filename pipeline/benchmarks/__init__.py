@@ -1,0 +1,283 @@
+"""Step 7 readers: the result files of the benchmark tools people already run, normalized.
+
+`read_sweep(path)` reads one sweep (a folder, or a list of files) whatever the tool, detected
+from the file's content: vLLM, SGLang, AIPerf, GenAI-Perf, GuideLLM, LLMPerf, inference-perf.
+A sweep folder carries `manifest.yaml` (model, GPU, TP/PP, dtypes, engine, lengths, loop):
+the files rarely say which hardware produced them, and sizing never guesses it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from pipeline.benchmarks import aiperf, genai_perf, guidellm, inference_perf, llmperf, sglang, vllm
+from pipeline.benchmarks.common import COLUMNS, LOAD_KINDS, Level, read_json_records
+from pipeline.errors import InputError
+
+TOOLS = ("vllm", "sglang", "aiperf", "genai-perf", "guidellm", "llmperf", "inference-perf")
+MANIFEST_NAMES = ("manifest.yaml", "manifest.yml", "manifest.json")
+MANIFEST_REQUIRED = ("model", "gpu", "gpu_count", "tp", "weight_dtype", "kv_dtype", "engine", "load_mode")
+MANIFEST_OPTIONAL = ("pp", "engine_version", "input_tokens", "output_tokens", "phase", "synthetic", "notes", "source")
+LOAD_MODES = {"closed": "concurrency", "open": "request_rate"}
+PHASES = ("baseline", "final")
+SKIP_SUFFIXES = {".commands", ".sh", ".md", ".txt", ".log", ".yaml", ".yml", ".png", ".html", ".svg", ".ipynb"}
+
+
+@dataclass
+class Sweep:
+    """One benchmark sweep: its levels (normalized), its manifest, the files it skipped and why."""
+
+    name: str
+    path: Path
+    tool: str
+    levels: list[Level]
+    manifest: dict[str, Any] | None
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+
+    def frame(self) -> pd.DataFrame:
+        """The levels as one table (COLUMNS), curves assigned, sorted by curve then load."""
+        rows = [lv.row for lv in self.levels]
+        df = pd.DataFrame(rows, columns=list(COLUMNS))
+        return df.sort_values(["curve", "load"], kind="stable").reset_index(drop=True)
+
+
+def _display(path: Path, root: Path | None) -> str:
+    if root is not None:
+        try:
+            return path.resolve().relative_to(root.resolve()).as_posix()
+        except ValueError:
+            pass
+    return path.as_posix()
+
+
+def read_manifest(path: Path) -> dict[str, Any]:
+    """manifest.yaml of a sweep, checked: every required key, known dtypes and loop, TP x PP dividing the GPUs."""
+    import yaml
+
+    from pipeline import quantization
+
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise InputError(f"{path}: not valid YAML ({exc})") from exc
+    if not isinstance(data, dict):
+        raise InputError(f"{path}: expected a mapping with keys {', '.join(MANIFEST_REQUIRED)}")
+    missing = [k for k in MANIFEST_REQUIRED if data.get(k) in (None, "")]
+    if missing:
+        raise InputError(f"{path}: missing {', '.join(missing)}; a manifest needs {', '.join(MANIFEST_REQUIRED)}")
+    unknown = sorted(set(data) - set(MANIFEST_REQUIRED) - set(MANIFEST_OPTIONAL))
+    if unknown:
+        raise InputError(
+            f"{path}: unknown key '{unknown[0]}'; allowed: {', '.join(MANIFEST_REQUIRED + MANIFEST_OPTIONAL)}"
+        )
+    out = dict(data)
+    out.setdefault("pp", 1)
+    for key in ("gpu_count", "tp", "pp"):
+        if isinstance(out[key], bool) or not isinstance(out[key], int) or out[key] < 1:
+            raise InputError(f"{path}: {key} = {out[key]!r}; expected an integer >= 1")
+    if out["gpu_count"] % (out["tp"] * out["pp"]):
+        raise InputError(
+            f"{path}: gpu_count {out['gpu_count']} is not a multiple of TP {out['tp']} x PP {out['pp']}; "
+            "expected whole replicas"
+        )
+    out["replicas"] = out["gpu_count"] // (out["tp"] * out["pp"])
+    if out["weight_dtype"] not in quantization.WEIGHT_DTYPES:
+        raise InputError(
+            f"{path}: weight_dtype = {out['weight_dtype']!r}; allowed: {', '.join(quantization.WEIGHT_DTYPES)}"
+        )
+    if out["kv_dtype"] not in quantization.KV_DTYPES:
+        raise InputError(f"{path}: kv_dtype = {out['kv_dtype']!r}; allowed: {', '.join(quantization.KV_DTYPES)}")
+    if out["load_mode"] not in LOAD_MODES:
+        raise InputError(
+            f"{path}: load_mode = {out['load_mode']!r}; allowed: closed (fixed concurrency), open (fixed request rate)"
+        )
+    if out.get("phase", "baseline") not in PHASES:
+        raise InputError(f"{path}: phase = {out['phase']!r}; allowed: {', '.join(PHASES)}")
+    out.setdefault("phase", "baseline")
+    for key in ("input_tokens", "output_tokens"):
+        v = out.get(key)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int | float) or v <= 0):
+            raise InputError(f"{path}: {key} = {v!r}; expected a token count > 0")
+    out["file"] = path.as_posix()
+    return out
+
+
+def _skip_reason(path: Path, siblings: set[str]) -> str | None:
+    name = path.name
+    if name in MANIFEST_NAMES:
+        return "manifest"
+    if path.suffix.lower() in SKIP_SUFFIXES:
+        return "not a result file"
+    if name.endswith("_prometheus_metrics.json"):
+        return "server-side Prometheus scrape (the client lifecycle files are used)"
+    if name.startswith("summary_") and name.endswith("_metrics.json"):
+        return "inference-perf summary over all stages (each stage file is read)"
+    if name == "profile_export.jsonl":
+        return "AIPerf per-request records (attached to profile_export_aiperf.json)"
+    if name.startswith("individual_") or name.endswith("_individual_responses.json"):
+        return "LLMPerf per-request records (attached to the summary)"
+    if path.suffix.lower() == ".csv" and f"{path.stem}.json" in siblings:
+        return "CSV twin of the JSON export (the JSON is read)"
+    if path.suffix.lower() not in (".json", ".jsonl", ".csv"):
+        return "not a result file"
+    return None
+
+
+def _levels_from_file(path: Path, file: str) -> tuple[str, list[Level]] | tuple[None, str]:
+    """(tool, levels) for a result file, or (None, skip reason) for a known non-result JSON."""
+    if path.suffix.lower() == ".csv":
+        head = path.read_text(encoding="utf-8")[:4000].lower()
+        tool = "aiperf" if "inter chunk latency" in head or "aiperf" in path.name else "genai-perf"
+        return tool, [genai_perf.read_csv(path, file, tool)]
+    records = read_json_records(path)
+    if len(records) == 1 and isinstance(records[0], list):
+        first = records[0][0] if records[0] else None
+        if isinstance(first, dict) and "Test name" in first:
+            return None, "vLLM CI summary table (repeats the per-level files)"
+        if llmperf.is_individual(records[0]):
+            return None, "LLMPerf per-request records"
+    tools: list[str] = []
+    levels: list[Level] = []
+    for i, obj in enumerate(records):
+        if guidellm.looks_like(obj):
+            tool, got = "guidellm", guidellm.read(obj, file)
+        elif inference_perf.looks_like(obj):
+            tool, got = "inference-perf", [inference_perf.read(obj, file)]
+        elif llmperf.looks_like(obj):
+            tool, got = "llmperf", [llmperf.read(obj, file, path)]
+        elif sglang.looks_like(obj):
+            tool, got = "sglang", [sglang.read(obj, file)]
+        elif vllm.looks_like(obj):
+            tool, got = "vllm", [vllm.read(obj, file)]
+        elif aiperf.looks_like(obj, path.name):
+            tool, got = "aiperf", [aiperf.read(obj, file, path)]
+        elif genai_perf.looks_like(obj, path.name):
+            tool, got = "genai-perf", [genai_perf.read(obj, file, path)]
+        else:
+            keys = ", ".join(list(obj)[:8]) if isinstance(obj, dict) else type(obj).__name__
+            where = f" (record {i + 1})" if len(records) > 1 else ""
+            raise InputError(
+                f"{file}{where}: unknown benchmark format (top-level keys: {keys}); expected a result file of "
+                f"{', '.join(TOOLS)}"
+            )
+        tools.append(tool)
+        levels.extend(got)
+    if len(set(tools)) > 1:
+        raise InputError(
+            f"{file}: mixed formats in one file ({', '.join(sorted(set(tools)))}); expected one tool per file"
+        )
+    return tools[0], levels
+
+
+def read_sweep(paths: list[Path], name: str | None = None, root: Path | None = None) -> Sweep:
+    """Read one sweep: a folder (recursively) or a list of files; levels grouped into curves."""
+    files: list[Path] = []
+    manifest_path: Path | None = None
+    base = paths[0] if len(paths) == 1 and paths[0].is_dir() else paths[0].parent
+    for p in paths:
+        if not p.exists():
+            raise InputError(f"{p}: no such file or folder")
+        if p.is_dir():
+            files.extend(sorted(x for x in p.rglob("*") if x.is_file() and not x.name.startswith(".")))
+            for m in MANIFEST_NAMES:
+                if (p / m).exists():
+                    manifest_path = p / m
+        else:
+            files.append(p)
+            for m in MANIFEST_NAMES:
+                if (p.parent / m).exists():
+                    manifest_path = p.parent / m
+    skipped: list[tuple[str, str]] = []
+    by_tool: dict[str, list[str]] = {}
+    levels: list[Level] = []
+    for f in files:
+        file = _display(f, root)
+        siblings = {x.name for x in f.parent.iterdir()}
+        reason = _skip_reason(f, siblings)
+        if reason is not None:
+            if reason != "manifest":
+                skipped.append((file, reason))
+            continue
+        tool, got = _levels_from_file(f, file)
+        if tool is None:
+            skipped.append((file, str(got)))
+            continue
+        by_tool.setdefault(tool, []).append(file)
+        levels.extend(got)  # type: ignore[arg-type]
+    if not by_tool:
+        raise InputError(
+            f"{_display(base, root)}: no benchmark result files found; expected files of {', '.join(TOOLS)}"
+        )
+    if len(by_tool) > 1:
+        detail = "; ".join(f"{t}: {', '.join(fs[:2])}" for t, fs in sorted(by_tool.items()))
+        raise InputError(
+            f"{_display(base, root)}: mixed formats in one sweep ({detail}); put each tool's results in its own folder"
+        )
+    manifest = read_manifest(manifest_path) if manifest_path else None
+    if manifest is not None and root is not None:
+        manifest["file"] = _display(manifest_path, root)  # type: ignore[arg-type]
+    sweep_name = name or base.name
+    _assign_curves(sweep_name, levels, manifest)
+    return Sweep(sweep_name, base, next(iter(by_tool)), levels, manifest, skipped)
+
+
+def _fmt_tokens(v: Any) -> str:
+    return "?" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{float(v):g}"
+
+
+def _assign_curves(sweep: str, levels: list[Level], manifest: dict[str, Any] | None) -> None:
+    """One curve per (load kind, dataset, nominal lengths); manifest lengths fill missing nominal ones."""
+    for lv in levels:
+        r = lv.row
+        if r["load_kind"] not in LOAD_KINDS or r["load"] is None:
+            raise InputError(f"{r['file']}: the file does not say its load (concurrency or request rate)")
+        if manifest:
+            if r["nominal_input_tokens"] is None and manifest.get("input_tokens"):
+                r["nominal_input_tokens"] = float(manifest["input_tokens"])
+            if r["nominal_output_tokens"] is None and manifest.get("output_tokens"):
+                r["nominal_output_tokens"] = float(manifest["output_tokens"])
+    keys = sorted(
+        {
+            (
+                lv.row["dataset"] or "",
+                _fmt_tokens(lv.row["nominal_input_tokens"]),
+                _fmt_tokens(lv.row["nominal_output_tokens"]),
+            )
+            for lv in levels
+        }
+    )
+    for lv in levels:
+        r = lv.row
+        key = (r["dataset"] or "", _fmt_tokens(r["nominal_input_tokens"]), _fmt_tokens(r["nominal_output_tokens"]))
+        label = sweep
+        if len(keys) > 1:
+            label += f" [{key[0] or 'data'} {key[1]}/{key[2]}]"
+        r["curve"] = f"{label} ({'closed loop' if r['load_kind'] == 'concurrency' else 'open loop'})"
+
+
+def read_source(source: Path, root: Path | None = None) -> list[Sweep]:
+    """Every sweep under a benchmarks folder: each subfolder is one sweep (loose files form one more)."""
+    if not source.exists():
+        raise InputError(f"{_display(source, root)}: benchmarks folder not found; put one folder per sweep there")
+    if source.is_file():
+        return [read_sweep([source], root=root)]
+    subdirs = sorted(p for p in source.iterdir() if p.is_dir() and not p.name.startswith("."))
+    loose = sorted(
+        p for p in source.iterdir() if p.is_file() and not p.name.startswith(".") and _skip_reason(p, set()) is None
+    )
+    sweeps = [read_sweep([d], root=root) for d in subdirs]
+    if loose:
+        sweeps.append(read_sweep(loose, name=source.name, root=root))
+    if not sweeps:
+        raise InputError(
+            f"{_display(source, root)}: no benchmark sweeps found; expected one folder per sweep with a manifest.yaml"
+        )
+    return sweeps
+
+
+__all__ = ["COLUMNS", "TOOLS", "Level", "Sweep", "read_manifest", "read_source", "read_sweep"]

@@ -1,0 +1,153 @@
+"""What every benchmark reader shares: the normalized level row, number and unit parsing.
+
+One row per load level, whatever the tool: load (concurrency or request rate), TTFT / ITL / E2E
+percentiles in ms, achieved RPS and output tokens/s, completed and failed requests. A reader
+fills what its file states and leaves the rest empty; it never copies one percentile into
+another's column (a p95-only tool has an empty p99, and the operating point says so).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from pipeline.errors import InputError
+
+PERCENTILES = ("p50", "p90", "p95", "p99")
+LATENCIES = ("ttft", "itl", "e2e")
+LATENCY_COLUMNS = tuple(f"{m}_{s}_ms" for m in LATENCIES for s in ("mean", *PERCENTILES))
+COLUMNS = (
+    "curve",
+    "tool",
+    "file",
+    "load_kind",
+    "load",
+    "saturation",
+    *LATENCY_COLUMNS,
+    "itl_kind",
+    "e2e_source",
+    "rps",
+    "output_tps",
+    "completed",
+    "failed",
+    "duration_s",
+    "input_tokens_mean",
+    "output_tokens_mean",
+    "dataset",
+    "nominal_input_tokens",
+    "nominal_output_tokens",
+    "goodput_rps",
+    "goodput_source",
+)
+LOAD_KINDS = ("concurrency", "request_rate")
+UNIT_TO_MS = {"ms": 1.0, "s": 1e3, "sec": 1e3, "seconds": 1e3, "us": 1e-3, "ns": 1e-6}
+
+
+@dataclass
+class Level:
+    """One load level as a tool reported it, normalized; `requests` holds per-request latencies when the file has them."""
+
+    row: dict[str, Any]
+    requests: pd.DataFrame | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def get(self, key: str) -> Any:
+        return self.row.get(key)
+
+
+def number(value: Any) -> float | None:
+    """A float from what the tools write: numbers, strings ("1,234.5", "550", "inf", "Infinity"), None."""
+    if value is None or isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, str):
+        text = value.strip().replace(",", "")
+        if not text or text.lower() in ("none", "null", "nan", "n/a", "-"):
+            return None
+        if text.lower() in ("inf", "+inf", "infinity", "+infinity"):
+            return math.inf
+        try:
+            return float(text)
+        except ValueError:
+            return None
+    return None
+
+
+def to_ms(value: Any, unit: str) -> float | None:
+    """A latency in ms from a value in `unit` (ms, s, sec, us, ns)."""
+    v = number(value)
+    if v is None:
+        return None
+    try:
+        return v * UNIT_TO_MS[unit.strip().lower()]
+    except KeyError as exc:
+        raise InputError(f"unknown latency unit {unit!r}; expected one of {', '.join(UNIT_TO_MS)}") from exc
+
+
+def empty_row(tool: str, file: str) -> dict[str, Any]:
+    """A row with every normalized column present and empty."""
+    row: dict[str, Any] = dict.fromkeys(COLUMNS)
+    row.update(tool=tool, file=file, saturation=False)
+    return row
+
+
+def percentiles_from(values: pd.Series | list[float]) -> dict[str, float | None]:
+    """mean, p50, p90, p95, p99 with linear interpolation (the method's definition), None when empty."""
+    s = pd.Series(values, dtype="float64").dropna()
+    if s.empty:
+        return dict.fromkeys(("mean", *PERCENTILES))
+    out: dict[str, float | None] = {"mean": float(s.mean())}
+    for p in PERCENTILES:
+        out[p] = float(s.quantile(int(p[1:]) / 100, interpolation="linear"))
+    return out
+
+
+def fill_latency(row: dict[str, Any], metric: str, stats: dict[str, float | None]) -> None:
+    """Copy mean/p50/... of one metric into the row's `<metric>_<stat>_ms` columns (only those given)."""
+    for stat, value in stats.items():
+        if value is not None and stat in ("mean", *PERCENTILES):
+            row[f"{metric}_{stat}_ms"] = float(value)
+
+
+def read_json_records(path: Path) -> list[Any]:
+    """A JSON file or JSON lines (vLLM --append-result, SGLang bench_serving); bare Infinity/NaN accepted."""
+    text = path.read_text(encoding="utf-8")
+    stripped = text.strip()
+    if not stripped:
+        raise InputError(f"{path}: the file is empty; expected a benchmark result (JSON)")
+    try:
+        return [json.loads(stripped)]
+    except json.JSONDecodeError:
+        pass
+    records = []
+    decoder = json.JSONDecoder()
+    pos = 0
+    while pos < len(stripped):
+        while pos < len(stripped) and stripped[pos].isspace():
+            pos += 1
+        if pos >= len(stripped):
+            break
+        try:
+            obj, end = decoder.raw_decode(stripped, pos)
+        except json.JSONDecodeError as exc:
+            line = stripped.count("\n", 0, pos) + 1
+            raise InputError(
+                f"{path}: line {line} is not valid JSON ({exc.msg}); expected one result object per line"
+            ) from exc
+        records.append(obj)
+        pos = end
+    return records
+
+
+_LEN_RE = re.compile(r"(\d+)")
+
+
+def finite(value: float | None) -> bool:
+    return value is not None and math.isfinite(value)

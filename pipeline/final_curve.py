@@ -1,0 +1,525 @@
+"""Steps 7-10 as one stage: read every sweep, validate it, find each curve's operating point,
+pick the curve that sizes the fleet, overlay the roofline, and recommend KV/batching changes.
+
+The curve that matches the workload's p95 prompt and output lengths (within
+curve.length_tolerance) sizes the fleet; with no match, the most conservative curve does, and
+the output says which and why. A sweep whose manifest says `phase: final` (re-benchmarked after
+optimizations) outranks baseline sweeps. Closed- and open-loop capacities are both kept.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from pipeline import curve as cv
+from pipeline import paths, recommend
+from pipeline.benchmarks import Sweep, read_source, read_sweep
+from pipeline.benchmarks.common import COLUMNS
+from pipeline.errors import InputError, ParamsError
+
+CURVES_PARQUET = "data/interim/curves.parquet"
+OPERATING_POINT_JSON = "metrics/operating_point.json"
+SECTIONS = ("curve", "recommend", "slo", "roofline", "parallelism")
+MANIFEST_EXAMPLE = (
+    "model: Llama-3.1-70B\ngpu: H100-SXM\ngpu_count: 4\ntp: 4\nweight_dtype: fp8\nkv_dtype: fp8\nengine: vllm\n"
+    "engine_version: 0.11.0\ninput_tokens: 6000\noutput_tokens: 1000\nload_mode: closed"
+)
+
+
+@dataclass
+class Workload:
+    """What the selection and the recommendations need from metrics/workload.json."""
+
+    input_p95: float | None = None
+    output_p95: float | None = None
+    input_p50: float | None = None
+    input_mean: float | None = None
+    output_mean: float | None = None
+    sizing_rps: float | None = None
+    prefix_reuse: float | None = None
+
+    @classmethod
+    def from_profile(cls, p: dict[str, Any]) -> Workload:
+        return cls(
+            p["input_tokens"]["p95"],
+            p["output_tokens"]["p95"],
+            p["input_tokens"]["p50"],
+            p["input_tokens"]["mean"],
+            p["output_tokens"]["mean"],
+            p["rps"]["sizing_rate"],
+            (p.get("prefix_reuse") or {}).get("reuse_fraction"),
+        )
+
+
+@dataclass
+class CurveResult:
+    """Everything the stage computed: levels, per-curve operating points, the pick and why."""
+
+    sweeps: list[Sweep]
+    table: pd.DataFrame
+    points: dict[str, cv.OperatingPoint]
+    errors: dict[str, str]
+    chosen: cv.OperatingPoint
+    capacities: dict[str, dict[str, Any]]
+    selection: str
+    sized_by: str
+    manifest: dict[str, Any] | None
+    sweep_of: dict[str, str]
+    overlay: pd.DataFrame | None
+    overlay_note: str
+    recommendations: list[dict[str, Any]]
+    settings: cv.Settings
+    warnings: list[str] = field(default_factory=list)
+
+    def metrics(self) -> dict[str, Any]:
+        """metrics/operating_point.json (contract keys first)."""
+        op = self.chosen
+        used = set(op.percentile_used.values())
+        sweep = next(s for s in self.sweeps if s.name == self.sweep_of[op.curve])
+        files = sorted(set(self.table.loc[self.table["curve"] == op.curve, "file"]))
+        out: dict[str, Any] = {
+            "load_kind": op.load_kind,
+            "c_max": round(op.c_max, 4),
+            "usable_rps": round(op.usable_rps, 4),
+            "knee": op.knee,
+            "littles_law_ceiling_rps": round(op.ceiling_rps, 4),
+            "littles_law_gap": round(op.gap, 4),
+            "gap_flag": op.gap_flag,
+            "slo": {"ttft_p99_ms": self.settings.ttft_p99_ms, "itl_p99_ms": self.settings.itl_p99_ms},
+            "percentile_used": used.pop()
+            if len(used) == 1
+            else ", ".join(f"{k} {v}" for k, v in op.percentile_used.items()),
+            "curve_source": {
+                "curve": op.curve,
+                "sweep": sweep.name,
+                "tool": sweep.tool,
+                "files": files,
+                "synthetic": bool((self.manifest or {}).get("synthetic", False)),
+                "why": self.selection,
+            },
+            "manifest": self.manifest,
+            "recommendations": self.recommendations,
+            "sized_by": self.sized_by,
+            "capacities": self.capacities,
+            "operating_point": _rounded(op.as_dict()),
+            "curves": {
+                name: ({"error": self.errors[name]} if name in self.errors else _rounded(self.points[name].as_dict()))
+                for name in sorted(set(self.points) | set(self.errors))
+            },
+            "predicted_vs_measured": _overlay_summary(self.overlay, self.overlay_note),
+            "skipped_files": {s.name: [f"{f}: {why}" for f, why in s.skipped] for s in self.sweeps if s.skipped},
+            "warnings": self.warnings + op.warnings,
+            "formulas": cv.FORMULAS,
+        }
+        return out
+
+
+def _rounded(d: Any) -> Any:
+    if isinstance(d, dict):
+        return {k: _rounded(v) for k, v in d.items()}
+    if isinstance(d, list):
+        return [_rounded(v) for v in d]
+    if isinstance(d, float) and math.isfinite(d):
+        return round(d, 4)
+    return d
+
+
+def _overlay_summary(overlay: pd.DataFrame | None, note: str) -> dict[str, Any]:
+    if overlay is None or overlay.empty:
+        return {"available": False, "note": note}
+    out: dict[str, Any] = {"available": True, "note": note}
+    for col in ("ttft_error", "itl_error", "rps_error"):
+        v = overlay[col].dropna() if col in overlay else pd.Series(dtype=float)
+        out[f"{col}_median_abs"] = round(float(v.abs().median()), 4) if not v.empty else None
+    return out
+
+
+def predicted_vs_measured(
+    levels: pd.DataFrame, manifest: dict[str, Any], sections: dict[str, Any], root: Path
+) -> tuple[pd.DataFrame | None, str]:
+    """The roofline of the benchmarked deployment at every measured level, against the measured medians.
+
+    Closed loop: concurrency per replica = load / replicas. Open loop: Little's law on the measured
+    figures, (RPS / replicas) x mean E2E. Context during decode = mean prompt + half the mean output.
+    The roofline has no queueing, so it is compared with the medians; error = predicted / measured - 1.
+    """
+    from pipeline import catalog, parallelism, quantization
+    from pipeline.roofline import Efficiency, Roofline
+
+    try:
+        model = catalog.load_model(str(manifest["model"]), root)
+        gpu = catalog.find_gpu(str(manifest["gpu"]), catalog.load_gpus(root))
+    except InputError as exc:
+        return None, f"no roofline overlay: {str(exc).splitlines()[0]}"
+    compat = quantization.check(gpu, manifest["weight_dtype"], manifest["kv_dtype"])
+    if not compat.allowed:
+        return None, f"no roofline overlay: {'; '.join(compat.reasons)}"
+    tp, pp = int(manifest["tp"]), int(manifest.get("pp", 1))
+    par = sections["parallelism"]
+    overhead, _ = parallelism.allreduce_overhead(gpu, tp, par["allreduce_pcie"], par["allreduce_nvlink"])
+    rf = Roofline(
+        model,
+        gpu,
+        manifest["weight_dtype"],
+        manifest["kv_dtype"],
+        compat.compute,
+        tp,
+        pp,
+        parallelism.expert_parallel(model, tp),
+        overhead,
+        Efficiency.from_params(sections["roofline"]),
+    )
+    replicas = int(manifest.get("replicas", 1))
+    rows = []
+    for r in levels.itertuples():
+        if not math.isfinite(r.load):
+            continue
+        inp = (
+            r.input_tokens_mean
+            if r.input_tokens_mean == r.input_tokens_mean and r.input_tokens_mean
+            else r.nominal_input_tokens
+        )
+        out = (
+            r.output_tokens_mean
+            if r.output_tokens_mean == r.output_tokens_mean and r.output_tokens_mean
+            else r.nominal_output_tokens
+        )
+        if not inp or not out:
+            continue
+        if r.load_kind == "concurrency":
+            conc = r.load / replicas
+        elif r.rps == r.rps and r.e2e_mean_ms == r.e2e_mean_ms and r.e2e_mean_ms:
+            conc = r.rps / replicas * r.e2e_mean_ms / 1e3
+        else:
+            continue
+        pt = rf.point(max(conc, 1.0), inp, inp + out / 2, out)
+        pred_rps = pt["rps"] * replicas if r.load_kind == "concurrency" else None
+        rows.append(
+            {
+                "curve": r.curve,
+                "load": r.load,
+                "concurrency_per_replica": conc,
+                "measured_ttft_p50_ms": r.ttft_p50_ms,
+                "predicted_ttft_ms": pt["ttft_ms"],
+                "measured_itl_p50_ms": r.itl_p50_ms,
+                "predicted_itl_ms": pt["itl_ms"],
+                "measured_rps": r.rps,
+                "predicted_rps": pred_rps,
+            }
+        )
+    if not rows:
+        return None, "no roofline overlay: the levels give no lengths"
+    df = pd.DataFrame(rows)
+    df["ttft_error"] = df["predicted_ttft_ms"] / df["measured_ttft_p50_ms"] - 1
+    df["itl_error"] = df["predicted_itl_ms"] / df["measured_itl_p50_ms"] - 1
+    df["rps_error"] = df["predicted_rps"].astype(float) / df["measured_rps"] - 1
+    note = (
+        f"roofline of {model.name} on {replicas} x TP{tp} {gpu.name}, {manifest['weight_dtype']} weights, "
+        f"{manifest['kv_dtype']} KV (params roofline.*); compared with measured medians (the roofline has no queueing)"
+    )
+    return df, note
+
+
+def _choose(
+    kind_points: dict[str, cv.OperatingPoint],
+    kind_curves: list[str],
+    errors: dict[str, str],
+    lengths: dict[str, tuple[float | None, float | None]],
+    w: Workload,
+    s: cv.Settings,
+) -> tuple[str, str]:
+    """(curve, why) within one load kind: the length match, else the most conservative."""
+    if w.input_p95 and w.output_p95:
+        scored = []
+        for name in kind_curves:
+            ok, dist = cv.length_match(*lengths[name], w.input_p95, w.output_p95, s.length_tolerance)
+            if ok:
+                scored.append((dist, name))
+        if scored:
+            name = min(scored)[1]
+            if name in errors:
+                raise InputError(errors[name])
+            cin, cout = lengths[name]
+            return name, (
+                f"matches the workload's p95 lengths ({w.input_p95:.0f} in / {w.output_p95:.0f} out) within "
+                f"{s.length_tolerance:.0%}: curve lengths {cin:.0f} / {cout:.0f}"
+            )
+    usable = [n for n in kind_curves if n in kind_points]
+    if not usable:
+        raise InputError(errors[kind_curves[0]])
+    name = min(usable, key=lambda n: (kind_points[n].usable_rps, n))
+    skipped = [n for n in kind_curves if n in errors]
+    why = (
+        f"no curve matches the workload's p95 lengths within {s.length_tolerance:.0%}"
+        if w.input_p95
+        else "no workload lengths given (--input-tokens/--output-tokens)"
+    )
+    why += ": the most conservative curve (lowest usable RPS) sizes the fleet"
+    if skipped:
+        why += f"; {len(skipped)} curve(s) could not be evaluated and are listed under curves"
+    return name, why
+
+
+def analyze(
+    sweeps: list[Sweep],
+    workload: Workload,
+    s: cv.Settings,
+    sections: dict[str, Any],
+    root: Path,
+    require_manifest: bool = True,
+) -> CurveResult:
+    """Validate, compute every curve's operating point, pick one, overlay and recommend."""
+    from pipeline import quality
+
+    frames = []
+    sweep_of: dict[str, str] = {}
+    replicas_of: dict[str, int] = {}
+    warnings: list[str] = []
+    for sw in sweeps:
+        if sw.manifest is None:
+            msg = (
+                f"{paths.display_path(sw.path, root)}: no manifest.yaml. Benchmark files rarely say which model, GPU, "
+                f"TP and precision produced them, and sizing never guesses: add a manifest.yaml beside the results, "
+                f"e.g.\n{MANIFEST_EXAMPLE}"
+            )
+            if require_manifest:
+                raise InputError(msg)
+            warnings.append(
+                f"{sw.name}: no manifest: this operating point cannot size a fleet (model, GPU and TP unknown)"
+            )
+        else:
+            expected = {"closed": "concurrency", "open": "request_rate"}[sw.manifest["load_mode"]]
+            kinds = {lv.row["load_kind"] for lv in sw.levels}
+            if expected not in kinds:
+                raise InputError(
+                    f"{sw.manifest['file']}: load_mode {sw.manifest['load_mode']!r} but the result files hold "
+                    f"{' and '.join(sorted(kinds))} levels; expected the manifest to describe these files"
+                )
+        for lv in sw.levels:
+            if lv.row["goodput_rps"] is None and lv.requests is not None:
+                g = cv.goodput(lv.requests, lv.row["rps"], s)
+                if g is not None:
+                    lv.row["goodput_rps"], lv.row["goodput_source"] = g, "per request vs the SLO"
+        f = sw.frame()
+        quality.validate_curve(f, paths.display_path(sw.path, root))
+        frames.append(f)
+        for c in f["curve"].unique():
+            sweep_of[c] = sw.name
+            replicas_of[c] = int((sw.manifest or {}).get("replicas", 1))
+    table = pd.concat(frames, ignore_index=True).sort_values(["curve", "load"], kind="stable").reset_index(drop=True)
+    phases = {sw.name: (sw.manifest or {}).get("phase", "baseline") for sw in sweeps}
+    has_final = "final" in phases.values()
+    pool = [c for c in sorted(table["curve"].unique()) if not has_final or phases[sweep_of[c]] == "final"]
+    points: dict[str, cv.OperatingPoint] = {}
+    errors: dict[str, str] = {}
+    lengths: dict[str, tuple[float | None, float | None]] = {}
+    for c in sorted(table["curve"].unique()):
+        df = table[table["curve"] == c]
+        lengths[c] = cv.curve_lengths(df)
+        try:
+            points[c] = cv.operating_point(df, s, replicas_of[c])
+        except InputError as exc:
+            errors[c] = str(exc)
+    by_kind: dict[str, list[str]] = {}
+    for c in pool:
+        kind = str(table.loc[table["curve"] == c, "load_kind"].iloc[0])
+        by_kind.setdefault(kind, []).append(c)
+    picks: dict[str, tuple[str, str]] = {
+        k: _choose(points, cs, errors, lengths, workload, s) for k, cs in sorted(by_kind.items())
+    }
+    capacities = {
+        k: {
+            "curve": name,
+            "why": why,
+            "c_max": round(points[name].c_max, 4),
+            "usable_rps": round(points[name].usable_rps, 4),
+        }
+        for k, (name, why) in picks.items()
+    }
+    if len(picks) == 2:
+        if s.sizing_loop == "conservative":
+            kind = min(picks, key=lambda k: points[picks[k][0]].usable_rps)
+            sized_by = f"{'closed' if kind == 'concurrency' else 'open'} loop: the more conservative of the two capacities (curve.sizing_loop = conservative)"
+        else:
+            kind = "concurrency" if s.sizing_loop == "closed" else "request_rate"
+            sized_by = f"{s.sizing_loop} loop (curve.sizing_loop = {s.sizing_loop})"
+    else:
+        kind = next(iter(picks))
+        sized_by = f"{'closed' if kind == 'concurrency' else 'open'} loop: the only kind of sweep given"
+    name, why = picks[kind]
+    chosen = points[name]
+    if has_final:
+        why += "; only sweeps with phase: final are considered (re-benchmarked after optimizations)"
+    sweep = next(sw for sw in sweeps if sw.name == sweep_of[name])
+    manifest = dict(sweep.manifest) if sweep.manifest else None
+    overlay, note = (None, "no manifest: no roofline overlay")
+    if manifest:
+        overlay, note = predicted_vs_measured(table[table["curve"] == name], manifest, sections, root)
+    recs = recommendations(table[table["curve"] == name], chosen, workload, manifest, sections, s, root)
+    return CurveResult(
+        sweeps,
+        table,
+        points,
+        errors,
+        chosen,
+        capacities,
+        why,
+        sized_by,
+        manifest,
+        sweep_of,
+        overlay,
+        note,
+        recs,
+        s,
+        warnings,
+    )
+
+
+def recommendations(
+    levels: pd.DataFrame,
+    op: cv.OperatingPoint,
+    w: Workload,
+    manifest: dict[str, Any] | None,
+    sections: dict[str, Any],
+    s: cv.Settings,
+    root: Path,
+) -> list[dict[str, Any]]:
+    """Steps 8-9 from the workload profile and the chosen curve."""
+    r = sections["recommend"]
+    rate = w.sizing_rps if w.sizing_rps else op.usable_rps
+    instances = max(1, math.ceil(rate / op.usable_rps)) if op.usable_rps > 0 else 1
+    finite = levels[levels["load"].astype(float) < math.inf].sort_values("load")
+    upto = finite[finite["load"] <= max(op.c_max, float(finite["load"].iloc[0]))]
+    spike = spike_at = None
+    if upto["itl_p99_ms"].notna().all() and upto["itl_p50_ms"].notna().all() and not upto.empty:
+        ratios = upto["itl_p99_ms"] / upto["itl_p50_ms"]
+        i = int(ratios.to_numpy().argmax())
+        spike, spike_at = float(ratios.iloc[i]), float(upto["load"].iloc[i])
+    in_ratio = (w.input_p95 / w.input_p50) if w.input_p95 and w.input_p50 else 1.0
+    conc = op.c_max / op.replicas if op.load_kind == "concurrency" else op.usable_rps * op.e2e_s_at_c_max
+    kv_per_token = None
+    if manifest:
+        from pipeline import catalog, memory
+
+        try:
+            model = catalog.load_model(str(manifest["model"]), root)
+            kv_per_token = memory.kv_shape(model, manifest["kv_dtype"]).all_layers_bytes_per_token
+        except InputError:
+            kv_per_token = None
+    low = finite.iloc[0]
+    mean_in = w.input_mean or op.input_tokens or 0.0
+    mean_out = w.output_mean or op.output_tokens or 0.0
+    prefill_tps = (
+        (low["input_tokens_mean"] / (low["ttft_p50_ms"] / 1e3))
+        if low["ttft_p50_ms"] and low["input_tokens_mean"]
+        else None
+    )
+    out_tps = cv.interp(op.c_max, finite["load"].astype(float).tolist(), finite["output_tps"].astype(float).tolist())
+    decode_tps = out_tps / op.replicas if out_tps else None
+    return [
+        recommend.prefix_caching(w.prefix_reuse, instances, r["prefix_reuse_min"]),
+        recommend.chunked_prefill(
+            spike, spike_at, in_ratio, r["itl_spike_ratio"], r["mixed_input_ratio"], r["chunk_tokens"]
+        ),
+        recommend.speculative_decoding(conc, r["spec_decode_max_concurrency"], r["spec_decode_min_acceptance"]),
+        recommend.pd_disaggregation(
+            rate,
+            mean_in,
+            mean_out,
+            prefill_tps,
+            decode_tps,
+            kv_per_token,
+            r["kv_transfer_gbs"],
+            r["pd_min_prompt_tokens"],
+            s.ttft_p99_ms,
+            instances,
+        ),
+        recommend.kv_offload(
+            r["batch_work"], kv_per_token * (mean_in + mean_out) if kv_per_token else None, r["offload_pcie_gbs"]
+        ),
+    ]
+
+
+def _sections(sections: dict[str, Any]) -> dict[str, Any]:
+    from pipeline import params
+
+    return {name: params.validate_section(name, sections.get(name)) for name in SECTIONS}
+
+
+def load_workload(root: Path) -> Workload:
+    p = root / "metrics" / "workload.json"
+    if not p.exists():
+        raise ParamsError(f"{p} not found: run the workload stage first (dvc repro)")
+    return Workload.from_profile(json.loads(p.read_text(encoding="utf-8")))
+
+
+def compute(sections: dict[str, Any], root: Path | None = None) -> CurveResult:
+    """The stage's result without writing anything (the notebooks after the first call this)."""
+    root = root or paths.ROOT
+    sec = _sections(sections)
+    settings = cv.Settings.from_params(sec["curve"], sec["slo"])
+    sweeps = read_source(root / sec["curve"]["source"], root)
+    return analyze(sweeps, load_workload(root), settings, sec, root, require_manifest=True)
+
+
+def run_stage(sections: dict[str, Any], root: Path | None = None) -> CurveResult:
+    """The curve stage: compute, then write curves.parquet and metrics/operating_point.json atomically."""
+    from pipeline import io
+
+    root = root or paths.ROOT
+    result = compute(sections, root)
+    write_table(root / CURVES_PARQUET, result.table)
+    io.write_json(root / OPERATING_POINT_JSON, result.metrics())
+    return result
+
+
+def write_table(path: Path, table: pd.DataFrame) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from pipeline import io
+
+    df = table[list(COLUMNS)].copy()
+    for col in df.columns:
+        if col not in (
+            "curve",
+            "tool",
+            "file",
+            "load_kind",
+            "itl_kind",
+            "e2e_source",
+            "dataset",
+            "goodput_source",
+            "saturation",
+        ):
+            df[col] = pd.to_numeric(df[col], errors="coerce").astype("float64")
+    df["saturation"] = df["saturation"].astype(bool)
+    for col in ("curve", "tool", "file", "load_kind", "itl_kind", "e2e_source", "dataset", "goodput_source"):
+        df[col] = df[col].astype("object").where(df[col].notna(), None)
+    with io.atomic_path(path, ".parquet") as tmp:
+        pq.write_table(pa.Table.from_pandas(df, preserve_index=False), tmp, compression="zstd")
+
+
+def from_paths(
+    paths_: list[Path],
+    ttft_ms: float,
+    itl_ms: float | None,
+    sections: dict[str, Any],
+    root: Path,
+    workload: Workload | None = None,
+) -> CurveResult:
+    """`sizing curve PATH...`: files or folders; folders are sweeps, loose files form one sweep."""
+    sec = _sections({**sections, "slo": {"ttft_p99_ms": ttft_ms, "itl_p99_ms": itl_ms}})
+    settings = cv.Settings.from_params(sec["curve"], sec["slo"])
+    dirs = [p for p in paths_ if p.is_dir()]
+    files = [p for p in paths_ if not p.is_dir()]
+    sweeps = [read_sweep([d]) for d in dirs]
+    if files:
+        sweeps.append(read_sweep(files))
+    return analyze(sweeps, workload or Workload(), settings, sec, root, require_manifest=False)

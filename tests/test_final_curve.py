@@ -1,0 +1,164 @@
+"""Step 10 as a whole: curve selection, manifests, the shipped synthetic sweep, and `sizing curve`."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pipeline import curve as cv
+from pipeline import final_curve, params
+from pipeline.benchmarks import read_source, read_sweep
+from pipeline.errors import InputError
+from tests.conftest import ROOT, SHARED
+
+SAMPLE = ROOT / "data" / "raw" / "benchmarks"
+SECTIONS = {
+    name: params.validate_section(name, params.load(ROOT / "params.yaml").get(name)) for name in final_curve.SECTIONS
+}
+SETTINGS = cv.Settings.from_params(SECTIONS["curve"], SECTIONS["slo"])
+WORKLOAD = final_curve.Workload(
+    input_p95=6018,
+    output_p95=1001,
+    input_p50=1167,
+    input_mean=1934,
+    output_mean=336,
+    sizing_rps=5.535,
+    prefix_reuse=0.35,
+)
+
+
+def p99_crossing(files: list[Path], key: str, limit: float) -> float:
+    """C_max recomputed straight from the vLLM JSON files (an independent path: no reader, no pandas)."""
+    pts = sorted((json.loads(f.read_text())["max_concurrency"], json.loads(f.read_text())[key]) for f in files)
+    for (l0, v0), (l1, v1) in itertools.pairwise(pts):
+        if v0 <= limit < v1:
+            return l0 + (limit - v0) / (v1 - v0) * (l1 - l0)
+    raise AssertionError("no crossing")
+
+
+def test_the_matching_curve_sizes_the_fleet_and_c_max_matches_the_files():
+    sweeps = read_source(SAMPLE, ROOT)
+    res = final_curve.analyze(sweeps, WORKLOAD, SETTINGS, SECTIONS, ROOT)
+    assert res.chosen.curve.startswith("sample_vllm_h100x4_long")
+    assert "matches the workload's p95 lengths" in res.selection
+    files = sorted((SAMPLE / "sample_vllm_h100x4_long").glob("*.json"))
+    itl = p99_crossing(files, "p99_tpot_ms", SETTINGS.itl_p99_ms)
+    assert res.chosen.binding == "itl" and res.chosen.c_max == pytest.approx(itl)
+    m = res.metrics()
+    assert m["manifest"]["gpu"] == "H100-SXM" and m["curve_source"]["synthetic"] is True
+    assert {r["name"] for r in m["recommendations"]} == {
+        "prefix_caching",
+        "chunked_prefill",
+        "speculative_decoding",
+        "pd_disaggregation",
+        "kv_offload",
+    }
+    assert m["predicted_vs_measured"]["available"] is True
+
+
+def test_no_length_match_takes_the_most_conservative_curve():
+    sweeps = read_source(SAMPLE, ROOT)
+    w = final_curve.Workload(input_p95=3000, output_p95=400)
+    res = final_curve.analyze(sweeps, w, SETTINGS, SECTIONS, ROOT)
+    assert res.chosen.usable_rps == min(p.usable_rps for p in res.points.values())
+    assert "most conservative" in res.selection
+
+
+def test_a_final_phase_sweep_outranks_the_baseline(tmp_path):
+    for name in ("sample_vllm_h100x4_long", "sample_vllm_h100x4_chat"):
+        shutil.copytree(SAMPLE / name, tmp_path / name)
+    m = tmp_path / "sample_vllm_h100x4_chat" / "manifest.yaml"
+    m.write_text(m.read_text().replace("phase: baseline", "phase: final"))
+    res = final_curve.analyze(read_source(tmp_path, tmp_path), WORKLOAD, SETTINGS, SECTIONS, ROOT)
+    assert res.chosen.curve.startswith("sample_vllm_h100x4_chat") and "phase: final" in res.selection
+
+
+def test_a_missing_manifest_stops_sizing(tmp_path):
+    shutil.copytree(SAMPLE / "sample_vllm_h100x4_long", tmp_path / "sweep")
+    (tmp_path / "sweep" / "manifest.yaml").unlink()
+    with pytest.raises(InputError, match=r"sweep: no manifest.yaml\. .*sizing never guesses"):
+        final_curve.analyze(read_source(tmp_path, tmp_path), WORKLOAD, SETTINGS, SECTIONS, ROOT)
+
+
+def test_manifest_load_mode_must_match_the_files(tmp_path):
+    shutil.copytree(SAMPLE / "sample_vllm_h100x4_long", tmp_path / "sweep")
+    m = tmp_path / "sweep" / "manifest.yaml"
+    m.write_text(m.read_text().replace("load_mode: closed", "load_mode: open"))
+    with pytest.raises(InputError, match="load_mode 'open' but the result files hold concurrency levels"):
+        final_curve.analyze(read_source(tmp_path, tmp_path), WORKLOAD, SETTINGS, SECTIONS, ROOT)
+
+
+def test_the_shipped_sample_sweep_is_regenerated_byte_for_byte(tmp_path):
+    from pipeline import sample_sweep
+
+    shutil.copytree(ROOT / "data" / "catalog", tmp_path / "data" / "catalog")
+    written = sample_sweep.write(tmp_path)
+    assert len(written) == 18
+    for p in written:
+        rel = p.relative_to(tmp_path)
+        assert p.read_bytes() == (ROOT / rel).read_bytes(), rel
+
+
+def test_the_sample_sweep_is_labelled_synthetic():
+    for d in SAMPLE.iterdir():
+        s = read_sweep([d])
+        assert s.manifest["synthetic"] is True and "SYNTHETIC" in s.manifest["source"]
+
+
+def _sizing(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "pipeline", "curve", *args], capture_output=True, text=True, cwd=ROOT, timeout=120
+    )
+
+
+def test_cli_curve_json_on_the_sample_sweep():
+    d = SAMPLE / "sample_vllm_h100x4_long"
+    proc = _sizing(str(d), "--ttft-p99-ms", "2000", "--itl-p99-ms", "50", "--json")
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    files = sorted(d.glob("*.json"))
+    assert out["c_max"] == pytest.approx(p99_crossing(files, "p99_tpot_ms", 50.0), abs=1e-4)
+    for key in (
+        "load_kind",
+        "c_max",
+        "usable_rps",
+        "knee",
+        "littles_law_ceiling_rps",
+        "littles_law_gap",
+        "gap_flag",
+        "slo",
+        "percentile_used",
+        "curve_source",
+        "manifest",
+        "recommendations",
+    ):
+        assert key in out, key
+    assert out["slo"] == {"ttft_p99_ms": 2000.0, "itl_p99_ms": 50.0}
+
+
+@pytest.mark.skipif(not (SHARED / "benchmarks").exists(), reason="../shared/fixtures is absent")
+def test_cli_curve_on_real_vllm_files_and_clear_errors(capsys):
+    d = SHARED / "benchmarks" / "vllm_bench_serve_llama3.3-70b_8xa100-40gb_tp8"
+    raw = {
+        q: json.loads((d / f"serving_meta-llama-Llama-3.3-70B-Instruct_tp8_pp1_sharegpt_qps_{q}.json").read_text())
+        for q in ("04", "16")
+    }
+    from pipeline import cli
+
+    assert cli.main(["curve", str(d), "--ttft-p99-ms", "2000", "--itl-p99-ms", "30", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    v4, v16 = raw["04"]["p99_tpot_ms"], raw["16"]["p99_tpot_ms"]
+    assert out["c_max"] == pytest.approx(4 + (30 - v4) / (v16 - v4) * 12, abs=1e-4)
+    assert out["load_kind"] == "request_rate" and out["manifest"] is None
+    assert any("no manifest" in w for w in out["warnings"])
+    proc = _sizing(str(d), "--ttft-p99-ms", "2000", "--itl-p99-ms", "50")
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert "C_max is at least the highest level tested (16 req/s); the sweep must go higher" in proc.stderr
+    assert cli.main(["curve", str(SHARED / "benchmarks" / "aiperf_example_gpt-oss-20b"), "--ttft-p99-ms", "2000"]) == 1
+    assert "a sweep with one level" in capsys.readouterr().err
