@@ -76,6 +76,7 @@ class CurveResult:
     recommendations: list[dict[str, Any]]
     settings: cv.Settings
     warnings: list[str] = field(default_factory=list)
+    validation: list[Any] = field(default_factory=list)
 
     def metrics(self) -> dict[str, Any]:
         """metrics/operating_point.json (contract keys first)."""
@@ -273,14 +274,20 @@ def analyze(
     sections: dict[str, Any],
     root: Path,
     require_manifest: bool = True,
+    validate: bool = True,
 ) -> CurveResult:
-    """Validate, compute every curve's operating point, pick one, overlay and recommend."""
+    """Validate (great-expectations), compute every curve's operating point, pick one, overlay and recommend.
+
+    `validate=False` only for the step 8-10 notebooks, which recompute what the stage's first notebook
+    (run_stage) already validated and wrote.
+    """
     from pipeline import quality
 
     frames = []
     sweep_of: dict[str, str] = {}
     replicas_of: dict[str, int] = {}
     warnings: list[str] = []
+    validation = []
     for sw in sweeps:
         if sw.manifest is None:
             msg = (
@@ -307,7 +314,8 @@ def analyze(
                 if g is not None:
                     lv.row["goodput_rps"], lv.row["goodput_source"] = g, "per request vs the SLO"
         f = sw.frame()
-        quality.validate_curve(f, paths.display_path(sw.path, root))
+        if validate:
+            validation.append(quality.validate_curve(f, paths.display_path(sw.path, root)))
         frames.append(f)
         for c in f["curve"].unique():
             sweep_of[c] = sw.name
@@ -378,6 +386,7 @@ def analyze(
         recs,
         s,
         warnings,
+        validation,
     )
 
 
@@ -459,13 +468,13 @@ def load_workload(root: Path) -> Workload:
     return Workload.from_profile(json.loads(p.read_text(encoding="utf-8")))
 
 
-def compute(sections: dict[str, Any], root: Path | None = None) -> CurveResult:
-    """The stage's result without writing anything (the notebooks after the first call this)."""
+def compute(sections: dict[str, Any], root: Path | None = None, validate: bool = True) -> CurveResult:
+    """The stage's result without writing anything (the notebooks after the first call this, validate=False)."""
     root = root or paths.ROOT
     sec = _sections(sections)
     settings = cv.Settings.from_params(sec["curve"], sec["slo"])
     sweeps = read_source(root / sec["curve"]["source"], root)
-    return analyze(sweeps, load_workload(root), settings, sec, root, require_manifest=True)
+    return analyze(sweeps, load_workload(root), settings, sec, root, require_manifest=True, validate=validate)
 
 
 def run_stage(sections: dict[str, Any], root: Path | None = None) -> CurveResult:
