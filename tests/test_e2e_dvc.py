@@ -295,8 +295,10 @@ def test_a_sweep_without_manifest_stops_the_curve_stage(project):
     saved = m.read_text()
     m.unlink()
     try:
-        proc = _run([str(BIN / "dvc"), "repro"], project, check=False)
-        assert proc.returncode != 0 and "Traceback" not in proc.stderr
+        before = (project / "metrics" / "operating_point.json").read_bytes()
+        proc = _run([sys.executable, "-m", "pipeline.run", "curve"], project, check=False)
+        assert proc.returncode == 1 and "Traceback" not in proc.stderr
         assert "sample_vllm_h100x4_chat: no manifest.yaml" in proc.stderr and "sizing never guesses" in proc.stderr
+        assert (project / "metrics" / "operating_point.json").read_bytes() == before  # nothing half-written
     finally:
-        m.write_text(saved)  # the last test of the module: no need to rebuild the outputs
+        m.write_text(saved)
