@@ -205,3 +205,21 @@ def test_prefix_caching_warns_about_routing_for_several_replicas():
     assert r["verdict"] == "recommended" and "1/4 = 25%" in r["warning"]
     assert recommend.prefix_caching(0.35, 1, 0.2)["warning"] is None
     assert recommend.prefix_caching(None, 4, 0.2)["verdict"] == "not assessed"
+
+
+def test_the_curve_suite_names_the_file_the_column_and_the_level():
+    from pipeline import quality
+
+    good = sweep(**BASE)
+    assert quality.validate_curve(good, "hand").success
+    bad = sweep(**dict(BASE, ttft_p50=[80.0, 100.0, 1300.0, 800.0], rps=[1.0, -2.0, 3.5, 4.0]))
+    with pytest.raises(InputError) as exc:
+        quality.validate_curve(bad, "results/")
+    msg = str(exc.value)
+    assert "invalid benchmark results results/ (4 load levels checked)" in msg
+    assert (
+        "column 'ttft_p99_ms': 1 of 4 levels have ttft_p99_ms < ttft_p50_ms; expected p99 >= p50. Examples: level2.json load 4.0"
+        in msg
+    )
+    assert "column 'rps': 1 of 4 levels have RPS outside 0..1e6" in msg and "level1.json load 2.0: rps = -2.0" in msg
+    assert msg.endswith("No outputs were written.")

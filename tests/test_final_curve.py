@@ -162,3 +162,23 @@ def test_cli_curve_on_real_vllm_files_and_clear_errors(capsys):
     assert "C_max is at least the highest level tested (16 req/s); the sweep must go higher" in proc.stderr
     assert cli.main(["curve", str(SHARED / "benchmarks" / "aiperf_example_gpt-oss-20b"), "--ttft-p99-ms", "2000"]) == 1
     assert "a sweep with one level" in capsys.readouterr().err
+
+
+def test_closed_and_open_loop_capacities_are_both_kept(tmp_path):
+    shutil.copytree(SAMPLE / "sample_vllm_h100x4_long", tmp_path / "closed")
+    (tmp_path / "open").mkdir()
+    files = (SAMPLE / "sample_vllm_h100x4_long").glob("*.json")
+    levels = sorted(((json.loads(f.read_text()), f.name) for f in files), key=lambda x: x[0]["max_concurrency"])
+    for i, (obj, name) in enumerate(levels):
+        obj["request_rate"], obj["max_concurrency"] = 0.25 * 2**i, None  # an open-loop sweep at 0.25..32 req/s
+        obj["request_throughput"] = min(obj["request_rate"], 1.6)
+        (tmp_path / "open" / name).write_text(json.dumps(obj))
+    m = (SAMPLE / "sample_vllm_h100x4_long" / "manifest.yaml").read_text()
+    (tmp_path / "open" / "manifest.yaml").write_text(m.replace("load_mode: closed", "load_mode: open"))
+    res = final_curve.analyze(read_source(tmp_path, tmp_path), WORKLOAD, SETTINGS, SECTIONS, ROOT)
+    assert set(res.capacities) == {"concurrency", "request_rate"}
+    low = min(res.capacities, key=lambda k: res.capacities[k]["usable_rps"])
+    assert res.chosen.load_kind == low and "more conservative" in res.sized_by
+    closed = cv.Settings.from_params({**SECTIONS["curve"], "sizing_loop": "closed"}, SECTIONS["slo"])
+    res = final_curve.analyze(read_source(tmp_path, tmp_path), WORKLOAD, closed, SECTIONS, ROOT)
+    assert res.chosen.load_kind == "concurrency" and "curve.sizing_loop = closed" in res.sized_by
