@@ -223,24 +223,6 @@ def test_unknown_gpu_in_params_stops_the_memory_stage(project):
         (project / "params.yaml").write_text(original)
 
 
-def test_bad_log_stops_the_stage_with_one_message(project, tmp_path):
-    bad = project / "data" / "raw" / "traffic" / "bad.csv"
-    bad.write_text("arrival_s,input_tokens,output_tokens\n0,5,5\n1,-4,5\n")
-    params = yaml.safe_load((project / "params.yaml").read_text())
-    original = (project / "params.yaml").read_text()
-    params["workload"]["source"] = "data/raw/traffic/bad.csv"
-    try:
-        (project / "params.yaml").write_text(yaml.safe_dump(params))
-        proc = _run([str(BIN / "dvc"), "repro"], project, check=False)
-        assert proc.returncode != 0
-        assert "column 'input_tokens': 1 of 2 rows are below 1" in proc.stderr
-        assert "Traceback" not in proc.stderr
-        assert not (project / "metrics" / "workload.json").exists()
-    finally:
-        (project / "params.yaml").write_text(original)
-        bad.unlink()
-
-
 def test_curve_stage_writes_the_operating_point_and_reports(project):
     op = json.loads((project / "metrics" / "operating_point.json").read_text())
     for key in (
@@ -302,3 +284,22 @@ def test_a_sweep_without_manifest_stops_the_curve_stage(project):
         assert (project / "metrics" / "operating_point.json").read_bytes() == before  # nothing half-written
     finally:
         m.write_text(saved)
+
+
+# Last: it leaves the workload stage failed (no outputs), so later tests would find nothing.
+def test_bad_log_stops_the_stage_with_one_message(project, tmp_path):
+    bad = project / "data" / "raw" / "traffic" / "bad.csv"
+    bad.write_text("arrival_s,input_tokens,output_tokens\n0,5,5\n1,-4,5\n")
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    original = (project / "params.yaml").read_text()
+    params["workload"]["source"] = "data/raw/traffic/bad.csv"
+    try:
+        (project / "params.yaml").write_text(yaml.safe_dump(params))
+        proc = _run([str(BIN / "dvc"), "repro"], project, check=False)
+        assert proc.returncode != 0
+        assert "column 'input_tokens': 1 of 2 rows are below 1" in proc.stderr
+        assert "Traceback" not in proc.stderr
+        assert not (project / "metrics" / "workload.json").exists()
+    finally:
+        (project / "params.yaml").write_text(original)
+        bad.unlink()
