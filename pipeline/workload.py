@@ -211,34 +211,25 @@ class Requests:
         )
         return row[0], int(row[1])
 
-    def min_gap(self) -> float | None:
-        """The smallest positive inter-arrival gap (a row-level pass, only needed for off-grid timestamps)."""
-        for order in ("", "ORDER BY arrival_s"):
-            row = self.one(
-                f"SELECT min(d) FILTER (WHERE d > 0), count(*) FILTER (WHERE d < 0) FROM "
-                f"(SELECT arrival_s - lag(arrival_s) OVER ({order}) AS d FROM {self.rel})"
-            )
-            if row[1] == 0:
-                break
-        return row[0]
-
     def on_grid(self, u: float, first: float) -> bool:
         """True when every timestamp sits on a tick of u seconds from the first arrival; stops at the first miss."""
         off = f"abs((arrival_s - {first}) / {u} - round((arrival_s - {first}) / {u})) > 1e-3"
         return not self.con.execute(f"SELECT 1 FROM {self.rel} WHERE {off} LIMIT 1").fetchall()
 
     def resolution(self, n: int, first: float) -> float:
-        """The largest tick (1 h, 1 min, 1 s, ... 1 ms) that every timestamp sits on; else the smallest gap.
+        """The largest tick (1 h, 1 min, 1 s, 100 ms, 10 ms, 1 ms) that every timestamp sits on; 0.001 = 1 ms or finer.
 
         The grids are nested, so probing from the coarsest stops at the first that holds; a probe
-        that fails stops at its first off-grid row.
+        that fails stops at its first off-grid row. Finer than 1 ms never makes a rate bucket
+        coarse, so the profile stops there (the smallest inter-arrival gap is not a tick: a sparse
+        trace with ms timestamps has gaps of seconds, and must not read as coarse).
         """
         if n > 1:
             for u in RESOLUTION_CANDIDATES_S:
                 if self.on_grid(u, first):
                     return u
-        min_gap = self.min_gap() if n > 1 else None
-        return float(f"{min_gap:.3g}") if min_gap else 0.0
+            return RESOLUTION_CANDIDATES_S[-1]
+        return 0.0
 
     def caps(self, n: int, maxima: dict[str, int], min_share: float) -> list[dict[str, Any]]:
         """Columns where many rows sit exactly at the maximum: the sign of a max_tokens cap."""
@@ -533,6 +524,8 @@ def build_profile(
         "rps": "arrivals per 1-s / 60-s bucket from floor(first) to floor(last), empty buckets = 0; "
         "mean = requests / (last - first)",
         "sizing_rate": f"rps.{prof['sizing_rate_key']} (param workload.sizing_rate = {settings.sizing_rate})",
+        "timestamp_resolution": "largest tick of 1 h, 1 min, 1 s, 100 ms, 10 ms, 1 ms that every timestamp sits on "
+        "(0.001 means 1 ms or finer)",
         "archetype": f"p50 lengths vs workload.long_input_tokens = {settings.long_input_tokens}, "
         f"workload.long_output_tokens = {settings.long_output_tokens}",
         "hourly": "per-minute arrival rate grouped by hour of day (UTC, or hours since the trace start)",

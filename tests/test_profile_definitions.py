@@ -57,6 +57,15 @@ def test_timestamp_resolution_and_coarse_warning(tiny, tmp_path):
     assert [w["code"] for w in prof["warnings"]] == ["coarse_timestamps"]
 
 
+def test_sparse_trace_with_fine_timestamps_is_not_coarse(tmp_path):
+    # one request every ~7.3 s, timestamps with 0.1 ms jitter: the smallest gap is seconds, the tick is < 1 ms
+    rows = [f"{7.3 * i + 0.0001 * (i % 7):.4f},{100 + i},{10 + i}" for i in range(40)]
+    prof = profile_of(write_csv(tmp_path / "sparse.csv", "arrival_s,input_tokens,output_tokens", rows), tmp_path)[0]
+    assert prof["timestamp_resolution_s"] == 0.001  # 1 ms or finer
+    assert "coarse_timestamps" not in [w["code"] for w in prof["warnings"]]
+    assert prof["rps"]["per_second_p95"] is not None
+
+
 def test_sizing_rate_param_selects_series(tmp_path):
     path = write_csv(tmp_path / "tiny.csv", "arrival_s,input_tokens,output_tokens", TINY)
     prof = profile_of(path, tmp_path, ProfileSettings(sizing_rate="per_second_p99"))[0]

@@ -11,16 +11,20 @@ import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import duckdb
-import pandas as pd
 
-from pipeline import io, quality
+from pipeline import io
 from pipeline.errors import InputError
 from pipeline.traffic import layouts, sources
 from pipeline.traffic.layouts import REQUIRED, Layout
 from pipeline.traffic.sources import Source, sql_ident, sql_str
+
+if TYPE_CHECKING:  # pandas and great-expectations load only when a log is ingested, not for a profile
+    import pandas as pd
+
+    from pipeline import quality
 
 UNIT_DIVISOR = {"s": 1.0, "ms": 1e3, "us": 1e6, "ns": 1e9}
 STRING_COLUMNS = ("tenant", "model", "tier", "session_id")
@@ -188,6 +192,8 @@ def ingest(
     progress: Callable[..., None] | None = None,
 ) -> Ingested:
     """Read, validate and write the normalized request table (sorted, byte-stable Parquet)."""
+    from pipeline import quality
+
     say = progress or (lambda *a, **k: None)
     con = duckdb.connect()
     con.execute("SET preserve_insertion_order = true")
