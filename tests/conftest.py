@@ -14,6 +14,21 @@ from pipeline import traffic, workload
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared" / "fixtures"
+# The keys of metrics/operating_point.json that issue 4 names (a contract users' scripts rely on).
+OPERATING_POINT_KEYS = (
+    "load_kind",
+    "c_max",
+    "usable_rps",
+    "knee",
+    "littles_law_ceiling_rps",
+    "littles_law_gap",
+    "gap_flag",
+    "slo",
+    "percentile_used",
+    "curve_source",
+    "manifest",
+    "recommendations",
+)
 
 
 def write_csv(path: Path, header: str, rows: list[str]) -> Path:

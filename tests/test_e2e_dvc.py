@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import ROOT
+from tests.conftest import OPERATING_POINT_KEYS, ROOT
 
 pytestmark = pytest.mark.e2e
 BIN = Path(sys.executable).parent
@@ -225,20 +225,7 @@ def test_unknown_gpu_in_params_stops_the_memory_stage(project):
 
 def test_curve_stage_writes_the_operating_point_and_reports(project):
     op = json.loads((project / "metrics" / "operating_point.json").read_text())
-    for key in (
-        "load_kind",
-        "c_max",
-        "usable_rps",
-        "knee",
-        "littles_law_ceiling_rps",
-        "littles_law_gap",
-        "gap_flag",
-        "slo",
-        "percentile_used",
-        "curve_source",
-        "manifest",
-        "recommendations",
-    ):
+    for key in OPERATING_POINT_KEYS:
         assert key in op, key
     assert op["slo"] == {"ttft_p99_ms": 2000, "itl_p99_ms": 50}
     assert op["curve_source"]["sweep"] == "sample_vllm_h100x4_long" and op["curve_source"]["synthetic"] is True

@@ -15,7 +15,7 @@ from pipeline import curve as cv
 from pipeline import final_curve, params
 from pipeline.benchmarks import read_source, read_sweep
 from pipeline.errors import InputError
-from tests.conftest import ROOT, SHARED
+from tests.conftest import OPERATING_POINT_KEYS, ROOT, SHARED
 
 SAMPLE = ROOT / "data" / "raw" / "benchmarks"
 SECTIONS = {
@@ -124,20 +124,7 @@ def test_cli_curve_json_on_the_sample_sweep():
     out = json.loads(proc.stdout)
     files = sorted(d.glob("*.json"))
     assert out["c_max"] == pytest.approx(p99_crossing(files, "p99_tpot_ms", 50.0), abs=1e-4)
-    for key in (
-        "load_kind",
-        "c_max",
-        "usable_rps",
-        "knee",
-        "littles_law_ceiling_rps",
-        "littles_law_gap",
-        "gap_flag",
-        "slo",
-        "percentile_used",
-        "curve_source",
-        "manifest",
-        "recommendations",
-    ):
+    for key in OPERATING_POINT_KEYS:
         assert key in out, key
     assert out["slo"] == {"ttft_p99_ms": 2000.0, "itl_p99_ms": 50.0}
 

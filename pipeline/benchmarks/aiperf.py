@@ -15,7 +15,7 @@ from typing import Any
 
 import pandas as pd
 
-from pipeline.benchmarks.common import PERCENTILES, Level, empty_row, fill_latency, number, to_ms
+from pipeline.benchmarks.common import Level, empty_row, fill_latency, number, to_ms, unit_stats
 
 TOOL = "aiperf"
 TTFT_TAGS = ("time_to_first_token", "ttft")
@@ -35,16 +35,6 @@ def looks_like(obj: Any, name: str = "") -> bool:
     m = _metrics(obj)
     loadgen = (obj.get("input_config") or {}).get("loadgen") if isinstance(obj.get("input_config"), dict) else None
     return any(t in m for t in TTFT_TAGS) and ("records" in obj or loadgen is not None or "schema_version" in obj)
-
-
-def _stats(metric: dict[str, Any] | None) -> dict[str, float | None]:
-    if not metric:
-        return {}
-    unit = str(metric.get("unit") or "ms")
-    out = {"mean": to_ms(metric.get("avg"), unit)}
-    for p in PERCENTILES:
-        out[p] = to_ms(metric.get(p), unit)
-    return out
 
 
 def _scalar(m: dict[str, Any], *tags: str) -> float | None:
@@ -95,15 +85,15 @@ def read(obj: dict[str, Any], file: str, path: Path | None = None) -> Level:
             notes.append(f"request rate {rate:g}/s capped at concurrency {conc:g}")
     elif conc is not None:
         row.update(load_kind="concurrency", load=conc)
-    fill_latency(row, "ttft", _stats(next((m[t] for t in TTFT_TAGS if t in m), None)))
+    fill_latency(row, "ttft", unit_stats(next((m[t] for t in TTFT_TAGS if t in m), None)))
     if "inter_token_latency" in m:
-        fill_latency(row, "itl", _stats(m["inter_token_latency"]))
+        fill_latency(row, "itl", unit_stats(m["inter_token_latency"]))
         row["itl_kind"] = "tpot"
     elif "inter_chunk_latency" in m:
-        fill_latency(row, "itl", _stats(m["inter_chunk_latency"]))
+        fill_latency(row, "itl", unit_stats(m["inter_chunk_latency"]))
         row["itl_kind"] = "itl"
     if "request_latency" in m:
-        fill_latency(row, "e2e", _stats(m["request_latency"]))
+        fill_latency(row, "e2e", unit_stats(m["request_latency"]))
         row["e2e_source"] = "tool (request_latency)"
     completed = _scalar(m, "request_count")
     failed = _scalar(m, "error_request_count")

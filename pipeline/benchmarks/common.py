@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -146,8 +145,43 @@ def read_json_records(path: Path) -> list[Any]:
     return records
 
 
-_LEN_RE = re.compile(r"(\d+)")
-
-
 def finite(value: float | None) -> bool:
     return value is not None and math.isfinite(value)
+
+
+def set_load(row: dict[str, Any], request_rate: Any, max_concurrency: Any, notes: list[str]) -> None:
+    """vLLM / SGLang load: a finite rate is open loop; an unlimited rate with a concurrency cap is closed loop;
+    an unlimited rate with no cap sends everything at once (a saturation run, kept out of C_max)."""
+    rate = number(request_rate)
+    rate = math.inf if rate is None else rate
+    cap = number(max_concurrency)
+    if finite(rate):
+        row.update(load_kind="request_rate", load=rate)
+        if finite(cap):
+            notes.append(f"request rate {rate:g}/s capped at {cap:g} concurrent requests")
+    elif finite(cap):
+        row.update(load_kind="concurrency", load=cap)
+    else:
+        row.update(load_kind="request_rate", load=math.inf, saturation=True)
+        notes.append("unlimited request rate without max_concurrency: every request sent at once (a saturation run)")
+
+
+def fill_itl(row: dict[str, Any], tpot: dict[str, float | None], itl: dict[str, float | None]) -> None:
+    """Per-request TPOT when the tool gives it, else the chunk-level ITL (`itl_kind` says which)."""
+    if any(v is not None for v in tpot.values()):
+        fill_latency(row, "itl", tpot)
+        row["itl_kind"] = "tpot"
+    else:
+        fill_latency(row, "itl", itl)
+        row["itl_kind"] = "itl"
+
+
+def unit_stats(metric: Any) -> dict[str, float | None]:
+    """`{unit, avg, p50, ..., p99}` (AIPerf, GenAI-Perf) as ms."""
+    if not isinstance(metric, dict) or not metric:
+        return {}
+    unit = str(metric.get("unit") or "ms")
+    out = {"mean": to_ms(metric.get("avg"), unit)}
+    for p in PERCENTILES:
+        out[p] = to_ms(metric.get(p), unit)
+    return out

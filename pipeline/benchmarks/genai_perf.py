@@ -15,7 +15,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from pipeline.benchmarks.common import PERCENTILES, Level, empty_row, fill_latency, number, to_ms
+from pipeline.benchmarks.common import PERCENTILES, Level, empty_row, fill_latency, number, to_ms, unit_stats
 from pipeline.errors import InputError
 
 TOOL = "genai-perf"
@@ -50,16 +50,6 @@ def looks_like(obj: Any, name: str = "") -> bool:
     )
 
 
-def _stats(metric: dict[str, Any] | None) -> dict[str, float | None]:
-    if not isinstance(metric, dict):
-        return {}
-    unit = str(metric.get("unit") or "ms")
-    out = {"mean": to_ms(metric.get("avg"), unit)}
-    for p in PERCENTILES:
-        out[p] = to_ms(metric.get(p), unit)
-    return out
-
-
 def _avg(obj: dict[str, Any], key: str) -> float | None:
     m = obj.get(key)
     return number(m.get("avg")) if isinstance(m, dict) else None
@@ -87,10 +77,10 @@ def read(obj: dict[str, Any], file: str, path: Path | None = None) -> Level:
     elif path is not None and load_from_name(path):
         kind, load = load_from_name(path)  # type: ignore[misc]
         row.update(load_kind=kind, load=load)
-    fill_latency(row, "ttft", _stats(obj.get("time_to_first_token")))
-    fill_latency(row, "itl", _stats(obj.get("inter_token_latency")))
+    fill_latency(row, "ttft", unit_stats(obj.get("time_to_first_token")))
+    fill_latency(row, "itl", unit_stats(obj.get("inter_token_latency")))
     row["itl_kind"] = "tpot"
-    fill_latency(row, "e2e", _stats(obj.get("request_latency")))
+    fill_latency(row, "e2e", unit_stats(obj.get("request_latency")))
     row["e2e_source"] = "tool (request_latency)" if obj.get("request_latency") else None
     row.update(
         rps=_avg(obj, "request_throughput"),

@@ -8,10 +8,9 @@ the dataset is `random`; achieved means come from the token totals.
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
-from pipeline.benchmarks.common import PERCENTILES, Level, empty_row, fill_latency, finite, number
+from pipeline.benchmarks.common import PERCENTILES, Level, empty_row, fill_itl, fill_latency, number, set_load
 
 TOOL = "sglang"
 
@@ -38,24 +37,9 @@ def read(obj: dict[str, Any], file: str) -> Level:
     """One bench_serving line as a normalized level."""
     row = empty_row(TOOL, file)
     notes: list[str] = []
-    rate = number(obj.get("request_rate"))
-    rate = math.inf if rate is None else rate
-    max_conc = number(obj.get("max_concurrency"))
-    if finite(rate):
-        row.update(load_kind="request_rate", load=rate)
-    elif finite(max_conc):
-        row.update(load_kind="concurrency", load=max_conc)
-    else:
-        row.update(load_kind="request_rate", load=math.inf, saturation=True)
-        notes.append("request_rate Infinity without max_concurrency: every request sent at once (a saturation run)")
+    set_load(row, obj.get("request_rate"), obj.get("max_concurrency"), notes)
     fill_latency(row, "ttft", _stats(obj, "ttft"))
-    tpot = _stats(obj, "tpot")
-    if any(v is not None for v in tpot.values()):
-        fill_latency(row, "itl", tpot)
-        row["itl_kind"] = "tpot"
-    else:
-        fill_latency(row, "itl", _stats(obj, "itl"))
-        row["itl_kind"] = "itl"
+    fill_itl(row, _stats(obj, "tpot"), _stats(obj, "itl"))
     e2e = _stats(obj, "e2e_latency")
     if any(v is not None for v in e2e.values()):
         fill_latency(row, "e2e", e2e)

@@ -9,12 +9,20 @@ older versions: they give E2E and goodput. The old key `request_goodput:` (trail
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import pandas as pd
 
-from pipeline.benchmarks.common import PERCENTILES, Level, empty_row, fill_latency, finite, number, percentiles_from
+from pipeline.benchmarks.common import (
+    PERCENTILES,
+    Level,
+    empty_row,
+    fill_itl,
+    fill_latency,
+    number,
+    percentiles_from,
+    set_load,
+)
 
 TOOL = "vllm"
 
@@ -63,26 +71,9 @@ def read(obj: dict[str, Any], file: str) -> Level:
     """One vLLM result object as a normalized level."""
     row = empty_row(TOOL, file)
     notes: list[str] = []
-    rate = number(obj.get("request_rate"))
-    rate = math.inf if rate is None else rate
-    max_conc = number(obj.get("max_concurrency"))
-    if finite(rate):
-        row.update(load_kind="request_rate", load=rate)
-        if finite(max_conc):
-            notes.append(f"request rate {rate:g}/s capped at {max_conc:g} concurrent requests")
-    elif finite(max_conc):
-        row.update(load_kind="concurrency", load=max_conc)
-    else:
-        row.update(load_kind="request_rate", load=math.inf, saturation=True)
-        notes.append("request_rate inf without max_concurrency: every request sent at once (a saturation run)")
+    set_load(row, obj.get("request_rate"), obj.get("max_concurrency"), notes)
     fill_latency(row, "ttft", _stats(obj, "ttft"))
-    tpot = _stats(obj, "tpot")
-    if any(v is not None for v in tpot.values()):
-        fill_latency(row, "itl", tpot)
-        row["itl_kind"] = "tpot"
-    else:
-        fill_latency(row, "itl", _stats(obj, "itl"))
-        row["itl_kind"] = "itl"
+    fill_itl(row, _stats(obj, "tpot"), _stats(obj, "itl"))
     e2e = _stats(obj, "e2el")
     requests = _requests(obj)
     if any(v is not None for v in e2e.values()):
