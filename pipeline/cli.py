@@ -4,6 +4,7 @@
     sizing memory --model NAME_OR_CONFIG --gpu NAME --weights fp8 --kv fp8 [--tp N]
                   --concurrency N --context-tokens N [--json]
     sizing curve PATH... --ttft-p99-ms N [--itl-p99-ms N] [--input-tokens N --output-tokens N] [--json]
+    sizing fleet --peak-rps N --usable-rps N --tp N [--pp N] [--safety F] [--headroom F] [--spares N] [--json]
 
 Bad input prints one message (file, column, examples, what was expected) and exits 1.
 """
@@ -174,6 +175,18 @@ def cmd_curve(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_fleet(args: argparse.Namespace) -> int:
+    """Step 11's arithmetic: instances, safety factor, headroom, spares and GPUs (method.md)."""
+    from pipeline import fleet, io
+
+    try:
+        f = fleet.size(args.peak_rps, args.usable_rps, args.tp, args.pp, args.safety, args.headroom, args.spares)
+    except ValueError as exc:
+        raise InputError(str(exc)) from exc
+    sys.stdout.write(io.dumps(f.as_dict()) if args.json else f.formula + "\n")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser for every verb."""
     ap = argparse.ArgumentParser(prog="sizing", description="Size an LLM inference fleet from real traffic.")
@@ -247,6 +260,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="print the operating point as JSON (the shape of metrics/operating_point.json)",
     )
     c.set_defaults(func=cmd_curve)
+
+    f = sub.add_parser("fleet", help="step 11: instances and GPUs from the peak rate and the usable RPS per instance")
+    f.add_argument("--peak-rps", type=float, required=True, help="peak (sizing) request rate, req/s")
+    f.add_argument("--usable-rps", type=float, required=True, help="usable RPS per instance at C_max (step 10)")
+    f.add_argument("--tp", type=int, required=True, help="tensor-parallel degree of one instance")
+    f.add_argument("--pp", type=int, default=1, help="pipeline-parallel degree (default 1)")
+    f.add_argument("--safety", type=float, default=1.2, help="safety factor: 1.2 predictable, 1.5 new or high variance")
+    f.add_argument("--headroom", type=float, default=0.0, help="max(expected growth, burst absorption), e.g. 0.3")
+    f.add_argument("--spares", type=int, default=0, help="spare instances (N+1: 1, N+2: 2 per failure domain)")
+    f.add_argument("--json", action="store_true", help="print every intermediate as JSON")
+    f.set_defaults(func=cmd_fleet)
     return ap
 
 

@@ -481,6 +481,15 @@ def validate_curve(frame: pd.DataFrame, label: str) -> ValidationSummary:
                 "p99 >= p50",
             )
         )
+    rules.append(
+        Rule(
+            "output_tps_range",
+            "output_tps",
+            E.ExpectColumnValuesToBeBetween(column="output_tps", min_value=0, max_value=1e8),
+            "have output tokens/s outside 0..1e8",
+            "output tokens per second",
+        )
+    )
     for col in ("completed", "failed"):
         rules.append(
             Rule(

@@ -1,0 +1,155 @@
+"""Step 11: fleet size, headroom and spares, the scaling schedule, cold start and gateway guardrails.
+
+method.md step 11: instances = ceil(peak rate / usable RPS per instance); with safety factor s,
+ceil(instances x s); GPUs = that x TP x PP (worked check: 120 / 12 = 10 x 1.3 = 13 x TP4 = 52).
+Headroom = max(expected growth, burst absorption); N+1 (N+2 when critical) spare instances.
+Schedule per hour of day from the diurnal curve, never below a minimum warm count, never zero;
+cold start = weight bytes / load bandwidth + engine init. Guardrails: max_input_tokens = factor x
+p95 input; circuit breaker at factor x (TTFT SLO seconds x arrival rate) queued requests.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+# GB/s (1e9 bytes) of the load paths method.md names; object store takes the middle of 0.5-1 GB/s.
+LOAD_PATHS_GBS = {"nvme": 12.5, "network_10gbe": 1.1, "object_store": 0.75}
+
+
+@dataclass(frozen=True)
+class FleetSize:
+    """The fleet arithmetic for one tier, every intermediate kept so a report can show the chain."""
+
+    peak_rps: float
+    usable_rps: float
+    tp: int
+    pp: int
+    safety: float
+    headroom: float
+    instances: int
+    instances_with_safety: int
+    instances_with_headroom: int
+    spares: int
+    total_instances: int
+    gpus_per_instance: int
+    gpus: int
+    formula: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def size(
+    peak_rps: float,
+    usable_rps: float,
+    tp: int,
+    pp: int = 1,
+    safety: float = 1.2,
+    headroom: float = 0.0,
+    spares: int = 0,
+) -> FleetSize:
+    """instances = ceil(peak / usable); x safety, ceil; x (1 + headroom), ceil; + spares; GPUs = x TP x PP."""
+    if usable_rps <= 0:
+        raise ValueError("usable RPS per instance must be > 0")
+    if peak_rps < 0 or safety < 1 or headroom < 0 or spares < 0 or tp < 1 or pp < 1:
+        raise ValueError("expected peak >= 0, safety >= 1, headroom >= 0, spares >= 0, TP and PP >= 1")
+    base = math.ceil(_clean(peak_rps / usable_rps))
+    with_safety = math.ceil(_clean(base * safety))
+    with_headroom = math.ceil(_clean(with_safety * (1 + headroom)))
+    total = with_headroom + spares
+    per = tp * pp
+    formula = (
+        f"ceil({peak_rps:g} peak RPS / {usable_rps:g} usable) = {base}; ceil({base} x safety {safety:g}) = {with_safety}; "
+        f"ceil({with_safety} x (1 + headroom {headroom:g})) = {with_headroom}; + {spares} spare = {total} instances "
+        f"x TP{tp} x PP{pp} = {total * per} GPUs"
+    )
+    return FleetSize(
+        peak_rps,
+        usable_rps,
+        tp,
+        pp,
+        safety,
+        headroom,
+        base,
+        with_safety,
+        with_headroom,
+        spares,
+        total,
+        per,
+        total * per,
+        formula,
+    )
+
+
+def _clean(x: float) -> float:
+    """Round away float noise before a ceil (10 x 1.3 must be 13, not 13.000000000000002 -> 14)."""
+    return round(x, 9)
+
+
+def headroom(expected_growth: float, burst_absorption: float) -> float:
+    """method.md: headroom = max(expected growth, burst absorption)."""
+    return max(expected_growth, burst_absorption)
+
+
+def spare_instances(critical: bool, failure_domains: int = 1) -> int:
+    """N+1 spare instances per failure domain, N+2 when the tier is critical."""
+    return (2 if critical else 1) * failure_domains
+
+
+def cold_start_s(weight_bytes: float, load_path: str, init_s: float) -> float:
+    """Seconds from an empty GPU to serving: weight bytes / load-path bandwidth + engine init."""
+    try:
+        bw = LOAD_PATHS_GBS[load_path]
+    except KeyError as exc:
+        raise ValueError(f"unknown load path {load_path!r}; expected one of {', '.join(LOAD_PATHS_GBS)}") from exc
+    return weight_bytes / (bw * 1e9) + init_s
+
+
+def schedule(
+    hourly_rps: dict[str, float], usable_rps: float, safety: float, min_warm: int, cold_start: float, spares: int = 0
+) -> dict[str, Any]:
+    """Instances per hour of day: ceil(rate x safety / usable), at least `min_warm`, never zero, plus spares.
+
+    A new instance serves only after `cold_start` seconds, so an hour whose successor needs more
+    instances starts them within its last `cold_start` seconds: it is billed for
+    max(need_h, need_h+1) when the rise comes (that fraction of the hour). Savings are measured
+    against a static fleet sized for the busiest hour all day.
+    """
+    if min_warm < 1:
+        raise ValueError("min_warm must be >= 1: never scale from zero")
+    hours = sorted(hourly_rps)
+    need = {h: max(min_warm, math.ceil(_clean(hourly_rps[h] * safety / usable_rps))) + spares for h in hours}
+    rows = []
+    for i, h in enumerate(hours):
+        nxt = need[hours[(i + 1) % len(hours)]]
+        rise = max(0, nxt - need[h])
+        early = min(cold_start / 3600, 1.0)
+        billed = need[h] + rise * early
+        rows.append(
+            {"hour": h, "rps": hourly_rps[h], "instances": need[h], "instance_hours": billed, "scale_up_ahead": rise}
+        )
+    static = max(need.values())
+    used = sum(r["instance_hours"] for r in rows)
+    return {
+        "hours": rows,
+        "peak_instances": static,
+        "min_instances": min(need.values()),
+        "instance_hours_per_day": used,
+        "static_instance_hours_per_day": static * len(hours),
+        "savings_vs_static": 1 - used / (static * len(hours)) if static else 0.0,
+        "cold_start_s": cold_start,
+    }
+
+
+def guardrails(
+    input_p95: float, ttft_slo_ms: float, arrival_rps: float, input_factor: float, breaker_factor: float
+) -> dict[str, Any]:
+    """Gateway limits: max_input_tokens = factor x p95 input; breaker at factor x (TTFT SLO s x arrival rate) queued."""
+    return {
+        "max_input_tokens": math.ceil(input_factor * input_p95),
+        "circuit_breaker_queue_depth": math.floor(breaker_factor * ttft_slo_ms / 1e3 * arrival_rps),
+        "formula": f"max_input_tokens = {input_factor:g} x p95 input {input_p95:g}; queue depth = {breaker_factor:g} x "
+        f"({ttft_slo_ms / 1e3:g} s TTFT SLO x {arrival_rps:g} req/s)",
+    }
