@@ -338,9 +338,19 @@ def analyze(
     for c in pool:
         kind = str(table.loc[table["curve"] == c, "load_kind"].iloc[0])
         by_kind.setdefault(kind, []).append(c)
-    picks: dict[str, tuple[str, str]] = {
-        k: _choose(points, cs, errors, lengths, workload, s) for k, cs in sorted(by_kind.items())
-    }
+    picks: dict[str, tuple[str, str]] = {}
+    failed: dict[str, InputError] = {}
+    for k, cs in sorted(by_kind.items()):
+        try:
+            picks[k] = _choose(points, cs, errors, lengths, workload, s)
+        except InputError as exc:
+            failed[k] = exc
+    if not picks:
+        raise next(iter(failed.values()))
+    for k, exc in failed.items():  # e.g. a saturation-only run beside a closed-loop sweep: not a sweep of its own
+        warnings.append(
+            f"no usable {'closed' if k == 'concurrency' else 'open'}-loop curve: {str(exc).splitlines()[0]}"
+        )
     capacities = {
         k: {
             "curve": name,
