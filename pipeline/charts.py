@@ -281,3 +281,22 @@ def throughput_curve(
             .encode(x="load:Q", y="predicted_rps:Q")
         )
     return alt.layer(*layers).properties(width=520, height=240)
+
+
+def schedule(hours: pd.DataFrame, static_instances: int) -> alt.Chart:
+    """Instances per hour of day (bars) against the static peak-sized fleet (red dashed line)."""
+    bars = (
+        alt.Chart(hours[["hour", "instances", "rps"]])
+        .mark_bar(color=BLUE)
+        .encode(
+            x=alt.X("hour:O", title="hour of day"),
+            y=alt.Y("instances:Q", title="instances"),
+            tooltip=["hour", "instances", alt.Tooltip("rps:Q", format=".2f", title="p95 req/s")],
+        )
+    )
+    rule = (
+        alt.Chart(pd.DataFrame({"instances": [static_instances]}))
+        .mark_rule(color=RED, strokeDash=[4, 3])
+        .encode(y="instances:Q")
+    )
+    return alt.layer(bars, rule).properties(width=520, height=220)

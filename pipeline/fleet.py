@@ -62,7 +62,7 @@ def size(
     per = tp * pp
     formula = (
         f"ceil({peak_rps:g} peak RPS / {usable_rps:g} usable) = {base}; ceil({base} x safety {safety:g}) = {with_safety}; "
-        f"ceil({with_safety} x (1 + headroom {headroom:g})) = {with_headroom}; + {spares} spare = {total} instances "
+        f"ceil({with_safety} x (1 + headroom {headroom:.4g})) = {with_headroom}; + {spares} spare = {total} instances "
         f"x TP{tp} x PP{pp} = {total * per} GPUs"
     )
     return FleetSize(
@@ -108,14 +108,20 @@ def cold_start_s(weight_bytes: float, load_path: str, init_s: float) -> float:
 
 
 def schedule(
-    hourly_rps: dict[str, float], usable_rps: float, safety: float, min_warm: int, cold_start: float, spares: int = 0
+    hourly_rps: dict[str, float],
+    usable_rps: float,
+    safety: float,
+    min_warm: int,
+    cold_start: float,
+    spares: int = 0,
+    static_instances: int | None = None,
 ) -> dict[str, Any]:
     """Instances per hour of day: ceil(rate x safety / usable), at least `min_warm`, never zero, plus spares.
 
     A new instance serves only after `cold_start` seconds, so an hour whose successor needs more
     instances starts them within its last `cold_start` seconds: it is billed for
     max(need_h, need_h+1) when the rise comes (that fraction of the hour). Savings are measured
-    against a static fleet sized for the busiest hour all day.
+    against a static fleet of `static_instances` all day (default: the busiest hour's count).
     """
     if min_warm < 1:
         raise ValueError("min_warm must be >= 1: never scale from zero")
@@ -130,11 +136,12 @@ def schedule(
         rows.append(
             {"hour": h, "rps": hourly_rps[h], "instances": need[h], "instance_hours": billed, "scale_up_ahead": rise}
         )
-    static = max(need.values())
+    static = static_instances if static_instances is not None else max(need.values())
     used = sum(r["instance_hours"] for r in rows)
     return {
         "hours": rows,
-        "peak_instances": static,
+        "peak_instances": max(need.values()),
+        "static_instances": static,
         "min_instances": min(need.values()),
         "instance_hours_per_day": used,
         "static_instance_hours_per_day": static * len(hours),
@@ -153,3 +160,97 @@ def guardrails(
         "formula": f"max_input_tokens = {input_factor:g} x p95 input {input_p95:g}; queue depth = {breaker_factor:g} x "
         f"({ttft_slo_ms / 1e3:g} s TTFT SLO x {arrival_rps:g} req/s)",
     }
+
+
+FLEET_JSON = "metrics/fleet.json"
+SECTIONS = ("fleet", "slo")
+
+
+def plan(
+    workload: dict[str, Any], op: dict[str, Any], p: dict[str, Any], slo: dict[str, Any], root: Any = None
+) -> dict[str, Any]:
+    """metrics/fleet.json for the whole workload from the profile (step 1) and the operating point (step 10).
+
+    Each tier is sized on its own curve when the curve stage gives one per tier; until then the
+    whole workload is the one tier ('all') and the profile's tiers are listed as not yet sized.
+    """
+    from pipeline import catalog, memory
+    from pipeline.errors import InputError
+
+    manifest = op.get("manifest") or {}
+    if not manifest:
+        raise InputError("metrics/operating_point.json has no manifest: the fleet needs the benchmarked GPU and TP")
+    rps = workload["rps"]
+    sizing = float(rps["sizing_rate"])
+    burst_rate = rps.get(p["burst_rate"])
+    burst = max(0.0, float(burst_rate) / sizing - 1) if burst_rate and sizing else 0.0
+    room = headroom(p["expected_growth"], burst)
+    spares = spare_instances(p["critical"], p["failure_domains"])
+    tp, pp = int(manifest["tp"]), int(manifest.get("pp", 1))
+    usable = float(op["usable_rps"])
+    size_ = size(sizing, usable, tp, pp, p["safety_factor"], room, spares)
+    model = catalog.load_model(str(manifest["model"]), root)
+    weight_bytes = memory.engine_weight_bytes(model, manifest["weight_dtype"])
+    cold = cold_start_s(weight_bytes, p["load_path"], p["init_s"])
+    hourly = {h: float(v["p95_rps"]) for h, v in sorted(workload["hourly"].items())}
+    sched = schedule(hourly, usable, p["safety_factor"], p["min_warm_instances"], cold, spares, size_.total_instances)
+    guard = guardrails(
+        workload["input_tokens"]["p95"], slo["ttft_p99_ms"], sizing, p["max_input_factor"], p["circuit_breaker_factor"]
+    )
+    tier = {
+        **size_.as_dict(),
+        "gpu": manifest["gpu"],
+        "model": manifest["model"],
+        "weight_dtype": manifest["weight_dtype"],
+        "kv_dtype": manifest["kv_dtype"],
+        "expected_growth": p["expected_growth"],
+        "burst_absorption": round(burst, 4),
+        "schedule": sched,
+        "cold_start": {
+            "seconds": round(cold, 2),
+            "weight_gb": round(weight_bytes / 1e9, 2),
+            "load_path": p["load_path"],
+            "load_gbs": LOAD_PATHS_GBS[p["load_path"]],
+            "init_s": p["init_s"],
+        },
+        "provenance": {
+            "peak_rps": f"metrics/workload.json rps.sizing_rate ({workload.get('sizing_rate_key')})",
+            "usable_rps": f"metrics/operating_point.json usable_rps (curve {op['curve_source']['curve']})",
+            "tp": f"{manifest.get('file', 'the sweep manifest')}",
+            "burst_absorption": f"rps.{p['burst_rate']} / rps.sizing_rate - 1 (param fleet.burst_rate)",
+            "headroom": "max(fleet.expected_growth, burst absorption) (method.md step 11)",
+            "spares": f"N+{2 if p['critical'] else 1} per failure domain x {p['failure_domains']} (fleet.critical, fleet.failure_domains)",
+            "schedule": "workload.json hourly.*.p95_rps per hour; ceil(rate x safety / usable), at least fleet.min_warm_instances, + spares",
+            "cold_start": "whole-model weight bytes / load-path bandwidth + fleet.init_s",
+        },
+    }
+    return {
+        "per_tier": {"all": tier},
+        "total_gpus": size_.gpus,
+        "guardrails": guard,
+        "tiers_not_sized_separately": sorted(workload.get("tiers") or {}),
+        "synthetic_curve": bool((op.get("curve_source") or {}).get("synthetic")),
+        "warnings": ["the curve that sized the fleet is SYNTHETIC (sample data)"]
+        if (op.get("curve_source") or {}).get("synthetic")
+        else [],
+    }
+
+
+def run_stage(sections: dict[str, Any], root: Any = None) -> dict[str, Any]:
+    """The fleet stage: read the profile and the operating point, write metrics/fleet.json atomically."""
+    import json
+
+    from pipeline import io, params, paths
+    from pipeline.errors import ParamsError
+
+    root = root or paths.ROOT
+    sec = {name: params.validate_section(name, sections.get(name)) for name in SECTIONS}
+    inputs = {}
+    for name in ("workload", "operating_point"):
+        path = root / "metrics" / f"{name}.json"
+        if not path.exists():
+            raise ParamsError(f"{path} not found: run the earlier stages first (dvc repro)")
+        inputs[name] = json.loads(path.read_text(encoding="utf-8"))
+    result = plan(inputs["workload"], inputs["operating_point"], sec["fleet"], sec["slo"], root)
+    io.write_json(root / FLEET_JSON, result)
+    return result

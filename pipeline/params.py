@@ -176,6 +176,25 @@ SCHEMAS: dict[str, dict[str, Spec]] = {
         ),
         "sizing_loop": Spec((str,), "conservative", choices=("conservative", "closed", "open")),
     },
+    "fleet": {
+        "safety_factor": Spec(NUM, 1.2, minimum=1, doc="1.2 predictable traffic, 1.5 new or high variance"),
+        "expected_growth": Spec(NUM, 0.2, minimum=0, doc="traffic growth to provision for (0.2 = 20%)"),
+        "burst_rate": Spec(
+            (str,),
+            "per_minute_p99",
+            choices=("per_second_p95", "per_second_p99", "per_minute_p95", "per_minute_p99", "peak_1s"),
+            doc="burst absorption = this rate / the sizing rate - 1",
+        ),
+        "critical": Spec((bool,), False, doc="N+2 spares instead of N+1"),
+        "failure_domains": Spec((int,), 1, minimum=1),
+        "min_warm_instances": Spec((int,), 1, minimum=1, doc="never scale below this (never from zero)"),
+        "load_path": Spec((str,), "nvme", choices=("nvme", "network_10gbe", "object_store")),
+        "init_s": Spec(NUM, 60.0, minimum=0, doc="engine start-up after the weights are loaded"),
+        "max_input_factor": Spec(NUM, 2.5, minimum=1, doc="gateway max_input_tokens = this x p95 input (2-3)"),
+        "circuit_breaker_factor": Spec(
+            NUM, 0.8, minimum=0, maximum=1, doc="queue depth = this x TTFT SLO s x rate (0.8-0.9)"
+        ),
+    },
     "recommend": {
         "prefix_reuse_min": Spec(NUM, 0.2, minimum=0, maximum=1, doc="prefix caching pays off from this block reuse"),
         "itl_spike_ratio": Spec(NUM, 2.0, minimum=1, doc="ITL p99 / p50 above this is a spike"),

@@ -52,6 +52,7 @@ STAGES: dict[str, Stage] = {
             "Step 10: the final curve and the operating point",
         ),
     ),
+    "fleet": Stage(("11_fleet",), ("fleet", "slo"), ("Step 11: fleet size",)),
 }
 
 

@@ -177,6 +177,8 @@ def test_unchanged_rerun_runs_nothing_and_is_byte_identical(project):
         "data/interim/curves.parquet",
         "reports/07_benchmark.html",
         "reports/10_final_curve.html",
+        "metrics/fleet.json",
+        "reports/11_fleet.html",
     ]
     before = {p: (project / p).read_bytes() for p in outs}
     proc = _run([str(BIN / "dvc"), "repro"], project)
@@ -257,6 +259,32 @@ def test_curve_stage_writes_the_operating_point_and_reports(project):
         and "Predicted (roofline) vs measured" in final
         and final.count("data:image/svg+xml") + final.count("<svg") >= 3
     )
+
+
+def test_fleet_stage_sizes_the_fleet_from_the_profile_and_the_operating_point(project):
+    import math
+
+    w = json.loads((project / "metrics" / "workload.json").read_text())
+    op = json.loads((project / "metrics" / "operating_point.json").read_text())
+    fl = json.loads((project / "metrics" / "fleet.json").read_text())
+    t = fl["per_tier"]["all"]
+    for key in ("instances", "instances_with_safety", "spares", "gpus", "gpu", "tp", "schedule"):
+        assert key in t, key
+    # by hand from the two metrics files and params (safety 1.2, growth 0.2, burst = per-minute p99 / sizing - 1, N+1)
+    peak, usable = w["rps"]["sizing_rate"], op["usable_rps"]
+    base = math.ceil(peak / usable)
+    safe = math.ceil(round(base * 1.2, 9))
+    room = max(0.2, w["rps"]["per_minute_p99"] / peak - 1)
+    total = math.ceil(round(safe * (1 + room), 9)) + 1
+    assert (t["instances"], t["instances_with_safety"], t["total_instances"]) == (base, safe, total)
+    assert fl["total_gpus"] == t["gpus"] == total * op["manifest"]["tp"] and t["gpu"] == op["manifest"]["gpu"]
+    assert len(t["schedule"]["hours"]) == 24 and 0 < t["schedule"]["savings_vs_static"] < 1
+    assert min(h["instances"] for h in t["schedule"]["hours"]) >= 2  # min warm 1 + the spare: never zero
+    g = fl["guardrails"]
+    assert g["max_input_tokens"] == math.ceil(2.5 * w["input_tokens"]["p95"])
+    assert g["circuit_breaker_queue_depth"] == math.floor(0.8 * 2.0 * peak)
+    html = (project / "reports" / "11_fleet.html").read_text()
+    assert "<title>Step 11" in html and "SYNTHETIC DATA" in html and "run_stage" not in html
 
 
 def test_a_sweep_without_manifest_stops_the_curve_stage(project):
