@@ -300,3 +300,19 @@ def schedule(hours: pd.DataFrame, static_instances: int) -> alt.Chart:
         .encode(y="instances:Q")
     )
     return alt.layer(bars, rule).properties(width=520, height=220)
+
+
+def cost_by_candidate(table: pd.DataFrame, chosen: str) -> alt.Chart:
+    """Monthly cost per priced candidate (horizontal bars), the chosen one in orange."""
+    data = table[["candidate", "monthly_usd", "basis"]].assign(chosen=lambda d: d["candidate"] == chosen)
+    return (
+        alt.Chart(data)
+        .mark_bar()
+        .encode(
+            y=alt.Y("candidate:N", sort="x", title=None),
+            x=alt.X("monthly_usd:Q", title="$ per month (static fleet)"),
+            color=alt.condition(alt.datum.chosen, alt.value(ORANGE), alt.value(BLUE)),
+            tooltip=["candidate", alt.Tooltip("monthly_usd:Q", format=",.0f"), "basis"],
+        )
+        .properties(width=520, height=max(120, 16 * len(data)))
+    )

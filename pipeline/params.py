@@ -195,6 +195,15 @@ SCHEMAS: dict[str, dict[str, Spec]] = {
             NUM, 0.8, minimum=0, maximum=1, doc="queue depth = this x TTFT SLO s x rate (0.8-0.9)"
         ),
     },
+    "tco": {
+        "pricing": Spec((str,), "on-demand", choices=("on-demand", "capacity-block"), doc="which list prices"),
+        "provider": Spec((str,), None, nullable=True, doc="one provider's prices (default: the lowest listed)"),
+        "prices": Spec((dict,), {}, doc="GPU -> $ per GPU-hour, overriding data/catalog/prices.csv"),
+        "planned_utilization": Spec(NUM, 0.8, minimum=0, exclusive_minimum=True, maximum=1),
+        "utilization_trap_below": Spec(
+            NUM, 0.4, minimum=0, maximum=1, doc="average utilization under this is the trap"
+        ),
+    },
     "recommend": {
         "prefix_reuse_min": Spec(NUM, 0.2, minimum=0, maximum=1, doc="prefix caching pays off from this block reuse"),
         "itl_spike_ratio": Spec(NUM, 2.0, minimum=1, doc="ITL p99 / p50 above this is a spike"),

@@ -53,6 +53,7 @@ STAGES: dict[str, Stage] = {
         ),
     ),
     "fleet": Stage(("11_fleet",), ("fleet", "slo"), ("Step 11: fleet size",)),
+    "tco": Stage(("12_tco",), ("tco", "fleet", "slo"), ("Step 12: total cost of ownership",)),
 }
 
 
@@ -103,7 +104,7 @@ def execute(name: str, parameters: dict[str, Any], title: str, root: Path) -> No
             stdout_file=sys.stdout,
             stderr_file=sys.stderr,
             request_save_on_cell_execute=False,
-            extra_arguments=["--IPKernelApp.log_level=ERROR"],
+            extra_arguments=["--IPKernelApp.log_level=CRITICAL"],
         )
         nb = scrub(nbformat.read(out, as_version=4))
     io.write_text(root / "reports" / f"{name}.html", to_html(nb, title))

@@ -153,3 +153,198 @@ def cheapest(plans: dict[str, float]) -> dict[str, Any]:
             runner_up=name, saves_usd_per_month=usd - best_usd, saves_share=(usd - best_usd) / usd if usd else None
         )
     return out
+
+
+TCO_JSON = "metrics/tco.json"
+SECTIONS = ("tco", "fleet", "slo")
+
+
+def predicted_capacity(
+    curve: list[dict[str, Any]], ttft_slo_ms: float, itl_slo_ms: float | None
+) -> tuple[float, float]:
+    """(concurrency, RPS) where a candidate's roofline curve crosses the SLO (interpolated), else its last level."""
+    import numpy as np
+
+    from pipeline.curve import crossing
+
+    pts = sorted(curve, key=lambda r: r["concurrency"])
+    loads = [float(r["concurrency"]) for r in pts]
+    caps = [loads[-1]]
+    for col, limit in (("ttft_ms", ttft_slo_ms), ("itl_ms", itl_slo_ms)):
+        if limit is None:
+            continue
+        status, c, _ = crossing(loads, [float(r[col]) for r in pts], limit)
+        if status == "below_lowest":
+            return 0.0, 0.0
+        if status == "ok" and c is not None:
+            caps.append(c)
+    c = min(caps)
+    return c, float(np.interp(c, loads, [float(r["rps"]) for r in pts]))
+
+
+def plan(
+    memory: dict[str, Any],
+    curves: dict[str, list[dict[str, Any]]],
+    op: dict[str, Any],
+    fleet_json: dict[str, Any],
+    workload: dict[str, Any],
+    p: dict[str, Any],
+    fleet_p: dict[str, Any],
+    slo: dict[str, Any],
+    prices: list[Price],
+) -> dict[str, Any]:
+    """metrics/tco.json: every candidate that meets the SLO, fleet-sized and priced; the cheapest measured one chosen.
+
+    The benchmarked deployment uses its measured usable RPS. Every other candidate's usable RPS is
+    the measured one scaled by the ratio of the two roofline capacities at the SLO (memory stage
+    curves): an estimate to rank what to benchmark next, marked `roofline-scaled`, never chosen.
+    """
+    from pipeline import fleet
+
+    m = op.get("manifest") or {}
+    bench_id = f"all/{m.get('gpu')}/w-{m.get('weight_dtype')}/kv-{m.get('kv_dtype')}"
+    if bench_id not in curves:
+        raise InputError(
+            f"the benchmarked deployment {bench_id} (TP{m.get('tp')}) is not a candidate of metrics/memory.json that fits "
+            "and meets the SLO: add its GPU and precisions to params hardware/quantization"
+        )
+    _, bench_pred = predicted_capacity(curves[bench_id], slo["ttft_p99_ms"], slo["itl_p99_ms"])
+    measured = float(op["usable_rps"])
+    tier = fleet_json["per_tier"]["all"]
+    rps = workload["rps"]
+    rows = []
+    for cid, e in sorted(memory["candidates"].items()):
+        if e["tier"] != "all" or not e["fits"] or not e["meets_slo"] or cid not in curves:
+            continue
+        is_bench = cid == bench_id and int(e["tp"]) == int(m.get("tp", 0))
+        conc, pred = predicted_capacity(curves[cid], slo["ttft_p99_ms"], slo["itl_p99_ms"])
+        if pred <= 0:
+            continue
+        usable = measured if is_bench else measured * pred / bench_pred
+        size = fleet.size(
+            rps["sizing_rate"],
+            usable,
+            int(e["tp"]),
+            int(e["pp"]),
+            fleet_p["safety_factor"],
+            tier["headroom"],
+            tier["spares"],
+        )
+        override = (p["prices"] or {}).get(e["gpu"])
+        price = price_for(e["gpu"], prices, p["pricing"], p["provider"])
+        usd = float(override) if override is not None else (price.usd_per_gpu_hour if price else None)
+        row: dict[str, Any] = {
+            "candidate": cid,
+            "gpu": e["gpu"],
+            "weights": e["weights"],
+            "kv": e["kv"],
+            "tp": e["tp"],
+            "basis": "measured" if is_bench else "roofline-scaled",
+            "usable_rps": round(usable, 4),
+            "roofline_concurrency_at_slo": round(conc, 2),
+            "instances": size.total_instances,
+            "gpus": size.gpus,
+            "usd_per_gpu_hour": usd,
+            "price_source": "params tco.prices"
+            if override is not None
+            else (f"{price.provider} {price.instance} ({price.as_of}): {price.source}" if price else None),
+        }
+        if usd is None:
+            row["note"] = (
+                f"no {p['pricing']} price for {e['gpu']} in data/catalog/prices.csv: set tco.prices.{e['gpu']}"
+            )
+        else:
+            c = cost(
+                size.gpus,
+                usd,
+                size.total_instances,
+                usable,
+                rps["mean"],
+                workload["output_tokens"]["mean"],
+                workload["input_tokens"]["mean"],
+                p["planned_utilization"],
+                p["utilization_trap_below"],
+            )
+            sched = fleet.schedule(
+                {h: v["p95_rps"] for h, v in workload["hourly"].items()},
+                usable,
+                fleet_p["safety_factor"],
+                fleet_p["min_warm_instances"],
+                tier["schedule"]["cold_start_s"],
+                tier["spares"],
+                size.total_instances,
+            )
+            scheduled_monthly = sched["instance_hours_per_day"] / 24 * size.gpus_per_instance * usd * HOURS_PER_MONTH
+            row.update(
+                {
+                    k: (round(v, 4) if isinstance(v, float) else v)
+                    for k, v in c.as_dict().items()
+                    if k not in ("gpus", "usd_per_gpu_hour")
+                }
+            )
+            row["monthly_usd_with_schedule"] = round(scheduled_monthly, 2)
+        rows.append(row)
+    priced = {r["candidate"]: r["monthly_usd"] for r in rows if "monthly_usd" in r and r["basis"] == "measured"}
+    pick = cheapest(priced)
+    chosen = next(r for r in rows if r["candidate"] == pick["chosen"])
+    cheaper = sorted(
+        (r for r in rows if "monthly_usd" in r and r["monthly_usd"] < chosen["monthly_usd"]),
+        key=lambda r: r["monthly_usd"],
+    )
+    return {
+        "per_candidate": rows,
+        "chosen": pick["chosen"],
+        "monthly_usd": chosen["monthly_usd"],
+        "annual_usd": chosen["annual_usd"],
+        "usd_per_million_output_tokens": chosen["usd_per_million_output_tokens"],
+        "utilization": chosen["utilization"],
+        "runner_up": pick["runner_up"],
+        "saves_usd_per_month": pick["saves_usd_per_month"],
+        "utilization_trap": chosen["utilization_trap"],
+        "benchmark_next": [
+            {
+                "candidate": r["candidate"],
+                "monthly_usd": r["monthly_usd"],
+                "estimated_saving_share": round(1 - r["monthly_usd"] / chosen["monthly_usd"], 4),
+            }
+            for r in cheaper[:3]
+        ],
+        "formula": "$/h = GPUs x $/GPU-h; month = 730 h, year = 8760 h; utilization = mean rate / (instances x usable RPS); "
+        "$/1M output tokens = $/h / (mean rate x mean output tokens x 3600 / 1e6)",
+        "prices_note": "list prices from data/catalog/prices.csv are dated and illustrative: re-check before a budget decision",
+    }
+
+
+def run_stage(sections: dict[str, Any], root: Path | None = None) -> dict[str, Any]:
+    """The tco stage: read the memory, curve, fleet and workload metrics; write metrics/tco.json atomically."""
+    import json
+
+    import pyarrow.parquet as pq
+
+    from pipeline import io, params
+    from pipeline.errors import ParamsError
+
+    root = root or paths.ROOT
+    sec = {name: params.validate_section(name, sections.get(name)) for name in SECTIONS}
+    inputs = {}
+    for name in ("memory", "operating_point", "fleet", "workload"):
+        path = root / "metrics" / f"{name}.json"
+        if not path.exists():
+            raise ParamsError(f"{path} not found: run the earlier stages first (dvc repro)")
+        inputs[name] = json.loads(path.read_text(encoding="utf-8"))
+    curves: dict[str, list[dict[str, Any]]] = {}
+    for r in pq.read_table(root / "data" / "interim" / "predicted_curve.parquet").to_pylist():
+        curves.setdefault(r["candidate"], []).append(r)
+    result = plan(
+        inputs["memory"],
+        curves,
+        inputs["operating_point"],
+        inputs["fleet"],
+        inputs["workload"],
+        sec["tco"],
+        sec["fleet"],
+        sec["slo"],
+        load_prices(root),
+    )
+    io.write_json(root / TCO_JSON, result)
+    return result

@@ -179,6 +179,8 @@ def test_unchanged_rerun_runs_nothing_and_is_byte_identical(project):
         "reports/10_final_curve.html",
         "metrics/fleet.json",
         "reports/11_fleet.html",
+        "metrics/tco.json",
+        "reports/12_tco.html",
     ]
     before = {p: (project / p).read_bytes() for p in outs}
     proc = _run([str(BIN / "dvc"), "repro"], project)
@@ -285,6 +287,36 @@ def test_fleet_stage_sizes_the_fleet_from_the_profile_and_the_operating_point(pr
     assert g["circuit_breaker_queue_depth"] == math.floor(0.8 * 2.0 * peak)
     html = (project / "reports" / "11_fleet.html").read_text()
     assert "<title>Step 11" in html and "SYNTHETIC DATA" in html and "run_stage" not in html
+
+
+def test_tco_stage_prices_the_measured_plan(project):
+    import csv
+
+    w = json.loads((project / "metrics" / "workload.json").read_text())
+    op = json.loads((project / "metrics" / "operating_point.json").read_text())
+    fl = json.loads((project / "metrics" / "fleet.json").read_text())["per_tier"]["all"]
+    t = json.loads((project / "metrics" / "tco.json").read_text())
+    for key in ("per_candidate", "chosen", "monthly_usd", "annual_usd", "usd_per_million_output_tokens", "utilization"):
+        assert key in t, key
+    m = op["manifest"]
+    assert t["chosen"] == f"all/{m['gpu']}/w-{m['weight_dtype']}/kv-{m['kv_dtype']}"
+    # by hand: the lowest on-demand list price of the GPU in prices.csv, the fleet's GPUs, 730 h a month
+    with (project / "data" / "catalog" / "prices.csv").open() as fh:
+        price = min(
+            float(r["usd_per_gpu_hour"])
+            for r in csv.DictReader(fh)
+            if r["gpu"] == m["gpu"] and r["pricing"] == "on-demand"
+        )
+    per_hour = fl["gpus"] * price
+    assert t["monthly_usd"] == pytest.approx(per_hour * 730, abs=0.01) and t["annual_usd"] == pytest.approx(
+        per_hour * 8760, abs=0.01
+    )
+    assert t["utilization"] == pytest.approx(w["rps"]["mean"] / (fl["total_instances"] * op["usable_rps"]), abs=1e-4)
+    tokens_m = w["rps"]["mean"] * w["output_tokens"]["mean"] * 3600 / 1e6
+    assert t["usd_per_million_output_tokens"] == pytest.approx(per_hour / tokens_m, abs=1e-3)
+    assert t["utilization_trap"] == (t["utilization"] < 0.4)
+    html = (project / "reports" / "12_tco.html").read_text()
+    assert "<title>Step 12" in html and "Utilization trap" in html and "run_stage" not in html
 
 
 def test_a_sweep_without_manifest_stops_the_curve_stage(project):

@@ -51,3 +51,16 @@ def test_a_price_without_source_is_a_clear_error(tmp_path):
         InputError, match=r"1 of 1 rows lack a positive price, a GPU or a source.*line 2: 'H100-SXM' 'abc'"
     ):
         tco.load_prices(tmp_path)
+
+
+def test_predicted_capacity_interpolates_the_roofline_at_the_slo():
+    curve = [
+        {"concurrency": 1, "ttft_ms": 300.0, "itl_ms": 10.0, "rps": 0.1},
+        {"concurrency": 8, "ttft_ms": 320.0, "itl_ms": 30.0, "rps": 0.7},
+        {"concurrency": 16, "ttft_ms": 340.0, "itl_ms": 70.0, "rps": 1.1},
+    ]
+    # ITL crosses 50 ms halfway between 8 and 16 -> 12; RPS there = 0.7 + 0.5 x 0.4 = 0.9; TTFT never crosses 2000
+    c, rps = tco.predicted_capacity(curve, 2000.0, 50.0)
+    assert c == pytest.approx(12.0) and rps == pytest.approx(0.9)
+    assert tco.predicted_capacity(curve, 2000.0, None) == (16.0, 1.1)  # no ITL SLO: the last level (KV-bound)
+    assert tco.predicted_capacity(curve, 200.0, None) == (0.0, 0.0)  # TTFT misses the SLO at every level
