@@ -316,3 +316,22 @@ def cost_by_candidate(table: pd.DataFrame, chosen: str) -> alt.Chart:
         )
         .properties(width=520, height=max(120, 16 * len(data)))
     )
+
+
+def utilization(data: pd.DataFrame, trap_below: float) -> alt.Chart:
+    """Hourly utilization of the static and the scheduled fleet, with the utilization-trap line."""
+    lines = (
+        alt.Chart(data)
+        .mark_line(point=True)
+        .encode(
+            x=alt.X("hour:O", title="hour of day"),
+            y=alt.Y("utilization:Q", axis=alt.Axis(format="%"), title="utilization"),
+            color=alt.Color("fleet:N", scale=alt.Scale(domain=["static", "scheduled"], range=[GREY, BLUE])),
+        )
+    )
+    rule = (
+        alt.Chart(pd.DataFrame({"utilization": [trap_below]}))
+        .mark_rule(color=RED, strokeDash=[4, 3])
+        .encode(y="utilization:Q")
+    )
+    return alt.layer(lines, rule).properties(width=520, height=220)

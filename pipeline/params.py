@@ -204,6 +204,9 @@ SCHEMAS: dict[str, dict[str, Spec]] = {
             NUM, 0.4, minimum=0, maximum=1, doc="average utilization under this is the trap"
         ),
     },
+    "report": {
+        "previous": Spec((str,), None, nullable=True, doc="a previous review: a folder of metrics/*.json or a git tag"),
+    },
     "recommend": {
         "prefix_reuse_min": Spec(NUM, 0.2, minimum=0, maximum=1, doc="prefix caching pays off from this block reuse"),
         "itl_spike_ratio": Spec(NUM, 2.0, minimum=1, doc="ITL p99 / p50 above this is a spike"),

@@ -54,6 +54,7 @@ STAGES: dict[str, Stage] = {
     ),
     "fleet": Stage(("11_fleet",), ("fleet", "slo"), ("Step 11: fleet size",)),
     "tco": Stage(("12_tco",), ("tco", "fleet", "slo"), ("Step 12: total cost of ownership",)),
+    "report": Stage(("finance",), ("report", "slo", "fleet", "tco", "curve"), ("LLM inference fleet: GPUs and cost",)),
 }
 
 

@@ -181,6 +181,7 @@ def test_unchanged_rerun_runs_nothing_and_is_byte_identical(project):
         "reports/11_fleet.html",
         "metrics/tco.json",
         "reports/12_tco.html",
+        "reports/finance.html",
     ]
     before = {p: (project / p).read_bytes() for p in outs}
     proc = _run([str(BIN / "dvc"), "repro"], project)
@@ -317,6 +318,25 @@ def test_tco_stage_prices_the_measured_plan(project):
     assert t["utilization_trap"] == (t["utilization"] < 0.4)
     html = (project / "reports" / "12_tco.html").read_text()
     assert "<title>Step 12" in html and "Utilization trap" in html and "run_stage" not in html
+
+
+def test_finance_report_first_screen_and_a_git_tag_as_the_previous_review(project):
+    from pipeline import report
+
+    t = json.loads((project / "metrics" / "tco.json").read_text())
+    f = json.loads((project / "metrics" / "fleet.json").read_text())
+    html = (project / "reports" / "finance.html").read_text()
+    assert "<title>LLM inference fleet: GPUs and cost</title>" in html
+    assert f"USD {t['monthly_usd']:,.0f}" in html and f"{f['total_gpus']} x {f['per_tier']['all']['gpu']}" in html
+    assert "Risk flags" in html and "SYNTHETIC" in html and "Assumptions" in html
+    assert not re.search(r"""(src|href)=["']https?://""", html) and "<script src" not in html
+    assert "import pipeline" not in html and "rp.load" not in html
+    # a previous review named by a git tag: commit this run's metrics, tag it, read it back
+    _run(["git", "-c", "user.email=t@t", "-c", "user.name=t", "add", "-f", "metrics"], project)
+    _run(["git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "q3 review"], project)
+    _run(["git", "tag", "-f", "review-q3"], project)
+    prev, where = report.previous_metrics("review-q3", project)
+    assert where == "git revision review-q3" and prev["tco"]["monthly_usd"] == t["monthly_usd"]
 
 
 def test_a_sweep_without_manifest_stops_the_curve_stage(project):

@@ -1,0 +1,62 @@
+"""The finance report: first-screen figures, quarter-over-quarter, and escaping of input strings (real kernel)."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import shutil
+
+import pytest
+
+from pipeline import params, report, run
+from tests.conftest import ROOT
+
+METRICS = {name: json.loads((ROOT / "metrics" / f"{name}.json").read_text()) for name in report.METRIC_FILES}
+
+
+def test_first_screen_repeats_the_metrics_files():
+    screen = dict((label, value) for label, value, _ in report.first_screen(METRICS))
+    assert screen["GPUs"] == f"{METRICS['fleet']['total_gpus']} x {METRICS['fleet']['per_tier']['all']['gpu']}"
+    assert screen["monthly cost"] == f"USD {METRICS['tco']['monthly_usd']:,.0f}"
+    assert screen["utilization"] == f"{METRICS['tco']['utilization']:.0%}"
+
+
+def test_quarter_over_quarter_from_a_metrics_folder(tmp_path):
+    old = copy.deepcopy({k: METRICS[k] for k in ("workload", "fleet", "tco")})
+    old["fleet"]["total_gpus"] = 24
+    old["tco"]["monthly_usd"] = METRICS["tco"]["monthly_usd"] / 2
+    for name, data in old.items():
+        (tmp_path / f"{name}.json").write_text(json.dumps(data))
+    prev, where = report.previous_metrics(str(tmp_path), ROOT)
+    table = report.quarter_over_quarter(prev, METRICS).set_index("figure")
+    gpus = METRICS["fleet"]["total_gpus"]
+    assert table.loc["GPUs", "change"] == f"{gpus / 24 - 1:+.1%}"
+    assert table.loc["monthly cost (USD)", "change"] == "+100.0%"
+    assert table.loc["sizing rate (req/s)", "change"] == "+0.0%"
+    assert where == f"folder {tmp_path}"
+    with pytest.raises(Exception, match="neither a folder"):
+        report.previous_metrics("no-such-tag-or-folder", ROOT)
+
+
+def test_strings_from_input_files_are_escaped_in_the_rendered_report(tmp_path):
+    """A tenant named <script>alert(1)</script> shows as text: run the finance notebook for real on such metrics."""
+    evil = "<script>alert(1)</script>"
+    (tmp_path / "metrics").mkdir()
+    for name, data in METRICS.items():
+        data = copy.deepcopy(data)
+        if name == "workload":
+            data["tiers"] = {evil: next(iter(data["tiers"].values()))}
+            data["warnings"] = [{"code": "x", "message": f"tenant {evil} has odd rows"}]
+        (tmp_path / "metrics" / f"{name}.json").write_text(json.dumps(data))
+    shutil.copytree(ROOT / "notebooks", tmp_path / "notebooks")
+    data = params.load(ROOT / "params.yaml")
+    sections = {name: params.section(name, data) for name in run.STAGES["report"].sections}
+    os.environ["SIZING_ROOT"] = str(tmp_path)
+    try:
+        run.execute("finance", sections, "finance", tmp_path)
+    finally:
+        os.environ.pop("SIZING_ROOT")
+    html = (tmp_path / "reports" / "finance.html").read_text()
+    assert "<script>alert(1)</script>" not in html
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
