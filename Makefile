@@ -47,6 +47,7 @@ lock:
 ## benchmark: print speed and memory figures (not a test)
 benchmark: $(STAMP)
 	$(BIN)/python benchmarks/profile_scale.py
+	$(BIN)/python benchmarks/pipeline_time.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -1,0 +1,90 @@
+"""How long the pipeline takes on the sample: a full `dvc repro` from scratch, a no-op rerun, a price-only rerun.
+
+Runs in a temporary git copy of the project (tracked and unignored files, no outputs). Targets on
+the 2-core machine (issue 6): full <= 60 s, no-op <= 3 s, price-only <= 10 s. Prints the figures
+and which stages each run executed.
+
+    python benchmarks/pipeline_time.py [--keep]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+
+
+def sh(cmd: list[str], cwd: Path) -> tuple[float, str]:
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "DVC_NO_ANALYTICS": "1"}
+    env.pop("SIZING_ROOT", None)
+    t = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, check=False)
+    wall = time.perf_counter() - t
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed:\n{proc.stdout}\n{proc.stderr}")
+    return wall, proc.stdout
+
+
+def copy_project(dest: Path) -> None:
+    files = subprocess.run(
+        ["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.split()
+    for rel in files:
+        src = ROOT / rel
+        if src.is_file() and not rel.startswith(("metrics/", "data/interim/")) and rel != "dvc.lock":
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / rel)
+    for cmd in (
+        ["git", "init", "-q"],
+        ["git", "add", "-A"],
+        ["git", "-c", "user.email=b@b", "-c", "user.name=b", "commit", "-qm", "copy"],
+    ):
+        subprocess.run(cmd, cwd=dest, check=True, capture_output=True)
+
+
+def stages(out: str) -> str:
+    ran = re.findall(r"Running stage '([^']+)'", out)
+    return ", ".join(ran) if ran else "none"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--keep", action="store_true", help="keep the temporary copy")
+    args = ap.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="sizing-pipeline-time-"))
+    project = tmp / "project"
+    copy_project(project)
+    dvc = str(BIN / "dvc")
+    full, out_full = sh([dvc, "repro"], project)
+    noop, out_noop = sh([dvc, "repro"], project)
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["tco"]["prices"] = {"H100-SXM": 4.5}
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    price, out_price = sh([dvc, "repro"], project)
+    print(f"{'run':<34}{'wall s':>8}{'target s':>10}  stages run")
+    for name, wall, target, out in (
+        ("full dvc repro from scratch", full, 60, out_full),
+        ("no-op rerun", noop, 3, out_noop),
+        ("price-only rerun (tco.prices)", price, 10, out_price),
+    ):
+        print(f"{name:<34}{wall:>8.1f}{target:>10}  {stages(out)}{'' if wall <= target else '   (over target)'}")
+    if not args.keep:
+        shutil.rmtree(tmp)
+    else:
+        print(f"kept {project}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
