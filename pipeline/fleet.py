@@ -238,19 +238,11 @@ def plan(
 
 def run_stage(sections: dict[str, Any], root: Any = None) -> dict[str, Any]:
     """The fleet stage: read the profile and the operating point, write metrics/fleet.json atomically."""
-    import json
-
     from pipeline import io, params, paths
-    from pipeline.errors import ParamsError
 
     root = root or paths.ROOT
     sec = {name: params.validate_section(name, sections.get(name)) for name in SECTIONS}
-    inputs = {}
-    for name in ("workload", "operating_point"):
-        path = root / "metrics" / f"{name}.json"
-        if not path.exists():
-            raise ParamsError(f"{path} not found: run the earlier stages first (dvc repro)")
-        inputs[name] = json.loads(path.read_text(encoding="utf-8"))
+    inputs = io.read_metrics(root, ("workload", "operating_point"))
     result = plan(inputs["workload"], inputs["operating_point"], sec["fleet"], sec["slo"], root)
     io.write_json(root / FLEET_JSON, result)
     return result

@@ -59,3 +59,16 @@ def write_text(target: str | os.PathLike[str], text: str) -> None:
     """Write text atomically."""
     with atomic_path(target) as tmp:
         tmp.write_text(text, encoding="utf-8")
+
+
+def read_metrics(root: str | os.PathLike[str], names: tuple[str, ...]) -> dict[str, Any]:
+    """metrics/<name>.json written by earlier stages; a missing one says to run them first."""
+    from pipeline.errors import InputError
+
+    out = {}
+    for name in names:
+        path = Path(root) / "metrics" / f"{name}.json"
+        if not path.exists():
+            raise InputError(f"{path} not found: run the earlier stages first (dvc repro)")
+        out[name] = json.loads(path.read_text(encoding="utf-8"))
+    return out

@@ -29,13 +29,9 @@ def esc(value: Any) -> str:
 
 def load_metrics(root: Path) -> dict[str, dict[str, Any]]:
     """metrics/*.json of this run; a missing one names the stage to run."""
-    out = {}
-    for name in METRIC_FILES:
-        path = root / "metrics" / f"{name}.json"
-        if not path.exists():
-            raise InputError(f"{path} not found: run the earlier stages first (dvc repro)")
-        out[name] = json.loads(path.read_text(encoding="utf-8"))
-    return out
+    from pipeline import io
+
+    return io.read_metrics(root, METRIC_FILES)
 
 
 def previous_metrics(ref: str | None, root: Path) -> tuple[dict[str, dict[str, Any]] | None, str]:

@@ -317,21 +317,13 @@ def plan(
 
 def run_stage(sections: dict[str, Any], root: Path | None = None) -> dict[str, Any]:
     """The tco stage: read the memory, curve, fleet and workload metrics; write metrics/tco.json atomically."""
-    import json
-
     import pyarrow.parquet as pq
 
     from pipeline import io, params
-    from pipeline.errors import ParamsError
 
     root = root or paths.ROOT
     sec = {name: params.validate_section(name, sections.get(name)) for name in SECTIONS}
-    inputs = {}
-    for name in ("memory", "operating_point", "fleet", "workload"):
-        path = root / "metrics" / f"{name}.json"
-        if not path.exists():
-            raise ParamsError(f"{path} not found: run the earlier stages first (dvc repro)")
-        inputs[name] = json.loads(path.read_text(encoding="utf-8"))
+    inputs = io.read_metrics(root, ("memory", "operating_point", "fleet", "workload"))
     curves: dict[str, list[dict[str, Any]]] = {}
     for r in pq.read_table(root / "data" / "interim" / "predicted_curve.parquet").to_pylist():
         curves.setdefault(r["candidate"], []).append(r)
