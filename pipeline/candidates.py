@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline import catalog, memory, parallelism, paths, quantization, roofline
+from pipeline import catalog, io, memory, parallelism, paths, quantization, roofline
 from pipeline.catalog import GPU, Model
 from pipeline.errors import InputError, ParamsError
 
@@ -203,7 +203,7 @@ def evaluate(
     if not detail:
         eng_dict.pop("formula")
     entry.update(
-        tp=layout.tp, pp=layout.pp, ep=layout.ep, gpus_per_replica=layout.tp * layout.pp, engine=_rounded(eng_dict)
+        tp=layout.tp, pp=layout.pp, ep=layout.ep, gpus_per_replica=layout.tp * layout.pp, engine=io.rounded(eng_dict)
     )
     if not eng.fits:
         reasons.append(
@@ -254,15 +254,6 @@ def evaluate(
         extra=(round(at),),
     )
     return Candidate(cid, entry, curve)
-
-
-def _rounded(d: Any, digits: int = 4) -> Any:
-    """Floats rounded (recursively) so metrics stay readable and diffs stay small."""
-    if isinstance(d, dict):
-        return {k: _rounded(v, digits) for k, v in d.items()}
-    if isinstance(d, list):
-        return [_rounded(v, digits) for v in d]
-    return round(d, digits) if isinstance(d, float) else d
 
 
 FORMULAS = {
@@ -334,7 +325,7 @@ class Plan:
             "recommended": self.recommended,
             "formulas": FORMULAS,
             "roofline_efficiency": asdict(self.efficiency),
-            "candidates": {c.id: _rounded(c.entry) for c in self.candidates},
+            "candidates": {c.id: io.rounded(c.entry) for c in self.candidates},
             "rejected": self.rejected,
             "models": {
                 m.name: {
@@ -455,7 +446,7 @@ def _inputs(sections: dict[str, dict[str, Any]], root: Path) -> tuple[dict[str, 
 
 def run_stage(sections: dict[str, dict[str, Any]], root: Path | None = None) -> Plan:
     """The memory stage: validate the catalogs (great-expectations), plan, write metrics and curves."""
-    from pipeline import io, quality
+    from pipeline import quality
 
     root = root or paths.ROOT
     profile, sections = _inputs(sections, root)
@@ -475,8 +466,6 @@ def load_plan(sections: dict[str, dict[str, Any]], root: Path | None = None) -> 
 def _write_curve(path: Path, rows: list[dict[str, Any]]) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
-
-    from pipeline import io
 
     table = pa.Table.from_pylist(rows) if rows else pa.table({"candidate": pa.array([], pa.string())})
     with io.atomic_path(path, ".parquet") as tmp:

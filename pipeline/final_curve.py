@@ -18,8 +18,8 @@ from typing import Any
 import pandas as pd
 
 from pipeline import curve as cv
-from pipeline import paths, recommend
-from pipeline.benchmarks import Sweep, read_source, read_sweep
+from pipeline import io, paths, recommend
+from pipeline.benchmarks import LOAD_MODES, Sweep, read_source, read_sweep
 from pipeline.benchmarks.common import COLUMNS
 from pipeline.errors import InputError, ParamsError
 
@@ -108,27 +108,18 @@ class CurveResult:
             "recommendations": self.recommendations,
             "sized_by": self.sized_by,
             "capacities": self.capacities,
-            "operating_point": _rounded(op.as_dict()),
+            "operating_point": io.rounded(op.as_dict()),
             "curves": {
-                name: ({"error": self.errors[name]} if name in self.errors else _rounded(self.points[name].as_dict()))
+                name: ({"error": self.errors[name]} if name in self.errors else io.rounded(self.points[name].as_dict()))
                 for name in sorted(set(self.points) | set(self.errors))
             },
             "predicted_vs_measured": _overlay_summary(self.overlay, self.overlay_note),
             "skipped_files": {s.name: [f"{f}: {why}" for f, why in s.skipped] for s in self.sweeps if s.skipped},
+            "reader_notes": {s.name: s.notes() for s in self.sweeps if s.notes()},
             "warnings": self.warnings + op.warnings,
             "formulas": cv.FORMULAS,
         }
         return out
-
-
-def _rounded(d: Any) -> Any:
-    if isinstance(d, dict):
-        return {k: _rounded(v) for k, v in d.items()}
-    if isinstance(d, list):
-        return [_rounded(v) for v in d]
-    if isinstance(d, float) and math.isfinite(d):
-        return round(d, 4)
-    return d
 
 
 def _overlay_summary(overlay: pd.DataFrame | None, note: str) -> dict[str, Any]:
@@ -150,32 +141,29 @@ def predicted_vs_measured(
     figures, (RPS / replicas) x mean E2E. Context during decode = mean prompt + half the mean output.
     The roofline has no queueing, so it is compared with the medians; error = predicted / measured - 1.
     """
-    from pipeline import catalog, parallelism, quantization
-    from pipeline.roofline import Efficiency, Roofline
+    from pipeline import catalog
+    from pipeline.roofline import Efficiency, for_deployment
 
     try:
         model = catalog.load_model(str(manifest["model"]), root)
         gpu = catalog.find_gpu(str(manifest["gpu"]), catalog.load_gpus(root))
     except InputError as exc:
         return None, f"no roofline overlay: {str(exc).splitlines()[0]}"
-    compat = quantization.check(gpu, manifest["weight_dtype"], manifest["kv_dtype"])
-    if not compat.allowed:
-        return None, f"no roofline overlay: {'; '.join(compat.reasons)}"
     tp, pp = int(manifest["tp"]), int(manifest.get("pp", 1))
     par = sections["parallelism"]
-    overhead, _ = parallelism.allreduce_overhead(gpu, tp, par["allreduce_pcie"], par["allreduce_nvlink"])
-    rf = Roofline(
+    rf = for_deployment(
         model,
         gpu,
         manifest["weight_dtype"],
         manifest["kv_dtype"],
-        compat.compute,
         tp,
         pp,
-        parallelism.expert_parallel(model, tp),
-        overhead,
         Efficiency.from_params(sections["roofline"]),
+        par["allreduce_pcie"],
+        par["allreduce_nvlink"],
     )
+    if isinstance(rf, str):
+        return None, f"no roofline overlay: {rf}"
     replicas = int(manifest.get("replicas", 1))
     rows = []
     for r in levels.itertuples():
@@ -301,7 +289,7 @@ def analyze(
                 f"{sw.name}: no manifest: this operating point cannot size a fleet (model, GPU and TP unknown)"
             )
         else:
-            expected = {"closed": "concurrency", "open": "request_rate"}[sw.manifest["load_mode"]]
+            expected = LOAD_MODES[sw.manifest["load_mode"]]
             kinds = {lv.row["load_kind"] for lv in sw.levels}
             if expected not in kinds:
                 raise InputError(
@@ -435,8 +423,8 @@ def recommendations(
     mean_in = w.input_mean or op.input_tokens or 0.0
     mean_out = w.output_mean or op.output_tokens or 0.0
     prefill_tps = (
-        (low["input_tokens_mean"] / (low["ttft_p50_ms"] / 1e3))
-        if low["ttft_p50_ms"] and low["input_tokens_mean"]
+        low["input_tokens_mean"] / (low["ttft_p50_ms"] / 1e3)
+        if pd.notna(low["ttft_p50_ms"]) and pd.notna(low["input_tokens_mean"]) and low["ttft_p50_ms"] > 0
         else None
     )
     out_tps = cv.interp(op.c_max, finite["load"].astype(float).tolist(), finite["output_tps"].astype(float).tolist())
@@ -458,6 +446,8 @@ def recommendations(
             r["pd_min_prompt_tokens"],
             s.ttft_p99_ms,
             instances,
+            basis=f"prefill tok/s = mean prompt / TTFT p50 at the lowest load ({low['load']:g}); decode tok/s = "
+            f"output tok/s at C_max / {op.replicas} replica(s); rate = the workload's sizing rate",
         ),
         recommend.kv_offload(
             r["batch_work"], kv_per_token * (mean_in + mean_out) if kv_per_token else None, r["offload_pcie_gbs"]
@@ -489,8 +479,6 @@ def compute(sections: dict[str, Any], root: Path | None = None, validate: bool =
 
 def run_stage(sections: dict[str, Any], root: Path | None = None) -> CurveResult:
     """The curve stage: compute, then write curves.parquet and metrics/operating_point.json atomically."""
-    from pipeline import io
-
     root = root or paths.ROOT
     result = compute(sections, root)
     write_table(root / CURVES_PARQUET, result.table)
@@ -501,8 +489,6 @@ def run_stage(sections: dict[str, Any], root: Path | None = None) -> CurveResult
 def write_table(path: Path, table: pd.DataFrame) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
-
-    from pipeline import io
 
     df = table[list(COLUMNS)].copy()
     for col in df.columns:

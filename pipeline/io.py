@@ -44,6 +44,15 @@ def clean_json(value: Any) -> Any:
     return value
 
 
+def rounded(value: Any, digits: int = 4) -> Any:
+    """Floats rounded (recursively through dicts and lists) so metrics stay readable and diffs small."""
+    if isinstance(value, dict):
+        return {k: rounded(v, digits) for k, v in value.items()}
+    if isinstance(value, list):
+        return [rounded(v, digits) for v in value]
+    return round(value, digits) if isinstance(value, float) else value
+
+
 def dumps(obj: Any) -> str:
     """The one JSON spelling used for metrics and CLI output (2-space indent, trailing newline)."""
     return json.dumps(clean_json(obj), indent=2, ensure_ascii=False) + "\n"

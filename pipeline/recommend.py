@@ -125,8 +125,11 @@ def pd_disaggregation(
     min_prompt: float,
     ttft_slo_ms: float,
     instances: int,
+    basis: str = "",
 ) -> dict[str, Any]:
-    """P/D disaggregation: the P:D ratio and KV transfer time of method.md; not worth it for short prompts."""
+    """P/D disaggregation: the P:D ratio and KV transfer time of method.md; not worth it for short prompts.
+
+    `basis` says where the prefill and decode throughputs were read (it joins the evidence)."""
     threshold = f"recommend.pd_min_prompt_tokens = {min_prompt:g}; KV transfer < 10% of the TTFT SLO; >= 2 replicas"
     if not prefill_tps or not decode_tps:
         return _rec("pd_disaggregation", NOT_ASSESSED, None, threshold, "no prefill or decode throughput measured", "")
@@ -150,6 +153,7 @@ def pd_disaggregation(
             if transfer_ms is not None
             else ""
         )
+        + (f" ({basis})" if basis else "")
     )
     return _rec(
         "pd_disaggregation",

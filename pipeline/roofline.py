@@ -137,6 +137,28 @@ class Roofline:
         return [self.point(c, input_tokens, context_tokens, output_tokens) for c in sorted(levels)]
 
 
+def for_deployment(
+    model: Model,
+    gpu: GPU,
+    weights: str,
+    kv: str,
+    tp: int,
+    pp: int = 1,
+    eff: Efficiency | None = None,
+    pcie: dict[int, float] | None = None,
+    nvlink: dict[int, float] | None = None,
+) -> Roofline | str:
+    """The roofline of one stated deployment (a benchmark manifest), or why it cannot run (the hardware rules)."""
+    from pipeline import parallelism, quantization
+
+    compat = quantization.check(gpu, weights, kv)
+    if not compat.allowed:
+        return "; ".join(compat.reasons)
+    overhead, _ = parallelism.allreduce_overhead(gpu, tp, pcie, nvlink)
+    ep = parallelism.expert_parallel(model, tp)
+    return Roofline(model, gpu, weights, kv, compat.compute, tp, pp, ep, overhead, eff or Efficiency())
+
+
 def _without_routed(model: Model, weight_dtype: str, tp: int, ep: int) -> float:
     """Per-GPU weight bytes with the routed experts removed (to scale them by the share a batch touches)."""
     stripped = replace(model, params=replace(model.params, routed_experts=0, routed_experts_active=0))

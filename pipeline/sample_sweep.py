@@ -63,19 +63,17 @@ SWEEPS = (
 )
 
 
-def _roofline(root: Path) -> tuple[Any, int]:
-    from pipeline import catalog, memory, parallelism, quantization
-    from pipeline.roofline import Efficiency, Roofline
+def _deployment(root: Path) -> tuple[Any, Any, Any]:
+    """(model, GPU, roofline) of DEPLOYMENT, from the catalogs (default efficiencies and all-reduce tables)."""
+    from pipeline import catalog
+    from pipeline.roofline import for_deployment
 
     model = catalog.load_model(DEPLOYMENT["model"], root)
     gpu = catalog.find_gpu(DEPLOYMENT["gpu"], catalog.load_gpus(root))
-    compat = quantization.check(gpu, DEPLOYMENT["weight_dtype"], DEPLOYMENT["kv_dtype"])
-    tp = DEPLOYMENT["tp"]
-    overhead, _ = parallelism.allreduce_overhead(gpu, tp)
-    rf = Roofline(
-        model, gpu, DEPLOYMENT["weight_dtype"], DEPLOYMENT["kv_dtype"], compat.compute, tp, 1, 1, overhead, Efficiency()
-    )
-    return rf, (model, gpu, memory)
+    rf = for_deployment(model, gpu, DEPLOYMENT["weight_dtype"], DEPLOYMENT["kv_dtype"], DEPLOYMENT["tp"])
+    if isinstance(rf, str):
+        raise ValueError(f"the sample deployment cannot run: {rf}")
+    return model, gpu, rf
 
 
 def level(rf: Any, capacity: int, n: int, inp: int, out: int, rng: np.random.Generator) -> dict[str, Any]:
@@ -147,7 +145,9 @@ def write(root: Path | None = None, seed: int = SEED) -> list[Path]:
     import yaml
 
     root = root or paths.ROOT
-    rf, (model, gpu, memory) = _roofline(root)
+    from pipeline import memory
+
+    model, gpu, rf = _deployment(root)
     written = []
     for i, spec in enumerate(SWEEPS):
         rng = np.random.default_rng(seed + i)

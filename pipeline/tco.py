@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline import paths
+from pipeline import io, paths
 from pipeline.errors import InputError
 
 HOURS_PER_MONTH = 730
@@ -241,6 +241,9 @@ def plan(
             "tp": e["tp"],
             "basis": "measured" if is_bench else "roofline-scaled",
             "usable_rps": round(usable, 4),
+            "usable_rps_source": "metrics/operating_point.json usable_rps (measured)"
+            if is_bench
+            else f"measured {measured:g} x roofline {pred:.4g} / {bench_pred:.4g} req/s at the SLO (memory stage curves)",
             "roofline_concurrency_at_slo": round(conc, 2),
             "instances": size.total_instances,
             "gpus": size.gpus,
@@ -275,13 +278,7 @@ def plan(
                 size.total_instances,
             )
             scheduled_monthly = sched["instance_hours_per_day"] / 24 * size.gpus_per_instance * usd * HOURS_PER_MONTH
-            row.update(
-                {
-                    k: (round(v, 4) if isinstance(v, float) else v)
-                    for k, v in c.as_dict().items()
-                    if k not in ("gpus", "usd_per_gpu_hour")
-                }
-            )
+            row.update(io.rounded({k: v for k, v in c.as_dict().items() if k not in ("gpus", "usd_per_gpu_hour")}))
             row["monthly_usd_with_schedule"] = round(scheduled_monthly, 2)
         rows.append(row)
     priced = {r["candidate"]: r["monthly_usd"] for r in rows if "monthly_usd" in r and r["basis"] == "measured"}
@@ -319,7 +316,7 @@ def run_stage(sections: dict[str, Any], root: Path | None = None) -> dict[str, A
     """The tco stage: read the memory, curve, fleet and workload metrics; write metrics/tco.json atomically."""
     import pyarrow.parquet as pq
 
-    from pipeline import io, params
+    from pipeline import params
 
     root = root or paths.ROOT
     sec = {name: params.validate_section(name, sections.get(name)) for name in SECTIONS}

@@ -78,6 +78,8 @@ def test_sglang_json_lines_bare_infinity_and_median_only_key_set():
     offline = df[df["file"].str.endswith("offline_output.jsonl")]
     assert len(offline) == 7 and (offline["load"] == math.inf).all() and offline["saturation"].all()
     assert df["curve"].nunique() == 6  # one per dataset x nominal lengths
+    # what the reader had to derive or assume is kept as provenance, once per note
+    assert "the file has no failed count or num_prompts: failures are assumed 0 (14 of 14 levels)" in s.notes()
 
 
 @needs_fixtures

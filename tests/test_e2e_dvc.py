@@ -316,6 +316,8 @@ def test_tco_stage_prices_the_measured_plan(project):
     tokens_m = w["rps"]["mean"] * w["output_tokens"]["mean"] * 3600 / 1e6
     assert t["usd_per_million_output_tokens"] == pytest.approx(per_hour / tokens_m, abs=1e-3)
     assert t["utilization_trap"] == (t["utilization"] < 0.4)
+    chosen = next(r for r in t["per_candidate"] if r["candidate"] == t["chosen"])
+    assert chosen["basis"] == "measured" and chosen["usable_rps"] == op["usable_rps"]
     html = (project / "reports" / "12_tco.html").read_text()
     assert "<title>Step 12" in html and "Utilization trap" in html and "run_stage" not in html
 

@@ -39,6 +39,14 @@ class Sweep:
     manifest: dict[str, Any] | None
     skipped: list[tuple[str, str]] = field(default_factory=list)
 
+    def notes(self) -> list[str]:
+        """What the readers had to derive or assume, once each with the files it applies to (provenance)."""
+        by_note: dict[str, list[str]] = {}
+        for lv in self.levels:
+            for note in lv.notes:
+                by_note.setdefault(note, []).append(lv.row["file"])
+        return [f"{note} ({len(files)} of {len(self.levels)} levels)" for note, files in sorted(by_note.items())]
+
     def frame(self) -> pd.DataFrame:
         """The levels as one table (COLUMNS), curves assigned, sorted by curve then load."""
         rows = [lv.row for lv in self.levels]
@@ -280,4 +288,4 @@ def read_source(source: Path, root: Path | None = None) -> list[Sweep]:
     return sweeps
 
 
-__all__ = ["COLUMNS", "TOOLS", "Level", "Sweep", "read_manifest", "read_source", "read_sweep"]
+__all__ = ["COLUMNS", "LOAD_MODES", "TOOLS", "Level", "Sweep", "read_manifest", "read_source", "read_sweep"]

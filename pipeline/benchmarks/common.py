@@ -56,9 +56,6 @@ class Level:
     requests: pd.DataFrame | None = None
     notes: list[str] = field(default_factory=list)
 
-    def get(self, key: str) -> Any:
-        return self.row.get(key)
-
 
 def number(value: Any) -> float | None:
     """A float from what the tools write: numbers, strings ("1,234.5", "550", "inf", "Infinity"), None."""
