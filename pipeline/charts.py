@@ -335,3 +335,34 @@ def utilization(data: pd.DataFrame, trap_below: float) -> alt.Chart:
         .encode(y="utilization:Q")
     )
     return alt.layer(lines, rule).properties(width=520, height=220)
+
+
+def tier_rates(data: pd.DataFrame) -> alt.Chart:
+    """p95 request rate per hour of day, one line per fleet (the pooled workload dashed)."""
+    return (
+        alt.Chart(data)
+        .mark_line(point=True)
+        .encode(
+            x=alt.X("hour:O", title="hour of day"),
+            y=alt.Y("p95_rps:Q", title="p95 req/s in the hour"),
+            color=alt.Color("tier:N", title="fleet"),
+            strokeDash=alt.condition(alt.datum.tier == "all", alt.value([4, 3]), alt.value([1, 0])),
+            tooltip=["tier", "hour", alt.Tooltip("p95_rps:Q", format=".3f")],
+        )
+        .properties(width=520, height=220)
+    )
+
+
+def plan_costs(data: pd.DataFrame) -> alt.Chart:
+    """Monthly cost of each plan (pooled, routed), stacked by fleet."""
+    return (
+        alt.Chart(data)
+        .mark_bar()
+        .encode(
+            y=alt.Y("plan:N", title=None),
+            x=alt.X("monthly_usd:Q", title="$ per month (static fleets)", stack="zero"),
+            color=alt.Color("fleet:N", title="fleet"),
+            tooltip=["plan", "fleet", "gpus", alt.Tooltip("monthly_usd:Q", format=",.0f")],
+        )
+        .properties(width=520, height=110)
+    )

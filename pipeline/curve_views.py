@@ -87,6 +87,31 @@ def operating_table(res: CurveResult) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def tier_table(per_tier: dict[str, dict[str, Any]]) -> pd.DataFrame:
+    """One row per routing tier: its model, the sweep and curve that size it, and its operating point (or why none)."""
+    rows = []
+    for name, x in sorted(per_tier.items()):
+        if "error" in x:
+            rows.append({"tier": name, "model": x["model"], "status": x["error"]})
+            continue
+        m = x["manifest"]
+        rows.append(
+            {
+                "tier": name,
+                "model": x["model"],
+                "deployment": f"{m.get('gpu_count')} x {m.get('gpu')} TP{m.get('tp')} {m.get('weight_dtype')}",
+                "curve": x["curve"],
+                "status": "ok",
+                "C_max": _r(x["c_max"]),
+                "usable req/s per replica": _r(x["usable_rps"], 3),
+                "knee": x["knee"],
+                "Little gap": _r(x["littles_law_gap"]),
+                "why this curve": x["why"],
+            }
+        )
+    return pd.DataFrame(rows)
+
+
 def recommendations_table(res: CurveResult, names: tuple[str, ...]) -> pd.DataFrame:
     """The chosen recommendations with verdict, value, threshold, evidence and action."""
     rows = [

@@ -77,6 +77,7 @@ class CurveResult:
     settings: cv.Settings
     warnings: list[str] = field(default_factory=list)
     validation: list[Any] = field(default_factory=list)
+    per_tier: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def metrics(self) -> dict[str, Any]:
         """metrics/operating_point.json (contract keys first)."""
@@ -116,6 +117,7 @@ class CurveResult:
             "predicted_vs_measured": _overlay_summary(self.overlay, self.overlay_note),
             "skipped_files": {s.name: [f"{f}: {why}" for f, why in s.skipped] for s in self.sweeps if s.skipped},
             "reader_notes": {s.name: s.notes() for s in self.sweeps if s.notes()},
+            "per_tier": self.per_tier,
             "warnings": self.warnings + op.warnings,
             "formulas": cv.FORMULAS,
         }
@@ -263,8 +265,12 @@ def analyze(
     root: Path,
     require_manifest: bool = True,
     validate: bool = True,
+    tier_demands: dict[str, Any] | None = None,
 ) -> CurveResult:
     """Validate (great-expectations), compute every curve's operating point, pick one, overlay and recommend.
+
+    The pooled pick uses sweeps whose manifest names no tier; each of `tier_demands` (routing.Demand,
+    step 3) gets its own pick among the sweeps of its tier or, failing those, of its model.
 
     `validate=False` only for the step 8-10 notebooks, which recompute what the stage's first notebook
     (run_stage) already validated and wrote.
@@ -309,9 +315,6 @@ def analyze(
             sweep_of[c] = sw.name
             replicas_of[c] = int((sw.manifest or {}).get("replicas", 1))
     table = pd.concat(frames, ignore_index=True).sort_values(["curve", "load"], kind="stable").reset_index(drop=True)
-    phases = {sw.name: (sw.manifest or {}).get("phase", "baseline") for sw in sweeps}
-    has_final = "final" in phases.values()
-    pool = [c for c in sorted(table["curve"].unique()) if not has_final or phases[sweep_of[c]] == "final"]
     points: dict[str, cv.OperatingPoint] = {}
     errors: dict[str, str] = {}
     lengths: dict[str, tuple[float | None, float | None]] = {}
@@ -322,46 +325,23 @@ def analyze(
             points[c] = cv.operating_point(df, s, replicas_of[c])
         except InputError as exc:
             errors[c] = str(exc)
-    by_kind: dict[str, list[str]] = {}
-    for c in pool:
-        kind = str(table.loc[table["curve"] == c, "load_kind"].iloc[0])
-        by_kind.setdefault(kind, []).append(c)
-    picks: dict[str, tuple[str, str]] = {}
-    failed: dict[str, InputError] = {}
-    for k, cs in sorted(by_kind.items()):
-        try:
-            picks[k] = _choose(points, cs, errors, lengths, workload, s)
-        except InputError as exc:
-            failed[k] = exc
-    if not picks:
-        raise next(iter(failed.values()))
-    for k, exc in failed.items():  # e.g. a saturation-only run beside a closed-loop sweep: not a sweep of its own
-        warnings.append(
-            f"no usable {'closed' if k == 'concurrency' else 'open'}-loop curve: {str(exc).splitlines()[0]}"
+    tier_of = {sw.name: (sw.manifest or {}).get("tier") for sw in sweeps}
+    pooled_curves = [c for c in sorted(table["curve"].unique()) if not tier_of[sweep_of[c]]]
+    if not pooled_curves and tier_demands is None:  # `sizing curve PATH`: the files given are the question
+        pooled_curves = sorted(table["curve"].unique())
+    if not pooled_curves:
+        raise InputError(
+            "every sweep's manifest names a tier: the pooled fleet (all traffic on one deployment) needs at least one "
+            "sweep without `tier:` to compare routing against"
         )
-    capacities = {
-        k: {
-            "curve": name,
-            "why": why,
-            "c_max": round(points[name].c_max, 4),
-            "usable_rps": round(points[name].usable_rps, 4),
-        }
-        for k, (name, why) in picks.items()
-    }
-    if len(picks) == 2:
-        if s.sizing_loop == "conservative":
-            kind = min(picks, key=lambda k: points[picks[k][0]].usable_rps)
-            sized_by = f"{'closed' if kind == 'concurrency' else 'open'} loop: the more conservative of the two capacities (curve.sizing_loop = conservative)"
-        else:
-            kind = "concurrency" if s.sizing_loop == "closed" else "request_rate"
-            sized_by = f"{s.sizing_loop} loop (curve.sizing_loop = {s.sizing_loop})"
-    else:
-        kind = next(iter(picks))
-        sized_by = f"{'closed' if kind == 'concurrency' else 'open'} loop: the only kind of sweep given"
-    name, why = picks[kind]
+    pick = _pick(pooled_curves, table, sweeps, sweep_of, points, errors, lengths, workload, s)
+    warnings.extend(pick.warnings)
+    name, why, sized_by, capacities = pick.curve, pick.why, pick.sized_by, pick.capacities
     chosen = points[name]
-    if has_final:
-        why += "; only sweeps with phase: final are considered (re-benchmarked after optimizations)"
+    per_tier = {
+        tier: _tier_point(tier, d, table, sweeps, sweep_of, points, errors, lengths, s)
+        for tier, d in sorted((tier_demands or {}).items())
+    }
     sweep = next(sw for sw in sweeps if sw.name == sweep_of[name])
     manifest = dict(sweep.manifest) if sweep.manifest else None
     overlay, note = (None, "no manifest: no roofline overlay")
@@ -385,7 +365,142 @@ def analyze(
         s,
         warnings,
         validation,
+        per_tier,
     )
+
+
+@dataclass
+class Pick:
+    """The curve that sizes one fleet, why, which loop, and both loops' capacities."""
+
+    curve: str
+    why: str
+    sized_by: str
+    capacities: dict[str, dict[str, Any]]
+    warnings: list[str]
+
+
+def _pick(
+    curves: list[str],
+    table: pd.DataFrame,
+    sweeps: list[Sweep],
+    sweep_of: dict[str, str],
+    points: dict[str, cv.OperatingPoint],
+    errors: dict[str, str],
+    lengths: dict[str, tuple[float | None, float | None]],
+    workload: Workload,
+    s: cv.Settings,
+) -> Pick:
+    """Among `curves`: final-phase sweeps first, the length match per loop, then the loop that sizes (curve.sizing_loop)."""
+    phases = {sw.name: (sw.manifest or {}).get("phase", "baseline") for sw in sweeps}
+    has_final = any(phases[sweep_of[c]] == "final" for c in curves)
+    pool = [c for c in curves if not has_final or phases[sweep_of[c]] == "final"]
+    by_kind: dict[str, list[str]] = {}
+    for c in pool:
+        kind = str(table.loc[table["curve"] == c, "load_kind"].iloc[0])
+        by_kind.setdefault(kind, []).append(c)
+    picks: dict[str, tuple[str, str]] = {}
+    failed: dict[str, InputError] = {}
+    for k, cs in sorted(by_kind.items()):
+        try:
+            picks[k] = _choose(points, cs, errors, lengths, workload, s)
+        except InputError as exc:
+            failed[k] = exc
+    if not picks:
+        raise next(iter(failed.values()))
+    warnings = [  # e.g. a saturation-only run beside a closed-loop sweep: not a sweep of its own
+        f"no usable {'closed' if k == 'concurrency' else 'open'}-loop curve: {str(exc).splitlines()[0]}"
+        for k, exc in failed.items()
+    ]
+    capacities = {
+        k: {
+            "curve": name,
+            "why": why,
+            "c_max": round(points[name].c_max, 4),
+            "usable_rps": round(points[name].usable_rps, 4),
+        }
+        for k, (name, why) in picks.items()
+    }
+    if len(picks) == 2:
+        if s.sizing_loop == "conservative":
+            kind = min(picks, key=lambda k: points[picks[k][0]].usable_rps)
+            sized_by = f"{'closed' if kind == 'concurrency' else 'open'} loop: the more conservative of the two capacities (curve.sizing_loop = conservative)"
+        else:
+            kind = "concurrency" if s.sizing_loop == "closed" else "request_rate"
+            sized_by = f"{s.sizing_loop} loop (curve.sizing_loop = {s.sizing_loop})"
+    else:
+        kind = next(iter(picks))
+        sized_by = f"{'closed' if kind == 'concurrency' else 'open'} loop: the only kind of sweep given"
+    name, why = picks[kind]
+    if has_final:
+        why += "; only sweeps with phase: final are considered (re-benchmarked after optimizations)"
+    return Pick(name, why, sized_by, capacities, warnings)
+
+
+def _tier_point(
+    tier: str,
+    d: Any,
+    table: pd.DataFrame,
+    sweeps: list[Sweep],
+    sweep_of: dict[str, str],
+    points: dict[str, cv.OperatingPoint],
+    errors: dict[str, str],
+    lengths: dict[str, tuple[float | None, float | None]],
+    s: cv.Settings,
+) -> dict[str, Any]:
+    """One routing tier's operating point: its own sweeps (manifest tier:), else untagged sweeps of its model."""
+    manifests = {sw.name: sw.manifest or {} for sw in sweeps}
+    all_curves = sorted(table["curve"].unique())
+    own = [c for c in all_curves if manifests[sweep_of[c]].get("tier") == tier]
+    basis = f"sweeps whose manifest says tier: {tier}"
+    if not own:
+        own = [
+            c
+            for c in all_curves
+            if not manifests[sweep_of[c]].get("tier") and manifests[sweep_of[c]].get("model") == d.model
+        ]
+        basis = f"no sweep names tier {tier}: untagged sweeps of its model {d.model}"
+    if not own:
+        return {
+            "model": d.model,
+            "error": f"no benchmark sweep for model {d.model}: add one under curve.source with `model: {d.model}` "
+            f"and `tier: {tier}` in its manifest.yaml",
+        }
+    w = Workload(
+        d.input_tokens["p95"],
+        d.output_tokens["p95"],
+        d.input_tokens["p50"],
+        d.input_tokens["mean"],
+        d.output_tokens["mean"],
+        d.rps["sizing_rate"],
+    )
+    try:
+        pick = _pick(own, table, sweeps, sweep_of, points, errors, lengths, w, s)
+    except InputError as exc:
+        return {"model": d.model, "error": str(exc).splitlines()[0]}
+    op = points[pick.curve]
+    sweep = next(sw for sw in sweeps if sw.name == sweep_of[pick.curve])
+    m = dict(sweep.manifest or {})
+    if m.get("model") != d.model:
+        pick.warnings.append(f"the sweep benchmarked {m.get('model')}, but the tier is served by {d.model}")
+    return {
+        "model": d.model,
+        "curve": pick.curve,
+        "sweep": sweep.name,
+        "basis": basis,
+        "why": pick.why,
+        "sized_by": pick.sized_by,
+        "load_kind": op.load_kind,
+        "c_max": round(op.c_max, 4),
+        "usable_rps": round(op.usable_rps, 4),
+        "knee": op.knee,
+        "littles_law_gap": round(op.gap, 4),
+        "gap_flag": op.gap_flag,
+        "capacities": pick.capacities,
+        "manifest": m,
+        "synthetic": bool(m.get("synthetic", False)),
+        "warnings": pick.warnings + op.warnings,
+    }
 
 
 def recommendations(
@@ -474,7 +589,12 @@ def compute(sections: dict[str, Any], root: Path | None = None, validate: bool =
     sec = _sections(sections)
     settings = cv.Settings.from_params(sec["curve"], sec["slo"])
     sweeps = read_source(root / sec["curve"]["source"], root)
-    return analyze(sweeps, load_workload(root), settings, sec, root, require_manifest=True, validate=validate)
+    from pipeline import routing
+
+    demands = routing.read(root)["tiers"]
+    return analyze(
+        sweeps, load_workload(root), settings, sec, root, require_manifest=True, validate=validate, tier_demands=demands
+    )
 
 
 def run_stage(sections: dict[str, Any], root: Path | None = None) -> CurveResult:

@@ -163,46 +163,48 @@ def guardrails(
 
 
 FLEET_JSON = "metrics/fleet.json"
-SECTIONS = ("fleet", "slo")
+SECTIONS = ("fleet", "routing", "slo")
 
 
-def plan(
-    workload: dict[str, Any], op: dict[str, Any], p: dict[str, Any], slo: dict[str, Any], root: Any = None
+def size_demand(
+    d: Any, op: dict[str, Any], p: dict[str, Any], slo: dict[str, Any], critical: bool, root: Any = None
 ) -> dict[str, Any]:
-    """metrics/fleet.json for the whole workload from the profile (step 1) and the operating point (step 10).
-
-    Each tier is sized on its own curve when the curve stage gives one per tier; until then the
-    whole workload is the one tier ('all') and the profile's tiers are listed as not yet sized.
-    """
+    """One fleet (a tier, or the pooled workload) from its demand (step 3) and its operating point (step 10)."""
     from pipeline import catalog, memory
     from pipeline.errors import InputError
 
     manifest = op.get("manifest") or {}
     if not manifest:
-        raise InputError("metrics/operating_point.json has no manifest: the fleet needs the benchmarked GPU and TP")
-    rps = workload["rps"]
-    sizing = float(rps["sizing_rate"])
-    burst_rate = rps.get(p["burst_rate"])
+        raise InputError(
+            f"metrics/operating_point.json has no manifest for '{d.tier}': the fleet needs the benchmarked GPU and TP"
+        )
+    sizing = float(d.rps["sizing_rate"])
+    burst_rate = d.rps.get(p["burst_rate"])
     burst = max(0.0, float(burst_rate) / sizing - 1) if burst_rate and sizing else 0.0
     room = headroom(p["expected_growth"], burst)
-    spares = spare_instances(p["critical"], p["failure_domains"])
+    spares = spare_instances(critical, p["failure_domains"])
     tp, pp = int(manifest["tp"]), int(manifest.get("pp", 1))
     usable = float(op["usable_rps"])
     size_ = size(sizing, usable, tp, pp, p["safety_factor"], room, spares)
     model = catalog.load_model(str(manifest["model"]), root)
     weight_bytes = memory.engine_weight_bytes(model, manifest["weight_dtype"])
     cold = cold_start_s(weight_bytes, p["load_path"], p["init_s"])
-    hourly = {h: float(v["p95_rps"]) for h, v in sorted(workload["hourly"].items())}
-    sched = schedule(hourly, usable, p["safety_factor"], p["min_warm_instances"], cold, spares, size_.total_instances)
-    guard = guardrails(
-        workload["input_tokens"]["p95"], slo["ttft_p99_ms"], sizing, p["max_input_factor"], p["circuit_breaker_factor"]
+    sched = schedule(
+        d.hourly_p95_rps, usable, p["safety_factor"], p["min_warm_instances"], cold, spares, size_.total_instances
     )
-    tier = {
+    curve_name = op.get("curve") or (op.get("curve_source") or {}).get("curve")
+    where = "metrics/workload.json" if d.tier == "all" else f"metrics/tiers.json tiers.{d.tier}"
+    return {
         **size_.as_dict(),
+        "tier": d.tier,
+        "role": d.role,
+        "share": d.share,
+        "mean_rps": d.rps["mean"],
         "gpu": manifest["gpu"],
         "model": manifest["model"],
         "weight_dtype": manifest["weight_dtype"],
         "kv_dtype": manifest["kv_dtype"],
+        "critical": critical,
         "expected_growth": p["expected_growth"],
         "burst_absorption": round(burst, 4),
         "schedule": sched,
@@ -213,36 +215,101 @@ def plan(
             "load_gbs": LOAD_PATHS_GBS[p["load_path"]],
             "init_s": p["init_s"],
         },
+        "guardrails": guardrails(
+            d.input_tokens["p95"], slo["ttft_p99_ms"], sizing, p["max_input_factor"], p["circuit_breaker_factor"]
+        ),
+        "synthetic_curve": bool(manifest.get("synthetic", False)),
         "provenance": {
-            "peak_rps": f"metrics/workload.json rps.sizing_rate ({workload.get('sizing_rate_key')})",
-            "usable_rps": f"metrics/operating_point.json usable_rps (curve {op['curve_source']['curve']})",
+            "peak_rps": f"{where} rps.sizing_rate" + (f" ({d.source})" if d.tier != "all" else ""),
+            "usable_rps": "metrics/operating_point.json "
+            + ("usable_rps" if d.tier == "all" else f"per_tier.{d.tier}.usable_rps")
+            + f" (curve {curve_name})",
             "tp": f"{manifest.get('file', 'the sweep manifest')}",
             "burst_absorption": f"rps.{p['burst_rate']} / rps.sizing_rate - 1 (param fleet.burst_rate)",
             "headroom": "max(fleet.expected_growth, burst absorption) (method.md step 11)",
-            "spares": f"N+{2 if p['critical'] else 1} per failure domain x {p['failure_domains']} (fleet.critical, fleet.failure_domains)",
-            "schedule": "workload.json hourly.*.p95_rps per hour; ceil(rate x safety / usable), at least fleet.min_warm_instances, + spares",
+            "spares": f"N+{2 if critical else 1} per failure domain x {p['failure_domains']} "
+            "(fleet.critical, routing.critical_tiers, fleet.failure_domains)",
+            "schedule": f"{where} hourly p95 rate per hour; ceil(rate x safety / usable), at least "
+            "fleet.min_warm_instances, + spares",
             "cold_start": "whole-model weight bytes / load-path bandwidth + fleet.init_s",
         },
     }
+
+
+def gpus_by_type(tiers: dict[str, dict[str, Any]]) -> dict[str, int]:
+    """GPU count per GPU model across the fleets of a plan."""
+    out: dict[str, int] = {}
+    for t in tiers.values():
+        out[t["gpu"]] = out.get(t["gpu"], 0) + int(t["gpus"])
+    return dict(sorted(out.items()))
+
+
+def plan(
+    workload: dict[str, Any],
+    op: dict[str, Any],
+    tiers_json: dict[str, Any],
+    p: dict[str, Any],
+    routing_p: dict[str, Any],
+    slo: dict[str, Any],
+    root: Any = None,
+) -> dict[str, Any]:
+    """metrics/fleet.json: the pooled fleet, one fleet per tier where each has a curve, and which plan the guide's rules pick.
+
+    `per_tier` holds the adopted plan: every tier's own fleet when routing is adopted (step 3 rules,
+    routing.mode), else the one pooled fleet under 'all'. Both plans are kept under `pooled` and `routed`.
+    """
+    from pipeline import routing
+
+    demands = {n: routing.Demand.from_dict(d) for n, d in tiers_json["tiers"].items()}
+    pooled_d = routing.Demand.from_dict(tiers_json["pooled"])
+    pooled = size_demand(pooled_d, op, p, slo, p["critical"], root)
+    critical = set(tiers_json.get("critical_tiers") or [])
+    routed: dict[str, dict[str, Any]] = {}
+    unsized: dict[str, str] = {}
+    for name, d in sorted(demands.items()):
+        t_op = (op.get("per_tier") or {}).get(name)
+        if t_op is None:
+            unsized[name] = "the curve stage gave it no operating point: run dvc repro"
+        elif "error" in t_op:
+            unsized[name] = t_op["error"]
+        else:
+            routed[name] = size_demand(d, t_op, p, slo, p["critical"] or name in critical, root)
+    share = float((tiers_json.get("simple_share") or {}).get("value", 0.0))
+    verdict = routing.verdict(routing_p["mode"], pooled["gpus"], share, unsized, len(demands), routing_p)
+    adopted = routed if verdict["adopted"] else {"all": pooled}
+    kind = ("cascade" if routing_p["mode"] == "cascade" else "routed") if verdict["adopted"] else "pooled"
+    synthetic = any(t["synthetic_curve"] for t in adopted.values())
     return {
-        "per_tier": {"all": tier},
-        "total_gpus": size_.gpus,
-        "guardrails": guard,
-        "tiers_not_sized_separately": sorted(workload.get("tiers") or {}),
-        "synthetic_curve": bool((op.get("curve_source") or {}).get("synthetic")),
-        "warnings": ["the curve that sized the fleet is SYNTHETIC (sample data)"]
-        if (op.get("curve_source") or {}).get("synthetic")
-        else [],
+        "per_tier": adopted,
+        "total_gpus": sum(int(t["gpus"]) for t in adopted.values()),
+        "gpus_by_type": gpus_by_type(adopted),
+        "plan": kind,
+        "guardrails": pooled["guardrails"],
+        "routing": {
+            **verdict,
+            "simple_share": tiers_json.get("simple_share"),
+            "tiers_from": tiers_json.get("tiers_from"),
+            "pooled_gpus": pooled["gpus"],
+            "pooled_gpus_by_type": gpus_by_type({"all": pooled}),
+            "routed_gpus": sum(int(t["gpus"]) for t in routed.values()) if routed and not unsized else None,
+            "routed_gpus_by_type": gpus_by_type(routed) if routed and not unsized else None,
+        },
+        "pooled": pooled,
+        "routed": routed,
+        "synthetic_curve": synthetic,
+        "warnings": ["a curve that sized the fleet is SYNTHETIC (sample data)"] if synthetic else [],
     }
 
 
 def run_stage(sections: dict[str, Any], root: Any = None) -> dict[str, Any]:
-    """The fleet stage: read the profile and the operating point, write metrics/fleet.json atomically."""
+    """The fleet stage: read the profile, the tiers and the operating points, write metrics/fleet.json atomically."""
     from pipeline import io, params, paths
 
     root = root or paths.ROOT
     sec = {name: params.validate_section(name, sections.get(name)) for name in SECTIONS}
-    inputs = io.read_metrics(root, ("workload", "operating_point"))
-    result = plan(inputs["workload"], inputs["operating_point"], sec["fleet"], sec["slo"], root)
+    inputs = io.read_metrics(root, ("workload", "tiers", "operating_point"))
+    result = plan(
+        inputs["workload"], inputs["operating_point"], inputs["tiers"], sec["fleet"], sec["routing"], sec["slo"], root
+    )
     io.write_json(root / FLEET_JSON, result)
     return result

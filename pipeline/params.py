@@ -104,7 +104,7 @@ SCHEMAS: dict[str, dict[str, Spec]] = {
             doc="a longer span means a wrong timestamp unit",
         ),
         "chunk_rows": Spec((int,), 1_000_000, minimum=1000, doc="rows per great-expectations validation chunk"),
-        "tiers": Spec((dict,), {"column": "auto", "rules": []}),
+        "tiers": Spec((dict,), {"column": "auto", "rules": [], "map": {}}),
     },
     "hardware": {
         "gpus": Spec(
@@ -175,6 +175,22 @@ SCHEMAS: dict[str, dict[str, Spec]] = {
             NUM, 0.25, minimum=0, doc="a curve matches the workload when both lengths are within this"
         ),
         "sizing_loop": Spec((str,), "conservative", choices=("conservative", "closed", "open")),
+    },
+    "routing": {
+        "mode": Spec(
+            (str,),
+            "auto",
+            choices=("auto", "route", "pooled", "cascade"),
+            doc="auto: route tiers to their own fleets when the guide's rules say it pays; route: always; "
+            "pooled: one fleet for all traffic; cascade: small model first, large model for the escalations",
+        ),
+        "min_large_fleet_gpus": Spec((int,), 8, minimum=0, doc="routing pays off beyond this many large-model GPUs"),
+        "min_simple_share": Spec(
+            NUM, 0.3, minimum=0, maximum=1, doc="measurable skew: this share of requests goes to a smaller model"
+        ),
+        "critical_tiers": Spec((list,), [], doc="tiers that get N+2 spares"),
+        "cascade_small_model": Spec((str,), None, nullable=True, doc="cascade: the small model every request tries"),
+        "escalation": Spec(NUM, 0.3, minimum=0, maximum=1, doc="cascade: share of requests the large model reruns"),
     },
     "fleet": {
         "safety_factor": Spec(NUM, 1.2, minimum=1, doc="1.2 predictable traffic, 1.5 new or high variance"),
@@ -283,7 +299,7 @@ def validate_section(section: str, raw: dict[str, Any] | None) -> dict[str, Any]
     if section == "workload":
         _check_workload(out)
     for key, spec in schema.items():
-        if spec.types == (list,) and out[key] is not None:
+        if spec.types == (list,) and out[key] is not None and (out[key] or spec.default != []):
             _check_str_list(section, key, out[key])
     if section in ("parallelism",):
         for key in ("allreduce_pcie", "allreduce_nvlink"):
@@ -329,10 +345,19 @@ def _check_workload(w: dict[str, Any]) -> None:
     for key, value in w["columns"].items():
         if not isinstance(value, str) or not value:
             raise ParamsError(f"params.yaml: workload.columns.{key} = {value!r}; expected a column name")
-    tiers = {"column": "auto", "rules": [], **w["tiers"]}
-    unknown = sorted(set(tiers) - {"column", "rules"})
+    tiers = {"column": "auto", "rules": [], "map": {}, **w["tiers"]}
+    unknown = sorted(set(tiers) - {"column", "rules", "map"})
     if unknown:
-        raise ParamsError(f"params.yaml: unknown key workload.tiers.{unknown[0]}; allowed keys: column, rules")
+        raise ParamsError(f"params.yaml: unknown key workload.tiers.{unknown[0]}; allowed keys: column, rules, map")
+    if not isinstance(tiers["map"], dict) or not all(
+        isinstance(k, str) and isinstance(v, str) and v for k, v in tiers["map"].items()
+    ):
+        raise ParamsError(
+            "params.yaml: workload.tiers.map must map a value of the tier column to a tier name, "
+            "e.g. {support-chat: small, doc-qa: large}"
+        )
+    if tiers["map"] and tiers["rules"]:
+        raise ParamsError("params.yaml: workload.tiers.map and workload.tiers.rules are exclusive: use one")
     if tiers["column"] is not None and not isinstance(tiers["column"], str):
         raise ParamsError("params.yaml: workload.tiers.column must be 'auto', 'none' or a column name")
     if not isinstance(tiers["rules"], list):

@@ -32,6 +32,7 @@ class Stage:
 
 STAGES: dict[str, Stage] = {
     "workload": Stage(("01_workload",), ("workload", "slo"), ("Step 1: workload profile",)),
+    "routing": Stage(("03_routing",), ("routing", "model"), ("Step 3: routing tiers",)),
     "memory": Stage(
         ("02_hardware", "04_memory", "05_quantization", "06_parallelism"),
         ("hardware", "model", "quantization", "memory", "lora", "engine", "parallelism", "roofline", "slo"),
@@ -52,9 +53,11 @@ STAGES: dict[str, Stage] = {
             "Step 10: the final curve and the operating point",
         ),
     ),
-    "fleet": Stage(("11_fleet",), ("fleet", "slo"), ("Step 11: fleet size",)),
+    "fleet": Stage(("11_fleet",), ("fleet", "routing", "slo"), ("Step 11: fleet size",)),
     "tco": Stage(("12_tco",), ("tco", "fleet", "slo"), ("Step 12: total cost of ownership",)),
-    "report": Stage(("finance",), ("report", "slo", "fleet", "tco", "curve"), ("LLM inference fleet: GPUs and cost",)),
+    "report": Stage(
+        ("finance",), ("report", "slo", "fleet", "tco", "curve", "routing"), ("LLM inference fleet: GPUs and cost",)
+    ),
 }
 
 

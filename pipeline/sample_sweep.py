@@ -48,35 +48,65 @@ DEPLOYMENT = {
 }
 
 
+HF_REPOS = {"Llama-3.1-70B": "meta-llama/Llama-3.1-70B-Instruct", "Llama-3.1-8B": "meta-llama/Llama-3.1-8B-Instruct"}
+
+
 @dataclass(frozen=True)
 class SweepSpec:
-    """One synthetic sweep: its folder name and the random dataset's prompt and output lengths."""
+    """One synthetic sweep: its folder, the random dataset's lengths, and what differs from DEPLOYMENT.
+
+    `tier` tags the sweep for one routing tier (manifest `tier:`); untagged sweeps size the pooled fleet.
+    """
 
     name: str
     input_tokens: int
     output_tokens: int
+    tier: str | None = None
+    overrides: tuple[tuple[str, Any], ...] = ()
+
+    @property
+    def deployment(self) -> dict[str, Any]:
+        return {**DEPLOYMENT, **dict(self.overrides)}
 
 
 SWEEPS = (
     SweepSpec("sample_vllm_h100x4_long", 6000, 1000),
     SweepSpec("sample_vllm_h100x4_chat", 1200, 220),
+    # the sample's routing tiers (workload.tiers.map): 'large' keeps the 70B on H100, 'small' runs the 8B on one L40S
+    SweepSpec("sample_vllm_h100x4_large", 7800, 1600, tier="large"),
+    SweepSpec(
+        "sample_vllm_l40s_8b_small",
+        2600,
+        570,
+        tier="small",
+        overrides=(("model", "Llama-3.1-8B"), ("gpu", "L40S"), ("gpu_count", 1), ("tp", 1)),
+    ),
 )
 
 
-def _deployment(root: Path) -> tuple[Any, Any, Any]:
-    """(model, GPU, roofline) of DEPLOYMENT, from the catalogs (default efficiencies and all-reduce tables)."""
+def _deployment(root: Path, dep: dict[str, Any] | None = None) -> tuple[Any, Any, Any]:
+    """(model, GPU, roofline) of a deployment (default DEPLOYMENT), from the catalogs and default efficiencies."""
     from pipeline import catalog
     from pipeline.roofline import for_deployment
 
-    model = catalog.load_model(DEPLOYMENT["model"], root)
-    gpu = catalog.find_gpu(DEPLOYMENT["gpu"], catalog.load_gpus(root))
-    rf = for_deployment(model, gpu, DEPLOYMENT["weight_dtype"], DEPLOYMENT["kv_dtype"], DEPLOYMENT["tp"])
+    dep = dep or DEPLOYMENT
+    model = catalog.load_model(dep["model"], root)
+    gpu = catalog.find_gpu(dep["gpu"], catalog.load_gpus(root))
+    rf = for_deployment(model, gpu, dep["weight_dtype"], dep["kv_dtype"], dep["tp"])
     if isinstance(rf, str):
         raise ValueError(f"the sample deployment cannot run: {rf}")
     return model, gpu, rf
 
 
-def level(rf: Any, capacity: int, n: int, inp: int, out: int, rng: np.random.Generator) -> dict[str, Any]:
+def level(
+    rf: Any,
+    capacity: int,
+    n: int,
+    inp: int,
+    out: int,
+    rng: np.random.Generator,
+    hf_repo: str = HF_REPOS["Llama-3.1-70B"],
+) -> dict[str, Any]:
     """The summary vLLM would write for one closed-loop level of `n` clients."""
     ctx = inp + out / 2
     p = rf.prefill_s(inp) * SLOWDOWN
@@ -112,8 +142,8 @@ def level(rf: Any, capacity: int, n: int, inp: int, out: int, rng: np.random.Gen
         "date": "20261124-000000",
         "endpoint_type": "openai-chat",
         "label": None,
-        "model_id": "meta-llama/Llama-3.1-70B-Instruct",
-        "tokenizer_id": "meta-llama/Llama-3.1-70B-Instruct",
+        "model_id": hf_repo,
+        "tokenizer_id": hf_repo,
         "num_prompts": num_prompts,
         "request_rate": "inf",
         "burstiness": 1.0,
@@ -147,17 +177,18 @@ def write(root: Path | None = None, seed: int = SEED) -> list[Path]:
     root = root or paths.ROOT
     from pipeline import memory
 
-    model, gpu, rf = _deployment(root)
     written = []
     for i, spec in enumerate(SWEEPS):
+        dep = spec.deployment
+        model, gpu, rf = _deployment(root, dep)
         rng = np.random.default_rng(seed + i)
         folder = root / "data" / "raw" / "benchmarks" / spec.name
         prof = memory.engine_profile(
             model,
             gpu,
-            DEPLOYMENT["weight_dtype"],
-            DEPLOYMENT["kv_dtype"],
-            DEPLOYMENT["tp"],
+            dep["weight_dtype"],
+            dep["kv_dtype"],
+            dep["tp"],
             1,
             1,
             spec.input_tokens + spec.output_tokens,
@@ -165,15 +196,16 @@ def write(root: Path | None = None, seed: int = SEED) -> list[Path]:
         )
         capacity = max(1, int(prof.max_concurrency_per_replica))
         for n in CONCURRENCY:
-            res = level(rf, capacity, n, spec.input_tokens, spec.output_tokens, rng)
+            res = level(rf, capacity, n, spec.input_tokens, spec.output_tokens, rng, HF_REPOS[model.name])
             path = folder / f"vllm-{n}concurrency-{model.name}-{spec.input_tokens}-{spec.output_tokens}.json"
             io.write_text(path, json.dumps(res, indent=2) + "\n")
             written.append(path)
         manifest = {
-            **DEPLOYMENT,
+            **dep,
             "input_tokens": spec.input_tokens,
             "output_tokens": spec.output_tokens,
             "phase": "baseline",
+            **({"tier": spec.tier} if spec.tier else {}),
             "synthetic": True,
             "source": "SYNTHETIC: generated by pipeline/sample_sweep.py from a documented queueing model over the "
             "roofline (no GPU ran it); replace this folder with your own sweep",

@@ -192,6 +192,7 @@ def plan(
     fleet_p: dict[str, Any],
     slo: dict[str, Any],
     prices: list[Price],
+    tiers_json: dict[str, Any],
 ) -> dict[str, Any]:
     """metrics/tco.json: every candidate that meets the SLO, fleet-sized and priced; the cheapest measured one chosen.
 
@@ -210,7 +211,7 @@ def plan(
         )
     _, bench_pred = predicted_capacity(curves[bench_id], slo["ttft_p99_ms"], slo["itl_p99_ms"])
     measured = float(op["usable_rps"])
-    tier = fleet_json["per_tier"]["all"]
+    tier = fleet_json["pooled"]
     rps = workload["rps"]
     rows = []
     for cid, e in sorted(memory["candidates"].items()):
@@ -288,7 +289,7 @@ def plan(
         (r for r in rows if "monthly_usd" in r and r["monthly_usd"] < chosen["monthly_usd"]),
         key=lambda r: r["monthly_usd"],
     )
-    return {
+    pooled = {
         "per_candidate": rows,
         "chosen": pick["chosen"],
         "monthly_usd": chosen["monthly_usd"],
@@ -310,6 +311,151 @@ def plan(
         "$/1M output tokens = $/h / (mean rate x mean output tokens x 3600 / 1e6)",
         "prices_note": "list prices from data/catalog/prices.csv are dated and illustrative: re-check before a budget decision",
     }
+    return with_tiers(pooled, chosen, fleet_json, tiers_json, p, prices)
+
+
+def price_fleet(t: dict[str, Any], d: dict[str, Any], p: dict[str, Any], prices: list[Price]) -> dict[str, Any]:
+    """One fleet of metrics/fleet.json priced: $/h, month, year, utilization, $/1M tokens, with and without its schedule."""
+    override = (p["prices"] or {}).get(t["gpu"])
+    price = price_for(t["gpu"], prices, p["pricing"], p["provider"])
+    usd = float(override) if override is not None else (price.usd_per_gpu_hour if price else None)
+    row: dict[str, Any] = {
+        "tier": t["tier"],
+        "role": t["role"],
+        "model": t["model"],
+        "gpu": t["gpu"],
+        "weights": t["weight_dtype"],
+        "kv": t["kv_dtype"],
+        "tp": t["tp"],
+        "instances": t["total_instances"],
+        "gpus": t["gpus"],
+        "usable_rps": t["usable_rps"],
+        "mean_rps": d["rps"]["mean"],
+        "usd_per_gpu_hour": usd,
+        "price_source": "params tco.prices"
+        if override is not None
+        else (f"{price.provider} {price.instance} ({price.as_of}): {price.source}" if price else None),
+    }
+    if usd is None:
+        row["note"] = f"no {p['pricing']} price for {t['gpu']} in data/catalog/prices.csv: set tco.prices.{t['gpu']}"
+        return row
+    c = cost(
+        t["gpus"],
+        usd,
+        t["total_instances"],
+        t["usable_rps"],
+        d["rps"]["mean"],
+        d["output_tokens"]["mean"],
+        d["input_tokens"]["mean"],
+        p["planned_utilization"],
+        p["utilization_trap_below"],
+    )
+    row.update(io.rounded({k: v for k, v in c.as_dict().items() if k not in ("gpus", "usd_per_gpu_hour")}))
+    sched = t["schedule"]
+    row["monthly_usd_with_schedule"] = round(
+        sched["instance_hours_per_day"] / 24 * t["gpus_per_instance"] * usd * HOURS_PER_MONTH, 2
+    )
+    return row
+
+
+def blend(rows: list[dict[str, Any]], delivered: dict[str, Any], p: dict[str, Any]) -> dict[str, Any] | None:
+    """A plan of several fleets as one: summed cost, pooled utilization, and $/1M of the tokens users receive.
+
+    utilization = sum of mean rates / sum of capacities (instances x usable RPS); $/1M output tokens =
+    total $/h / (the whole log's mean rate x mean output tokens x 3600 / 1e6): a cascade's reruns cost
+    GPUs but deliver no extra tokens. At planned utilization: that x utilization / planned.
+    """
+    if not rows or any("monthly_usd" not in r for r in rows):
+        return None
+    per_hour = sum(r["usd_per_hour"] for r in rows)
+    capacity = sum(r["instances"] * r["usable_rps"] for r in rows)
+    util = sum(r["mean_rps"] for r in rows) / capacity if capacity else 0.0
+    out_per_hour = delivered["rps"]["mean"] * delivered["output_tokens"]["mean"] * 3600
+    in_per_hour = delivered["rps"]["mean"] * delivered["input_tokens"]["mean"] * 3600
+    per_m = per_hour / (out_per_hour / 1e6) if out_per_hour else float("inf")
+    return io.rounded(
+        {
+            "gpus": sum(r["gpus"] for r in rows),
+            "usd_per_hour": per_hour,
+            "monthly_usd": per_hour * HOURS_PER_MONTH,
+            "annual_usd": per_hour * HOURS_PER_YEAR,
+            "monthly_usd_with_schedule": sum(r["monthly_usd_with_schedule"] for r in rows),
+            "utilization": util,
+            "planned_utilization": p["planned_utilization"],
+            "usd_per_million_output_tokens": per_m,
+            "usd_per_million_output_tokens_planned": per_m * util / p["planned_utilization"],
+            "usd_per_million_input_tokens": per_hour / (in_per_hour / 1e6) if in_per_hour else float("inf"),
+            "utilization_trap": round(util, 9) < p["utilization_trap_below"],
+        }
+    )
+
+
+def with_tiers(
+    pooled: dict[str, Any],
+    chosen: dict[str, Any],
+    fleet_json: dict[str, Any],
+    tiers_json: dict[str, Any],
+    p: dict[str, Any],
+    prices: list[Price],
+) -> dict[str, Any]:
+    """Price every fleet of the routed plan, compare it with the pooled plan, and report the adopted plan's totals.
+
+    The pooled plan is the cheapest measured candidate (per_candidate). When the fleet stage adopted
+    routing (or a cascade), the top-level figures are the routed plan's, blended over its tiers.
+    """
+    demands = {"all": tiers_json["pooled"], **tiers_json["tiers"]}
+    routed_rows = [price_fleet(t, demands[n], p, prices) for n, t in sorted((fleet_json.get("routed") or {}).items())]
+    routed = (
+        blend(routed_rows, tiers_json["pooled"], p) if routed_rows and not fleet_json["routing"]["unsized"] else None
+    )
+    comparison: dict[str, Any] = {
+        "adopted": fleet_json["plan"],
+        "why": fleet_json["routing"]["why"],
+        "pooled_monthly_usd": chosen["monthly_usd"],
+        "pooled_usd_per_million_output_tokens": chosen["usd_per_million_output_tokens"],
+        "routed_monthly_usd": routed["monthly_usd"] if routed else None,
+        "blended_usd_per_million_output_tokens": routed["usd_per_million_output_tokens"] if routed else None,
+        "routing_saves_usd_per_month": round(chosen["monthly_usd"] - routed["monthly_usd"], 2) if routed else None,
+        "routing_saves_share": round(1 - routed["monthly_usd"] / chosen["monthly_usd"], 4) if routed else None,
+    }
+    if routed is None:
+        comparison["verdict"] = "routing not costed: " + (
+            "; ".join(f"{k}: {v}" for k, v in sorted(fleet_json["routing"]["unsized"].items()))
+            or "the workload has no tiers to route"
+        )
+    else:
+        cheaper = routed["monthly_usd"] < chosen["monthly_usd"]
+        comparison["cheaper"] = cheaper
+        saving = abs(comparison["routing_saves_share"])
+        comparison["verdict"] = (
+            f"routing {'saves' if cheaper else 'costs'} {saving:.0%} a month against one pooled fleet "
+            f"(USD {routed['monthly_usd']:,.0f} vs {chosen['monthly_usd']:,.0f})"
+            + (
+                ""
+                if cheaper or not fleet_json["routing"]["adopted"]
+                else ": the rules chose routing, the cost does not"
+            )
+        )
+    out = dict(pooled)
+    out["pooled"] = {k: chosen[k] for k in ("candidate", "gpus", "monthly_usd", "annual_usd", "utilization")}
+    out["routing"] = comparison
+    if fleet_json["plan"] != "pooled" and routed is not None:
+        out["per_tier"] = {r["tier"]: r for r in routed_rows}
+        out["plan"] = fleet_json["plan"]
+        out["chosen"] = fleet_json["plan"]
+        out.update(
+            {k: routed[k] for k in ("monthly_usd", "annual_usd", "usd_per_million_output_tokens", "utilization")}
+        )
+        out["utilization_trap"] = routed["utilization_trap"]
+        out["totals"] = routed
+        out["runner_up"] = chosen["candidate"]
+        out["saves_usd_per_month"] = comparison["routing_saves_usd_per_month"]
+    else:
+        t = fleet_json["per_tier"]["all"]
+        out["per_tier"] = {"all": {**price_fleet(t, tiers_json["pooled"], p, prices), "candidate": chosen["candidate"]}}
+        out["plan"] = "pooled"
+        out["totals"] = blend(list(out["per_tier"].values()), tiers_json["pooled"], p)
+    return out
 
 
 def run_stage(sections: dict[str, Any], root: Path | None = None) -> dict[str, Any]:
@@ -320,7 +466,7 @@ def run_stage(sections: dict[str, Any], root: Path | None = None) -> dict[str, A
 
     root = root or paths.ROOT
     sec = {name: params.validate_section(name, sections.get(name)) for name in SECTIONS}
-    inputs = io.read_metrics(root, ("memory", "operating_point", "fleet", "workload"))
+    inputs = io.read_metrics(root, ("memory", "operating_point", "fleet", "workload", "tiers"))
     curves: dict[str, list[dict[str, Any]]] = {}
     for r in pq.read_table(root / "data" / "interim" / "predicted_curve.parquet").to_pylist():
         curves.setdefault(r["candidate"], []).append(r)
@@ -334,6 +480,7 @@ def run_stage(sections: dict[str, Any], root: Path | None = None) -> dict[str, A
         sec["fleet"],
         sec["slo"],
         load_prices(root),
+        inputs["tiers"],
     )
     io.write_json(root / TCO_JSON, result)
     return result

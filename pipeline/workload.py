@@ -50,6 +50,7 @@ class ProfileSettings:
     itl_p99_ms: float | None = 50.0
     tier_column: str | None = "auto"
     tier_rules: tuple[dict[str, Any], ...] = ()
+    tier_map: tuple[tuple[str, str], ...] = ()
 
     @classmethod
     def from_params(cls, workload: dict[str, Any], slo: dict[str, Any]) -> ProfileSettings:
@@ -66,6 +67,7 @@ class ProfileSettings:
             itl_p99_ms=slo.get("itl_p99_ms"),
             tier_column=tiers.get("column", "auto"),
             tier_rules=tuple(tiers.get("rules") or ()),
+            tier_map=tuple(sorted((tiers.get("map") or {}).items())),
         )
 
 
@@ -472,7 +474,15 @@ def tier_expression(columns: list[str], settings: ProfileSettings) -> tuple[str 
             f"workload.tiers.column = '{col}' is not a column of the request table; "
             f"available: {', '.join(c for c in columns if c in (*TIER_COLUMNS, 'session_id')) or 'none'} (or auto, none)"
         )
-    return f"coalesce(CAST({sql_ident(col)} AS VARCHAR), '(none)')", f"column '{col}' of the log"
+    value = f"coalesce(CAST({sql_ident(col)} AS VARCHAR), '(none)')"
+    if settings.tier_map:
+        cases = " ".join(f"WHEN {sql_str(k)} THEN {sql_str(v)}" for k, v in settings.tier_map)
+        mapped = ", ".join(f"{k} -> {v}" for k, v in settings.tier_map)
+        return (
+            f"CASE {value} {cases} ELSE {value} END",
+            f"column '{col}' of the log, mapped by workload.tiers.map ({mapped})",
+        )
+    return value, f"column '{col}' of the log"
 
 
 def compute_profile(requests_path: Path, settings: ProfileSettings, block_tokens: int | None = None) -> dict[str, Any]:

@@ -73,7 +73,8 @@ def test_repro_writes_the_three_outputs(project):
         "sizing_rate",
     }
     assert set(metrics["input_tokens"]) == {"p50", "p90", "p95", "p99", "mean", "max"}
-    assert set(metrics["tiers"]) == {"code-assist", "doc-qa", "support-chat"}
+    # tenants mapped to routing tiers (workload.tiers.map): support-chat -> small, code-assist + doc-qa -> large
+    assert set(metrics["tiers"]) == {"large", "small"}
     assert sum(t["requests"] for t in metrics["tiers"].values()) == metrics["requests"]
     assert metrics["provenance"]["source"] == "data/raw/traffic/sample_traffic.parquet"
     assert (project / "data" / "interim" / "requests.parquet").stat().st_size > 0
@@ -245,7 +246,16 @@ def test_curve_stage_writes_the_operating_point_and_reports(project):
     import pyarrow.parquet as pq
 
     table = pq.read_table(project / "data" / "interim" / "curves.parquet").to_pandas()
-    assert len(table) == 16 and table["curve"].nunique() == 2
+    assert len(table) == 32 and table["curve"].nunique() == 4
+    # each routing tier on its own tagged sweep; the 8B tier's C_max by hand from its files (ITL binds)
+    pt = op["per_tier"]
+    assert pt["large"]["sweep"] == "sample_vllm_h100x4_large" and pt["small"]["sweep"] == "sample_vllm_l40s_8b_small"
+    d8 = project / "data" / "raw" / "benchmarks" / "sample_vllm_l40s_8b_small"
+    lv8 = {json.loads(f.read_text())["max_concurrency"]: json.loads(f.read_text()) for f in d8.glob("*.json")}
+    lo = max(c for c, v in lv8.items() if v["p99_tpot_ms"] <= 50)
+    hi = min(c for c, v in lv8.items() if v["p99_tpot_ms"] > 50)
+    c8 = lo + (50 - lv8[lo]["p99_tpot_ms"]) / (lv8[hi]["p99_tpot_ms"] - lv8[lo]["p99_tpot_ms"]) * (hi - lo)
+    assert pt["small"]["c_max"] == pytest.approx(c8, abs=1e-3)
     for name, title in (
         ("07_benchmark", "Step 7"),
         ("08_kv_cache", "Step 8"),
@@ -264,62 +274,98 @@ def test_curve_stage_writes_the_operating_point_and_reports(project):
     )
 
 
+def _by_hand(rps: dict[str, float], usable: float, tp: int) -> tuple[int, int, int]:
+    """(instances, with safety, total) from params: safety 1.2, growth 0.2, burst = per-minute p99 / sizing - 1, N+1."""
+    import math
+
+    peak = rps["sizing_rate"]
+    base = math.ceil(peak / usable)
+    safe = math.ceil(round(base * 1.2, 9))
+    room = max(0.2, rps["per_minute_p99"] / peak - 1)
+    return base, safe, math.ceil(round(safe * (1 + room), 9)) + 1
+
+
 def test_fleet_stage_sizes_the_fleet_from_the_profile_and_the_operating_point(project):
     import math
 
     w = json.loads((project / "metrics" / "workload.json").read_text())
+    tiers = json.loads((project / "metrics" / "tiers.json").read_text())
     op = json.loads((project / "metrics" / "operating_point.json").read_text())
     fl = json.loads((project / "metrics" / "fleet.json").read_text())
-    t = fl["per_tier"]["all"]
-    for key in ("instances", "instances_with_safety", "spares", "gpus", "gpu", "tp", "schedule"):
-        assert key in t, key
-    # by hand from the two metrics files and params (safety 1.2, growth 0.2, burst = per-minute p99 / sizing - 1, N+1)
-    peak, usable = w["rps"]["sizing_rate"], op["usable_rps"]
-    base = math.ceil(peak / usable)
-    safe = math.ceil(round(base * 1.2, 9))
-    room = max(0.2, w["rps"]["per_minute_p99"] / peak - 1)
-    total = math.ceil(round(safe * (1 + room), 9)) + 1
-    assert (t["instances"], t["instances_with_safety"], t["total_instances"]) == (base, safe, total)
-    assert fl["total_gpus"] == t["gpus"] == total * op["manifest"]["tp"] and t["gpu"] == op["manifest"]["gpu"]
-    assert len(t["schedule"]["hours"]) == 24 and 0 < t["schedule"]["savings_vs_static"] < 1
-    assert min(h["instances"] for h in t["schedule"]["hours"]) >= 2  # min warm 1 + the spare: never zero
+    # the pooled fleet, by hand from the profile and the pooled operating point
+    p = fl["pooled"]
+    expected = _by_hand(w["rps"], op["usable_rps"], op["manifest"]["tp"])
+    assert (p["instances"], p["instances_with_safety"], p["total_instances"]) == expected
+    assert p["gpus"] == expected[2] * op["manifest"]["tp"] and p["gpu"] == op["manifest"]["gpu"]
+    # the sample routes: pooled > 8 GPUs and 60% of requests on the 8B model
+    assert fl["plan"] == "routed" and fl["routing"]["adopted"] is True and set(fl["per_tier"]) == {"large", "small"}
+    assert tiers["simple_share"]["value"] == pytest.approx(w["tiers"]["small"]["requests"] / w["requests"], abs=1e-4)
+    total = 0
+    for name, t in fl["per_tier"].items():
+        for key in ("instances", "instances_with_safety", "spares", "gpus", "gpu", "tp", "schedule"):
+            assert key in t, key
+        x = op["per_tier"][name]
+        expected = _by_hand(w["tiers"][name]["rps"], x["usable_rps"], x["manifest"]["tp"])
+        assert (t["instances"], t["instances_with_safety"], t["total_instances"]) == expected, name
+        assert t["gpus"] == expected[2] * x["manifest"]["tp"] and t["gpu"] == x["manifest"]["gpu"]
+        assert len(t["schedule"]["hours"]) == 24 and 0 < t["schedule"]["savings_vs_static"] < 1
+        assert min(h["instances"] for h in t["schedule"]["hours"]) >= 2  # min warm 1 + the spare: never zero
+        total += t["gpus"]
+    assert fl["total_gpus"] == total and fl["gpus_by_type"] == {
+        "H100-SXM": fl["per_tier"]["large"]["gpus"],
+        "L40S": fl["per_tier"]["small"]["gpus"],
+    }
     g = fl["guardrails"]
     assert g["max_input_tokens"] == math.ceil(2.5 * w["input_tokens"]["p95"])
-    assert g["circuit_breaker_queue_depth"] == math.floor(0.8 * 2.0 * peak)
+    assert g["circuit_breaker_queue_depth"] == math.floor(0.8 * 2.0 * w["rps"]["sizing_rate"])
     html = (project / "reports" / "11_fleet.html").read_text()
     assert "<title>Step 11" in html and "SYNTHETIC DATA" in html and "run_stage" not in html
+    html = (project / "reports" / "03_routing.html").read_text()
+    assert "<title>Step 3" in html and "60% of requests" in html and "run_stage" not in html
+
+
+def _price(project: Path, gpu: str) -> float:
+    import csv
+
+    with (project / "data" / "catalog" / "prices.csv").open() as fh:
+        return min(
+            float(r["usd_per_gpu_hour"]) for r in csv.DictReader(fh) if r["gpu"] == gpu and r["pricing"] == "on-demand"
+        )
 
 
 def test_tco_stage_prices_the_measured_plan(project):
-    import csv
-
     w = json.loads((project / "metrics" / "workload.json").read_text())
     op = json.loads((project / "metrics" / "operating_point.json").read_text())
-    fl = json.loads((project / "metrics" / "fleet.json").read_text())["per_tier"]["all"]
+    fleet = json.loads((project / "metrics" / "fleet.json").read_text())
     t = json.loads((project / "metrics" / "tco.json").read_text())
     for key in ("per_candidate", "chosen", "monthly_usd", "annual_usd", "usd_per_million_output_tokens", "utilization"):
         assert key in t, key
-    m = op["manifest"]
-    assert t["chosen"] == f"all/{m['gpu']}/w-{m['weight_dtype']}/kv-{m['kv_dtype']}"
-    # by hand: the lowest on-demand list price of the GPU in prices.csv, the fleet's GPUs, 730 h a month
-    with (project / "data" / "catalog" / "prices.csv").open() as fh:
-        price = min(
-            float(r["usd_per_gpu_hour"])
-            for r in csv.DictReader(fh)
-            if r["gpu"] == m["gpu"] and r["pricing"] == "on-demand"
-        )
-    per_hour = fl["gpus"] * price
-    assert t["monthly_usd"] == pytest.approx(per_hour * 730, abs=0.01) and t["annual_usd"] == pytest.approx(
-        per_hour * 8760, abs=0.01
+    # the pooled plan: the measured deployment at the lowest on-demand list price of its GPU, 730 h a month
+    m, fl = op["manifest"], fleet["pooled"]
+    assert t["pooled"]["candidate"] == f"all/{m['gpu']}/w-{m['weight_dtype']}/kv-{m['kv_dtype']}"
+    pooled_hour = fl["gpus"] * _price(project, m["gpu"])
+    assert t["routing"]["pooled_monthly_usd"] == pytest.approx(pooled_hour * 730, abs=0.01)
+    chosen = next(r for r in t["per_candidate"] if r["candidate"] == t["pooled"]["candidate"])
+    assert chosen["basis"] == "measured" and chosen["usable_rps"] == op["usable_rps"]
+    assert chosen["utilization"] == pytest.approx(
+        w["rps"]["mean"] / (fl["total_instances"] * op["usable_rps"]), abs=1e-4
     )
-    assert t["utilization"] == pytest.approx(w["rps"]["mean"] / (fl["total_instances"] * op["usable_rps"]), abs=1e-4)
+    # the routed plan (adopted): each tier's GPUs x its GPU's price, summed
+    assert t["chosen"] == "routed" and t["plan"] == "routed"
+    per_hour = sum(x["gpus"] * _price(project, x["gpu"]) for x in fleet["per_tier"].values())
+    assert t["monthly_usd"] == pytest.approx(per_hour * 730, abs=0.01)
+    assert t["annual_usd"] == pytest.approx(per_hour * 8760, abs=0.01)
+    capacity = sum(x["total_instances"] * x["usable_rps"] for x in fleet["per_tier"].values())
+    mean = sum(w["tiers"][n]["rps"]["mean"] for n in fleet["per_tier"])
+    assert t["utilization"] == pytest.approx(mean / capacity, abs=1e-4)
+    # blended $/1M output tokens: total $/h over the tokens the whole log delivers
     tokens_m = w["rps"]["mean"] * w["output_tokens"]["mean"] * 3600 / 1e6
     assert t["usd_per_million_output_tokens"] == pytest.approx(per_hour / tokens_m, abs=1e-3)
     assert t["utilization_trap"] == (t["utilization"] < 0.4)
-    chosen = next(r for r in t["per_candidate"] if r["candidate"] == t["chosen"])
-    assert chosen["basis"] == "measured" and chosen["usable_rps"] == op["usable_rps"]
+    assert t["routing"]["routing_saves_usd_per_month"] == pytest.approx((pooled_hour - per_hour) * 730, abs=0.05)
     html = (project / "reports" / "12_tco.html").read_text()
     assert "<title>Step 12" in html and "Utilization trap" in html and "run_stage" not in html
+    assert "Routing: one pooled fleet or one fleet per tier?" in html
 
 
 def test_finance_report_first_screen_and_a_git_tag_as_the_previous_review(project):
@@ -329,7 +375,8 @@ def test_finance_report_first_screen_and_a_git_tag_as_the_previous_review(projec
     f = json.loads((project / "metrics" / "fleet.json").read_text())
     html = (project / "reports" / "finance.html").read_text()
     assert "<title>LLM inference fleet: GPUs and cost</title>" in html
-    assert f"USD {t['monthly_usd']:,.0f}" in html and f"{f['total_gpus']} x {f['per_tier']['all']['gpu']}" in html
+    gpus = f"{f['total_gpus']}: {f['gpus_by_type']['H100-SXM']} H100-SXM + {f['gpus_by_type']['L40S']} L40S"
+    assert f"USD {t['monthly_usd']:,.0f}" in html and gpus in html and "Routing:" in html
     assert "Risk flags" in html and "SYNTHETIC" in html and "Assumptions" in html
     assert not re.search(r"""(src|href)=["']https?://""", html) and "<script src" not in html
     assert "import pipeline" not in html and "rp.load" not in html

@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -66,8 +67,62 @@ def test_no_length_match_takes_the_most_conservative_curve():
     sweeps = read_source(SAMPLE, ROOT)
     w = final_curve.Workload(input_p95=3000, output_p95=400)
     res = final_curve.analyze(sweeps, w, SETTINGS, SECTIONS, ROOT)
-    assert res.chosen.usable_rps == min(p.usable_rps for p in res.points.values())
+    # the pooled fleet is chosen among the sweeps whose manifest names no tier
+    untagged = [p for name, p in res.points.items() if "large" not in name and "small" not in name]
+    assert len(untagged) == 2
+    assert res.chosen.usable_rps == min(p.usable_rps for p in untagged)
     assert "most conservative" in res.selection
+
+
+def _demand(tier: str, model: str, inp: float, out: float) -> Any:
+    from pipeline import routing
+
+    lengths = {"p50": inp / 2, "p95": inp, "mean": inp / 2}
+    return routing.Demand(
+        tier,
+        model,
+        "routed",
+        0.5,
+        100,
+        {"mean": 1.0, "sizing_rate": 2.0},
+        {},
+        {},
+        lengths,
+        {**lengths, "p95": out},
+        "test",
+    )
+
+
+def test_each_tier_gets_its_own_curve():
+    sweeps = read_source(SAMPLE, ROOT)
+    demands = {
+        "large": _demand("large", "Llama-3.1-70B", 7766, 1583),
+        "small": _demand("small", "Llama-3.1-8B", 2611, 571),
+        "chatty": _demand("chatty", "Llama-3.1-70B", 1250, 230),
+        "qwen": _demand("qwen", "Qwen2.5-7B", 1000, 200),
+    }
+    res = final_curve.analyze(sweeps, WORKLOAD, SETTINGS, SECTIONS, ROOT, tier_demands=demands)
+    pt = res.metrics()["per_tier"]
+    # tagged sweeps serve their own tier, matched on the tier's lengths
+    assert pt["large"]["sweep"] == "sample_vllm_h100x4_large" and pt["large"]["basis"].startswith("sweeps whose")
+    assert pt["small"]["sweep"] == "sample_vllm_l40s_8b_small" and pt["small"]["manifest"]["gpu"] == "L40S"
+    # C_max of the 8B tier straight from its vLLM files (ITL binds at the 50 ms SLO)
+    files = sorted((SAMPLE / "sample_vllm_l40s_8b_small").glob("*.json"))
+    assert pt["small"]["c_max"] == pytest.approx(p99_crossing(files, "p99_tpot_ms", 50.0), abs=1e-3)
+    # an untagged tier falls back to the untagged sweeps of its model, picked by its own lengths
+    assert (
+        pt["chatty"]["sweep"] == "sample_vllm_h100x4_chat" and "untagged sweeps of its model" in pt["chatty"]["basis"]
+    )
+    # no sweep of the tier's model: a clear reason, not a borrowed curve
+    assert "no benchmark sweep for model Qwen2.5-7B" in pt["qwen"]["error"] and "tier: qwen" in pt["qwen"]["error"]
+    # the pooled point is unchanged by the tiers
+    assert res.chosen.curve.startswith("sample_vllm_h100x4_long")
+
+
+def test_every_sweep_tagged_leaves_no_pooled_curve(tmp_path):
+    shutil.copytree(SAMPLE / "sample_vllm_h100x4_large", tmp_path / "large")
+    with pytest.raises(InputError, match="needs at least one sweep without `tier:`"):
+        final_curve.analyze(read_source(tmp_path, tmp_path), WORKLOAD, SETTINGS, SECTIONS, ROOT, tier_demands={})
 
 
 def test_a_final_phase_sweep_outranks_the_baseline(tmp_path):
@@ -99,7 +154,7 @@ def test_the_shipped_sample_sweep_is_regenerated_byte_for_byte(tmp_path):
 
     shutil.copytree(ROOT / "data" / "catalog", tmp_path / "data" / "catalog")
     written = sample_sweep.write(tmp_path)
-    assert len(written) == 18
+    assert len(written) == 36  # 4 sweeps x (8 levels + manifest)
     for p in written:
         rel = p.relative_to(tmp_path)
         assert p.read_bytes() == (ROOT / rel).read_bytes(), rel

@@ -151,6 +151,16 @@ def test_tiers_from_column_and_rules(tmp_path):
     assert "tiers" not in profile_of(path, tmp_path, ProfileSettings(tier_column="none"))[0]
 
 
+def test_tiers_mapped_from_column_values(tmp_path):
+    rows = ["0,100,10,chat", "1,200,10,faq", "2,5000,300,code", "3,300,10,chat"]
+    path = write_csv(tmp_path / "t.csv", "arrival_s,input_tokens,output_tokens,tenant", rows)
+    prof = profile_of(path, tmp_path, ProfileSettings(tier_map=(("chat", "small"), ("faq", "small"))))[0]
+    # chat + faq -> small (3 requests, inputs 100/200/300); code keeps its own name
+    assert {k: v["requests"] for k, v in prof["tiers"].items()} == {"code": 1, "small": 3}
+    assert prof["tiers"]["small"]["input_tokens"]["p50"] == 200
+    assert "mapped by workload.tiers.map" in prof["tiers_from"]
+
+
 def test_hourly_curve_in_utc(tmp_path):
     # 2026-01-05 00:00:10Z and 00:00:20Z, then 01:30:00Z; minutes 0..90 form the series.
     t0 = 1_767_571_200

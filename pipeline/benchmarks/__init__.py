@@ -22,7 +22,17 @@ from pipeline.errors import InputError
 TOOLS = ("vllm", "sglang", "aiperf", "genai-perf", "guidellm", "llmperf", "inference-perf")
 MANIFEST_NAMES = ("manifest.yaml", "manifest.yml", "manifest.json")
 MANIFEST_REQUIRED = ("model", "gpu", "gpu_count", "tp", "weight_dtype", "kv_dtype", "engine", "load_mode")
-MANIFEST_OPTIONAL = ("pp", "engine_version", "input_tokens", "output_tokens", "phase", "synthetic", "notes", "source")
+MANIFEST_OPTIONAL = (
+    "pp",
+    "engine_version",
+    "input_tokens",
+    "output_tokens",
+    "phase",
+    "tier",
+    "synthetic",
+    "notes",
+    "source",
+)
 LOAD_MODES = {"closed": "concurrency", "open": "request_rate"}
 PHASES = ("baseline", "final")
 SKIP_SUFFIXES = {".commands", ".sh", ".md", ".txt", ".log", ".yaml", ".yml", ".png", ".html", ".svg", ".ipynb"}
@@ -107,6 +117,8 @@ def read_manifest(path: Path) -> dict[str, Any]:
     if out.get("phase", "baseline") not in PHASES:
         raise InputError(f"{path}: phase = {out['phase']!r}; allowed: {', '.join(PHASES)}")
     out.setdefault("phase", "baseline")
+    if "tier" in out and (not isinstance(out["tier"], str) or not out["tier"]):
+        raise InputError(f"{path}: tier = {out['tier']!r}; expected the name of a routing tier (metrics/tiers.json)")
     for key in ("input_tokens", "output_tokens"):
         v = out.get(key)
         if v is not None and (isinstance(v, bool) or not isinstance(v, int | float) or v <= 0):
