@@ -170,6 +170,8 @@ def test_unchanged_rerun_runs_nothing_and_is_byte_identical(project):
         "metrics/workload.json",
         "data/interim/requests.parquet",
         "reports/01_workload.html",
+        "metrics/tiers.json",
+        "reports/03_routing.html",
         "metrics/memory.json",
         "data/interim/predicted_curve.parquet",
         "reports/04_memory.html",
@@ -205,6 +207,27 @@ def test_changing_a_curve_param_reruns_only_the_curve_stage(project):
         assert "Running stage 'curve'" in proc.stdout
         assert "Running stage 'memory'" not in proc.stdout and "Running stage 'workload'" not in proc.stdout
         assert json.loads((project / "metrics" / "operating_point.json").read_text())["knee"] == 64
+    finally:
+        (project / "params.yaml").write_text(original)
+        _run([str(BIN / "dvc"), "repro"], project)
+
+
+def test_changing_only_a_price_reruns_only_tco_and_the_report(project):
+    original = (project / "params.yaml").read_text()
+    params = yaml.safe_load(original)
+    params["tco"]["prices"] = {"L40S": 1.0}
+    before = json.loads((project / "metrics" / "tco.json").read_text())
+    try:
+        (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+        proc = _run([str(BIN / "dvc"), "repro"], project)
+        ran = re.findall(r"Running stage '(\w+)'", proc.stdout)
+        assert ran == ["tco", "report"], ran
+        after = json.loads((project / "metrics" / "tco.json").read_text())
+        small = after["per_tier"]["small"]
+        assert small["usd_per_gpu_hour"] == 1.0 and small["price_source"] == "params tco.prices"
+        # only the L40S fleet's cost moves: by its GPUs x (old price - 1.0) x 730 h
+        drop = small["gpus"] * (before["per_tier"]["small"]["usd_per_gpu_hour"] - 1.0) * 730
+        assert after["monthly_usd"] == pytest.approx(before["monthly_usd"] - drop, abs=0.05)
     finally:
         (project / "params.yaml").write_text(original)
         _run([str(BIN / "dvc"), "repro"], project)
