@@ -366,3 +366,27 @@ def plan_costs(data: pd.DataFrame) -> alt.Chart:
         )
         .properties(width=520, height=110)
     )
+
+
+def production_vs_benchmark(levels: pd.DataFrame, production: pd.DataFrame, slo_ms: float) -> alt.Chart:
+    """The benchmark's TTFT p99 against RPS per replica (line), production's point at its rate, the SLO (red)."""
+    line = (
+        alt.Chart(levels)
+        .mark_line(point=True, color=BLUE)
+        .encode(
+            x=alt.X("rps:Q", title="requests/s per replica"),
+            y=alt.Y("ttft_p99_ms:Q", title="TTFT p99 (ms)"),
+            tooltip=["load", alt.Tooltip("rps:Q", format=".3f"), alt.Tooltip("ttft_p99_ms:Q", format=",.0f")],
+        )
+    )
+    point = (
+        alt.Chart(production)
+        .mark_point(color=ORANGE, size=160, filled=True, shape="diamond")
+        .encode(x="rps:Q", y="ttft_p99_ms:Q", tooltip=["what", alt.Tooltip("ttft_p99_ms:Q", format=",.0f")])
+    )
+    slo = (
+        alt.Chart(pd.DataFrame({"ttft_p99_ms": [slo_ms]}))
+        .mark_rule(color=RED, strokeDash=[4, 3])
+        .encode(y="ttft_p99_ms:Q")
+    )
+    return alt.layer(line, point, slo).properties(width=520, height=240)

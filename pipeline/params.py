@@ -220,6 +220,27 @@ SCHEMAS: dict[str, dict[str, Spec]] = {
             NUM, 0.4, minimum=0, maximum=1, doc="average utilization under this is the trap"
         ),
     },
+    "validation": {
+        "source": Spec(
+            (str,), "data/raw/production", doc="a folder: requests.* (with ttft_ms, e2e_ms) and/or scrapes/*.prom"
+        ),
+        "tier": Spec((str,), "all", doc="the fleet the window comes from: all (the pooled one) or a routing tier"),
+        "replicas": Spec(
+            (int,), None, minimum=1, nullable=True, doc="replicas serving the window (null: from the scrapes)"
+        ),
+        "benchmark_gpu_util_pct": Spec(
+            NUM, None, minimum=0, maximum=100, nullable=True, doc="DCGM GPU util % during the benchmark at this rate"
+        ),
+        "ttft_ratio": Spec(
+            NUM, 1.3, minimum=1, doc="re-characterize when production TTFT p99 > this x the benchmark's"
+        ),
+        "util_drop_points": Spec(
+            NUM, 20, minimum=0, doc="... or GPU utilization this many points below the benchmark's"
+        ),
+        "coarse_bucket_ratio": Spec(
+            NUM, 2, minimum=1, exclusive_minimum=True, doc="a bucket wider than this ratio is coarse"
+        ),
+    },
     "report": {
         "previous": Spec((str,), None, nullable=True, doc="a previous review: a folder of metrics/*.json or a git tag"),
     },

@@ -18,7 +18,7 @@ import pandas as pd
 from pipeline import paths
 from pipeline.errors import InputError
 
-METRIC_FILES = ("workload", "tiers", "memory", "operating_point", "fleet", "tco")
+METRIC_FILES = ("workload", "tiers", "memory", "operating_point", "fleet", "tco", "validation")
 SECTIONS = ("report", "slo", "fleet", "tco", "curve", "routing")
 
 
@@ -149,6 +149,15 @@ def risk_flags(m: dict[str, dict[str, Any]], trap_below: float = 0.4) -> list[st
         flags.append(f"Routing was chosen by the guide's rules but costs more than one pooled fleet: {r['verdict']}.")
     for name, why in sorted(((f.get("routing") or {}).get("unsized") or {}).items()):
         flags.append(f"Tier {name} could not be sized on its own: {why}")
+    v = m.get("validation") or {}
+    if v.get("recharacterize"):
+        flags.append(
+            "Production does not behave like the benchmark (step 13): "
+            + "; ".join(v.get("reasons") or [])
+            + ". Re-characterize the workload before trusting this plan; revisit "
+            + "; ".join(v.get("revisit") or [])
+            + "."
+        )
     if op.get("percentile_used") not in ("p99", None):
         flags.append(f"The SLO was checked at {op['percentile_used']}, not p99: C_max is optimistic.")
     for warn in op.get("warnings") or []:

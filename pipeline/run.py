@@ -55,6 +55,9 @@ STAGES: dict[str, Stage] = {
     ),
     "fleet": Stage(("11_fleet",), ("fleet", "routing", "slo"), ("Step 11: fleet size",)),
     "tco": Stage(("12_tco",), ("tco", "fleet", "slo"), ("Step 12: total cost of ownership",)),
+    "validation": Stage(
+        ("13_validation",), ("validation", "slo", "workload"), ("Step 13: post-deployment validation",)
+    ),
     "report": Stage(
         ("finance",), ("report", "slo", "fleet", "tco", "curve", "routing"), ("LLM inference fleet: GPUs and cost",)
     ),

@@ -185,6 +185,8 @@ def test_unchanged_rerun_runs_nothing_and_is_byte_identical(project):
         "metrics/tco.json",
         "reports/12_tco.html",
         "reports/finance.html",
+        "metrics/validation.json",
+        "reports/13_validation.html",
     ]
     before = {p: (project / p).read_bytes() for p in outs}
     proc = _run([str(BIN / "dvc"), "repro"], project)
@@ -409,6 +411,31 @@ def test_finance_report_first_screen_and_a_git_tag_as_the_previous_review(projec
     _run(["git", "tag", "-f", "review-q3"], project)
     prev, where = report.previous_metrics("review-q3", project)
     assert where == "git revision review-q3" and prev["tco"]["monthly_usd"] == t["monthly_usd"]
+
+
+def test_validation_stage_compares_production_with_the_benchmark(project):
+    import csv
+
+    v = json.loads((project / "metrics" / "validation.json").read_text())
+    assert set(v) >= {"recharacterize", "reasons", "metrics"}
+    for name in ("ttft_p99_ms", "itl_p99_ms", "gpu_utilization_pct", "kv_cache_usage_pct", "prefix_cache_hit_rate"):
+        assert set(v["metrics"][name]) >= {"production", "benchmark", "target", "status"}, name
+    # production TTFT p99 by hand from the sample log (linear interpolation between order statistics)
+    with (project / "data" / "raw" / "production" / "requests.csv").open() as fh:
+        ttft = sorted(float(r["ttft_ms"]) for r in csv.DictReader(fh))
+    k = 0.99 * (len(ttft) - 1)
+    p99 = ttft[int(k)] + (k - int(k)) * (ttft[int(k) + 1] - ttft[int(k)])
+    assert v["metrics"]["ttft_p99_ms"]["production"] == pytest.approx(p99, abs=1e-3)
+    # the sample window: 7 servers in the scrapes, TTFT tail 1.5x the benchmark's, GPUs ~45% busy against 80%
+    assert v["window"]["replicas"] == 7 and v["window"]["replicas_source"] == "distinct servers in the scrapes"
+    assert v["recharacterize"] is True and len(v["reasons"]) == 2
+    assert v["metrics"]["ttft_p99_ms"]["production"] > 1.3 * v["metrics"]["ttft_p99_ms"]["benchmark"]
+    html = (project / "reports" / "13_validation.html").read_text()
+    assert "<title>Step 13" in html and "SYNTHETIC DATA" in html and "Re-characterize: yes" in html
+    assert (
+        "run_stage" not in html
+        and "Production does not behave like the benchmark" in (project / "reports" / "finance.html").read_text()
+    )
 
 
 def test_a_sweep_without_manifest_stops_the_curve_stage(project):
