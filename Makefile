@@ -31,10 +31,11 @@ lint: $(STAMP)
 	$(BIN)/ruff check pipeline tests benchmarks
 	$(BIN)/ruff format --check pipeline tests benchmarks
 
-## sample: regenerate the shipped sample traffic log and the SYNTHETIC benchmark sweeps (fixed seeds, byte-identical)
+## sample: regenerate the shipped sample traffic log, the SYNTHETIC benchmark sweeps and production window (fixed seeds, byte-identical)
 sample: $(STAMP)
 	$(BIN)/python -m pipeline.sample
 	$(BIN)/python -m pipeline.sample_sweep
+	$(BIN)/python -m pipeline.sample_production
 
 ## lock: re-resolve requirements.in into requirements.lock
 lock:

@@ -390,3 +390,18 @@ def production_vs_benchmark(levels: pd.DataFrame, production: pd.DataFrame, slo_
         .encode(y="ttft_p99_ms:Q")
     )
     return alt.layer(line, point, slo).properties(width=520, height=240)
+
+
+def scenario_costs(data: pd.DataFrame) -> alt.Chart:
+    """Monthly cost per scenario (bars), coloured by whether the capacity is measured or estimated."""
+    return (
+        alt.Chart(data)
+        .mark_bar()
+        .encode(
+            y=alt.Y("scenario:N", sort=None, title=None),
+            x=alt.X("monthly_usd:Q", title="$ per month (static fleet)"),
+            color=alt.Color("slo_status:N", title="SLO status"),
+            tooltip=["scenario", alt.Tooltip("monthly_usd:Q", format=",.0f"), "slo_status"],
+        )
+        .properties(width=520, height=alt.Step(24))
+    )

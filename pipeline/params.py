@@ -243,6 +243,7 @@ SCHEMAS: dict[str, dict[str, Spec]] = {
     },
     "report": {
         "previous": Spec((str,), None, nullable=True, doc="a previous review: a folder of metrics/*.json or a git tag"),
+        "scenarios": Spec((dict,), {}, doc="NAME -> {traffic_scale, gpu, weights, kv, price_usd_per_gpu_hour}"),
     },
     "recommend": {
         "prefix_reuse_min": Spec(NUM, 0.2, minimum=0, maximum=1, doc="prefix caching pays off from this block reuse"),
@@ -319,6 +320,10 @@ def validate_section(section: str, raw: dict[str, Any] | None) -> dict[str, Any]
     out = {key: _check_value(section, key, spec, raw.get(key, spec.default)) for key, spec in schema.items()}
     if section == "workload":
         _check_workload(out)
+    if section == "report":
+        from pipeline import scenarios
+
+        out["scenarios"] = scenarios.check(out["scenarios"])
     for key, spec in schema.items():
         if spec.types == (list,) and out[key] is not None and (out[key] or spec.default != []):
             _check_str_list(section, key, out[key])
@@ -396,6 +401,41 @@ def _check_workload(w: dict[str, Any]) -> None:
             if key != "name" and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
                 raise ParamsError(f"params.yaml: workload.tiers.rules[{i}].{key} = {value!r}; expected an integer >= 0")
     w["tiers"] = tiers
+
+
+def validate_all(data: dict[str, Any], root: Path | None = None) -> dict[str, dict[str, Any]]:
+    """Every section of params.yaml, and every GPU and model it names, checked before any stage computes.
+
+    A stage runs only on its own sections, but a wrong key anywhere, a negative SLO or an unknown GPU
+    stops the first stage that runs with a message naming the key and the allowed values.
+    """
+    from pipeline import catalog
+    from pipeline.errors import InputError
+
+    unknown = sorted(set(data) - set(SCHEMAS))
+    if unknown:
+        raise ParamsError(f"params.yaml: unknown section '{unknown[0]}'; allowed sections: {', '.join(SCHEMAS)}")
+    out = {name: validate_section(name, data.get(name)) for name in SCHEMAS}
+    gpus = catalog.load_gpus(root)
+    named = [(f"hardware.gpus[{i}]", g) for i, g in enumerate(out["hardware"]["gpus"])]
+    named += [(f"report.scenarios.{n}.gpu", sc["gpu"]) for n, sc in out["report"]["scenarios"].items() if sc.get("gpu")]
+    for key, gpu in named:
+        try:
+            catalog.find_gpu(gpu, gpus)
+        except InputError:
+            raise ParamsError(
+                f"params.yaml: {key} = {gpu!r} is not in data/catalog/gpus.csv; allowed values: {', '.join(gpus)}"
+            ) from None
+    models = [("model.name", out["model"]["name"])]
+    models += [(f"model.tiers.{t}", m) for t, m in out["model"]["tiers"].items()]
+    if out["routing"]["cascade_small_model"]:
+        models.append(("routing.cascade_small_model", out["routing"]["cascade_small_model"]))
+    for key, name in models:
+        try:
+            catalog.load_model(name, root)
+        except InputError as exc:
+            raise ParamsError(f"params.yaml: {key}: {exc}") from None
+    return out
 
 
 def load(path: str | Path | None = None) -> dict[str, Any]:

@@ -59,7 +59,9 @@ STAGES: dict[str, Stage] = {
         ("13_validation",), ("validation", "slo", "workload"), ("Step 13: post-deployment validation",)
     ),
     "report": Stage(
-        ("finance",), ("report", "slo", "fleet", "tco", "curve", "routing"), ("LLM inference fleet: GPUs and cost",)
+        ("finance", "scenarios"),
+        ("report", "slo", "fleet", "tco", "curve", "routing"),
+        ("LLM inference fleet: GPUs and cost", "What-if scenarios side by side"),
     ),
 }
 
@@ -124,7 +126,8 @@ def run(stage_name: str, root: Path | None = None) -> None:
         raise InputError(f"unknown stage '{stage_name}'; stages: {', '.join(STAGES)}")
     stage = STAGES[stage_name]
     data = params.load(root / "params.yaml")
-    sections = {name: params.section(name, data) for name in stage.sections}
+    every = params.validate_all(data, root)  # the whole file, before this stage computes anything
+    sections = {name: every[name] for name in stage.sections}
     for folder in ("data/interim", "metrics", "reports"):
         (root / folder).mkdir(parents=True, exist_ok=True)
     for name, title in zip(stage.notebooks, stage.titles, strict=True):
@@ -144,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         run(argv[0])
-    except InputError as exc:
+    except InputError as exc:  # ParamsError is one too
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except papermill.exceptions.PapermillExecutionError as exc:

@@ -240,6 +240,23 @@ def test_roofline_params_feed_the_memory_and_curve_stages_only():
     assert [name for name, st in stages.items() if "roofline" in st.get("params", [])] == ["memory", "curve"]
 
 
+def test_a_bad_key_anywhere_stops_the_first_stage_before_it_computes(project):
+    original = (project / "params.yaml").read_text()
+    params = yaml.safe_load(original)
+    params["tco"]["planned_utilisation"] = 0.7  # a typo in a section the workload stage does not read
+    params["workload"]["max_gap_s"] = 601  # makes the workload stage rerun
+    lock = (project / "dvc.lock").read_bytes()
+    try:
+        (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+        proc = _run([str(BIN / "dvc"), "repro"], project, check=False)
+        assert proc.returncode != 0 and "Running stage 'workload'" in proc.stdout
+        assert "unknown key tco.planned_utilisation; allowed keys in 'tco': pricing, provider" in proc.stderr
+        assert "Traceback" not in proc.stderr and (project / "dvc.lock").read_bytes() == lock
+    finally:
+        (project / "params.yaml").write_text(original)
+        _run([str(BIN / "dvc"), "repro"], project)  # dvc removed the stage's outputs before running it
+
+
 def test_unknown_gpu_in_params_stops_the_memory_stage(project):
     original = (project / "params.yaml").read_text()
     params = yaml.safe_load(original)
@@ -402,6 +419,9 @@ def test_finance_report_first_screen_and_a_git_tag_as_the_previous_review(projec
     assert "<title>LLM inference fleet: GPUs and cost</title>" in html
     gpus = f"{f['total_gpus']}: {f['gpus_by_type']['H100-SXM']} H100-SXM + {f['gpus_by_type']['L40S']} L40S"
     assert f"USD {t['monthly_usd']:,.0f}" in html and gpus in html and "Routing:" in html
+    scenarios = (project / "reports" / "scenarios.html").read_text()
+    assert "<title>What-if scenarios side by side" in scenarios and "H200 instead of H100" in scenarios
+    assert not re.search(r"""(src|href)=["']https?://""", scenarios) and "scenarios.table" not in scenarios
     assert "Risk flags" in html and "SYNTHETIC" in html and "Assumptions" in html
     assert not re.search(r"""(src|href)=["']https?://""", html) and "<script src" not in html
     assert "import pipeline" not in html and "rp.load" not in html
@@ -436,6 +456,48 @@ def test_validation_stage_compares_production_with_the_benchmark(project):
         "run_stage" not in html
         and "Production does not behave like the benchmark" in (project / "reports" / "finance.html").read_text()
     )
+
+
+def test_quarterly_review_and_what_if_flows_from_the_readme(project):
+    """README 'Quarterly review' and 'What-if', for real: tag, dvc exp run -S, exp show, params/metrics diff, a branch."""
+    git = ["git", "-c", "user.email=t@t", "-c", "user.name=t"]
+    dvc = str(BIN / "dvc")
+    _run([*git, "add", "-A"], project)
+    _run([*git, "commit", "-qm", "2026q3 review", "--allow-empty"], project)
+    _run(["git", "tag", "-f", "review-2026q3"], project)
+    branch = _run(["git", "rev-parse", "--abbrev-ref", "HEAD"], project).stdout.strip()
+    before = json.loads((project / "metrics" / "tco.json").read_text())
+    try:
+        # an experiment on one param: only the stages that read it rerun
+        proc = _run([dvc, "exp", "run", "-n", "plan70", "-S", "tco.planned_utilization=0.7"], project)
+        ran = re.findall(r"Running stage '(\w+)'", proc.stdout)
+        assert ran == ["tco", "report"], ran
+        shown = _run([dvc, "exp", "show", "--no-pager", "--csv"], project).stdout
+        assert "plan70" in shown and "tco.planned_utilization" in shown
+        params = json.loads(_run([dvc, "params", "diff", "review-2026q3", "--json"], project).stdout)
+        assert params["params.yaml"]["tco.planned_utilization"] == {"old": 0.8, "new": 0.7}
+        metrics = json.loads(_run([dvc, "metrics", "diff", "review-2026q3", "--json"], project).stdout)
+        planned = metrics["metrics/tco.json"]["totals.usd_per_million_output_tokens_planned"]
+        # planned $/1M scales with 1 / planned utilization: x 0.8 / 0.7
+        assert planned["new"] == pytest.approx(planned["old"] * 0.8 / 0.7, rel=1e-3)
+        assert "metrics/fleet.json" not in metrics  # the fleet did not change
+        # a git branch per scenario: edit params.yaml, dvc repro, commit, diff against the review tag
+        _run(["git", "checkout", "-q", "-f", branch], project)
+        _run([*git, "checkout", "-q", "-b", "whatif-reserved"], project)
+        text = (project / "params.yaml").read_text().replace("  prices: {}", "  prices: {H100-SXM: 2.5}")
+        (project / "params.yaml").write_text(text)
+        _run([dvc, "repro"], project)
+        _run([*git, "commit", "-qam", "what if: reserved H100"], project)
+        metrics = json.loads(_run([dvc, "metrics", "diff", "review-2026q3", "--json"], project).stdout)
+        monthly = metrics["metrics/tco.json"]["monthly_usd"]
+        large = json.loads((project / "metrics" / "fleet.json").read_text())["per_tier"]["large"]
+        # only the H100 fleet's price moved: its GPUs x (list price - 2.5) x 730 h less a month
+        h100 = before["per_tier"]["large"]["usd_per_gpu_hour"]
+        assert monthly["old"] - monthly["new"] == pytest.approx(large["gpus"] * (h100 - 2.5) * 730, abs=0.05)
+    finally:
+        _run(["git", "checkout", "-q", "-f", branch], project)
+        _run([dvc, "repro"], project)
+    assert json.loads((project / "metrics" / "tco.json").read_text()) == before
 
 
 def test_a_sweep_without_manifest_stops_the_curve_stage(project):

@@ -64,3 +64,28 @@ def test_strings_from_input_files_are_escaped_in_the_rendered_report(tmp_path):
     html = (tmp_path / "reports" / "finance.html").read_text()
     assert "<script>alert(1)</script>" not in html
     assert html.count("&lt;script&gt;alert(1)&lt;/script&gt;") >= 4  # plan table, assumptions, schedule, flags
+
+
+def test_scenarios_by_hand():
+    from pipeline import scenarios, tco
+
+    sec = {name: params.section(name, params.load(ROOT / "params.yaml")) for name in ("fleet", "tco")}
+    sc = {
+        "more": {"traffic_scale": 1.3},
+        "cheap": {"price_usd_per_gpu_hour": 2.5},
+        "nope": {"gpu": "MI300X", "weights": "fp4"},
+    }
+    rows = {r["scenario"]: r for r in scenarios.table(METRICS, sc, sec["fleet"], sec["tco"], tco.load_prices(ROOT))}
+    pooled, usable = METRICS["fleet"]["pooled"], METRICS["operating_point"]["usable_rps"]
+    # traffic x 1.3 on the measured deployment: the step-11 chain by hand
+    import math
+
+    base = math.ceil(METRICS["workload"]["rps"]["sizing_rate"] * 1.3 / usable)
+    total = math.ceil(round(math.ceil(round(base * 1.2, 9)) * (1 + pooled["headroom"]), 9)) + pooled["spares"]
+    assert rows["more"]["gpus"] == total * 4 and rows["more"]["basis"] == "measured"
+    # the reserved price: the pooled GPUs x 2.5 $/h x 730 h
+    assert rows["cheap"]["monthly_usd"] == pytest.approx(pooled["gpus"] * 2.5 * 730)
+    assert rows["nope"]["slo_status"] == "fails" and "was not evaluated" in rows["nope"]["why"]
+    assert rows[f"the plan ({METRICS['fleet']['plan']})"]["monthly_usd"] == METRICS["tco"]["monthly_usd"]
+    with pytest.raises(Exception, match=r"unknown key scenarios\.x\.traffic; allowed keys: traffic_scale"):
+        scenarios.check({"x": {"traffic": 2}})
