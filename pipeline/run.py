@@ -1,4 +1,4 @@
-"""The stage runner: `python -m pipeline.run <stage>` executes a stage's notebooks with papermill.
+"""The stage runner: `python -m pipeline.run <stage>` executes a stage's notebooks on a real kernel.
 
 It passes only that stage's params sections, creates output folders, scrubs run metadata
 (timestamps, random cell ids, stderr progress) so an unchanged rerun gives byte-identical
@@ -9,7 +9,6 @@ Bad input ends with one clear message and exit status 1, never a traceback.
 from __future__ import annotations
 
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -79,44 +78,97 @@ def scrub(nb: Any) -> Any:
     return nb
 
 
-def to_html(nb: Any, title: str) -> str:
-    """One self-contained HTML page: outputs only, inline CSS and SVG, nothing fetched."""
-    from nbconvert import HTMLExporter
+_EXPORTER: list[Any] = []
 
+
+def to_html(nb: Any, title: str) -> str:
+    """One self-contained HTML page: outputs only, inline CSS and SVG, nothing fetched (nb None: just load the exporter)."""
+    if not _EXPORTER:
+        from nbconvert import HTMLExporter
+
+        _EXPORTER.append(
+            HTMLExporter(
+                template_name="offline",
+                extra_template_basedirs=[str(TEMPLATES)],
+                exclude_input=True,
+                exclude_input_prompt=True,
+                exclude_output_prompt=True,
+            )
+        )
+    if nb is None:
+        return ""
     nb.metadata["title"] = title
-    exporter = HTMLExporter(
-        template_name="offline",
-        extra_template_basedirs=[str(TEMPLATES)],
-        exclude_input=True,
-        exclude_input_prompt=True,
-        exclude_output_prompt=True,
-    )
-    body, _ = exporter.from_notebook_node(nb)
+    body, _ = _EXPORTER[0].from_notebook_node(nb)
     return body
 
 
 def execute(name: str, parameters: dict[str, Any], title: str, root: Path) -> None:
-    """Run one notebook with papermill, scrub it and write reports/<name>.html."""
-    import nbformat
-    import papermill as pm
+    """Run one notebook (papermill's parameters convention), scrub it and write reports/<name>.html."""
+    execute_all((name,), parameters, (title,), root)
 
-    src = root / "notebooks" / f"{name}.ipynb"
-    with tempfile.TemporaryDirectory(prefix="sizing-run-") as tmp:
-        out = Path(tmp) / f"{name}.ipynb"
-        pm.execute_notebook(
-            str(src),
-            str(out),
-            parameters=parameters,
-            kernel_name="python3",
-            progress_bar=False,
-            cwd=str(root),
-            stdout_file=sys.stdout,
-            stderr_file=sys.stderr,
-            request_save_on_cell_execute=False,
-            extra_arguments=["--IPKernelApp.log_level=CRITICAL"],
-        )
-        nb = scrub(nbformat.read(out, as_version=4))
-    io.write_text(root / "reports" / f"{name}.html", to_html(nb, title))
+
+class _Echo:
+    """An nbclient NotebookClient that also echoes the kernel's printed progress to this process, live."""
+
+    @staticmethod
+    def make(nb: Any, km: Any, root: Path) -> Any:
+        from nbclient import NotebookClient
+
+        class Client(NotebookClient):  # type: ignore[misc]
+            def output(self, outs: Any, msg: dict[str, Any], display_id: Any, cell_index: int) -> Any:
+                if msg["msg_type"] == "stream":
+                    stream = sys.stderr if msg["content"].get("name") == "stderr" else sys.stdout
+                    stream.write(msg["content"].get("text", ""))
+                    stream.flush()
+                return super().output(outs, msg, display_id, cell_index)
+
+        return Client(nb, km=km, kernel_name="python3", timeout=None, resources={"metadata": {"path": str(root)}})
+
+
+def execute_all(names: tuple[str, ...], parameters: dict[str, Any], titles: tuple[str, ...], root: Path) -> None:
+    """Run a stage's notebooks in order in one kernel (imports paid once), each on a cleared namespace.
+
+    Parameters are injected after the cell tagged `parameters`, as papermill does; each executed
+    notebook is scrubbed and rendered to reports/<name>.html.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    from jupyter_client.manager import KernelManager
+    from nbformat.v4 import new_code_cell
+    from papermill.iorw import load_notebook_node
+    from papermill.parameterize import parameterize_notebook
+
+    km = KernelManager(kernel_name="python3")
+    # the kernel boots and imports the heavy libraries while this process loads nbconvert and the notebooks
+    km.start_kernel(
+        cwd=str(root),
+        extra_arguments=["--IPKernelApp.log_level=CRITICAL", "--IPKernelApp.exec_lines=import pandas, altair, pyarrow"],
+    )
+    to_html(None, "")  # nbconvert and its template, loaded meanwhile
+    pool = ThreadPoolExecutor(max_workers=1)  # each report is rendered while the next notebook runs
+    pending = []
+    try:
+        for name, title in zip(names, titles, strict=True):
+            nb = load_notebook_node(str(root / "notebooks" / f"{name}.ipynb"))  # papermill's loader: tags defaulted
+            nb = parameterize_notebook(nb, parameters, kernel_name="python3", language="python")
+            nb.cells.insert(0, new_code_cell('get_ipython().run_line_magic("reset", "-f")'))
+            client = _Echo.make(nb, km, root)
+            try:
+                client.execute()
+            finally:
+                if client.kc is not None:
+                    client.kc.stop_channels()
+            nb.cells.pop(0)
+            pending.append(pool.submit(_write_report, root / "reports" / f"{name}.html", scrub(nb), title))
+        for job in pending:
+            job.result()
+    finally:
+        pool.shutdown(wait=True)
+        km.shutdown_kernel(now=True)
+
+
+def _write_report(path: Path, nb: Any, title: str) -> None:
+    io.write_text(path, to_html(nb, title))
 
 
 def run(stage_name: str, root: Path | None = None) -> None:
@@ -130,13 +182,12 @@ def run(stage_name: str, root: Path | None = None) -> None:
     sections = {name: every[name] for name in stage.sections}
     for folder in ("data/interim", "metrics", "reports"):
         (root / folder).mkdir(parents=True, exist_ok=True)
-    for name, title in zip(stage.notebooks, stage.titles, strict=True):
-        execute(name, sections, title, root)
+    execute_all(stage.notebooks, sections, stage.titles, root)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point: exit 0 on success, 1 with one message on bad input."""
-    import papermill.exceptions
+    from nbclient.exceptions import CellExecutionError
 
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 1:
@@ -150,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     except InputError as exc:  # ParamsError is one too
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    except papermill.exceptions.PapermillExecutionError as exc:
+    except CellExecutionError as exc:
         if exc.ename in USER_ERRORS:
             print(f"error: {exc.evalue}", file=sys.stderr)
             return 1
