@@ -181,6 +181,33 @@ def read(paths_: list[Path], root: Path | None = None) -> list[Scrape]:
     return sorted(scrapes, key=lambda s: (s.time_s, s.path))
 
 
+def samples_frame(scrapes: list[Scrape]) -> Any:
+    """Every sample of every scrape as a table (file, metric, kind, labels, value) for the GX suite."""
+    import pandas as pd
+
+    rows = []
+    for s in scrapes:
+        for (name, labels), value in sorted(s.samples.items()):
+            fam = next(
+                (
+                    name[: -len(x)]
+                    for x in ("_bucket", "_sum", "_count")
+                    if name.endswith(x) and name[: -len(x)] in s.types
+                ),
+                name,
+            )
+            rows.append(
+                {
+                    "file": s.path,
+                    "metric": name,
+                    "kind": s.types.get(fam, "untyped"),
+                    "labels": ",".join(f'{k}="{v}"' for k, v in labels),
+                    "value": value,
+                }
+            )
+    return pd.DataFrame(rows, columns=["file", "metric", "kind", "labels", "value"])
+
+
 @dataclass(frozen=True)
 class Window:
     """Scrapes of one source (a file-name group: vllm, sglang, dcgm) from the first to the last."""

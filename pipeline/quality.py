@@ -529,6 +529,84 @@ def validate_curve(frame: pd.DataFrame, label: str) -> ValidationSummary:
     return summary
 
 
+def validate_scrapes(frame: pd.DataFrame, label: str) -> ValidationSummary:
+    """GX suite 'prometheus_scrapes' over every parsed sample: known types, counters and buckets >= 0,
+    usage fractions in 0..1, DCGM utilization in 0..100 %, framebuffer MiB >= 0."""
+    import great_expectations as gx
+
+    E = gx.expectations
+    df = frame.copy()
+    kind, metric, value = df["kind"], df["metric"], df["value"].astype(float)
+    df["counter_value"] = value.where(kind.isin(["counter", "histogram", "summary"]))
+    df["fraction_value"] = value.where(metric.str.endswith(("kv_cache_usage_perc", "cache_hit_rate")))
+    df["percent_value"] = value.where(metric == "DCGM_FI_DEV_GPU_UTIL")
+    df["mib_value"] = value.where(metric.isin(["DCGM_FI_DEV_FB_USED", "DCGM_FI_DEV_FB_FREE"]))
+    rules = [
+        Rule(
+            "kind_known",
+            "kind",
+            E.ExpectColumnValuesToBeInSet(
+                column="kind", value_set=["counter", "gauge", "histogram", "summary", "untyped"]
+            ),
+            "declare an unknown metric type",
+            "# TYPE counter, gauge, histogram, summary or untyped",
+        ),
+        Rule(
+            "counter_nonnegative",
+            "counter_value",
+            E.ExpectColumnValuesToBeBetween(column="counter_value", min_value=0),
+            "are negative counters or bucket counts",
+            "a count >= 0 (counters only grow, or restart from 0)",
+        ),
+        Rule(
+            "fraction_range",
+            "fraction_value",
+            E.ExpectColumnValuesToBeBetween(column="fraction_value", min_value=0, max_value=1),
+            "lie outside 0..1",
+            "a usage fraction (1 means 100%)",
+        ),
+        Rule(
+            "percent_range",
+            "percent_value",
+            E.ExpectColumnValuesToBeBetween(column="percent_value", min_value=0, max_value=100),
+            "lie outside 0..100",
+            "a utilization in %",
+        ),
+        Rule(
+            "mib_nonnegative",
+            "mib_value",
+            E.ExpectColumnValuesToBeBetween(column="mib_value", min_value=0),
+            "are negative",
+            "framebuffer memory in MiB >= 0",
+        ),
+    ]
+    outcomes = []
+    for rule, result in _run_suite("prometheus_scrapes", rules, df):
+        failed = int(result.result.get("unexpected_count") or 0) if not result.success else 0
+        if not result.success and not failed:
+            failed = 1
+        examples = []
+        if not result.success:
+            bad = {str(v) for v in (result.result.get("partial_unexpected_list") or [])}
+            rows = df[df[rule.column].astype(str).isin(bad)].head(MAX_EXAMPLES)
+            examples = [f"{r['file']}: {r['metric']}{{{r['labels']}}} = {r['value']}" for _, r in rows.iterrows()]
+        outcomes.append(
+            Outcome(rule.name, rule.column, rule.column, rule.failure, rule.expected, len(df), failed, examples)
+        )
+    summary = ValidationSummary("prometheus_scrapes", len(df), 1, outcomes)
+    if not summary.success:
+        lines = [f"invalid Prometheus scrapes {label} ({len(df)} samples checked):"]
+        for o in summary.outcomes:
+            if not o.success:
+                lines.append(
+                    f"  - {o.failed} of {o.checked} samples {o.failure}; expected {o.expected}. "
+                    f"Examples: {'; '.join(o.examples) or '(see the files)'}"
+                )
+        lines.append("No outputs were written.")
+        raise InputError("\n".join(lines))
+    return summary
+
+
 def _curve_examples(frame: pd.DataFrame, df: pd.DataFrame, rule: Rule, result: Any) -> list[str]:
     """A few offending levels, each as 'file load L: column = value'."""
     col = rule.column

@@ -102,8 +102,15 @@ def scrape_figures(folder: Path, root: Path, coarse_ratio: float = 2.0) -> dict[
     files = sorted((folder / "scrapes").glob("*.prom")) + sorted((folder / "scrapes").glob("*.txt"))
     if not files:
         return None
-    wins = pm.windows(pm.read(files, root))
+    from pipeline import quality
+
+    scrapes = pm.read(files, root)
+    checked = quality.validate_scrapes(
+        pm.samples_frame(scrapes), f"under {paths.display_path(folder / 'scrapes', root)}"
+    )
+    wins = pm.windows(scrapes)
     out: dict[str, Any] = {"sources": {k: {"scrapes": len(w.scrapes), "seconds": w.seconds} for k, w in wins.items()}}
+    out["validation"] = checked.as_dict()
     notes: list[str] = []
     engine = next(((k, w) for k, w in wins.items() if any(n.startswith(("vllm:", "sglang:")) for n in w.names())), None)
     if engine:
@@ -337,7 +344,7 @@ def run(sections: dict[str, Any], root: Path | None = None) -> dict[str, Any]:
         sized = (fleet.get("routed") or {}).get(tier) or fleet["pooled"]
     prod: dict[str, Any] = {}
     if scr:
-        prod.update({k: v for k, v in scr.items() if k not in ("sources", "notes")})
+        prod.update({k: v for k, v in scr.items() if k not in ("sources", "notes", "validation")})
         prod["ttft_source"] = prod["itl_source"] = f"{scr.get('engine', 'engine')} histograms over the scrape window"
     if log:  # exact per-request latencies beat histogram buckets
         for k in ("ttft_p99_ms", "itl_p99_ms", "rate_rps", "requests"):
@@ -397,6 +404,7 @@ def run(sections: dict[str, Any], root: Path | None = None) -> dict[str, Any]:
         "inputs": {
             "log": {k: v for k, v in (log or {}).items() if k in ("file", "requests", "seconds")} or None,
             "scrapes": (scr or {}).get("sources"),
+            "scrapes_validation": (scr or {}).get("validation"),
         },
         "warnings": warnings,
         "formulas": {

@@ -106,3 +106,26 @@ def test_bad_scrapes_say_what_and_where(tmp_path):
     one.write_text("DCGM_FI_DEV_GPU_UTIL 50\n")
     with pytest.raises(InputError, match="only one 'dcgm' scrape; expected two or more"):
         pm.windows(pm.read([one]))
+
+
+def test_the_scrape_suite_rejects_impossible_values(tmp_path):
+    from pipeline import quality
+
+    for t, util in ((1767607200, 50), (1767607260, 150)):
+        (tmp_path / f"dcgm-{t}.prom").write_text(
+            "# TYPE DCGM_FI_DEV_GPU_UTIL gauge\n"
+            f'DCGM_FI_DEV_GPU_UTIL{{gpu="0"}} {util}\n'
+            "# TYPE vllm:num_preemptions_total counter\n"
+            "vllm:num_preemptions_total -3\n"
+        )
+    frame = pm.samples_frame(pm.read(sorted(tmp_path.glob("*.prom"))))
+    with pytest.raises(InputError) as err:
+        quality.validate_scrapes(frame, "under scrapes")
+    text = str(err.value)
+    assert "1 of 4 samples lie outside 0..100; expected a utilization in %" in text
+    assert 'dcgm-1767607260.prom: DCGM_FI_DEV_GPU_UTIL{gpu="0"} = 150.0' in text
+    assert "2 of 4 samples are negative counters or bucket counts" in text
+    ok = pm.samples_frame(pm.read(sorted((DATA / "v011").glob("*.prom"))))
+    # per vLLM file: 3 gauges + 6 counter series + TTFT 7 buckets, count, sum + ITL 6 buckets, count, sum = 26;
+    # per DCGM file 6: two of each = 64
+    assert quality.validate_scrapes(ok, "v011").success and len(ok) == 2 * (26 + 6)
