@@ -334,14 +334,12 @@ def analyze(
             "every sweep's manifest names a tier: the pooled fleet (all traffic on one deployment) needs at least one "
             "sweep without `tier:` to compare routing against"
         )
-    pick = _pick(pooled_curves, table, sweeps, sweep_of, points, errors, lengths, workload, s)
+    evaluated = Evaluated(table, sweeps, sweep_of, points, errors, lengths)
+    pick = _pick(pooled_curves, evaluated, workload, s)
     warnings.extend(pick.warnings)
     name, why, sized_by, capacities = pick.curve, pick.why, pick.sized_by, pick.capacities
     chosen = points[name]
-    per_tier = {
-        tier: _tier_point(tier, d, table, sweeps, sweep_of, points, errors, lengths, s)
-        for tier, d in sorted((tier_demands or {}).items())
-    }
+    per_tier = {tier: _tier_point(tier, d, evaluated, s) for tier, d in sorted((tier_demands or {}).items())}
     sweep = next(sw for sw in sweeps if sw.name == sweep_of[name])
     manifest = dict(sweep.manifest) if sweep.manifest else None
     overlay, note = (None, "no manifest: no roofline overlay")
@@ -380,18 +378,28 @@ class Pick:
     warnings: list[str]
 
 
-def _pick(
-    curves: list[str],
-    table: pd.DataFrame,
-    sweeps: list[Sweep],
-    sweep_of: dict[str, str],
-    points: dict[str, cv.OperatingPoint],
-    errors: dict[str, str],
-    lengths: dict[str, tuple[float | None, float | None]],
-    workload: Workload,
-    s: cv.Settings,
-) -> Pick:
+@dataclass
+class Evaluated:
+    """Every curve of every sweep, evaluated once: the levels, each curve's sweep, point or error, and lengths."""
+
+    table: pd.DataFrame
+    sweeps: list[Sweep]
+    sweep_of: dict[str, str]
+    points: dict[str, cv.OperatingPoint]
+    errors: dict[str, str]
+    lengths: dict[str, tuple[float | None, float | None]]
+
+
+def _pick(curves: list[str], ev: Evaluated, workload: Workload, s: cv.Settings) -> Pick:
     """Among `curves`: final-phase sweeps first, the length match per loop, then the loop that sizes (curve.sizing_loop)."""
+    table, sweeps, sweep_of, points, errors, lengths = (
+        ev.table,
+        ev.sweeps,
+        ev.sweep_of,
+        ev.points,
+        ev.errors,
+        ev.lengths,
+    )
     phases = {sw.name: (sw.manifest or {}).get("phase", "baseline") for sw in sweeps}
     has_final = any(phases[sweep_of[c]] == "final" for c in curves)
     pool = [c for c in curves if not has_final or phases[sweep_of[c]] == "final"]
@@ -437,18 +445,9 @@ def _pick(
     return Pick(name, why, sized_by, capacities, warnings)
 
 
-def _tier_point(
-    tier: str,
-    d: Any,
-    table: pd.DataFrame,
-    sweeps: list[Sweep],
-    sweep_of: dict[str, str],
-    points: dict[str, cv.OperatingPoint],
-    errors: dict[str, str],
-    lengths: dict[str, tuple[float | None, float | None]],
-    s: cv.Settings,
-) -> dict[str, Any]:
+def _tier_point(tier: str, d: Any, ev: Evaluated, s: cv.Settings) -> dict[str, Any]:
     """One routing tier's operating point: its own sweeps (manifest tier:), else untagged sweeps of its model."""
+    table, sweeps, sweep_of, points = ev.table, ev.sweeps, ev.sweep_of, ev.points
     manifests = {sw.name: sw.manifest or {} for sw in sweeps}
     all_curves = sorted(table["curve"].unique())
     own = [c for c in all_curves if manifests[sweep_of[c]].get("tier") == tier]
@@ -475,7 +474,7 @@ def _tier_point(
         d.rps["sizing_rate"],
     )
     try:
-        pick = _pick(own, table, sweeps, sweep_of, points, errors, lengths, w, s)
+        pick = _pick(own, ev, w, s)
     except InputError as exc:
         return {"model": d.model, "error": str(exc).splitlines()[0]}
     op = points[pick.curve]

@@ -507,22 +507,42 @@ def validate_curve(frame: pd.DataFrame, label: str) -> ValidationSummary:
         and c not in ("curve", "file", "load_kind", "tool", "itl_kind", "e2e_source", "dataset", "goodput_source")
     ]:
         df[col] = pd.to_numeric(df[col], errors="coerce")
+    return _summarize(
+        "benchmark_curve",
+        _run_suite("benchmark_curve", rules, df),
+        len(df),
+        lambda rule, result: _curve_examples(frame, df, rule, result),
+        f"invalid benchmark results {label} ({len(df)} load levels checked):",
+        "levels",
+    )
+
+
+def _summarize(
+    suite: str,
+    results: list[tuple[Rule, Any]],
+    rows: int,
+    examples: Any,
+    header: str,
+    noun: str,
+    name_column: bool = True,
+) -> ValidationSummary:
+    """Outcomes of a one-frame suite; any failure is one InputError listing each rule with example rows."""
     outcomes = []
-    for rule, result in _run_suite("benchmark_curve", rules, df):
+    for rule, result in results:
         failed = int(result.result.get("unexpected_count") or 0) if not result.success else 0
         if not result.success and not failed:
             failed = 1
-        examples = _curve_examples(frame, df, rule, result) if not result.success else []
-        outcomes.append(
-            Outcome(rule.name, rule.column, rule.column, rule.failure, rule.expected, len(df), failed, examples)
-        )
-    summary = ValidationSummary("benchmark_curve", len(df), 1, outcomes)
+        shown = examples(rule, result) if not result.success else []
+        outcomes.append(Outcome(rule.name, rule.column, rule.column, rule.failure, rule.expected, rows, failed, shown))
+    summary = ValidationSummary(suite, rows, 1, outcomes)
     if not summary.success:
-        lines = [f"invalid benchmark results {label} ({len(df)} load levels checked):"]
+        lines = [header]
         for o in summary.outcomes:
             if not o.success:
+                where = f"column '{o.column}': " if name_column else ""
                 lines.append(
-                    f"  - column '{o.column}': {o.failed} of {o.checked} levels {o.failure}; expected {o.expected}. Examples: {'; '.join(o.examples) or '(see the files)'}"
+                    f"  - {where}{o.failed} of {o.checked} {noun} {o.failure}; expected {o.expected}. "
+                    f"Examples: {'; '.join(o.examples) or '(see the files)'}"
                 )
         lines.append("No outputs were written.")
         raise InputError("\n".join(lines))
@@ -580,31 +600,21 @@ def validate_scrapes(frame: pd.DataFrame, label: str) -> ValidationSummary:
             "framebuffer memory in MiB >= 0",
         ),
     ]
-    outcomes = []
-    for rule, result in _run_suite("prometheus_scrapes", rules, df):
-        failed = int(result.result.get("unexpected_count") or 0) if not result.success else 0
-        if not result.success and not failed:
-            failed = 1
-        examples = []
-        if not result.success:
-            bad = {str(v) for v in (result.result.get("partial_unexpected_list") or [])}
-            rows = df[df[rule.column].astype(str).isin(bad)].head(MAX_EXAMPLES)
-            examples = [f"{r['file']}: {r['metric']}{{{r['labels']}}} = {r['value']}" for _, r in rows.iterrows()]
-        outcomes.append(
-            Outcome(rule.name, rule.column, rule.column, rule.failure, rule.expected, len(df), failed, examples)
-        )
-    summary = ValidationSummary("prometheus_scrapes", len(df), 1, outcomes)
-    if not summary.success:
-        lines = [f"invalid Prometheus scrapes {label} ({len(df)} samples checked):"]
-        for o in summary.outcomes:
-            if not o.success:
-                lines.append(
-                    f"  - {o.failed} of {o.checked} samples {o.failure}; expected {o.expected}. "
-                    f"Examples: {'; '.join(o.examples) or '(see the files)'}"
-                )
-        lines.append("No outputs were written.")
-        raise InputError("\n".join(lines))
-    return summary
+
+    def examples(rule: Rule, result: Any) -> list[str]:
+        bad = {str(v) for v in (result.result.get("partial_unexpected_list") or [])}
+        rows = df[df[rule.column].astype(str).isin(bad)].head(MAX_EXAMPLES)
+        return [f"{r['file']}: {r['metric']}{{{r['labels']}}} = {r['value']}" for _, r in rows.iterrows()]
+
+    return _summarize(
+        "prometheus_scrapes",
+        _run_suite("prometheus_scrapes", rules, df),
+        len(df),
+        examples,
+        f"invalid Prometheus scrapes {label} ({len(df)} samples checked):",
+        "samples",
+        name_column=False,
+    )
 
 
 def _curve_examples(frame: pd.DataFrame, df: pd.DataFrame, rule: Rule, result: Any) -> list[str]:

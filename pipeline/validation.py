@@ -179,6 +179,27 @@ def benchmark_at(levels: list[dict[str, Any]], rps: float) -> dict[str, Any]:
     return out
 
 
+# metric, low, high, target, source: figures checked against the guide's band alone (method.md step 13)
+BANDS = (
+    ("gpu_memory_used_pct", 80, 90, "80-90%", "DCGM_FI_DEV_FB_USED / (USED + FREE)"),
+    (
+        "kv_cache_usage_pct",
+        75,
+        90,
+        "75-90%",
+        "vllm:kv_cache_usage_perc (gpu_cache_usage_perc before v0.10), mean of the scrapes",
+    ),
+    (
+        "kv_eviction_pct",
+        None,
+        5,
+        "< 5% of requests (> 20%: degrading)",
+        "preemptions / finished requests over the window",
+    ),
+    ("queue_depth", None, 1, "~0 (mean <= 1 queued request per server)", "num_requests_waiting, mean of the scrapes"),
+)
+
+
 def _status(value: float | None, low: float | None, high: float | None) -> str:
     if value is None:
         return "n/a"
@@ -242,30 +263,8 @@ def assess(
         status,
         "DCGM_FI_DEV_GPU_UTIL, mean of the scrapes",
     )
-    put(
-        "gpu_memory_used_pct",
-        prod.get("gpu_memory_used_pct"),
-        None,
-        "80-90%",
-        _status(prod.get("gpu_memory_used_pct"), 80, 90),
-        "DCGM_FI_DEV_FB_USED / (USED + FREE)",
-    )
-    put(
-        "kv_cache_usage_pct",
-        prod.get("kv_cache_usage_pct"),
-        None,
-        "75-90%",
-        _status(prod.get("kv_cache_usage_pct"), 75, 90),
-        "vllm:kv_cache_usage_perc (gpu_cache_usage_perc before v0.10), mean of the scrapes",
-    )
-    put(
-        "kv_eviction_pct",
-        prod.get("kv_eviction_pct"),
-        None,
-        "< 5% of requests (> 20%: degrading)",
-        _status(prod.get("kv_eviction_pct"), None, 5),
-        "preemptions / finished requests over the window",
-    )
+    for name, low, high, target, source in BANDS:
+        put(name, prod.get(name), None, target, _status(prod.get(name), low, high), source)
     hit = prod.get("prefix_cache_hit_rate")
     put(
         "prefix_cache_hit_rate",
@@ -274,14 +273,6 @@ def assess(
         "at least the log's prefix reuse (step 1); ~1/N of it means cache-unaware routing",
         _status(hit, prefix_reuse * 0.8 if prefix_reuse else None, None),
         "prefix_cache_hits / prefix_cache_queries over the window",
-    )
-    put(
-        "queue_depth",
-        prod.get("queue_depth"),
-        None,
-        "~0 (mean <= 1 queued request per server)",
-        _status(prod.get("queue_depth"), None, 1),
-        "num_requests_waiting, mean of the scrapes",
     )
     rate = prod.get("rate_rps")
     fleet_util = rate / (replicas * usable_rps) * 100 if rate and replicas and usable_rps else None
