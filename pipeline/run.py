@@ -125,26 +125,39 @@ class _Echo:
         return Client(nb, km=km, kernel_name="python3", timeout=None, resources={"metadata": {"path": str(root)}})
 
 
-def execute_all(names: tuple[str, ...], parameters: dict[str, Any], titles: tuple[str, ...], root: Path) -> None:
+def start_kernel(root: Path) -> Any:
+    """A python3 kernel in the project root that imports the heavy libraries as it boots."""
+    from jupyter_client.manager import KernelManager
+
+    km = KernelManager(kernel_name="python3")
+    km.start_kernel(
+        cwd=str(root),
+        extra_arguments=[
+            "--IPKernelApp.log_level=CRITICAL",
+            "--HistoryManager.enabled=False",
+            "--IPKernelApp.exec_lines=import pandas, altair, pyarrow",
+        ],
+    )
+    return km
+
+
+def execute_all(
+    names: tuple[str, ...], parameters: dict[str, Any], titles: tuple[str, ...], root: Path, km: Any = None
+) -> None:
     """Run a stage's notebooks in order in one kernel (imports paid once), each on a cleared namespace.
 
     Parameters are injected after the cell tagged `parameters`, as papermill does; each executed
-    notebook is scrubbed and rendered to reports/<name>.html.
+    notebook is scrubbed and rendered to reports/<name>.html. `km`: a kernel already booting (run()
+    starts it first, so it boots while this process validates params and loads nbconvert).
     """
     from concurrent.futures import ThreadPoolExecutor
 
-    from jupyter_client.manager import KernelManager
     from nbformat.v4 import new_code_cell
     from papermill.iorw import load_notebook_node
     from papermill.parameterize import parameterize_notebook
 
-    km = KernelManager(kernel_name="python3")
-    # the kernel boots and imports the heavy libraries while this process loads nbconvert and the notebooks
-    km.start_kernel(
-        cwd=str(root),
-        extra_arguments=["--IPKernelApp.log_level=CRITICAL", "--IPKernelApp.exec_lines=import pandas, altair, pyarrow"],
-    )
-    to_html(None, "")  # nbconvert and its template, loaded meanwhile
+    km = km or start_kernel(root)
+    to_html(None, "")  # nbconvert and its template, loaded while the kernel boots
     pool = ThreadPoolExecutor(max_workers=1)  # each report is rendered while the next notebook runs
     pending = []
     try:
@@ -160,11 +173,13 @@ def execute_all(names: tuple[str, ...], parameters: dict[str, Any], titles: tupl
                     client.kc.stop_channels()
             nb.cells.pop(0)
             pending.append(pool.submit(_write_report, root / "reports" / f"{name}.html", scrub(nb), title))
+        km.shutdown_kernel(now=True)  # while the last report renders
         for job in pending:
             job.result()
     finally:
         pool.shutdown(wait=True)
-        km.shutdown_kernel(now=True)
+        if km.has_kernel:
+            km.shutdown_kernel(now=True)
 
 
 def _write_report(path: Path, nb: Any, title: str) -> None:
@@ -177,12 +192,17 @@ def run(stage_name: str, root: Path | None = None) -> None:
     if stage_name not in STAGES:
         raise InputError(f"unknown stage '{stage_name}'; stages: {', '.join(STAGES)}")
     stage = STAGES[stage_name]
-    data = params.load(root / "params.yaml")
-    every = params.validate_all(data, root)  # the whole file, before this stage computes anything
+    km = start_kernel(root)  # boots while the params are checked
+    try:
+        data = params.load(root / "params.yaml")
+        every = params.validate_all(data, root)  # the whole file, before this stage computes anything
+    except InputError:
+        km.shutdown_kernel(now=True)
+        raise
     sections = {name: every[name] for name in stage.sections}
     for folder in ("data/interim", "metrics", "reports"):
         (root / folder).mkdir(parents=True, exist_ok=True)
-    execute_all(stage.notebooks, sections, stage.titles, root)
+    execute_all(stage.notebooks, sections, stage.titles, root, km)
 
 
 def main(argv: list[str] | None = None) -> int:
