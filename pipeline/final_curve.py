@@ -308,13 +308,15 @@ def analyze(
                 if g is not None:
                     lv.row["goodput_rps"], lv.row["goodput_source"] = g, "per request vs the SLO"
         f = sw.frame()
-        if validate:
-            validation.append(quality.validate_curve(f, paths.display_path(sw.path, root)))
         frames.append(f)
         for c in f["curve"].unique():
             sweep_of[c] = sw.name
             replicas_of[c] = int((sw.manifest or {}).get("replicas", 1))
     table = pd.concat(frames, ignore_index=True).sort_values(["curve", "load"], kind="stable").reset_index(drop=True)
+    if validate:  # one suite run over every sweep: the examples name each offending file
+        where = {paths.display_path(sw.path, root) for sw in sweeps}
+        label = where.pop() if len(where) == 1 else f"({len(sweeps)} sweeps: {', '.join(sw.name for sw in sweeps)})"
+        validation.append(quality.validate_curve(table, label))
     points: dict[str, cv.OperatingPoint] = {}
     errors: dict[str, str] = {}
     lengths: dict[str, tuple[float | None, float | None]] = {}
