@@ -187,6 +187,25 @@ def cmd_fleet(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_validate(args: argparse.Namespace) -> int:
+    """Step 13 on a production window against this project's curves and plan (dvc repro first); writes nothing."""
+    import tempfile
+
+    from pipeline import io, params, paths, validation
+
+    data = params.load(args.params or paths.PARAMS)
+    sections = {name: params.section(name, data) for name in validation.SECTIONS}
+    overrides = {"source": str(Path(args.source).resolve()) if args.source else None, "tier": args.tier}
+    overrides["replicas"] = args.replicas
+    overrides["benchmark_gpu_util_pct"] = args.benchmark_gpu_util
+    v = {**sections["validation"], **{k: val for k, val in overrides.items() if val is not None}}
+    sections["validation"] = params.validate_section("validation", v)
+    with tempfile.TemporaryDirectory(prefix="sizing-validate-") as tmp:
+        result = validation.run(sections, paths.ROOT, Path(tmp) / "production.parquet")
+    sys.stdout.write(io.dumps(result) if args.json else validation.table_text(result))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser for every verb."""
     ap = argparse.ArgumentParser(prog="sizing", description="Size an LLM inference fleet from real traffic.")
@@ -271,6 +290,19 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--spares", type=int, default=0, help="spare instances (N+1: 1, N+2: 2 per failure domain)")
     f.add_argument("--json", action="store_true", help="print every intermediate as JSON")
     f.set_defaults(func=cmd_fleet)
+    v = sub.add_parser(
+        "validate",
+        help="step 13: a production window (request log and/or Prometheus scrapes) against the benchmark at the same rate",
+    )
+    v.add_argument(
+        "source", nargs="?", help="a folder with requests.* and/or scrapes/*.prom (default: validation.source)"
+    )
+    v.add_argument("--tier", help="the fleet the window comes from: all or a routing tier (default: validation.tier)")
+    v.add_argument("--replicas", type=int, help="replicas serving the window (default: from the scrapes)")
+    v.add_argument("--benchmark-gpu-util", type=float, help="DCGM GPU util %% during the benchmark at this rate")
+    v.add_argument("--params", type=Path, help="params.yaml to read (default: the project's)")
+    v.add_argument("--json", action="store_true", help="print the whole result (as metrics/validation.json) as JSON")
+    v.set_defaults(func=cmd_validate)
     return ap
 
 

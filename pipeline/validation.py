@@ -38,7 +38,11 @@ REVISIT = {
 
 
 def production_log(
-    folder: Path, root: Path, fmt: str = "auto", columns: dict[str, str] | None = None
+    folder: Path,
+    root: Path,
+    fmt: str = "auto",
+    columns: dict[str, str] | None = None,
+    out: Path | None = None,
 ) -> dict[str, Any] | None:
     """The request log in the folder (requests.*), validated by the workload reader (GX), its latency figures.
 
@@ -52,7 +56,7 @@ def production_log(
     if not files:
         return None
     source = resolve(paths.display_path(files[0], root), None, root)
-    out = root / PRODUCTION_PARQUET
+    out = out or root / PRODUCTION_PARQUET
     ing = traffic.ingest(source, out, fmt=fmt, columns=columns)
     missing = [c for c in ("ttft_ms", "e2e_ms") if c not in ing.columns]
     if missing:
@@ -299,19 +303,25 @@ def assess(
     return {"recharacterize": bool(reasons), "reasons": reasons, "metrics": m, "revisit": revisit}
 
 
-def run(sections: dict[str, Any], root: Path | None = None) -> dict[str, Any]:
-    """metrics/validation.json from the production window, the curves and the fleet plan."""
+def run(sections: dict[str, Any], root: Path | None = None, scratch: Path | None = None) -> dict[str, Any]:
+    """metrics/validation.json from the production window, the curves and the fleet plan.
+
+    `scratch`: where the normalized production log goes (default data/interim/production.parquet;
+    `sizing validate` passes a temporary file so a one-off check leaves the project untouched).
+    """
     import pyarrow.parquet as pq
 
     root = root or paths.ROOT
     p, slo, w = sections["validation"], sections["slo"], sections["workload"]
-    folder = root / p["source"]
+    folder = Path(p["source"]) if Path(p["source"]).is_absolute() else root / p["source"]
     if not folder.is_dir():
         raise InputError(
             f"{p['source']}: not a folder; validation.source should hold a production window: requests.csv "
             "(with ttft_ms, e2e_ms) and/or scrapes/*.prom (two or more Prometheus scrapes per server)"
         )
-    log = production_log(folder, root, w["format"] if w["format"] == "generic" else "auto", w["columns"] or None)
+    log = production_log(
+        folder, root, w["format"] if w["format"] == "generic" else "auto", w["columns"] or None, scratch
+    )
     scr = scrape_figures(folder, root, p["coarse_bucket_ratio"])
     if log is None and scr is None:
         raise InputError(
@@ -405,6 +415,23 @@ def run(sections: dict[str, Any], root: Path | None = None) -> dict[str, Any]:
             "histogram percentile": "PromQL histogram_quantile over the bucket increases between the first and last scrape",
         },
     }
+
+
+def table_text(result: dict[str, Any]) -> str:
+    """The verdict and the monitoring table as plain text (`sizing validate`)."""
+    lines = [
+        "re-characterize: " + ("YES" if result["recharacterize"] else "no"),
+        *(f"  - {r}" for r in result["reasons"]),
+        f"{'metric':<24}{'production':>14}{'benchmark':>14}  {'status':<8}target",
+    ]
+    for name, m in result["metrics"].items():
+        prod = "-" if m["production"] is None else f"{m['production']:,.4g}"
+        bench = "-" if m["benchmark"] is None else f"{m['benchmark']:,.4g}"
+        lines.append(f"{name:<24}{prod:>14}{bench:>14}  {m['status']:<8}{m['target']}")
+    if result["revisit"]:
+        lines.append("revisit: " + "; ".join(result["revisit"]))
+    lines += [f"note: {w}" for w in result["warnings"]]
+    return "\n".join(lines) + "\n"
 
 
 def run_stage(sections: dict[str, Any], root: Path | None = None) -> dict[str, Any]:

@@ -459,6 +459,21 @@ def test_validation_stage_compares_production_with_the_benchmark(project):
     )
 
 
+def test_sizing_validate_checks_a_scrapes_only_window_and_writes_nothing(project, tmp_path):
+    shutil.copytree(project / "data" / "raw" / "production" / "scrapes", tmp_path / "window" / "scrapes")
+    before = (project / "data" / "interim" / "production.parquet").read_bytes()
+    proc = _run([sys.executable, "-m", "pipeline", "validate", str(tmp_path / "window"), "--json"], project)
+    v = json.loads(proc.stdout)
+    m = v["metrics"]
+    # no request log: TTFT and ITL come from the vLLM histograms, the rate from request_success_total
+    assert "histograms over the scrape window" in m["ttft_p99_ms"]["source"]
+    assert v["window"]["replicas"] == 7 and v["window"]["requests"] == 7597
+    assert v["recharacterize"] is True and any("wide bucket" in w for w in v["warnings"])
+    assert (project / "data" / "interim" / "production.parquet").read_bytes() == before
+    text = _run([sys.executable, "-m", "pipeline", "validate", "--tier", "large"], project).stdout
+    assert text.startswith("re-characterize: YES") and "fleet_utilization_pct" in text
+
+
 def test_quarterly_review_and_what_if_flows_from_the_readme(project):
     """README 'Quarterly review' and 'What-if', for real: tag, dvc exp run -S, exp show, params/metrics diff, a branch."""
     git = ["git", "-c", "user.email=t@t", "-c", "user.name=t"]
