@@ -54,3 +54,22 @@ def test_sample_has_two_diurnal_peaks():
     rate = sample.diurnal_rps(hours)
     local_max = [h for h in range(1, 23) if rate[h] > rate[h - 1] and rate[h] > rate[h + 1]]
     assert local_max == [10, 15]
+
+
+@pytest.mark.parametrize(
+    ("change", "needle"),
+    [
+        ({"tcoo": {}}, "unknown section 'tcoo'; allowed sections: slo, workload"),
+        ({"hardware": {"gpus": ["H100", "H900"]}}, "hardware.gpus[1] = 'H900' is not in data/catalog/gpus.csv"),
+        ({"model": {"tiers": {"small": "Llama-9B"}}}, "model.tiers.small: unknown model"),
+        ({"report": {"scenarios": {"x": {"gpu": "TPU"}}}}, "report.scenarios.x.gpu = 'TPU' is not in"),
+        ({"routing": {"mode": "cascade", "cascade_small_model": "Nope-1B"}}, "routing.cascade_small_model: unknown"),
+        ({"workload": {"tiers": {"map": {"a": "b"}, "rules": [{"name": "x"}]}}}, "tiers.map and workload.tiers.rules"),
+    ],
+)
+def test_the_whole_file_is_checked_before_any_stage(change, needle):
+    data = {**params.load(ROOT / "params.yaml"), **change}
+    with pytest.raises(ParamsError) as err:
+        params.validate_all(data, ROOT)
+    assert needle in str(err.value)
+    assert len(params.validate_all(params.load(ROOT / "params.yaml"), ROOT)) == len(params.SCHEMAS)
