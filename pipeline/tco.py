@@ -182,40 +182,39 @@ def predicted_capacity(
     return c, float(np.interp(c, loads, [float(r["rps"]) for r in pts]))
 
 
-def plan(
+def candidates(
+    tier_name: str,
+    manifest: dict[str, Any],
+    measured: float,
+    demand: dict[str, Any],
+    fleet_tier: dict[str, Any],
     memory: dict[str, Any],
     curves: dict[str, list[dict[str, Any]]],
-    op: dict[str, Any],
-    fleet_json: dict[str, Any],
-    workload: dict[str, Any],
     p: dict[str, Any],
     fleet_p: dict[str, Any],
     slo: dict[str, Any],
     prices: list[Price],
-    tiers_json: dict[str, Any],
-) -> dict[str, Any]:
-    """metrics/tco.json: every candidate that meets the SLO, fleet-sized and priced; the cheapest measured one chosen.
+) -> list[dict[str, Any]]:
+    """Every GPU x precision x TP candidate of one fleet (metrics/memory.json, tier `tier_name`), sized and priced.
 
-    The benchmarked deployment uses its measured usable RPS. Every other candidate's usable RPS is
-    the measured one scaled by the ratio of the two roofline capacities at the SLO (memory stage
-    curves): an estimate to rank what to benchmark next, marked `roofline-scaled`, never chosen.
+    The benchmarked deployment (`manifest`) uses the measured usable RPS; every other candidate the
+    measured one x the ratio of the two roofline capacities at the SLO: `roofline-scaled`, never chosen.
     """
     from pipeline import fleet
 
-    m = op.get("manifest") or {}
-    bench_id = f"all/{m.get('gpu')}/w-{m.get('weight_dtype')}/kv-{m.get('kv_dtype')}"
+    m = manifest
+    bench_id = f"{tier_name}/{m.get('gpu')}/w-{m.get('weight_dtype')}/kv-{m.get('kv_dtype')}"
     if bench_id not in curves:
         raise InputError(
             f"the benchmarked deployment {bench_id} (TP{m.get('tp')}) is not a candidate of metrics/memory.json that fits "
             "and meets the SLO: add its GPU and precisions to params hardware/quantization"
         )
     _, bench_pred = predicted_capacity(curves[bench_id], slo["ttft_p99_ms"], slo["itl_p99_ms"])
-    measured = float(op["usable_rps"])
-    tier = fleet_json["pooled"]
-    rps = workload["rps"]
+    tier = fleet_tier
+    rps = demand["rps"]
     rows = []
     for cid, e in sorted(memory["candidates"].items()):
-        if e["tier"] != "all" or not e["fits"] or not e["meets_slo"] or cid not in curves:
+        if e["tier"] != tier_name or not e["fits"] or not e["meets_slo"] or cid not in curves:
             continue
         is_bench = cid == bench_id and int(e["tp"]) == int(m.get("tp", 0))
         conc, pred = predicted_capacity(curves[cid], slo["ttft_p99_ms"], slo["itl_p99_ms"])
@@ -264,13 +263,13 @@ def plan(
                 size.total_instances,
                 usable,
                 rps["mean"],
-                workload["output_tokens"]["mean"],
-                workload["input_tokens"]["mean"],
+                demand["output_tokens"]["mean"],
+                demand["input_tokens"]["mean"],
                 p["planned_utilization"],
                 p["utilization_trap_below"],
             )
             sched = fleet.schedule(
-                {h: v["p95_rps"] for h, v in workload["hourly"].items()},
+                demand["hourly_p95_rps"],
                 usable,
                 fleet_p["safety_factor"],
                 fleet_p["min_warm_instances"],
@@ -282,6 +281,41 @@ def plan(
             row.update(io.rounded({k: v for k, v in c.as_dict().items() if k not in ("gpus", "usd_per_gpu_hour")}))
             row["monthly_usd_with_schedule"] = round(scheduled_monthly, 2)
         rows.append(row)
+    return rows
+
+
+def plan(
+    memory: dict[str, Any],
+    curves: dict[str, list[dict[str, Any]]],
+    op: dict[str, Any],
+    fleet_json: dict[str, Any],
+    workload: dict[str, Any],
+    p: dict[str, Any],
+    fleet_p: dict[str, Any],
+    slo: dict[str, Any],
+    prices: list[Price],
+    tiers_json: dict[str, Any],
+) -> dict[str, Any]:
+    """metrics/tco.json: every candidate that meets the SLO, fleet-sized and priced; the cheapest measured one chosen.
+
+    The benchmarked deployment uses its measured usable RPS. Every other candidate's usable RPS is
+    the measured one scaled by the ratio of the two roofline capacities at the SLO (memory stage
+    curves): an estimate to rank what to benchmark next, marked `roofline-scaled`, never chosen.
+    """
+    demand = tiers_json["pooled"]
+    rows = candidates(
+        "all",
+        op.get("manifest") or {},
+        float(op["usable_rps"]),
+        demand,
+        fleet_json["pooled"],
+        memory,
+        curves,
+        p,
+        fleet_p,
+        slo,
+        prices,
+    )
     priced = {r["candidate"]: r["monthly_usd"] for r in rows if "monthly_usd" in r and r["basis"] == "measured"}
     pick = cheapest(priced)
     chosen = next(r for r in rows if r["candidate"] == pick["chosen"])
@@ -311,7 +345,62 @@ def plan(
         "$/1M output tokens = $/h / (mean rate x mean output tokens x 3600 / 1e6)",
         "prices_note": "list prices from data/catalog/prices.csv are dated and illustrative: re-check before a budget decision",
     }
+    pooled["per_tier_candidates"] = tier_candidates(op, fleet_json, tiers_json, memory, curves, p, fleet_p, slo, prices)
     return with_tiers(pooled, chosen, fleet_json, tiers_json, p, prices)
+
+
+def tier_candidates(
+    op: dict[str, Any],
+    fleet_json: dict[str, Any],
+    tiers_json: dict[str, Any],
+    memory: dict[str, Any],
+    curves: dict[str, list[dict[str, Any]]],
+    p: dict[str, Any],
+    fleet_p: dict[str, Any],
+    slo: dict[str, Any],
+    prices: list[Price],
+) -> dict[str, Any]:
+    """Steps 4-12 per tier: each routing tier's candidates priced like the pooled ones, and what to benchmark next."""
+    out: dict[str, Any] = {}
+    for name, t in sorted((fleet_json.get("routed") or {}).items()):
+        t_op = (op.get("per_tier") or {}).get(name) or {}
+        try:
+            rows = candidates(
+                name,
+                t_op.get("manifest") or {},
+                float(t_op["usable_rps"]),
+                tiers_json["tiers"][name],
+                t,
+                memory,
+                curves,
+                p,
+                fleet_p,
+                slo,
+                prices,
+            )
+        except (InputError, KeyError) as exc:
+            out[name] = {"error": str(exc).strip("'")}
+            continue
+        measured = next((r for r in rows if r["basis"] == "measured" and "monthly_usd" in r), None)
+        cheaper = sorted(
+            (r for r in rows if measured and "monthly_usd" in r and r["monthly_usd"] < measured["monthly_usd"]),
+            key=lambda r: (r["monthly_usd"], r["candidate"]),
+        )
+        out[name] = {
+            "candidates": rows,
+            "measured": measured["candidate"] if measured else None,
+            "benchmark_next": [
+                {
+                    "candidate": r["candidate"],
+                    "monthly_usd": r["monthly_usd"],
+                    "estimated_saving_share": round(1 - r["monthly_usd"] / measured["monthly_usd"], 4),
+                }
+                for r in cheaper[:3]
+            ]
+            if measured
+            else [],
+        }
+    return out
 
 
 def price_fleet(t: dict[str, Any], d: dict[str, Any], p: dict[str, Any], prices: list[Price]) -> dict[str, Any]:

@@ -406,9 +406,14 @@ def test_tco_stage_prices_the_measured_plan(project):
     assert t["usd_per_million_output_tokens"] == pytest.approx(per_hour / tokens_m, abs=1e-3)
     assert t["utilization_trap"] == (t["utilization"] < 0.4)
     assert t["routing"]["routing_saves_usd_per_month"] == pytest.approx((pooled_hour - per_hour) * 730, abs=0.05)
+    # steps 4-12 per tier: each tier's own candidates, its measured deployment priced as its fleet
+    for name, x in t["per_tier_candidates"].items():
+        measured = next(r for r in x["candidates"] if r["candidate"] == x["measured"])
+        assert measured["basis"] == "measured" and measured["monthly_usd"] == t["per_tier"][name]["monthly_usd"], name
+        assert all(r["candidate"].startswith(f"{name}/") for r in x["candidates"])
     html = (project / "reports" / "12_tco.html").read_text()
     assert "<title>Step 12" in html and "Utilization trap" in html and "run_stage" not in html
-    assert "Routing: one pooled fleet or one fleet per tier?" in html
+    assert "Routing: one pooled fleet or one fleet per tier?" in html and "Per tier: what else could serve it" in html
 
 
 def test_finance_report_first_screen_and_a_git_tag_as_the_previous_review(project):
