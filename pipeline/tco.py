@@ -319,10 +319,6 @@ def plan(
     priced = {r["candidate"]: r["monthly_usd"] for r in rows if "monthly_usd" in r and r["basis"] == "measured"}
     pick = cheapest(priced)
     chosen = next(r for r in rows if r["candidate"] == pick["chosen"])
-    cheaper = sorted(
-        (r for r in rows if "monthly_usd" in r and r["monthly_usd"] < chosen["monthly_usd"]),
-        key=lambda r: r["monthly_usd"],
-    )
     pooled = {
         "per_candidate": rows,
         "chosen": pick["chosen"],
@@ -333,14 +329,7 @@ def plan(
         "runner_up": pick["runner_up"],
         "saves_usd_per_month": pick["saves_usd_per_month"],
         "utilization_trap": chosen["utilization_trap"],
-        "benchmark_next": [
-            {
-                "candidate": r["candidate"],
-                "monthly_usd": r["monthly_usd"],
-                "estimated_saving_share": round(1 - r["monthly_usd"] / chosen["monthly_usd"], 4),
-            }
-            for r in cheaper[:3]
-        ],
+        "benchmark_next": benchmark_next(rows, chosen["monthly_usd"]),
         "formula": "$/h = GPUs x $/GPU-h; month = 730 h, year = 8760 h; utilization = mean rate / (instances x usable RPS); "
         "$/1M output tokens = $/h / (mean rate x mean output tokens x 3600 / 1e6)",
         "prices_note": "list prices from data/catalog/prices.csv are dated and illustrative: re-check before a budget decision",
@@ -382,25 +371,28 @@ def tier_candidates(
             out[name] = {"error": str(exc).strip("'")}
             continue
         measured = next((r for r in rows if r["basis"] == "measured" and "monthly_usd" in r), None)
-        cheaper = sorted(
-            (r for r in rows if measured and "monthly_usd" in r and r["monthly_usd"] < measured["monthly_usd"]),
-            key=lambda r: (r["monthly_usd"], r["candidate"]),
-        )
         out[name] = {
             "candidates": rows,
             "measured": measured["candidate"] if measured else None,
-            "benchmark_next": [
-                {
-                    "candidate": r["candidate"],
-                    "monthly_usd": r["monthly_usd"],
-                    "estimated_saving_share": round(1 - r["monthly_usd"] / measured["monthly_usd"], 4),
-                }
-                for r in cheaper[:3]
-            ]
-            if measured
-            else [],
+            "benchmark_next": benchmark_next(rows, measured["monthly_usd"]) if measured else [],
         }
     return out
+
+
+def benchmark_next(rows: list[dict[str, Any]], reference_usd: float, n: int = 3) -> list[dict[str, Any]]:
+    """The `n` candidates estimated cheaper a month than the reference plan, cheapest first, with the saving."""
+    cheaper = sorted(
+        (r for r in rows if "monthly_usd" in r and r["monthly_usd"] < reference_usd),
+        key=lambda r: (r["monthly_usd"], r["candidate"]),
+    )
+    return [
+        {
+            "candidate": r["candidate"],
+            "monthly_usd": r["monthly_usd"],
+            "estimated_saving_share": round(1 - r["monthly_usd"] / reference_usd, 4),
+        }
+        for r in cheaper[:n]
+    ]
 
 
 def price_fleet(t: dict[str, Any], d: dict[str, Any], p: dict[str, Any], prices: list[Price]) -> dict[str, Any]:
