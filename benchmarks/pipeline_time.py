@@ -37,6 +37,7 @@ def sh(cmd: list[str], cwd: Path) -> tuple[float, str]:
 
 
 def copy_project(dest: Path) -> None:
+    """A git repo at `dest` holding the project's tracked and unignored files, no outputs (also the e2e tests' copy)."""
     files = subprocess.run(
         ["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True, text=True, check=True
     ).stdout.split()

@@ -53,6 +53,7 @@ class Scrape:
     time_s: float
     samples: dict[tuple[str, tuple[tuple[str, str], ...]], float] = field(default_factory=dict)
     types: dict[str, str] = field(default_factory=dict)
+    synthetic: bool = False  # the file opens with "# SYNTHETIC" (the project's generated sample)
 
 
 def _unescape(v: str) -> str:
@@ -139,7 +140,7 @@ def parse(text: str, path: str, time_s: float | None = None) -> Scrape:
     for name, labels, *_ in raw:  # an undeclared family with _bucket{le=...} series is a histogram
         if name.endswith("_bucket") and any(k == "le" for k, _ in labels):
             family_type.setdefault(name[: -len("_bucket")], "histogram")
-    scrape = Scrape(path, float(time_s))
+    scrape = Scrape(path, float(time_s), synthetic=text.lstrip().startswith("# SYNTHETIC"))
     for name, labels, value, _, _ in raw:
         fam, kind = _family(name, family_type)
         key = (normalize(fam, kind) + _suffix(name, fam, kind), labels)

@@ -107,22 +107,19 @@ def execute(name: str, parameters: dict[str, Any], title: str, root: Path) -> No
     execute_all((name,), parameters, (title,), root)
 
 
-class _Echo:
-    """An nbclient NotebookClient that also echoes the kernel's printed progress to this process, live."""
+def _client(nb: Any, km: Any, root: Path) -> Any:
+    """An nbclient NotebookClient on `km` that also echoes the kernel's printed progress to this process, live."""
+    from nbclient import NotebookClient
 
-    @staticmethod
-    def make(nb: Any, km: Any, root: Path) -> Any:
-        from nbclient import NotebookClient
+    class Echo(NotebookClient):  # type: ignore[misc]
+        def output(self, outs: Any, msg: dict[str, Any], display_id: Any, cell_index: int) -> Any:
+            if msg["msg_type"] == "stream":
+                stream = sys.stderr if msg["content"].get("name") == "stderr" else sys.stdout
+                stream.write(msg["content"].get("text", ""))
+                stream.flush()
+            return super().output(outs, msg, display_id, cell_index)
 
-        class Client(NotebookClient):  # type: ignore[misc]
-            def output(self, outs: Any, msg: dict[str, Any], display_id: Any, cell_index: int) -> Any:
-                if msg["msg_type"] == "stream":
-                    stream = sys.stderr if msg["content"].get("name") == "stderr" else sys.stdout
-                    stream.write(msg["content"].get("text", ""))
-                    stream.flush()
-                return super().output(outs, msg, display_id, cell_index)
-
-        return Client(nb, km=km, kernel_name="python3", timeout=None, resources={"metadata": {"path": str(root)}})
+    return Echo(nb, km=km, kernel_name="python3", timeout=None, resources={"metadata": {"path": str(root)}})
 
 
 def start_kernel(root: Path) -> Any:
@@ -165,7 +162,7 @@ def execute_all(
             nb = load_notebook_node(str(root / "notebooks" / f"{name}.ipynb"))  # papermill's loader: tags defaulted
             nb = parameterize_notebook(nb, parameters, kernel_name="python3", language="python")
             nb.cells.insert(0, new_code_cell('get_ipython().run_line_magic("reset", "-f")'))
-            client = _Echo.make(nb, km, root)
+            client = _client(nb, km, root)
             try:
                 client.execute()
             finally:

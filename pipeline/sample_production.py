@@ -14,7 +14,6 @@ Same seed, same bytes (tested). Replace the folder with your own window.
 
 from __future__ import annotations
 
-import json
 import math
 from datetime import UTC, datetime
 from pathlib import Path
@@ -38,15 +37,21 @@ FB_TOTAL_MIB = 81559
 
 
 def _benchmark(root: Path, rps_per_replica: float) -> dict[str, float]:
-    """Median and p99 TTFT and the median TPOT of the sample sweep at this rate (linear in RPS), in ms."""
-    levels = sorted(
-        (json.loads(f.read_text()) for f in (root / "data" / "raw" / "benchmarks" / SWEEP).glob("*.json")),
-        key=lambda r: r["request_throughput"],
-    )
-    xs = [r["request_throughput"] for r in levels]
+    """Median and p99 TTFT and the median TPOT of the sample sweep at this rate (linear in RPS), in ms.
+
+    Read with the project's own vLLM reader (pipeline.benchmarks), as the curve stage reads it.
+    """
+    from pipeline.benchmarks import read_sweep
+
+    levels = read_sweep([root / "data" / "raw" / "benchmarks" / SWEEP]).frame().sort_values("rps")
+    xs = levels["rps"].astype(float).to_numpy()
     return {
-        k: float(np.interp(rps_per_replica, xs, [r[k] for r in levels]))
-        for k in ("median_ttft_ms", "p99_ttft_ms", "median_tpot_ms")
+        k: float(np.interp(rps_per_replica, xs, levels[col].astype(float).to_numpy()))
+        for k, col in (
+            ("median_ttft_ms", "ttft_p50_ms"),
+            ("p99_ttft_ms", "ttft_p99_ms"),
+            ("median_tpot_ms", "itl_p50_ms"),
+        )
     }
 
 

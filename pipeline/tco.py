@@ -182,18 +182,25 @@ def predicted_capacity(
     return c, float(np.interp(c, loads, [float(r["rps"]) for r in pts]))
 
 
+@dataclass(frozen=True)
+class Pricing:
+    """What every candidate is sized and priced with: the memory stage's candidates and roofline curves, params, prices."""
+
+    memory: dict[str, Any]
+    curves: dict[str, list[dict[str, Any]]]
+    p: dict[str, Any]
+    fleet_p: dict[str, Any]
+    slo: dict[str, Any]
+    prices: list[Price]
+
+
 def candidates(
     tier_name: str,
     manifest: dict[str, Any],
     measured: float,
     demand: dict[str, Any],
     fleet_tier: dict[str, Any],
-    memory: dict[str, Any],
-    curves: dict[str, list[dict[str, Any]]],
-    p: dict[str, Any],
-    fleet_p: dict[str, Any],
-    slo: dict[str, Any],
-    prices: list[Price],
+    pr: Pricing,
 ) -> list[dict[str, Any]]:
     """Every GPU x precision x TP candidate of one fleet (metrics/memory.json, tier `tier_name`), sized and priced.
 
@@ -202,6 +209,7 @@ def candidates(
     """
     from pipeline import fleet
 
+    memory, curves, p, fleet_p, slo, prices = pr.memory, pr.curves, pr.p, pr.fleet_p, pr.slo, pr.prices
     m = manifest
     bench_id = f"{tier_name}/{m.get('gpu')}/w-{m.get('weight_dtype')}/kv-{m.get('kv_dtype')}"
     if bench_id not in curves:
@@ -284,37 +292,15 @@ def candidates(
     return rows
 
 
-def plan(
-    memory: dict[str, Any],
-    curves: dict[str, list[dict[str, Any]]],
-    op: dict[str, Any],
-    fleet_json: dict[str, Any],
-    workload: dict[str, Any],
-    p: dict[str, Any],
-    fleet_p: dict[str, Any],
-    slo: dict[str, Any],
-    prices: list[Price],
-    tiers_json: dict[str, Any],
-) -> dict[str, Any]:
+def plan(pr: Pricing, op: dict[str, Any], fleet_json: dict[str, Any], tiers_json: dict[str, Any]) -> dict[str, Any]:
     """metrics/tco.json: every candidate that meets the SLO, fleet-sized and priced; the cheapest measured one chosen.
 
     The benchmarked deployment uses its measured usable RPS. Every other candidate's usable RPS is
     the measured one scaled by the ratio of the two roofline capacities at the SLO (memory stage
     curves): an estimate to rank what to benchmark next, marked `roofline-scaled`, never chosen.
     """
-    demand = tiers_json["pooled"]
     rows = candidates(
-        "all",
-        op.get("manifest") or {},
-        float(op["usable_rps"]),
-        demand,
-        fleet_json["pooled"],
-        memory,
-        curves,
-        p,
-        fleet_p,
-        slo,
-        prices,
+        "all", op.get("manifest") or {}, float(op["usable_rps"]), tiers_json["pooled"], fleet_json["pooled"], pr
     )
     priced = {r["candidate"]: r["monthly_usd"] for r in rows if "monthly_usd" in r and r["basis"] == "measured"}
     pick = cheapest(priced)
@@ -334,20 +320,12 @@ def plan(
         "$/1M output tokens = $/h / (mean rate x mean output tokens x 3600 / 1e6)",
         "prices_note": "list prices from data/catalog/prices.csv are dated and illustrative: re-check before a budget decision",
     }
-    pooled["per_tier_candidates"] = tier_candidates(op, fleet_json, tiers_json, memory, curves, p, fleet_p, slo, prices)
-    return with_tiers(pooled, chosen, fleet_json, tiers_json, p, prices)
+    pooled["per_tier_candidates"] = tier_candidates(op, fleet_json, tiers_json, pr)
+    return with_tiers(pooled, chosen, fleet_json, tiers_json, pr.p, pr.prices)
 
 
 def tier_candidates(
-    op: dict[str, Any],
-    fleet_json: dict[str, Any],
-    tiers_json: dict[str, Any],
-    memory: dict[str, Any],
-    curves: dict[str, list[dict[str, Any]]],
-    p: dict[str, Any],
-    fleet_p: dict[str, Any],
-    slo: dict[str, Any],
-    prices: list[Price],
+    op: dict[str, Any], fleet_json: dict[str, Any], tiers_json: dict[str, Any], pr: Pricing
 ) -> dict[str, Any]:
     """Steps 4-12 per tier: each routing tier's candidates priced like the pooled ones, and what to benchmark next."""
     out: dict[str, Any] = {}
@@ -355,17 +333,7 @@ def tier_candidates(
         t_op = (op.get("per_tier") or {}).get(name) or {}
         try:
             rows = candidates(
-                name,
-                t_op.get("manifest") or {},
-                float(t_op["usable_rps"]),
-                tiers_json["tiers"][name],
-                t,
-                memory,
-                curves,
-                p,
-                fleet_p,
-                slo,
-                prices,
+                name, t_op.get("manifest") or {}, float(t_op["usable_rps"]), tiers_json["tiers"][name], t, pr
             )
         except (InputError, KeyError) as exc:
             out[name] = {"error": str(exc).strip("'")}
@@ -540,28 +508,18 @@ def with_tiers(
 
 
 def run_stage(sections: dict[str, Any], root: Path | None = None) -> dict[str, Any]:
-    """The tco stage: read the memory, curve, fleet and workload metrics; write metrics/tco.json atomically."""
+    """The tco stage: read the memory, curve, fleet and tier metrics; write metrics/tco.json atomically."""
     import pyarrow.parquet as pq
 
     from pipeline import params
 
     root = root or paths.ROOT
     sec = {name: params.validate_section(name, sections.get(name)) for name in SECTIONS}
-    inputs = io.read_metrics(root, ("memory", "operating_point", "fleet", "workload", "tiers"))
+    inputs = io.read_metrics(root, ("memory", "operating_point", "fleet", "tiers"))
     curves: dict[str, list[dict[str, Any]]] = {}
     for r in pq.read_table(root / "data" / "interim" / "predicted_curve.parquet").to_pylist():
         curves.setdefault(r["candidate"], []).append(r)
-    result = plan(
-        inputs["memory"],
-        curves,
-        inputs["operating_point"],
-        inputs["fleet"],
-        inputs["workload"],
-        sec["tco"],
-        sec["fleet"],
-        sec["slo"],
-        load_prices(root),
-        inputs["tiers"],
-    )
+    pr = Pricing(inputs["memory"], curves, sec["tco"], sec["fleet"], sec["slo"], load_prices(root))
+    result = plan(pr, inputs["operating_point"], inputs["fleet"], inputs["tiers"])
     io.write_json(root / TCO_JSON, result)
     return result

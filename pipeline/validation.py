@@ -115,6 +115,7 @@ def scrape_figures(folder: Path, root: Path, coarse_ratio: float = 2.0) -> dict[
     wins = pm.windows(scrapes)
     out: dict[str, Any] = {"sources": {k: {"scrapes": len(w.scrapes), "seconds": w.seconds} for k, w in wins.items()}}
     out["validation"] = checked.as_dict()
+    out["synthetic"] = any(s.synthetic for s in scrapes)
     notes: list[str] = []
     engine = next(((k, w) for k, w in wins.items() if any(n.startswith(("vllm:", "sglang:")) for n in w.names())), None)
     if engine:
@@ -345,7 +346,7 @@ def run(sections: dict[str, Any], root: Path | None = None, scratch: Path | None
         sized = (fleet.get("routed") or {}).get(tier) or fleet["pooled"]
     prod: dict[str, Any] = {}
     if scr:
-        prod.update({k: v for k, v in scr.items() if k not in ("sources", "notes", "validation")})
+        prod.update({k: v for k, v in scr.items() if k not in ("sources", "notes", "validation", "synthetic")})
         prod["ttft_source"] = prod["itl_source"] = f"{scr.get('engine', 'engine')} histograms over the scrape window"
     if log:  # exact per-request latencies beat histogram buckets
         for k in ("ttft_p99_ms", "itl_p99_ms", "rate_rps", "requests"):
@@ -378,15 +379,9 @@ def run(sections: dict[str, Any], root: Path | None = None, scratch: Path | None
     warnings = notes
     if bench["note"]:
         warnings.append(bench["note"])
-    files = sorted(folder.rglob("*.prom")) + sorted(folder.glob("requests*"))
-    synthetic = any(
-        f.read_text(encoding="utf-8", errors="replace")[:200].startswith("# SYNTHETIC")
-        for f in files
-        if f.suffix == ".prom"
-    )
     return {
         **verdict,
-        "synthetic": synthetic,
+        "synthetic": bool((scr or {}).get("synthetic")),
         "window": io.rounded(
             {
                 "tier": tier,

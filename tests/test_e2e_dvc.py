@@ -31,18 +31,10 @@ def _run(cmd: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedP
 @pytest.fixture(scope="module")
 def project(tmp_path_factory) -> Path:
     """A git repo holding the project's tracked and unignored files, with no outputs yet."""
+    from benchmarks.pipeline_time import copy_project
+
     dest = tmp_path_factory.mktemp("e2e") / "project"
-    files = subprocess.run(
-        ["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True, text=True, check=True
-    ).stdout.split()
-    for rel in files:
-        src = ROOT / rel
-        if src.is_file() and not rel.startswith(("metrics/", "data/interim/")) and rel != "dvc.lock":
-            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, dest / rel)
-    _run(["git", "init", "-q"], dest)
-    _run(["git", "-c", "user.email=t@t", "-c", "user.name=t", "add", "-A"], dest)
-    _run(["git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "copy"], dest)
+    copy_project(dest)  # the same fresh copy the pipeline_time benchmark measures
     _run([str(BIN / "dvc"), "repro"], dest)
     return dest
 
