@@ -5,7 +5,7 @@ method.md steps 2-3 and the guide's section 1.5: tiers come from a `tier` column
 (model.tiers), GPU and curve. Cascading sends 100% of the traffic to the small tier and only the
 escalation fraction (20-40%) to the large one. Routing pays off when the large-model fleet would
 exceed ~8 GPUs and traffic has a measurable skew toward requests a smaller model can serve; the
-fleet stage applies that rule once the pooled fleet is sized, the tco stage adds the blended cost.
+fleet stage applies that rule once the pooled fleet is sized, step 12 (TCO) adds the blended cost.
 """
 
 from __future__ import annotations
@@ -218,7 +218,7 @@ def plan(profile: dict[str, Any], sections: dict[str, Any], root: Path | None = 
             "tier demand": "each tier's rates, hourly curve and lengths from its own rows of the log (step 1)",
             "cascade": "small tier: 100% of the traffic; large tier: routing.escalation x every rate",
             "worth it": "large-model fleet > routing.min_large_fleet_gpus and simple share >= routing.min_simple_share "
-            "(decided in the fleet stage, costed in the tco stage)",
+            "(decided in the fleet stage, costed in step 12)",
         },
     }
 

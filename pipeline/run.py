@@ -8,6 +8,8 @@ Bad input ends with one clear message and exit status 1, never a traceback.
 
 from __future__ import annotations
 
+import os
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,14 +55,17 @@ STAGES: dict[str, Stage] = {
         ),
     ),
     "fleet": Stage(("11_fleet",), ("fleet", "routing", "slo"), ("Step 11: fleet size",)),
-    "tco": Stage(("12_tco",), ("tco", "fleet", "slo"), ("Step 12: total cost of ownership",)),
     "validation": Stage(
         ("13_validation",), ("validation", "slo", "workload"), ("Step 13: post-deployment validation",)
     ),
-    "report": Stage(
-        ("finance", "scenarios"),
+    "report": Stage(  # step 12 and the reports: anything that reruns the cost reruns the reports
+        ("12_tco", "finance", "scenarios"),
         ("report", "slo", "fleet", "tco", "curve", "routing"),
-        ("LLM inference fleet: GPUs and cost", "What-if scenarios side by side"),
+        (
+            "Step 12: total cost of ownership",
+            "LLM inference fleet: GPUs and cost",
+            "What-if scenarios side by side",
+        ),
     ),
 }
 
@@ -79,6 +84,41 @@ def scrub(nb: Any) -> Any:
 
 
 _EXPORTER: list[Any] = []
+VEGALITE_MIME = re.compile(r"application/vnd\.vegalite\.v\d+\+json")
+SCHEMA_VERSION = re.compile(r"/vega-lite/v(\d+)\.(\d+)[.\d]*\.json$")
+
+
+def to_svg(spec: dict[str, Any]) -> str:
+    """One Vega-Lite chart as SVG (vl-convert), at the Vega-Lite version its `$schema` names, as Altair does."""
+    import vl_convert as vlc
+
+    match = SCHEMA_VERSION.search(spec.get("$schema", ""))
+    return vlc.vegalite_to_svg(spec, vl_version=f"v{match[1]}_{match[2]}" if match else None)
+
+
+def _chart_specs(out: Any) -> list[tuple[str, dict[str, Any]]]:
+    data = out.get("data") or {}
+    return [(key, data[key]) for key in data if VEGALITE_MIME.fullmatch(key)]
+
+
+def warm_charts() -> None:
+    """Start vl-convert's JavaScript engine (the first chart costs about a second) while the kernel boots."""
+    to_svg({"mark": "point", "data": {"values": [{"x": 0}]}, "encoding": {"x": {"field": "x"}}})
+
+
+def svg_charts(nb: Any) -> Any:
+    """Replace every Vega-Lite chart output with its SVG, so the report carries no JavaScript.
+
+    Done here, on the report thread, rather than in the kernel: the kernel then never starts
+    vl-convert's engine, and the runner, idle while the kernel works, has warmed it already.
+    """
+    for cell in nb.cells:
+        for out in cell.get("outputs", []):
+            for key, spec in _chart_specs(out):
+                del out["data"][key]
+                out["data"].pop("text/plain", None)
+                out["data"]["image/svg+xml"] = to_svg(spec)
+    return nb
 
 
 def to_html(nb: Any, title: str) -> str:
@@ -154,9 +194,9 @@ def execute_all(
     from papermill.parameterize import parameterize_notebook
 
     km = km or start_kernel(root)
-    to_html(None, "")  # nbconvert and its template, loaded while the kernel boots
     pool = ThreadPoolExecutor(max_workers=1)  # each report is rendered while the next notebook runs
-    pending = []
+    pending = [pool.submit(warm_charts)]
+    to_html(None, "")  # nbconvert and its template, loaded while the kernel boots
     try:
         for name, title in zip(names, titles, strict=True):
             nb = load_notebook_node(str(root / "notebooks" / f"{name}.ipynb"))  # papermill's loader: tags defaulted
@@ -180,7 +220,7 @@ def execute_all(
 
 
 def _write_report(path: Path, nb: Any, title: str) -> None:
-    io.write_text(path, to_html(nb, title))
+    io.write_text(path, to_html(svg_charts(nb), title))
 
 
 def run(stage_name: str, root: Path | None = None) -> None:
@@ -227,4 +267,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    code = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)  # every output is written and closed, the kernel is down: skip ~0.3 s of interpreter teardown

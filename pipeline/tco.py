@@ -508,7 +508,7 @@ def with_tiers(
 
 
 def run_stage(sections: dict[str, Any], root: Path | None = None) -> dict[str, Any]:
-    """The tco stage: read the memory, curve, fleet and tier metrics; write metrics/tco.json atomically."""
+    """Step 12 (run by the report stage): read the memory, curve, fleet and tier metrics; write metrics/tco.json atomically."""
     import pyarrow.parquet as pq
 
     from pipeline import params
