@@ -415,3 +415,46 @@ def scenario_costs(data: pd.DataFrame) -> alt.Chart:
         )
         .properties(width=520, height=alt.Step(24))
     )
+
+
+def gpu_landscape(gpus: pd.DataFrame) -> alt.Chart:
+    """Each candidate GPU by HBM bandwidth (x) and dense BF16 TFLOPS (y), point size = visible memory.
+
+    Decode-heavy traffic is paid for along x (bandwidth sets ITL), prefill-heavy traffic along y.
+    """
+    base = alt.Chart(gpus).encode(
+        x=alt.X("memory_bw_tbs:Q", title="HBM bandwidth (TB/s)", scale=alt.Scale(zero=False, padding=30)),
+        y=alt.Y("bf16_tflops_dense:Q", title="dense BF16 TFLOPS", scale=alt.Scale(zero=False, padding=30)),
+    )
+    points = base.mark_circle(opacity=0.7).encode(
+        size=alt.Size("visible_memory_gib:Q", title="visible memory (GiB)", scale=alt.Scale(range=[60, 600])),
+        color=alt.Color("vendor:N", title="vendor"),
+        tooltip=["gpu", "memory_bw_tbs", "bf16_tflops_dense", "visible_memory_gib"],
+    )
+    labels = base.mark_text(align="left", dx=9, dy=-6, fontSize=11).encode(text="gpu:N")
+    return alt.layer(points, labels).properties(width=520, height=300)
+
+
+def prefix_hit_rate(reuse: float, replicas: int, min_reuse: float) -> alt.Chart:
+    """Prefix-cache hit rate against fleet size: kept by prefix-aware routing, about reuse / N without it."""
+    top = max(2 * replicas, 8)
+    rows = [
+        {"replicas": n, "routing": "prefix-aware (consistent hashing)", "hit_rate": reuse} for n in range(1, top + 1)
+    ]
+    rows += [{"replicas": n, "routing": "round-robin", "hit_rate": reuse / n} for n in range(1, top + 1)]
+    lines = (
+        alt.Chart(pd.DataFrame(rows))
+        .mark_line(point=True)
+        .encode(
+            x=alt.X("replicas:Q", title="replicas in the fleet", axis=alt.Axis(tickMinStep=1, format="d")),
+            y=alt.Y("hit_rate:Q", title="prefix-cache hit rate", axis=alt.Axis(format="%")),
+            color=alt.Color("routing:N", scale=alt.Scale(range=[BLUE, ORANGE]), title=None),
+        )
+    )
+    floor = (
+        alt.Chart(pd.DataFrame({"hit_rate": [min_reuse]}))
+        .mark_rule(color=RED, strokeDash=[4, 3])
+        .encode(y="hit_rate:Q")
+    )
+    fleet = alt.Chart(pd.DataFrame({"replicas": [replicas]})).mark_rule(color=GREY).encode(x="replicas:Q")
+    return alt.layer(lines, floor, fleet).properties(width=520, height=240)

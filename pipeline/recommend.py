@@ -57,6 +57,8 @@ def prefix_caching(reuse_fraction: float | None, instances: int, min_reuse: floa
         f"{reuse_fraction:.1%} of prefix blocks in the traffic log were seen before (metrics/workload.json prefix_reuse)",
         action,
         warning=warning,
+        replicas=instances,
+        min_reuse=min_reuse,
     )
 
 

@@ -203,6 +203,7 @@ def test_pd_ratio_and_kv_transfer_by_hand():
 def test_prefix_caching_warns_about_routing_for_several_replicas():
     r = recommend.prefix_caching(0.35, 4, 0.2)
     assert r["verdict"] == "recommended" and "1/4 = 25%" in r["warning"]
+    assert (r["replicas"], r["min_reuse"]) == (4, 0.2)  # what the step-8 chart draws: 35% kept, or 35% / 4
     assert recommend.prefix_caching(0.35, 1, 0.2)["warning"] is None
     assert recommend.prefix_caching(None, 4, 0.2)["verdict"] == "not assessed"
 
