@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import altair as alt
@@ -18,14 +19,18 @@ def spec_bundle(spec: dict[str, Any], **_: Any) -> dict[str, Any]:
     return {f"application/vnd.vegalite.{alt.SCHEMA_VERSION.split('.')[0]}+json": spec}
 
 
-def enable() -> None:
-    """Charts leave the kernel as Vega-Lite specs (the stage runner turns them into SVG), no row limit for tables.
+RUNNER_ENV = "SIZING_CHART_SPECS"  # set by the stage runner in its kernel's environment
 
-    Converting in the runner keeps vl-convert's engine start-up (about a second) off the kernel's path:
-    the runner warms it while the kernel boots and converts each chart while the next notebook runs.
+
+def enable() -> None:
+    """How charts leave the kernel, and no row limit for tables.
+
+    Under the stage runner: as Vega-Lite specs, which the runner turns into SVG, keeping vl-convert's
+    engine start-up (about a second) off the kernel's path (it warms the engine while the kernel boots).
+    Anywhere else (a notebook opened in Jupyter): as SVG rendered here, offline, as before.
     """
     alt.renderers.register("spec", spec_bundle)
-    alt.renderers.enable("spec")
+    alt.renderers.enable("spec" if os.environ.get(RUNNER_ENV) == "1" else "svg")
     alt.data_transformers.disable_max_rows()
     pd.set_option("display.max_colwidth", None)
 

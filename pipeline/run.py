@@ -169,6 +169,7 @@ def start_kernel(root: Path) -> Any:
     km = KernelManager(kernel_name="python3")
     km.start_kernel(
         cwd=str(root),
+        env={**os.environ, "SIZING_CHART_SPECS": "1"},  # charts come back as specs: svg_charts() renders them
         extra_arguments=[
             "--IPKernelApp.log_level=CRITICAL",
             "--HistoryManager.enabled=False",

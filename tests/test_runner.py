@@ -48,3 +48,30 @@ def test_great_expectations_loads_without_scipy_stats_which_still_works_on_first
     deferred, has_expectations, entropy = proc.stdout.split()
     assert (deferred, has_expectations) == ("False", "True")
     assert float(entropy) == math.log(2)  # ln 2 nats: two equally likely outcomes
+
+
+def test_charts_leave_the_runners_kernel_as_specs_and_anywhere_else_as_svg(monkeypatch):
+    code = (
+        "import altair as alt, pandas as pd\n"
+        "from pipeline import charts\n"
+        "charts.enable()\n"
+        "alt.Chart(pd.DataFrame({'x': [1, 2]})).mark_point().encode(x='x:Q')"
+    )
+    nb = new_notebook(cells=[new_code_cell(code)])
+    km = run.start_kernel(ROOT)
+    try:
+        client = run._client(nb, km, ROOT)
+        client.execute()
+        client.kc.stop_channels()
+    finally:
+        km.shutdown_kernel(now=True)
+    (key,) = [k for k in nb.cells[0].outputs[0]["data"] if k != "text/plain"]
+    assert run.VEGALITE_MIME.fullmatch(key), key  # the runner's kernel hands back the spec
+    monkeypatch.delenv(charts.RUNNER_ENV, raising=False)
+    charts.enable()  # a notebook opened outside the runner renders SVG itself
+    assert alt.renderers.active == "svg"
+    monkeypatch.setenv(charts.RUNNER_ENV, "1")
+    charts.enable()
+    assert alt.renderers.active == "spec"
+    monkeypatch.delenv(charts.RUNNER_ENV)
+    charts.enable()  # leave this process as it was
