@@ -122,6 +122,17 @@ def recommendations_table(res: CurveResult, names: tuple[str, ...]) -> pd.DataFr
     return pd.DataFrame(rows)
 
 
+def tier_recommendations_table(res: CurveResult, names: tuple[str, ...]) -> pd.DataFrame | None:
+    """The same recommendations per routing tier (each on its own curve, lengths and rate); None without tiers."""
+    rows = [
+        {"tier": tier, **{k: r[k] for k in ("name", "verdict", "value", "action")}}
+        for tier, point in sorted(res.per_tier.items())
+        for r in point.get("recommendations", [])
+        if r["name"] in names
+    ]
+    return pd.DataFrame(rows) if rows else None
+
+
 def overlay_table(res: CurveResult) -> pd.DataFrame | None:
     """Predicted (roofline) vs measured per level of the sizing curve, errors in %."""
     if res.overlay is None:

@@ -43,6 +43,7 @@ class Workload:
     output_mean: float | None = None
     sizing_rps: float | None = None
     prefix_reuse: float | None = None
+    tier_prefix_reuse: dict[str, float | None] = field(default_factory=dict)
 
     @classmethod
     def from_profile(cls, p: dict[str, Any]) -> Workload:
@@ -54,6 +55,7 @@ class Workload:
             p["output_tokens"]["mean"],
             p["rps"]["sizing_rate"],
             (p.get("prefix_reuse") or {}).get("reuse_fraction"),
+            {t: (v.get("prefix_reuse") or {}).get("reuse_fraction") for t, v in (p.get("tiers") or {}).items()},
         )
 
 
@@ -341,7 +343,10 @@ def analyze(
     warnings.extend(pick.warnings)
     name, why, sized_by, capacities = pick.curve, pick.why, pick.sized_by, pick.capacities
     chosen = points[name]
-    per_tier = {tier: _tier_point(tier, d, evaluated, s) for tier, d in sorted((tier_demands or {}).items())}
+    per_tier = {
+        tier: _tier_point(tier, d, evaluated, s, workload, sections, root)
+        for tier, d in sorted((tier_demands or {}).items())
+    }
     sweep = next(sw for sw in sweeps if sw.name == sweep_of[name])
     manifest = dict(sweep.manifest) if sweep.manifest else None
     overlay, note = (None, "no manifest: no roofline overlay")
@@ -447,8 +452,14 @@ def _pick(curves: list[str], ev: Evaluated, workload: Workload, s: cv.Settings) 
     return Pick(name, why, sized_by, capacities, warnings)
 
 
-def _tier_point(tier: str, d: Any, ev: Evaluated, s: cv.Settings) -> dict[str, Any]:
-    """One routing tier's operating point: its own sweeps (manifest tier:), else untagged sweeps of its model."""
+def _tier_point(
+    tier: str, d: Any, ev: Evaluated, s: cv.Settings, whole: Workload, sections: dict[str, Any], root: Path
+) -> dict[str, Any]:
+    """One routing tier's operating point (its own sweeps, else untagged sweeps of its model) and its steps 8-9.
+
+    The recommendations use the tier's own lengths, rate and curve; prefix reuse is the tier's own
+    rows' when the log's profile has that tier, else the whole log's (a cascade tier sees all of it).
+    """
     table, sweeps, sweep_of, points = ev.table, ev.sweeps, ev.sweep_of, ev.points
     manifests = {sw.name: sw.manifest or {} for sw in sweeps}
     all_curves = sorted(table["curve"].unique())
@@ -474,6 +485,7 @@ def _tier_point(tier: str, d: Any, ev: Evaluated, s: cv.Settings) -> dict[str, A
         d.input_tokens["mean"],
         d.output_tokens["mean"],
         d.rps["sizing_rate"],
+        whole.tier_prefix_reuse.get(tier, whole.prefix_reuse),
     )
     try:
         pick = _pick(own, ev, w, s)
@@ -500,6 +512,7 @@ def _tier_point(tier: str, d: Any, ev: Evaluated, s: cv.Settings) -> dict[str, A
         "capacities": pick.capacities,
         "manifest": m,
         "synthetic": bool(m.get("synthetic", False)),
+        "recommendations": recommendations(ev.table[ev.table["curve"] == pick.curve], op, w, m, sections, s, root),
         "warnings": pick.warnings + op.warnings,
     }
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 import os
 import re
 import shutil
@@ -318,6 +319,14 @@ def test_curve_stage_writes_the_operating_point_and_reports(project):
     hi = min(c for c, v in lv8.items() if v["p99_tpot_ms"] > 50)
     c8 = lo + (50 - lv8[lo]["p99_tpot_ms"]) / (lv8[hi]["p99_tpot_ms"] - lv8[lo]["p99_tpot_ms"]) * (hi - lo)
     assert pt["small"]["c_max"] == pytest.approx(c8, abs=1e-3)
+    # steps 8-9 per tier: each tier's prefix reuse from its own rows of the log, its replicas on its own curve
+    workload = json.loads((project / "metrics" / "workload.json").read_text())
+    tiers = json.loads((project / "metrics" / "tiers.json").read_text())["tiers"]
+    for tier in ("large", "small"):
+        prefix = next(r for r in pt[tier]["recommendations"] if r["name"] == "prefix_caching")
+        assert prefix["value"] == workload["tiers"][tier]["prefix_reuse"]["reuse_fraction"]
+        assert prefix["replicas"] == math.ceil(tiers[tier]["rps"]["sizing_rate"] / pt[tier]["usable_rps"])
+    assert "Per routing tier" in (project / "reports" / "08_kv_cache.html").read_text()
     for name, title in (
         ("07_benchmark", "Step 7"),
         ("08_kv_cache", "Step 8"),

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
+import math
 import shutil
 import subprocess
 import sys
@@ -117,6 +119,35 @@ def test_each_tier_gets_its_own_curve():
     assert "no benchmark sweep for model Qwen2.5-7B" in pt["qwen"]["error"] and "tier: qwen" in pt["qwen"]["error"]
     # the pooled point is unchanged by the tiers
     assert res.chosen.curve.startswith("sample_vllm_h100x4_long")
+
+
+def test_each_tier_gets_its_own_steps_8_and_9():
+    sweeps = read_source(SAMPLE, ROOT)
+    demands = {
+        "large": _demand("large", "Llama-3.1-70B", 7766, 1583),
+        "small": _demand("small", "Llama-3.1-8B", 2611, 571),
+    }
+    workload = dataclasses.replace(WORKLOAD, tier_prefix_reuse={"small": 0.1})  # the large tier: not in the profile
+    pt = final_curve.analyze(sweeps, workload, SETTINGS, SECTIONS, ROOT, tier_demands=demands).metrics()["per_tier"]
+    recs = {t: {r["name"]: r for r in pt[t]["recommendations"]} for t in pt}
+    # prefix caching: the small tier's own reuse (10% < the 20% floor); the large tier falls back to the whole log's 35%
+    assert (
+        recs["small"]["prefix_caching"]["verdict"] == "not recommended"
+        and recs["small"]["prefix_caching"]["value"] == 0.1
+    )
+    large = recs["large"]["prefix_caching"]
+    assert large["verdict"] == "recommended" and large["value"] == 0.35
+    assert large["replicas"] == math.ceil(2.0 / pt["large"]["usable_rps"])  # the tier's 2 req/s on its own curve
+    # P/D: KV bytes of the tier's own model and KV dtype. Llama-3.1-8B, FP8 KV: 32 layers x 8 KV heads x 128 x (K, V)
+    # x 1 byte = 65,536 B/token; mean prompt 1305.5 tokens over the 50 GB/s link
+    assert recs["small"]["pd_disaggregation"]["kv_transfer_ms"] == pytest.approx(1305.5 * 65_536 / 50e9 * 1e3, rel=1e-9)
+    assert {r["name"] for r in pt["large"]["recommendations"]} == {
+        "prefix_caching",
+        "chunked_prefill",
+        "speculative_decoding",
+        "pd_disaggregation",
+        "kv_offload",
+    }
 
 
 def test_every_sweep_tagged_leaves_no_pooled_curve(tmp_path):
