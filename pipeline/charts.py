@@ -8,6 +8,8 @@ from typing import Any
 import altair as alt
 import pandas as pd
 
+from pipeline.run import CHART_SPECS_ENV
+
 ORANGE = "#e8710a"
 RED = "#d62728"
 BLUE = "#1f77b4"
@@ -19,9 +21,6 @@ def spec_bundle(spec: dict[str, Any], **_: Any) -> dict[str, Any]:
     return {f"application/vnd.vegalite.{alt.SCHEMA_VERSION.split('.')[0]}+json": spec}
 
 
-RUNNER_ENV = "SIZING_CHART_SPECS"  # set by the stage runner in its kernel's environment
-
-
 def enable() -> None:
     """How charts leave the kernel, and no row limit for tables.
 
@@ -30,9 +29,15 @@ def enable() -> None:
     Anywhere else (a notebook opened in Jupyter): as SVG rendered here, offline, as before.
     """
     alt.renderers.register("spec", spec_bundle)
-    alt.renderers.enable("spec" if os.environ.get(RUNNER_ENV) == "1" else "svg")
+    alt.renderers.enable("spec" if os.environ.get(CHART_SPECS_ENV) == "1" else "svg")
     alt.data_transformers.disable_max_rows()
     pd.set_option("display.max_colwidth", None)
+
+
+def _rule(axis: str, field: str, value: float, color: str = RED, dashed: bool = True) -> alt.Chart:
+    """One threshold line (an SLO, a floor, a static fleet) across a chart: red and dashed unless told."""
+    mark = {"color": color, "strokeDash": [4, 3]} if dashed else {"color": color}
+    return alt.Chart(pd.DataFrame({field: [value]})).mark_rule(**mark).encode(**{axis: f"{field}:Q"})
 
 
 def length_cdf(cdf: pd.DataFrame, stats: dict[str, dict[str, Any]]) -> alt.Chart:
@@ -169,11 +174,7 @@ def kv_vs_concurrency(data: pd.DataFrame, concurrency_p95: float) -> alt.Chart:
             color=alt.Color("context:N", sort=None, title="context"),
         )
     )
-    rule = (
-        alt.Chart(pd.DataFrame({"concurrency": [concurrency_p95]}))
-        .mark_rule(color=RED, strokeDash=[4, 3])
-        .encode(x="concurrency:Q")
-    )
+    rule = _rule("x", "concurrency", concurrency_p95)
     return alt.layer(lines, rule).properties(width=520, height=260)
 
 
@@ -213,7 +214,7 @@ def predicted_curve(curve: pd.DataFrame, slo_ms: float, y: str, title: str) -> a
             color=alt.Color("label:N", title="candidate"),
         )
     )
-    rule = alt.Chart(pd.DataFrame({y: [slo_ms]})).mark_rule(color=RED, strokeDash=[4, 3]).encode(y=f"{y}:Q")
+    rule = _rule("y", y, slo_ms)
     return alt.layer(lines, rule).properties(width=520, height=260)
 
 
@@ -245,7 +246,7 @@ def slo_curve(
     )
     layers: list[Any] = [
         lines,
-        alt.Chart(pd.DataFrame({"ms": [slo_ms]})).mark_rule(color=RED, strokeDash=[4, 3]).encode(y="ms:Q"),
+        _rule("y", "ms", slo_ms),
     ]
     if c_max is not None:
         layers.append(
@@ -309,11 +310,7 @@ def schedule(hours: pd.DataFrame, static_instances: int) -> alt.Chart:
             tooltip=["hour", "instances", alt.Tooltip("rps:Q", format=".2f", title="p95 req/s")],
         )
     )
-    rule = (
-        alt.Chart(pd.DataFrame({"instances": [static_instances]}))
-        .mark_rule(color=RED, strokeDash=[4, 3])
-        .encode(y="instances:Q")
-    )
+    rule = _rule("y", "instances", static_instances)
     return alt.layer(bars, rule).properties(width=520, height=220)
 
 
@@ -344,11 +341,7 @@ def utilization(data: pd.DataFrame, trap_below: float) -> alt.Chart:
             color=alt.Color("fleet:N", scale=alt.Scale(domain=["static", "scheduled"], range=[GREY, BLUE])),
         )
     )
-    rule = (
-        alt.Chart(pd.DataFrame({"utilization": [trap_below]}))
-        .mark_rule(color=RED, strokeDash=[4, 3])
-        .encode(y="utilization:Q")
-    )
+    rule = _rule("y", "utilization", trap_below)
     return alt.layer(lines, rule).properties(width=520, height=220)
 
 
@@ -399,11 +392,7 @@ def production_vs_benchmark(levels: pd.DataFrame, production: pd.DataFrame, slo_
         .mark_point(color=ORANGE, size=160, filled=True, shape="diamond")
         .encode(x="rps:Q", y="ttft_p99_ms:Q", tooltip=["what", alt.Tooltip("ttft_p99_ms:Q", format=",.0f")])
     )
-    slo = (
-        alt.Chart(pd.DataFrame({"ttft_p99_ms": [slo_ms]}))
-        .mark_rule(color=RED, strokeDash=[4, 3])
-        .encode(y="ttft_p99_ms:Q")
-    )
+    slo = _rule("y", "ttft_p99_ms", slo_ms)
     return alt.layer(line, point, slo).properties(width=520, height=240)
 
 
@@ -456,10 +445,6 @@ def prefix_hit_rate(reuse: float, replicas: int, min_reuse: float) -> alt.Chart:
             color=alt.Color("routing:N", scale=alt.Scale(range=[BLUE, ORANGE]), title=None),
         )
     )
-    floor = (
-        alt.Chart(pd.DataFrame({"hit_rate": [min_reuse]}))
-        .mark_rule(color=RED, strokeDash=[4, 3])
-        .encode(y="hit_rate:Q")
-    )
-    fleet = alt.Chart(pd.DataFrame({"replicas": [replicas]})).mark_rule(color=GREY).encode(x="replicas:Q")
+    floor = _rule("y", "hit_rate", min_reuse)
+    fleet = _rule("x", "replicas", replicas, GREY, dashed=False)
     return alt.layer(lines, floor, fleet).properties(width=520, height=240)

@@ -487,6 +487,11 @@ def _tier_point(
         d.rps["sizing_rate"],
         whole.tier_prefix_reuse.get(tier, whole.prefix_reuse),
     )
+    reuse_source = (
+        f"metrics/workload.json tiers.{tier}.prefix_reuse"
+        if tier in whole.tier_prefix_reuse
+        else f"metrics/workload.json prefix_reuse: the whole log, as tier {tier} is not a group of its rows"
+    )
     try:
         pick = _pick(own, ev, w, s)
     except InputError as exc:
@@ -512,7 +517,17 @@ def _tier_point(
         "capacities": pick.capacities,
         "manifest": m,
         "synthetic": bool(m.get("synthetic", False)),
-        "recommendations": recommendations(ev.table[ev.table["curve"] == pick.curve], op, w, m, sections, s, root),
+        "recommendations": recommendations(
+            ev.table[ev.table["curve"] == pick.curve],
+            op,
+            w,
+            m,
+            sections,
+            s,
+            root,
+            reuse_source,
+            f"tier {tier}'s sizing rate (metrics/tiers.json)",
+        ),
         "warnings": pick.warnings + op.warnings,
     }
 
@@ -525,8 +540,10 @@ def recommendations(
     sections: dict[str, Any],
     s: cv.Settings,
     root: Path,
+    reuse_source: str = "metrics/workload.json prefix_reuse",
+    rate_source: str = "the workload's sizing rate",
 ) -> list[dict[str, Any]]:
-    """Steps 8-9 from the workload profile and the chosen curve."""
+    """Steps 8-9 from the workload profile and the chosen curve (the sources name where reuse and rate came from)."""
     r = sections["recommend"]
     rate = w.sizing_rps if w.sizing_rps else op.usable_rps
     instances = max(1, math.ceil(rate / op.usable_rps)) if op.usable_rps > 0 else 1
@@ -559,7 +576,7 @@ def recommendations(
     out_tps = cv.interp(op.c_max, finite["load"].astype(float).tolist(), finite["output_tps"].astype(float).tolist())
     decode_tps = out_tps / op.replicas if out_tps else None
     return [
-        recommend.prefix_caching(w.prefix_reuse, instances, r["prefix_reuse_min"]),
+        recommend.prefix_caching(w.prefix_reuse, instances, r["prefix_reuse_min"], reuse_source),
         recommend.chunked_prefill(
             spike, spike_at, in_ratio, r["itl_spike_ratio"], r["mixed_input_ratio"], r["chunk_tokens"]
         ),
@@ -576,7 +593,7 @@ def recommendations(
             s.ttft_p99_ms,
             instances,
             basis=f"prefill tok/s = mean prompt / TTFT p50 at the lowest load ({low['load']:g}); decode tok/s = "
-            f"output tok/s at C_max / {op.replicas} replica(s); rate = the workload's sizing rate",
+            f"output tok/s at C_max / {op.replicas} replica(s); rate = {rate_source}",
         ),
         recommend.kv_offload(
             r["batch_work"], kv_per_token * (mean_in + mean_out) if kv_per_token else None, r["offload_pcie_gbs"]

@@ -270,7 +270,8 @@ TIER_RULE_KEYS = (
 )
 
 
-def _check_value(section: str, key: str, spec: Spec, value: Any) -> Any:
+def check_value(section: str, key: str, spec: Spec, value: Any) -> Any:
+    """One value against its Spec (type, choices, bounds); a ParamsError naming `section.key` otherwise."""
     where = f"params.yaml: {section}.{key}"
     if value is None:
         if spec.nullable or spec.default is None:
@@ -317,7 +318,7 @@ def validate_section(section: str, raw: dict[str, Any] | None) -> dict[str, Any]
         raise ParamsError(
             f"params.yaml: unknown key {section}.{unknown[0]}; allowed keys in '{section}': {', '.join(schema)}"
         )
-    out = {key: _check_value(section, key, spec, raw.get(key, spec.default)) for key, spec in schema.items()}
+    out = {key: check_value(section, key, spec, raw.get(key, spec.default)) for key, spec in schema.items()}
     if section == "workload":
         _check_workload(out)
     if section == "report":

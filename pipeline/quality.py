@@ -552,7 +552,7 @@ def _summarize(
     suite: str,
     results: list[tuple[Rule, Any]],
     rows: int,
-    examples: Any,
+    examples: Callable[[Rule, Any], list[str]],
     header: str,
     noun: str,
     name_column: bool = True,

@@ -27,8 +27,13 @@ def _rec(
     }
 
 
-def prefix_caching(reuse_fraction: float | None, instances: int, min_reuse: float) -> dict[str, Any]:
-    """Prefix caching when prefix blocks repeat; multi-replica fleets need cache-aware routing."""
+def prefix_caching(
+    reuse_fraction: float | None,
+    instances: int,
+    min_reuse: float,
+    source: str = "metrics/workload.json prefix_reuse",
+) -> dict[str, Any]:
+    """Prefix caching when prefix blocks repeat; multi-replica fleets need cache-aware routing. `source`: where the reuse came from."""
     if reuse_fraction is None:
         return _rec(
             "prefix_caching",
@@ -54,7 +59,7 @@ def prefix_caching(reuse_fraction: float | None, instances: int, min_reuse: floa
         RECOMMENDED if ok else NOT_RECOMMENDED,
         round(reuse_fraction, 4),
         f"recommend.prefix_reuse_min = {min_reuse:.0%}",
-        f"{reuse_fraction:.1%} of prefix blocks in the traffic log were seen before (metrics/workload.json prefix_reuse)",
+        f"{reuse_fraction:.1%} of prefix blocks in the traffic log were seen before ({source})",
         action,
         warning=warning,
         replicas=instances,

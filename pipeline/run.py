@@ -8,6 +8,7 @@ Bad input ends with one clear message and exit status 1, never a traceback.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import sys
@@ -83,7 +84,7 @@ def scrub(nb: Any) -> Any:
     return nb
 
 
-_EXPORTER: list[Any] = []
+CHART_SPECS_ENV = "SIZING_CHART_SPECS"  # set in the kernel's environment: charts.enable() then emits specs
 VEGALITE_MIME = re.compile(r"application/vnd\.vegalite\.v\d+\+json")
 SCHEMA_VERSION = re.compile(r"/vega-lite/v(\d+)\.(\d+)[.\d]*\.json$")
 
@@ -121,24 +122,24 @@ def svg_charts(nb: Any) -> Any:
     return nb
 
 
-def to_html(nb: Any, title: str) -> str:
-    """One self-contained HTML page: outputs only, inline CSS and SVG, nothing fetched (nb None: just load the exporter)."""
-    if not _EXPORTER:
-        from nbconvert import HTMLExporter
+@functools.cache
+def _exporter() -> Any:
+    """nbconvert's HTML exporter with the offline template, built once per process."""
+    from nbconvert import HTMLExporter
 
-        _EXPORTER.append(
-            HTMLExporter(
-                template_name="offline",
-                extra_template_basedirs=[str(TEMPLATES)],
-                exclude_input=True,
-                exclude_input_prompt=True,
-                exclude_output_prompt=True,
-            )
-        )
-    if nb is None:
-        return ""
+    return HTMLExporter(
+        template_name="offline",
+        extra_template_basedirs=[str(TEMPLATES)],
+        exclude_input=True,
+        exclude_input_prompt=True,
+        exclude_output_prompt=True,
+    )
+
+
+def to_html(nb: Any, title: str) -> str:
+    """One self-contained HTML page: outputs only, inline CSS and SVG, nothing fetched."""
     nb.metadata["title"] = title
-    body, _ = _EXPORTER[0].from_notebook_node(nb)
+    body, _ = _exporter().from_notebook_node(nb)
     return body
 
 
@@ -169,7 +170,7 @@ def start_kernel(root: Path) -> Any:
     km = KernelManager(kernel_name="python3")
     km.start_kernel(
         cwd=str(root),
-        env={**os.environ, "SIZING_CHART_SPECS": "1"},  # charts come back as specs: svg_charts() renders them
+        env={**os.environ, CHART_SPECS_ENV: "1"},  # charts come back as specs: svg_charts() renders them
         extra_arguments=[
             "--IPKernelApp.log_level=CRITICAL",
             "--HistoryManager.enabled=False",
@@ -197,7 +198,7 @@ def execute_all(
     km = km or start_kernel(root)
     pool = ThreadPoolExecutor(max_workers=1)  # each report is rendered while the next notebook runs
     pending = [pool.submit(warm_charts)]
-    to_html(None, "")  # nbconvert and its template, loaded while the kernel boots
+    _exporter()  # nbconvert and its template, loaded while the kernel boots
     try:
         for name, title in zip(names, titles, strict=True):
             nb = load_notebook_node(str(root / "notebooks" / f"{name}.ipynb"))  # papermill's loader: tags defaulted

@@ -14,14 +14,21 @@ from __future__ import annotations
 
 from typing import Any
 
-from pipeline import fleet, io, tco
+from pipeline import fleet, io, params, tco
 from pipeline.errors import ParamsError
 
-KEYS = ("traffic_scale", "gpu", "weights", "kv", "price_usd_per_gpu_hour")
+SCHEMA = {
+    "traffic_scale": params.Spec(params.NUM, None, minimum=0, exclusive_minimum=True, nullable=True),
+    "gpu": params.Spec((str,), None, nullable=True),
+    "weights": params.Spec((str,), None, nullable=True),
+    "kv": params.Spec((str,), None, nullable=True),
+    "price_usd_per_gpu_hour": params.Spec(params.NUM, None, minimum=0, exclusive_minimum=True, nullable=True),
+}
+KEYS = tuple(SCHEMA)
 
 
 def check(scenarios: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """Each scenario a mapping of known keys with sane values; a clear message naming the key otherwise."""
+    """Each scenario a mapping of known keys, each value checked by params' own rules; the message names the key."""
     out = {}
     for name, sc in (scenarios or {}).items():
         sc = sc or {}
@@ -32,10 +39,8 @@ def check(scenarios: dict[str, Any]) -> dict[str, dict[str, Any]]:
             raise ParamsError(
                 f"params.yaml: unknown key scenarios.{name}.{unknown[0]}; allowed keys: {', '.join(KEYS)}"
             )
-        for key in ("traffic_scale", "price_usd_per_gpu_hour"):
-            v = sc.get(key)
-            if v is not None and (isinstance(v, bool) or not isinstance(v, int | float) or v <= 0):
-                raise ParamsError(f"params.yaml: scenarios.{name}.{key} = {v!r}; expected a number > 0")
+        for key, value in sc.items():
+            params.check_value(f"scenarios.{name}", key, SCHEMA[key], value)
         out[str(name)] = sc
     return out
 

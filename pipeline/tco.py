@@ -210,21 +210,20 @@ def candidates(
     from pipeline import fleet
 
     memory, curves, p, fleet_p, slo, prices = pr.memory, pr.curves, pr.p, pr.fleet_p, pr.slo, pr.prices
-    m = manifest
-    bench_id = f"{tier_name}/{m.get('gpu')}/w-{m.get('weight_dtype')}/kv-{m.get('kv_dtype')}"
+    bench_id = f"{tier_name}/{manifest.get('gpu')}/w-{manifest.get('weight_dtype')}/kv-{manifest.get('kv_dtype')}"
     if bench_id not in curves:
         raise InputError(
-            f"the benchmarked deployment {bench_id} (TP{m.get('tp')}) is not a candidate of metrics/memory.json that fits "
+            f"the benchmarked deployment {bench_id} (TP{manifest.get('tp')}) is not a candidate of metrics/memory.json that fits "
             "and meets the SLO: add its GPU and precisions to params hardware/quantization"
         )
     _, bench_pred = predicted_capacity(curves[bench_id], slo["ttft_p99_ms"], slo["itl_p99_ms"])
-    tier = fleet_tier
     rps = demand["rps"]
+    source = "usable_rps" if tier_name == "all" else f"per_tier.{tier_name}.usable_rps"
     rows = []
     for cid, e in sorted(memory["candidates"].items()):
         if e["tier"] != tier_name or not e["fits"] or not e["meets_slo"] or cid not in curves:
             continue
-        is_bench = cid == bench_id and int(e["tp"]) == int(m.get("tp", 0))
+        is_bench = cid == bench_id and int(e["tp"]) == int(manifest.get("tp", 0))
         conc, pred = predicted_capacity(curves[cid], slo["ttft_p99_ms"], slo["itl_p99_ms"])
         if pred <= 0:
             continue
@@ -235,8 +234,8 @@ def candidates(
             int(e["tp"]),
             int(e["pp"]),
             fleet_p["safety_factor"],
-            tier["headroom"],
-            tier["spares"],
+            fleet_tier["headroom"],
+            fleet_tier["spares"],
         )
         override = (p["prices"] or {}).get(e["gpu"])
         price = price_for(e["gpu"], prices, p["pricing"], p["provider"])
@@ -249,7 +248,7 @@ def candidates(
             "tp": e["tp"],
             "basis": "measured" if is_bench else "roofline-scaled",
             "usable_rps": round(usable, 4),
-            "usable_rps_source": "metrics/operating_point.json usable_rps (measured)"
+            "usable_rps_source": f"metrics/operating_point.json {source} (measured)"
             if is_bench
             else f"measured {measured:g} x roofline {pred:.4g} / {bench_pred:.4g} req/s at the SLO (memory stage curves)",
             "roofline_concurrency_at_slo": round(conc, 2),
@@ -281,8 +280,8 @@ def candidates(
                 usable,
                 fleet_p["safety_factor"],
                 fleet_p["min_warm_instances"],
-                tier["schedule"]["cold_start_s"],
-                tier["spares"],
+                fleet_tier["schedule"]["cold_start_s"],
+                fleet_tier["spares"],
                 size.total_instances,
             )
             scheduled_monthly = sched["instance_hours_per_day"] / 24 * size.gpus_per_instance * usd * HOURS_PER_MONTH

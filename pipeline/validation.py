@@ -11,11 +11,11 @@ points below the benchmark's; every other figure is checked against the guide's 
 
 from __future__ import annotations
 
-import itertools
 import math
 from pathlib import Path
 from typing import Any
 
+from pipeline import curve as cv
 from pipeline import io, paths
 from pipeline.errors import InputError
 
@@ -158,7 +158,10 @@ def scrape_figures(folder: Path, root: Path, coarse_ratio: float = 2.0) -> dict[
 
 def benchmark_at(levels: list[dict[str, Any]], rps: float) -> dict[str, Any]:
     """TTFT and ITL p99 of the benchmark curve at a per-replica rate: linear in RPS between the two levels around it."""
-    pts = sorted((float(r["rps"]), r) for r in levels if r.get("rps") is not None and math.isfinite(float(r["load"])))
+    pts = sorted(
+        ((float(r["rps"]), r) for r in levels if r.get("rps") is not None and math.isfinite(float(r["load"]))),
+        key=lambda p: p[0],
+    )
     if not pts:
         raise InputError("the benchmark curve has no levels with a request rate")
     xs = [x for x, _ in pts]
@@ -168,19 +171,9 @@ def benchmark_at(levels: list[dict[str, Any]], rps: float) -> dict[str, Any]:
             f"the production rate per replica ({rps:.3g} req/s) is outside the benchmark's range "
             f"({xs[0]:.3g}-{xs[-1]:.3g} req/s): the nearest level stands in"
         )
-    x = min(max(rps, xs[0]), xs[-1])
     out: dict[str, Any] = {"rps_per_replica": rps, "note": note}
     for col in ("ttft_p99_ms", "itl_p99_ms", "ttft_p50_ms", "itl_p50_ms"):
-        ys = [r.get(col) for _, r in pts]
-        if any(y is None or (isinstance(y, float) and math.isnan(y)) for y in ys):
-            out[col] = None
-            continue
-        for (x0, r0), (x1, r1) in itertools.pairwise(pts):
-            if x0 <= x <= x1:
-                out[col] = r0[col] if x1 == x0 else r0[col] + (x - x0) / (x1 - x0) * (r1[col] - r0[col])
-                break
-        else:
-            out[col] = pts[0][1][col]
+        out[col] = cv.interp(rps, xs, [r.get(col) for _, r in pts])  # clamped to the end levels outside the range
     return out
 
 

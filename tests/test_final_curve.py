@@ -136,6 +136,8 @@ def test_each_tier_gets_its_own_steps_8_and_9():
         and recs["small"]["prefix_caching"]["value"] == 0.1
     )
     large = recs["large"]["prefix_caching"]
+    assert "tiers.small.prefix_reuse" in recs["small"]["prefix_caching"]["evidence"]  # where each reuse came from
+    assert "the whole log" in large["evidence"]
     assert large["verdict"] == "recommended" and large["value"] == 0.35
     assert large["replicas"] == math.ceil(2.0 / pt["large"]["usable_rps"])  # the tier's 2 req/s on its own curve
     # P/D: KV bytes of the tier's own model and KV dtype. Llama-3.1-8B, FP8 KV: 32 layers x 8 KV heads x 128 x (K, V)

@@ -67,11 +67,11 @@ def test_charts_leave_the_runners_kernel_as_specs_and_anywhere_else_as_svg(monke
         km.shutdown_kernel(now=True)
     (key,) = [k for k in nb.cells[0].outputs[0]["data"] if k != "text/plain"]
     assert run.VEGALITE_MIME.fullmatch(key), key  # the runner's kernel hands back the spec
-    monkeypatch.delenv(charts.RUNNER_ENV, raising=False)
+    monkeypatch.delenv(run.CHART_SPECS_ENV, raising=False)
     charts.enable()  # a notebook opened outside the runner renders SVG itself
     assert alt.renderers.active == "svg"
-    monkeypatch.setenv(charts.RUNNER_ENV, "1")
+    monkeypatch.setenv(run.CHART_SPECS_ENV, "1")
     charts.enable()
     assert alt.renderers.active == "spec"
-    monkeypatch.delenv(charts.RUNNER_ENV)
+    monkeypatch.delenv(run.CHART_SPECS_ENV)
     charts.enable()  # leave this process as it was
