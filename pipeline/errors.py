@@ -9,3 +9,9 @@ class InputError(Exception):
 
 class ParamsError(InputError):
     """params.yaml (or a CLI flag) holds a key or value the pipeline cannot use."""
+
+
+def one_line(message: object) -> str:
+    """A message as the one line the CLI and the stage runner print: its lines joined by spaces, indents dropped
+    (a multi-line validation summary becomes `invalid X (N checked): - column 'a': ... No outputs were written.`)."""
+    return " ".join(line.strip() for line in str(message).splitlines() if line.strip())

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline import io, params, paths
-from pipeline.errors import InputError
+from pipeline.errors import InputError, one_line
 
 TEMPLATES = Path(__file__).parent / "templates"
 USER_ERRORS = ("InputError", "ParamsError")
@@ -241,7 +241,32 @@ def run(stage_name: str, root: Path | None = None) -> None:
     sections = {name: every[name] for name in stage.sections}
     for folder in ("data/interim", "metrics", "reports"):
         (root / folder).mkdir(parents=True, exist_ok=True)
-    execute_all(stage.notebooks, sections, stage.titles, root, km)
+    try:
+        outputs = stage_outputs(root, stage_name)
+    except BaseException:
+        km.shutdown_kernel(now=True)
+        raise
+    # all or nothing: a notebook that fails puts back every output of the stage (io.stage_transaction)
+    with io.stage_transaction(root, stage_name, outputs):
+        execute_all(stage.notebooks, sections, stage.titles, root, km)
+
+
+def stage_outputs(root: Path, stage_name: str) -> list[str]:
+    """The outputs dvc.yaml declares for a stage (outs, metrics, plots), relative to the project root.
+
+    Without a dvc.yaml (the runner used on its own), the stage's reports, as the runner names them.
+    """
+    import yaml
+
+    path = root / "dvc.yaml"
+    if not path.exists():
+        return [f"reports/{name}.html" for name in STAGES[stage_name].notebooks]
+    stage = (yaml.safe_load(path.read_text(encoding="utf-8")).get("stages") or {}).get(stage_name) or {}
+    found = []
+    for key in ("outs", "metrics", "plots"):
+        for item in stage.get(key) or []:
+            found.append(item if isinstance(item, str) else next(iter(item)))
+    return found
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -258,11 +283,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         run(argv[0])
     except InputError as exc:  # ParamsError is one too
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {one_line(exc)}", file=sys.stderr)  # one line
         return 1
     except CellExecutionError as exc:
         if exc.ename in USER_ERRORS:
-            print(f"error: {exc.evalue}", file=sys.stderr)
+            print(f"error: {one_line(exc.evalue)}", file=sys.stderr)  # one line
             return 1
         raise
     return 0

@@ -242,7 +242,7 @@ def test_changing_only_a_price_reruns_only_tco_and_the_report(project):
         (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
         proc = _run([str(BIN / "dvc"), "repro"], project)
         ran = re.findall(r"Running stage '(\w+)'", proc.stdout)
-        assert ran == ["report"], ran
+        assert ran == ["params", "report"], ran  # the params check tracks the whole file
         assert "Stage 'fleet' didn't change" in proc.stdout
         after = json.loads((project / "metrics" / "tco.json").read_text())
         small = after["per_tier"]["small"]
@@ -269,12 +269,33 @@ def test_a_bad_key_anywhere_stops_the_first_stage_before_it_computes(project):
     try:
         (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
         proc = _run([str(BIN / "dvc"), "repro"], project, check=False)
-        assert proc.returncode != 0 and "Running stage 'workload'" in proc.stdout
-        assert "unknown key tco.planned_utilisation; allowed keys in 'tco': pricing, provider" in proc.stderr
+        assert proc.returncode != 0 and "Running stage 'params'" in proc.stdout
+        assert "Running stage 'workload'" not in proc.stdout  # the params stage runs first and stops it
+        assert (
+            "unknown key tco.planned_utilisation (did you mean 'planned_utilization'?); allowed keys in 'tco': pricing"
+            in proc.stderr
+        )
         assert "Traceback" not in proc.stderr and (project / "dvc.lock").read_bytes() == lock
     finally:
         (project / "params.yaml").write_text(original)
-        _run([str(BIN / "dvc"), "repro"], project)  # dvc removed the stage's outputs before running it
+        _run([str(BIN / "dvc"), "repro"], project)  # the failed run left the last good outputs; this reruns what changed
+
+
+def test_a_misspelled_section_is_an_error_not_up_to_date(project):
+    """`fleets:` for `fleet:` changes no param any stage tracks by section: the params stage tracks the file."""
+    original = (project / "params.yaml").read_text()
+    lock = (project / "dvc.lock").read_bytes()
+    try:
+        (project / "params.yaml").write_text(original + "fleets:\n  safety_factor: 1.5\n")
+        proc = _run([str(BIN / "dvc"), "repro"], project, check=False)
+        assert proc.returncode != 0 and "up to date" not in proc.stdout
+        assert re.findall(r"Running stage '(\w+)'", proc.stdout) == ["params"]  # it stops before any other stage
+        assert "error: params.yaml: unknown section 'fleets' (did you mean 'fleet'?)" in proc.stderr
+        assert "Traceback" not in proc.stderr and (project / "dvc.lock").read_bytes() == lock
+    finally:
+        (project / "params.yaml").write_text(original)
+    proc = _run([str(BIN / "dvc"), "repro"], project)  # the failed check recorded nothing: all up to date again
+    assert "Running stage" not in proc.stdout
 
 
 def test_unknown_gpu_in_params_stops_the_memory_stage(project):
@@ -289,7 +310,7 @@ def test_unknown_gpu_in_params_stops_the_memory_stage(project):
         assert "Traceback" not in proc.stderr
     finally:
         (project / "params.yaml").write_text(original)
-        _run([str(BIN / "dvc"), "repro"], project)  # dvc removed the stage's outputs before running it
+        _run([str(BIN / "dvc"), "repro"], project)  # the failed run left the last good outputs; this reruns what changed
 
 
 def test_curve_stage_writes_the_operating_point_and_reports(project):
@@ -394,9 +415,14 @@ def test_fleet_stage_sizes_the_fleet_from_the_profile_and_the_operating_point(pr
 def _price(project: Path, gpu: str) -> float:
     import csv
 
+    # every price from one provider (issue 15): the one metrics/tco.json names; the sample's GPUs are all on AWS
+    provider = json.loads((project / "metrics" / "tco.json").read_text())["price_basis"]["provider"]
+    assert provider == "AWS"
     with (project / "data" / "catalog" / "prices.csv").open() as fh:
         return min(
-            float(r["usd_per_gpu_hour"]) for r in csv.DictReader(fh) if r["gpu"] == gpu and r["pricing"] == "on-demand"
+            float(r["usd_per_gpu_hour"])
+            for r in csv.DictReader(fh)
+            if r["gpu"] == gpu and r["pricing"] == "on-demand" and r["provider"] == provider
         )
 
 
@@ -516,7 +542,7 @@ def test_quarterly_review_and_what_if_flows_from_the_readme(project):
         # an experiment on one param: only the stages that read it rerun
         proc = _run([dvc, "exp", "run", "-n", "plan70", "-S", "tco.planned_utilization=0.7"], project)
         ran = re.findall(r"Running stage '(\w+)'", proc.stdout)
-        assert ran == ["report"], ran  # step 12 (tco) runs in the report stage
+        assert ran == ["params", "report"], ran  # step 12 (tco) runs in the report stage; params checks the file
         shown = _run([dvc, "exp", "show", "--no-pager", "--csv"], project).stdout
         assert "plan70" in shown and "tco.planned_utilization" in shown
         params = json.loads(_run([dvc, "params", "diff", "review-2026q3", "--json"], project).stdout)
@@ -560,8 +586,9 @@ def test_a_sweep_without_manifest_stops_the_curve_stage(project):
         m.write_text(saved)
 
 
-# Last: it leaves the workload stage failed (no outputs), so later tests would find nothing.
+# Last: it leaves the workload stage failed (its deps changed), so later tests would rerun it.
 def test_bad_log_stops_the_stage_with_one_message(project, tmp_path):
+    before = (project / "metrics" / "workload.json").read_bytes()
     bad = project / "data" / "raw" / "traffic" / "bad.csv"
     bad.write_text("arrival_s,input_tokens,output_tokens\n0,5,5\n1,-4,5\n")
     params = yaml.safe_load((project / "params.yaml").read_text())
@@ -573,7 +600,7 @@ def test_bad_log_stops_the_stage_with_one_message(project, tmp_path):
         assert proc.returncode != 0
         assert "column 'input_tokens': 1 of 2 rows are below 1" in proc.stderr
         assert "Traceback" not in proc.stderr
-        assert not (project / "metrics" / "workload.json").exists()
+        assert (project / "metrics" / "workload.json").read_bytes() == before  # the last good answer stays
     finally:
         (project / "params.yaml").write_text(original)
         bad.unlink()
