@@ -12,6 +12,7 @@ import csv
 import json
 import math
 from dataclasses import dataclass, field
+from io import StringIO
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +63,7 @@ GPU_COLUMNS = (
     "source",
 )
 INTERCONNECTS = ("nvlink", "nvlink-bridge", "infinity-fabric", "pcie")
+GPU_POSITIVE = ("memory_gb", "visible_memory_gib", "memory_bw_tbs", "bf16_tflops")
 FORMATS = ("bf16", "fp16", "int8", "fp8", "fp4")
 PEAK_COLUMN = {
     "bf16": "bf16_tflops",
@@ -125,18 +127,49 @@ def _num(path: Path, row_no: int, col: str, raw: str, required: bool) -> float |
     return value
 
 
+def read_csv_rows(
+    path: Path, required: tuple[str, ...], columns: tuple[str, ...] | None = None
+) -> list[dict[str, str]]:
+    """The rows of a catalog CSV as text, checked: UTF-8, the required columns, every row as long as the header.
+
+    A short row (a field missing) or a long one (an unquoted comma) stops with the file, the line and the
+    column it lacks, instead of a None that breaks a computation later.
+    """
+    from pipeline import io
+
+    expected = ", ".join(columns or required)
+    text = io.read_text(path)
+    reader = csv.DictReader(StringIO(text, newline=""))
+    try:
+        header = reader.fieldnames or []
+        missing = [c for c in required if c not in header]
+        if missing:
+            raise InputError(f"{path}: missing column(s) {', '.join(missing)}; expected columns {expected}")
+        rows = []
+        for row in reader:
+            line = reader.line_num
+            if None in row:
+                raise InputError(
+                    f"{path}: line {line} has {len(header) + len(row[None])} fields but the header has {len(header)}; "
+                    f"extra value(s) {', '.join(map(repr, row[None][:3]))} (quote a value that holds a comma)"
+                )
+            short = [c for c in header if row[c] is None]
+            if short:
+                raise InputError(
+                    f"{path}: line {line} column '{short[0]}' is missing: the row has {len(header) - len(short)} "
+                    f"of {len(header)} fields; expected columns {', '.join(header)}"
+                )
+            rows.append(row)
+    except csv.Error as exc:
+        raise InputError(f"{path}: line {reader.line_num} is not valid CSV ({exc})") from None
+    return rows
+
+
 def read_gpu_rows(path: Path) -> list[dict[str, str]]:
-    """The raw rows of gpus.csv, with a clear error for a missing file or missing columns."""
+    """The raw rows of gpus.csv, with a clear error for a missing file, missing columns or a short row."""
     if not path.exists():
         raise InputError(f"GPU catalog not found: {path}; expected a CSV with columns {', '.join(GPU_COLUMNS)}")
-    with path.open(newline="", encoding="utf-8") as fh:
-        reader = csv.DictReader(fh)
-        missing = [c for c in GPU_REQUIRED if c not in (reader.fieldnames or [])]
-        if missing:
-            raise InputError(
-                f"{path}: missing column(s) {', '.join(missing)}; expected columns {', '.join(GPU_COLUMNS)}"
-            )
-        return list(reader)
+    return read_csv_rows(path, GPU_REQUIRED, GPU_COLUMNS)
 
 
 def load_gpus(root: Path | None = None) -> dict[str, GPU]:
@@ -145,6 +178,12 @@ def load_gpus(root: Path | None = None) -> dict[str, GPU]:
     gpus: dict[str, GPU] = {}
     for i, row in enumerate(read_gpu_rows(path), start=2):
         nums = {c: _num(path, i, c, row.get(c, ""), c in GPU_REQUIRED) for c in GPU_NUMERIC}
+        for col in GPU_POSITIVE:  # memory and bandwidth divide: 0 is an error here, not a ZeroDivisionError later
+            if nums[col] is not None and nums[col] <= 0:
+                raise InputError(f"{path}: row {i} column '{col}' = {row[col]!r}; expected a number > 0")
+        for col in ("nvlink_domain", "node_gpus"):
+            if nums[col] is not None and (nums[col] < 1 or not float(nums[col]).is_integer()):
+                raise InputError(f"{path}: row {i} column '{col}' = {row[col]!r}; expected a whole number of GPUs >= 1")
         formats = frozenset(row.get("hw_formats", "").split())
         bad = sorted(formats - set(FORMATS))
         if bad:
@@ -318,12 +357,37 @@ DTYPE_NAMES = {
 }
 
 
-def _get(cfg: dict[str, Any], path: str, key: str, needed_for: str, default: Any = ...) -> Any:
+MAX_COUNT = 10**9  # no config count is larger (vocab 262k, hidden 16k, experts 256): 1e12 is a typo
+MAX_LAYERS = 10_000  # the layer pattern is built per layer
+
+
+def _whole(value: Any, path: str, key: str, needed_for: str, minimum: int) -> int:
+    """A count from a config.json field: a finite whole JSON number >= minimum (no strings, no NaN/Infinity),
+    and a plausible one (at most MAX_COUNT, MAX_LAYERS layers)."""
+    ok = not isinstance(value, bool) and isinstance(value, int | float)
+    if ok and isinstance(value, float):
+        ok = math.isfinite(value) and value.is_integer()
+    limit = MAX_LAYERS if key == "num_hidden_layers" else MAX_COUNT
+    if not ok or not minimum <= value <= limit:
+        raise InputError(
+            f"{path}: field '{key}' = {value!r}; expected a whole number from {minimum} to {limit:,} ({needed_for})"
+        )
+    return int(value)
+
+
+def _get(
+    cfg: dict[str, Any], path: str, key: str, needed_for: str, default: Any = ..., minimum: int | None = None
+) -> Any:
+    """A count field of config.json; a missing one takes `default` or is an error naming the field.
+
+    The minimum is 1 for a field without a default or with a non-zero one (layers, heads, sizes) and 0 for
+    the optional features that default to 0 (experts, MLA ranks): 0 heads or -80 layers is an error here,
+    not a ZeroDivisionError or a negative memory floor later.
+    """
+    if minimum is None:
+        minimum = 0 if default == 0 else 1
     if key in cfg and cfg[key] is not None:
-        value = cfg[key]
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise InputError(f"{path}: field '{key}' = {value!r}; expected a number ({needed_for})")
-        return int(value)
+        return _whole(cfg[key], path, key, needed_for, minimum)
     if default is not ...:
         return default
     raise InputError(f"{path}: config.json has no field '{key}' (needed for {needed_for})")
@@ -334,7 +398,14 @@ def _layer_kinds(cfg: dict[str, Any], layers: int, path: str) -> tuple[tuple[str
     window = cfg.get("sliding_window")
     if cfg.get("use_sliding_window") is False:
         window = None
+    if window is not None:
+        window = _whole(window, path, "sliding_window", "sliding-window KV cache", 1)
+    pattern = cfg.get("sliding_window_pattern")
+    if pattern is not None:
+        pattern = _whole(pattern, path, "sliding_window_pattern", "which layers are sliding", 1)
     types = cfg.get("layer_types")
+    if types is not None and not isinstance(types, list):
+        raise InputError(f"{path}: field 'layer_types' = {types!r}; expected a list of layer kinds, one per layer")
     if isinstance(types, list) and types:
         if len(types) != layers:
             raise InputError(f"{path}: 'layer_types' has {len(types)} entries but num_hidden_layers is {layers}")
@@ -353,15 +424,14 @@ def _layer_kinds(cfg: dict[str, Any], layers: int, path: str) -> tuple[tuple[str
     if not window:
         return ("full",) * layers, None
     model_type = str(cfg.get("model_type", ""))
-    pattern = cfg.get("sliding_window_pattern")
     if model_type.startswith("gemma2"):
         # HF Gemma2: is_sliding = not bool(layer_idx % 2): even layers are local.
         return tuple("sliding" if i % 2 == 0 else "full" for i in range(layers)), int(window)
-    if isinstance(pattern, int) and pattern > 1:
+    if pattern is not None and pattern > 1:
         # Gemma 3: layer i is global when (i + 1) % pattern == 0.
         return tuple("full" if (i + 1) % pattern == 0 else "sliding" for i in range(layers)), int(window)
     max_pos = cfg.get("max_position_embeddings")
-    if isinstance(max_pos, int) and window >= max_pos:
+    if isinstance(max_pos, int) and not isinstance(max_pos, bool) and window >= max_pos:
         return ("full",) * layers, None  # a window as long as the context has no effect
     return ("sliding",) * layers, int(window)
 
@@ -380,7 +450,16 @@ def parse_config(cfg: dict[str, Any], name: str, path: str = "config.json") -> M
     kv_heads = _get(cfg, path, "num_key_value_heads", "KV cache size", default=heads)
     vocab_default = 262208 if model_type.startswith("gemma3") else ...
     vocab = _get(cfg, path, "vocab_size", "embedding size", default=vocab_default)
+    if kv_heads > heads or heads % kv_heads:
+        raise InputError(
+            f"{path}: field 'num_key_value_heads' = {kv_heads}; expected a divisor of num_attention_heads ({heads})"
+        )
     head_dim = _get(cfg, path, "head_dim", "KV cache size", default=0) or hidden // heads
+    if not head_dim:
+        raise InputError(
+            f"{path}: field 'hidden_size' = {hidden} is smaller than num_attention_heads ({heads}) and there is no "
+            "'head_dim'; expected hidden_size / heads >= 1"
+        )
     num_experts = _get(cfg, path, "num_local_experts", "MoE", default=0) or _get(
         cfg, path, "num_experts", "MoE", default=0
     )
@@ -395,6 +474,8 @@ def parse_config(cfg: dict[str, Any], name: str, path: str = "config.json") -> M
     shared = _get(cfg, path, "n_shared_experts", "shared experts", default=0) if is_moe else 0
     first_dense = _get(cfg, path, "first_k_dense_replace", "dense layers", default=0) if is_moe else 0
     mlp_only = cfg.get("mlp_only_layers") or []
+    if not isinstance(mlp_only, list):
+        raise InputError(f"{path}: field 'mlp_only_layers' = {mlp_only!r}; expected a list of layer indices")
     moe_layers = max(layers - first_dense - len(mlp_only), 0) if is_moe else 0
     kv_lora = _get(cfg, path, "kv_lora_rank", "MLA KV cache", default=0)
     rope = nope = v_dim = q_lora = 0
@@ -487,8 +568,10 @@ def parse_config(cfg: dict[str, Any], name: str, path: str = "config.json") -> M
 
 def read_config(path: Path, name: str | None = None) -> Model:
     """Read one config.json file into a Model; bad JSON or a missing field names the file and the field."""
+    from pipeline import io
+
     try:
-        cfg = json.loads(path.read_text(encoding="utf-8"))
+        cfg = json.loads(io.read_text(path))
     except FileNotFoundError as exc:
         raise InputError(f"model config not found: {path}") from exc
     except json.JSONDecodeError as exc:
@@ -549,21 +632,18 @@ def load_model_cards(root: Path | None = None) -> dict[str, ModelCard]:
     if not path.exists():
         return {}
     cards = {}
-    with path.open(newline="", encoding="utf-8") as fh:
-        for i, row in enumerate(csv.DictReader(fh), start=2):
-            cards[row["model"]] = ModelCard(
-                model=row["model"],
-                config=row["config"],
-                hf_repo=row.get("hf_repo", ""),
-                stated_total_params_b=_num(
-                    path, i, "stated_total_params_b", row.get("stated_total_params_b", ""), False
-                ),
-                stated_active_params_b=_num(
-                    path, i, "stated_active_params_b", row.get("stated_active_params_b", ""), False
-                ),
-                active_excludes_input_embedding=row.get("active_excludes_input_embedding", "").lower() == "true",
-                card_source=row.get("card_source", ""),
-            )
+    for i, row in enumerate(read_csv_rows(path, ("model", "config")), start=2):
+        cards[row["model"]] = ModelCard(
+            model=row["model"],
+            config=row["config"],
+            hf_repo=row.get("hf_repo", ""),
+            stated_total_params_b=_num(path, i, "stated_total_params_b", row.get("stated_total_params_b", ""), False),
+            stated_active_params_b=_num(
+                path, i, "stated_active_params_b", row.get("stated_active_params_b", ""), False
+            ),
+            active_excludes_input_embedding=row.get("active_excludes_input_embedding", "").lower() == "true",
+            card_source=row.get("card_source", ""),
+        )
     return cards
 
 
@@ -577,7 +657,6 @@ def load_measurements(root: Path | None = None) -> list[dict[str, Any]]:
         return []
     text_cols = {"measurement", "model", "gpu", "weights", "kv", "source"}
     out = []
-    with path.open(newline="", encoding="utf-8") as fh:
-        for i, row in enumerate(csv.DictReader(fh), start=2):
-            out.append({k: (v if k in text_cols else _num(path, i, k, v, False)) for k, v in row.items()})
+    for i, row in enumerate(read_csv_rows(path, ("measurement", "model", "gpu")), start=2):
+        out.append({k: (v if k in text_cols else _num(path, i, k, v, False)) for k, v in row.items()})
     return out

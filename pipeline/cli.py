@@ -1,10 +1,12 @@
 """The `sizing` command line: each verb is a thin call into the functions the notebooks use.
 
+    sizing init --log PATH [--column NAME=COLUMN] [--timestamp-unit s|ms|us|ns|datetime]
     sizing profile PATH [--format auto|generic|azure|burstgpt|mooncake] [--json]
     sizing memory --model NAME_OR_CONFIG --gpu NAME --weights fp8 --kv fp8 [--tp N]
                   --concurrency N --context-tokens N [--json]
     sizing curve PATH... --ttft-p99-ms N [--itl-p99-ms N] [--input-tokens N --output-tokens N] [--json]
-    sizing fleet --peak-rps N --usable-rps N --tp N [--pp N] [--safety F] [--headroom F] [--spares N] [--json]
+    sizing fleet --peak-rps N --usable-rps N --tp N [--pp N] [--burst-rps N] [--safety F] [--headroom F]
+                 [--spares N] [--params PATH] [--json]   (defaults: params.yaml's fleet section)
 
 Bad input prints one message (file, column, examples, what was expected) and exits 1.
 """
@@ -12,13 +14,42 @@ Bad input prints one message (file, column, examples, what was expected) and exi
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from pipeline.errors import InputError
+from pipeline.errors import InputError, one_line
 from pipeline.params import FORMATS, SIZING_RATES, TIMESTAMP_UNITS
+
+BIG = 1e12  # no flag is a number beyond this (RPS, tokens, ms): 1e308 is a typo, and x 1.2 overflows to inf
+TINY = 1e-6  # ... nor a positive one below this: peak / 1e-308 usable RPS is infinite instances
+
+
+def _number(
+    flag: str, low: float = 0.0, high: float = BIG, *, open_low: bool = True, integer: bool = False
+) -> Callable[[str], float]:
+    """An argparse `type` for a numeric flag: finite, within [low, high] (low excluded when open_low), else one
+    line naming the flag. It raises InputError, which argparse does not catch, so `main` prints
+    `sizing: error: --concurrency = 'nan'; ...` and exits 1, as for any other bad input (not argparse's exit 2)."""
+    floor = max(low, TINY) if open_low and low == 0 else low
+    word = "an integer" if integer else "a number"
+    bound = f"> {low:g}" if open_low else f">= {low:g}"
+    span = f"from {floor:g} up to {high:g}" if floor != low else f"up to {high:g}"
+    expected = f"expected a finite {word.split()[1]} {bound}, {span}"
+
+    def parse(text: str) -> float:
+        try:
+            value: float = int(text) if integer else float(text)
+        except ValueError:
+            raise InputError(f"{flag} = {text!r}; {expected}") from None
+        if not math.isfinite(value) or value < floor or value > high or (open_low and value == low):
+            raise InputError(f"{flag} = {text!r}; {expected}")
+        return value
+
+    return parse
 
 
 def _column_pair(text: str) -> tuple[str, str]:
@@ -73,6 +104,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
             max_failed_share=wl_params["max_failed_share"],
             max_span_days=wl_params["max_span_days"],
             chunk_rows=wl_params["chunk_rows"],
+            memory_limit=wl_params["memory_limit"],
             progress=traffic.Progress(not args.quiet),
         )
         profile = workload.build_profile(ingested, req, settings)
@@ -177,12 +209,30 @@ def cmd_curve(args: argparse.Namespace) -> int:
 
 def cmd_fleet(args: argparse.Namespace) -> int:
     """Step 11's arithmetic: instances, safety factor, headroom, spares and GPUs (method.md)."""
-    from pipeline import fleet, io
+    from pipeline import fleet, io, params, paths
 
+    candidate = args.params or paths.PARAMS
+    data = params.load(candidate) if (args.params or candidate.exists()) else {}
+    fp = params.validate_section("fleet", data.get("fleet"))
+    for flag, value in (("--peak-rps", args.peak_rps), ("--usable-rps", args.usable_rps), ("--burst-rps", args.burst_rps)):
+        if value is not None and not math.isfinite(value):
+            raise InputError(f"{flag} = {value!r}; expected a finite number (not NaN or infinity)")
+    if args.burst_rps is not None and args.burst_rps < 0:
+        raise InputError(f"--burst-rps = {args.burst_rps:g}; expected a request rate >= 0")
+    safety = fp["safety_factor"] if args.safety is None else args.safety
+    burst = max(0.0, args.burst_rps / args.peak_rps - 1) if args.burst_rps is not None and args.peak_rps > 0 else 0.0
+    room = fleet.headroom(fp["expected_growth"], burst) if args.headroom is None else args.headroom
+    spares = fleet.spare_instances(fp["critical"], fp["failure_domains"]) if args.spares is None else args.spares
     try:
-        f = fleet.size(args.peak_rps, args.usable_rps, args.tp, args.pp, args.safety, args.headroom, args.spares)
+        f = fleet.size(args.peak_rps, args.usable_rps, args.tp, args.pp, safety, room, spares)
     except ValueError as exc:
         raise InputError(str(exc)) from exc
+    if args.headroom is None and args.burst_rps is None and not args.json:
+        print(
+            f"note: headroom = fleet.expected_growth {fp['expected_growth']:g} only; give --burst-rps (the "
+            f"fleet.burst_rate, {fp['burst_rate']}) for the burst absorption the pipeline also counts",
+            file=sys.stderr,
+        )
     sys.stdout.write(io.dumps(f.as_dict()) if args.json else f.formula + "\n")
     return 0
 
@@ -203,6 +253,17 @@ def cmd_validate(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="sizing-validate-") as tmp:
         result = validation.run(sections, paths.ROOT, Path(tmp) / "production.parquet")
     sys.stdout.write(io.dumps(result) if args.json else validation.table_text(result))
+    return 0
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    """Point this project's params.yaml at your own traffic log (backup kept; sample-specific values cleared)."""
+    from pipeline import init
+
+    sys.stdout.write(
+        init.run(args.log, columns=dict(args.column) if args.column else None, timestamp_unit=args.timestamp_unit)
+        + "\n"
+    )
     return 0
 
 
@@ -250,13 +311,34 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--gpu", required=True, help="a data/catalog/gpus.csv name or alias")
     m.add_argument("--weights", default="bf16", help="weight precision: fp32 bf16 fp16 fp8 int8 int4 fp4 mxfp4")
     m.add_argument("--kv", default="bf16", help="KV-cache precision: fp32 bf16 fp16 fp8")
-    m.add_argument("--tp", type=int, help="force a TP degree (default: the lowest that fits)")
-    m.add_argument("--concurrency", type=float, required=True, help="concurrent sequences to hold (p95)")
-    m.add_argument("--context-tokens", type=float, required=True, help="context per sequence (p95 input + output)")
-    m.add_argument("--input-tokens", type=float, help="prompt length for the TTFT prediction (default: the context)")
-    m.add_argument("--output-tokens", type=float, help="mean output length")
-    m.add_argument("--overhead-gb", type=float, help="fixed framework overhead instead of memory.overhead_frac")
-    m.add_argument("--gpu-memory-utilization", type=float, help="vLLM's gpu_memory_utilization")
+    m.add_argument(
+        "--tp",
+        type=_number("--tp", 1, 64, open_low=False, integer=True),
+        help="force a TP degree (default: the lowest that fits)",
+    )
+    m.add_argument(
+        "--concurrency", type=_number("--concurrency"), required=True, help="concurrent sequences to hold (p95)"
+    )
+    m.add_argument(
+        "--context-tokens",
+        type=_number("--context-tokens"),
+        required=True,
+        help="context per sequence (p95 input + output)",
+    )
+    m.add_argument(
+        "--input-tokens",
+        type=_number("--input-tokens"),
+        help="prompt length for the TTFT prediction (default: the context)",
+    )
+    m.add_argument("--output-tokens", type=_number("--output-tokens", open_low=False), help="mean output length")
+    m.add_argument(
+        "--overhead-gb",
+        type=_number("--overhead-gb", open_low=False),
+        help="fixed framework overhead instead of memory.overhead_frac",
+    )
+    m.add_argument(
+        "--gpu-memory-utilization", type=_number("--gpu-memory-utilization", 0, 1), help="vLLM's gpu_memory_utilization"
+    )
     m.add_argument("--params", type=Path, help="params.yaml to take the other settings from")
     m.add_argument("--json", action="store_true", help="print the candidate as JSON")
     m.set_defaults(func=cmd_memory)
@@ -268,10 +350,16 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="PATH",
         help="result files or sweep folders (vLLM, SGLang, AIPerf, GenAI-Perf, GuideLLM, LLMPerf, inference-perf)",
     )
-    c.add_argument("--ttft-p99-ms", type=float, required=True, help="TTFT p99 SLO in ms")
-    c.add_argument("--itl-p99-ms", type=float, help="ITL p99 SLO in ms (default: none)")
-    c.add_argument("--input-tokens", type=float, help="workload p95 prompt length, to pick the matching curve")
-    c.add_argument("--output-tokens", type=float, help="workload p95 output length, to pick the matching curve")
+    c.add_argument("--ttft-p99-ms", type=_number("--ttft-p99-ms"), required=True, help="TTFT p99 SLO in ms")
+    c.add_argument("--itl-p99-ms", type=_number("--itl-p99-ms"), help="ITL p99 SLO in ms (default: none)")
+    c.add_argument(
+        "--input-tokens", type=_number("--input-tokens"), help="workload p95 prompt length, to pick the matching curve"
+    )
+    c.add_argument(
+        "--output-tokens",
+        type=_number("--output-tokens"),
+        help="workload p95 output length, to pick the matching curve",
+    )
     c.add_argument("--params", type=Path, help="params.yaml to take curve thresholds from (default: the project's)")
     c.add_argument(
         "--json",
@@ -281,13 +369,48 @@ def build_parser() -> argparse.ArgumentParser:
     c.set_defaults(func=cmd_curve)
 
     f = sub.add_parser("fleet", help="step 11: instances and GPUs from the peak rate and the usable RPS per instance")
-    f.add_argument("--peak-rps", type=float, required=True, help="peak (sizing) request rate, req/s")
-    f.add_argument("--usable-rps", type=float, required=True, help="usable RPS per instance at C_max (step 10)")
-    f.add_argument("--tp", type=int, required=True, help="tensor-parallel degree of one instance")
-    f.add_argument("--pp", type=int, default=1, help="pipeline-parallel degree (default 1)")
-    f.add_argument("--safety", type=float, default=1.2, help="safety factor: 1.2 predictable, 1.5 new or high variance")
-    f.add_argument("--headroom", type=float, default=0.0, help="max(expected growth, burst absorption), e.g. 0.3")
-    f.add_argument("--spares", type=int, default=0, help="spare instances (N+1: 1, N+2: 2 per failure domain)")
+    f.add_argument(
+        "--peak-rps",
+        type=_number("--peak-rps", open_low=False),
+        required=True,
+        help="peak (sizing) request rate, req/s",
+    )
+    f.add_argument(
+        "--usable-rps", type=_number("--usable-rps"), required=True, help="usable RPS per instance at C_max (step 10)"
+    )
+    f.add_argument(
+        "--tp",
+        type=_number("--tp", 1, 64, open_low=False, integer=True),
+        required=True,
+        help="tensor-parallel degree of one instance",
+    )
+    f.add_argument(
+        "--pp",
+        type=_number("--pp", 1, 1024, open_low=False, integer=True),
+        default=1,
+        help="pipeline-parallel degree (default 1)",
+    )
+    f.add_argument(
+        "--safety",
+        type=_number("--safety", 1, 100, open_low=False),
+        help="safety factor (default: params fleet.safety_factor)",
+    )
+    f.add_argument(
+        "--burst-rps",
+        type=_number("--burst-rps", open_low=False),
+        help="the burst rate (params fleet.burst_rate, e.g. per-minute p99): burst absorption = this / peak - 1",
+    )
+    f.add_argument(
+        "--headroom",
+        type=_number("--headroom", 0, 100, open_low=False),
+        help="headroom (default: max(params fleet.expected_growth, burst absorption from --burst-rps))",
+    )
+    f.add_argument(
+        "--spares",
+        type=_number("--spares", 0, 1e6, open_low=False, integer=True),
+        help="spare instances (default: N+1, N+2 if fleet.critical, x fleet.failure_domains)",
+    )
+    f.add_argument("--params", type=Path, help="params.yaml to take the fleet defaults from (default: the project's)")
     f.add_argument("--json", action="store_true", help="print every intermediate as JSON")
     f.set_defaults(func=cmd_fleet)
     v = sub.add_parser(
@@ -298,21 +421,47 @@ def build_parser() -> argparse.ArgumentParser:
         "source", nargs="?", help="a folder with requests.* and/or scrapes/*.prom (default: validation.source)"
     )
     v.add_argument("--tier", help="the fleet the window comes from: all or a routing tier (default: validation.tier)")
-    v.add_argument("--replicas", type=int, help="replicas serving the window (default: from the scrapes)")
-    v.add_argument("--benchmark-gpu-util", type=float, help="DCGM GPU util %% during the benchmark at this rate")
+    v.add_argument(
+        "--replicas",
+        type=_number("--replicas", 1, 1e6, open_low=False, integer=True),
+        help="replicas serving the window (default: from the scrapes)",
+    )
+    v.add_argument(
+        "--benchmark-gpu-util",
+        type=_number("--benchmark-gpu-util", 0, 100, open_low=False),
+        help="DCGM GPU util %% during the benchmark at this rate",
+    )
     v.add_argument("--params", type=Path, help="params.yaml to read (default: the project's)")
     v.add_argument("--json", action="store_true", help="print the whole result (as metrics/validation.json) as JSON")
     v.set_defaults(func=cmd_validate)
+
+    i = sub.add_parser(
+        "init",
+        help="rewrite params.yaml (in the project root) for your own traffic log: layout, columns, timestamp unit, "
+        "tiers; clears the sample's settings; keeps params.yaml.bak",
+    )
+    i.add_argument("--log", required=True, help="your traffic log: a file, a folder of files, or a quoted glob")
+    i.add_argument(
+        "--column",
+        action="append",
+        type=_column_pair,
+        metavar="NAME=COLUMN",
+        help="map a normalized name to your column when it cannot be detected, repeatable",
+    )
+    i.add_argument(
+        "--timestamp-unit", choices=[u for u in TIMESTAMP_UNITS if u != "auto"], help="default: detected"
+    )
+    i.set_defaults(func=cmd_init)
     return ap
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run one verb; bad input is one line on stderr and exit status 1."""
-    args = build_parser().parse_args(argv)
     try:
+        args = build_parser().parse_args(argv)  # a bad numeric flag raises InputError (see _number)
         return int(args.func(args))
     except InputError as exc:
-        print(f"sizing: error: {exc}", file=sys.stderr)
+        print(f"sizing: error: {one_line(exc)}", file=sys.stderr)  # one line, whatever the message
         return 1
     except KeyboardInterrupt:
         return 130

@@ -19,7 +19,7 @@ import pandas as pd
 
 from pipeline import curve as cv
 from pipeline import io, paths, recommend
-from pipeline.benchmarks import LOAD_MODES, Sweep, read_source, read_sweep
+from pipeline.benchmarks import LOAD_MODES, Sweep, read_paths, read_source
 from pipeline.benchmarks.common import COLUMNS
 from pipeline.errors import InputError, ParamsError
 
@@ -673,9 +673,5 @@ def from_paths(
     """`sizing curve PATH...`: files or folders; folders are sweeps, loose files form one sweep."""
     sec = _sections({**sections, "slo": {"ttft_p99_ms": ttft_ms, "itl_p99_ms": itl_ms}})
     settings = cv.Settings.from_params(sec["curve"], sec["slo"])
-    dirs = [p for p in paths_ if p.is_dir()]
-    files = [p for p in paths_ if not p.is_dir()]
-    sweeps = [read_sweep([d]) for d in dirs]
-    if files:
-        sweeps.append(read_sweep(files))
+    sweeps = read_paths(paths_)  # a folder of sweeps (data/raw/benchmarks/) is read as its sweeps
     return analyze(sweeps, workload or Workload(), settings, sec, root, require_manifest=False)

@@ -6,6 +6,9 @@ and the allowed values (DEVELOPERS.md: bad input gets a clear error, no tracebac
 
 from __future__ import annotations
 
+import difflib
+import math
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -82,6 +85,13 @@ SCHEMAS: dict[str, dict[str, Spec]] = {
         "long_input_tokens": Spec((int,), 2048, minimum=1),
         "long_output_tokens": Spec((int,), 512, minimum=1),
         "agentic_min_calls_per_session": Spec(NUM, 3, minimum=1),
+        "batch_jitter_s": Spec(
+            NUM,
+            0.05,
+            minimum=0,
+            exclusive_minimum=True,
+            doc="arrivals this close together form one burst (batched-arrival detection, method.md step 1)",
+        ),
         "cap_min_share": Spec(
             NUM,
             0.01,
@@ -103,7 +113,10 @@ SCHEMAS: dict[str, dict[str, Spec]] = {
             exclusive_minimum=True,
             doc="a longer span means a wrong timestamp unit",
         ),
-        "chunk_rows": Spec((int,), 1_000_000, minimum=1000, doc="rows per great-expectations validation chunk"),
+        "chunk_rows": Spec((int,), 1_000_000, minimum=1000, doc="unused since validation runs in DuckDB (kept so old params load)"),
+        "memory_limit": Spec(
+            (str,), "1GB", doc="DuckDB memory cap for ingest and validation, e.g. 1GB, 512MB (larger sorts spill to disk)"
+        ),
         "tiers": Spec((dict,), {"column": "auto", "rules": [], "map": {}}),
     },
     "hardware": {
@@ -213,7 +226,7 @@ SCHEMAS: dict[str, dict[str, Spec]] = {
     },
     "tco": {
         "pricing": Spec((str,), "on-demand", choices=("on-demand", "capacity-block"), doc="which list prices"),
-        "provider": Spec((str,), None, nullable=True, doc="one provider's prices (default: the lowest listed)"),
+        "provider": Spec((str,), None, nullable=True, doc="one provider's prices (default: the cheapest that lists every compared GPU)"),
         "prices": Spec((dict,), {}, doc="GPU -> $ per GPU-hour, overriding data/catalog/prices.csv"),
         "planned_utilization": Spec(NUM, 0.8, minimum=0, exclusive_minimum=True, maximum=1),
         "utilization_trap_below": Spec(
@@ -222,7 +235,10 @@ SCHEMAS: dict[str, dict[str, Spec]] = {
     },
     "validation": {
         "source": Spec(
-            (str,), "data/raw/production", doc="a folder: requests.* (with ttft_ms, e2e_ms) and/or scrapes/*.prom"
+            (str,),
+            "data/raw/production",
+            nullable=True,
+            doc="a folder: requests.* (with ttft_ms, e2e_ms) and/or scrapes/*.prom (null: no production window yet)",
         ),
         "tier": Spec((str,), "all", doc="the fleet the window comes from: all (the pooled one) or a routing tier"),
         "replicas": Spec(
@@ -270,9 +286,30 @@ TIER_RULE_KEYS = (
 )
 
 
+def check_finite(where: str, value: Any) -> None:
+    """The generic rule: every number in params is finite. NaN (`.nan`) or infinity (`.inf`), at any depth
+    (scenario scales, price overrides, TP tables), is a ParamsError naming the key; NaN would pass every
+    bound check silently (NaN < 0 and NaN > 1 are both false)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ParamsError(f"{where} = {value!r}; expected a finite number (not NaN or infinity)")
+    if isinstance(value, dict):
+        for k, v in value.items():
+            check_finite(f"{where}.{k}", v)
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            check_finite(f"{where}[{i}]", v)
+
+
+def suggest(name: Any, allowed: Any) -> str:
+    """' (did you mean 'fleet'?)' for a misspelled key, or '' when nothing is close."""
+    close = difflib.get_close_matches(str(name), [str(a) for a in allowed], n=1, cutoff=0.6)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
 def check_value(section: str, key: str, spec: Spec, value: Any) -> Any:
     """One value against its Spec (type, choices, bounds); a ParamsError naming `section.key` otherwise."""
     where = f"params.yaml: {section}.{key}"
+    check_finite(where, value)
     if value is None:
         if spec.nullable or spec.default is None:
             return None
@@ -313,11 +350,13 @@ def validate_section(section: str, raw: dict[str, Any] | None) -> dict[str, Any]
     raw = raw or {}
     if not isinstance(raw, dict):
         raise ParamsError(f"params.yaml: '{section}' must be a mapping of keys, got {type(raw).__name__}")
-    unknown = sorted(set(raw) - set(schema))
+    unknown = sorted(set(raw) - set(schema), key=str)
     if unknown:
         raise ParamsError(
-            f"params.yaml: unknown key {section}.{unknown[0]}; allowed keys in '{section}': {', '.join(schema)}"
+            f"params.yaml: unknown key {section}.{unknown[0]}{suggest(unknown[0], schema)}; "
+            f"allowed keys in '{section}': {', '.join(schema)}"
         )
+    check_finite(f"params.yaml: {section}", raw)
     out = {key: check_value(section, key, spec, raw.get(key, spec.default)) for key, spec in schema.items()}
     if section == "workload":
         _check_workload(out)
@@ -331,11 +370,24 @@ def validate_section(section: str, raw: dict[str, Any] | None) -> dict[str, Any]
     if section in ("parallelism",):
         for key in ("allreduce_pcie", "allreduce_nvlink"):
             out[key] = _check_tp_table(section, key, out[key])
+    if section == "model":
+        for tier, name in out["tiers"].items():
+            if not isinstance(name, str) or not name:
+                raise ParamsError(
+                    f"params.yaml: model.tiers.{tier} = {name!r}; expected a model name (data/catalog/models) or a "
+                    "path to a config.json"
+                )
     if section == "engine":
         for gpu, value in out["visible_memory_gib"].items():
             if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
                 raise ParamsError(
                     f"params.yaml: engine.visible_memory_gib.{gpu} = {value!r}; expected a number of GiB > 0"
+                )
+    if section == "tco":
+        for gpu, value in out["prices"].items():
+            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value <= 0:
+                raise ParamsError(
+                    f"params.yaml: tco.prices.{gpu} = {value!r}; expected a finite price in $ per GPU-hour > 0"
                 )
     return out
 
@@ -413,9 +465,12 @@ def validate_all(data: dict[str, Any], root: Path | None = None) -> dict[str, di
     from pipeline import catalog
     from pipeline.errors import InputError
 
-    unknown = sorted(set(data) - set(SCHEMAS))
+    unknown = sorted(set(data) - set(SCHEMAS), key=str)
     if unknown:
-        raise ParamsError(f"params.yaml: unknown section '{unknown[0]}'; allowed sections: {', '.join(SCHEMAS)}")
+        raise ParamsError(
+            f"params.yaml: unknown section '{unknown[0]}'{suggest(unknown[0], SCHEMAS)}; "
+            f"allowed sections: {', '.join(SCHEMAS)}"
+        )
     out = {name: validate_section(name, data.get(name)) for name in SCHEMAS}
     gpus = catalog.load_gpus(root)
     named = [(f"hardware.gpus[{i}]", g) for i, g in enumerate(out["hardware"]["gpus"])]
@@ -436,14 +491,32 @@ def validate_all(data: dict[str, Any], root: Path | None = None) -> dict[str, di
             catalog.load_model(name, root)
         except InputError as exc:
             raise ParamsError(f"params.yaml: {key}: {exc}") from None
+    _check_catalogs(root or paths.ROOT)
+    if out["report"]["previous"]:  # a bad ref or a malformed previous JSON stops the first stage, not the report
+        from pipeline import report
+
+        report.previous_metrics(out["report"]["previous"], root or paths.ROOT)
     return out
+
+
+def _check_catalogs(root: Path) -> None:
+    """The other catalog files the stages read (models.csv, the vLLM measurements, prices.csv), read once here so
+    a short row, a non-UTF-8 byte or a bad number stops the first stage, not the memory or report stage later."""
+    from pipeline import catalog, tco
+
+    catalog.load_model_cards(root)
+    catalog.load_measurements(root)
+    if (root / "data" / "catalog" / tco.PRICES_CSV).exists():
+        tco.load_prices(root)
 
 
 def load(path: str | Path | None = None) -> dict[str, Any]:
     """Read params.yaml as a plain mapping (no validation)."""
+    from pipeline import io
+
     path = Path(path) if path else paths.PARAMS
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        data = yaml.safe_load(io.read_text(path, paths.display_path(path))) or {}
     except FileNotFoundError as exc:
         raise ParamsError(f"params file not found: {path}") from exc
     except yaml.YAMLError as exc:
@@ -457,3 +530,26 @@ def section(name: str, data: dict[str, Any] | None = None) -> dict[str, Any]:
     """One validated section of params.yaml, defaults filled in."""
     data = load() if data is None else data
     return validate_section(name, data.get(name))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m pipeline.params [PATH]`: validate_all on the whole file (the DVC `params` stage).
+
+    DVC reruns a stage only when a param it tracks changes, so a misspelled section (`fleets:`) would leave
+    every stage "up to date". The `params` stage tracks the whole file and runs first: any edit reruns this
+    check (about a second), and a bad key anywhere stops `dvc repro` with one line, exit status 1.
+    """
+    from pipeline.errors import InputError, one_line
+
+    argv = sys.argv[1:] if argv is None else argv
+    path = Path(argv[0]) if argv else paths.PARAMS
+    try:
+        validate_all(load(path), path.resolve().parent)
+    except InputError as exc:
+        print(f"error: {one_line(exc)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -37,6 +37,7 @@ ALIASES = {
     "e2e_request_latency_seconds": "e2e_request_latency_seconds",
 }
 ENGINE_PREFIXES = ("vllm:", "sglang:")
+READ_PREFIXES = (*ENGINE_PREFIXES, "DCGM_")  # the families step 13 reads: a NaN or infinite sample there is an error
 SAMPLE_RE = re.compile(
     r"^(?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(?P<labels>.*)\})?\s+(?P<value>\S+)(?:\s+(?P<ts>-?\d+))?\s*$"
 )
@@ -141,8 +142,16 @@ def parse(text: str, path: str, time_s: float | None = None) -> Scrape:
         if name.endswith("_bucket") and any(k == "le" for k, _ in labels):
             family_type.setdefault(name[: -len("_bucket")], "histogram")
     scrape = Scrape(path, float(time_s), synthetic=text.lstrip().startswith("# SYNTHETIC"))
-    for name, labels, value, _, _ in raw:
+    for name, labels, value, _, lineno in raw:
         fam, kind = _family(name, family_type)
+        if not math.isfinite(value):
+            if name.startswith(READ_PREFIXES):
+                shown = ",".join(f'{k}="{v}"' for k, v in labels)
+                raise InputError(
+                    f"{path}, line {lineno}: {name}{{{shown}}} = {value}; expected a finite number: a NaN or infinite "
+                    "sample cannot be averaged or differenced (fix the exporter, or drop the scrape)"
+                )
+            continue  # NaN in a family sizing never reads (go_gc_duration_seconds of an idle Go exporter): not kept
         key = (normalize(fam, kind) + _suffix(name, fam, kind), labels)
         scrape.samples[key] = value
         scrape.types[normalize(fam, kind)] = kind or "untyped"
@@ -176,9 +185,10 @@ def _time(text: str, path: str, lineno: int) -> float:
 
 def read(paths_: list[Path], root: Path | None = None) -> list[Scrape]:
     """Every scrape file, sorted by time."""
+    from pipeline import io
     from pipeline.paths import display_path
 
-    scrapes = [parse(p.read_text(encoding="utf-8"), display_path(p, root)) for p in paths_]
+    scrapes = [parse(io.read_text(p, display_path(p, root)), display_path(p, root)) for p in paths_]
     return sorted(scrapes, key=lambda s: (s.time_s, s.path))
 
 

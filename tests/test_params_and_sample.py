@@ -19,7 +19,11 @@ def test_shipped_params_are_valid():
 @pytest.mark.parametrize(
     ("section", "raw", "needle"),
     [
-        ("workload", {"sourse": "x"}, "unknown key workload.sourse; allowed keys in 'workload': source, format"),
+        (
+            "workload",
+            {"sourse": "x"},
+            "unknown key workload.sourse (did you mean 'source'?); allowed keys in 'workload': source, format",
+        ),
         (
             "workload",
             {"format": "csvv"},
@@ -59,7 +63,7 @@ def test_sample_has_two_diurnal_peaks():
 @pytest.mark.parametrize(
     ("change", "needle"),
     [
-        ({"tcoo": {}}, "unknown section 'tcoo'; allowed sections: slo, workload"),
+        ({"tcoo": {}}, "unknown section 'tcoo' (did you mean 'tco'?); allowed sections: slo, workload"),
         ({"hardware": {"gpus": ["H100", "H900"]}}, "hardware.gpus[1] = 'H900' is not in data/catalog/gpus.csv"),
         ({"model": {"tiers": {"small": "Llama-9B"}}}, "model.tiers.small: unknown model"),
         ({"report": {"scenarios": {"x": {"gpu": "TPU"}}}}, "report.scenarios.x.gpu = 'TPU' is not in"),

@@ -8,7 +8,9 @@ the files rarely say which hardware produced them, and sizing never guesses it.
 
 from __future__ import annotations
 
+import csv
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -77,10 +79,10 @@ def read_manifest(path: Path) -> dict[str, Any]:
     """manifest.yaml of a sweep, checked: every required key, known dtypes and loop, TP x PP dividing the GPUs."""
     import yaml
 
-    from pipeline import quantization
+    from pipeline import io, quantization
 
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        data = yaml.safe_load(io.read_text(path)) or {}
     except yaml.YAMLError as exc:
         raise InputError(f"{path}: not valid YAML ({exc})") from exc
     if not isinstance(data, dict):
@@ -95,6 +97,9 @@ def read_manifest(path: Path) -> dict[str, Any]:
         )
     out = dict(data)
     out.setdefault("pp", 1)
+    for key in ("model", "gpu", "engine", "weight_dtype", "kv_dtype", "load_mode", "phase"):
+        if key in out and not isinstance(out[key], str):
+            raise InputError(f"{path}: {key} = {out[key]!r}; expected a name (a string)")
     for key in ("gpu_count", "tp", "pp"):
         if isinstance(out[key], bool) or not isinstance(out[key], int) or out[key] < 1:
             raise InputError(f"{path}: {key} = {out[key]!r}; expected an integer >= 1")
@@ -121,8 +126,8 @@ def read_manifest(path: Path) -> dict[str, Any]:
         raise InputError(f"{path}: tier = {out['tier']!r}; expected the name of a routing tier (metrics/tiers.json)")
     for key in ("input_tokens", "output_tokens"):
         v = out.get(key)
-        if v is not None and (isinstance(v, bool) or not isinstance(v, int | float) or v <= 0):
-            raise InputError(f"{path}: {key} = {v!r}; expected a token count > 0")
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int | float) or not 0 < v < math.inf):
+            raise InputError(f"{path}: {key} = {v!r}; expected a finite token count > 0")
     out["file"] = path.as_posix()
     return out
 
@@ -150,11 +155,16 @@ def _skip_reason(path: Path, siblings: set[str]) -> str | None:
 
 def _levels_from_file(path: Path, file: str) -> tuple[str, list[Level]] | tuple[None, str]:
     """(tool, levels) for a result file, or (None, skip reason) for a known non-result JSON."""
+    from pipeline import io
+
     if path.suffix.lower() == ".csv":
-        head = path.read_text(encoding="utf-8")[:4000].lower()
+        head = io.read_text(path, file)[:4000].lower()
         tool = "aiperf" if "inter chunk latency" in head or "aiperf" in path.name else "genai-perf"
-        return tool, [genai_perf.read_csv(path, file, tool)]
-    records = read_json_records(path)
+        try:
+            return tool, [genai_perf.read_csv(path, file, tool)]
+        except (TypeError, ValueError, KeyError, IndexError, csv.Error) as exc:
+            raise InputError(f"{file}: cannot read the {tool} CSV export ({type(exc).__name__}: {exc})") from None
+    records = read_json_records(path, file)
     if len(records) == 1 and isinstance(records[0], list):
         first = records[0][0] if records[0] else None
         if isinstance(first, dict) and "Test name" in first:
@@ -164,27 +174,18 @@ def _levels_from_file(path: Path, file: str) -> tuple[str, list[Level]] | tuple[
     tools: list[str] = []
     levels: list[Level] = []
     for i, obj in enumerate(records):
-        if guidellm.looks_like(obj):
-            tool, got = "guidellm", guidellm.read(obj, file)
-        elif inference_perf.looks_like(obj):
-            tool, got = "inference-perf", [inference_perf.read(obj, file)]
-        elif llmperf.looks_like(obj):
-            tool, got = "llmperf", [llmperf.read(obj, file, path)]
-        elif sglang.looks_like(obj):
-            tool, got = "sglang", [sglang.read(obj, file)]
-        elif vllm.looks_like(obj):
-            tool, got = "vllm", [vllm.read(obj, file)]
-        elif aiperf.looks_like(obj, path.name):
-            tool, got = "aiperf", [aiperf.read(obj, file, path)]
-        elif genai_perf.looks_like(obj, path.name):
-            tool, got = "genai-perf", [genai_perf.read(obj, file, path)]
-        else:
-            keys = ", ".join(list(obj)[:8]) if isinstance(obj, dict) else type(obj).__name__
+        try:
+            tool, got = _read_record(obj, file, path, i, len(records))
+        except InputError:
+            raise
+        except (AttributeError, TypeError, ValueError, KeyError, IndexError, OverflowError) as exc:
+            # the readers check the fields they know (common.section, numbers, name_field); a layout they
+            # do not expect still ends as one line naming the file, never as a traceback
             where = f" (record {i + 1})" if len(records) > 1 else ""
             raise InputError(
-                f"{file}{where}: unknown benchmark format (top-level keys: {keys}); expected a result file of "
-                f"{', '.join(TOOLS)}"
-            )
+                f"{file}{where}: a field has an unexpected type or value ({type(exc).__name__}: {exc}); expected "
+                "the result file as the benchmark tool writes it"
+            ) from None
         tools.append(tool)
         levels.extend(got)
     if len(set(tools)) > 1:
@@ -192,6 +193,32 @@ def _levels_from_file(path: Path, file: str) -> tuple[str, list[Level]] | tuple[
             f"{file}: mixed formats in one file ({', '.join(sorted(set(tools)))}); expected one tool per file"
         )
     return tools[0], levels
+
+
+def _read_record(obj: Any, file: str, path: Path, i: int, n: int) -> tuple[str, list[Level]]:
+    """One JSON record of a result file: (tool, levels), the tool detected from the record's keys."""
+    if guidellm.looks_like(obj):
+        tool, got = "guidellm", guidellm.read(obj, file)
+    elif inference_perf.looks_like(obj):
+        tool, got = "inference-perf", [inference_perf.read(obj, file)]
+    elif llmperf.looks_like(obj):
+        tool, got = "llmperf", [llmperf.read(obj, file, path)]
+    elif sglang.looks_like(obj):
+        tool, got = "sglang", [sglang.read(obj, file)]
+    elif vllm.looks_like(obj):
+        tool, got = "vllm", [vllm.read(obj, file)]
+    elif aiperf.looks_like(obj, path.name):
+        tool, got = "aiperf", [aiperf.read(obj, file, path)]
+    elif genai_perf.looks_like(obj, path.name):
+        tool, got = "genai-perf", [genai_perf.read(obj, file, path)]
+    else:
+        keys = ", ".join(list(obj)[:8]) if isinstance(obj, dict) else type(obj).__name__
+        where = f" (record {i + 1})" if n > 1 else ""
+        raise InputError(
+            f"{file}{where}: unknown benchmark format (top-level keys: {keys}); expected a result file of "
+            f"{', '.join(TOOLS)}"
+        )
+    return tool, got
 
 
 def read_sweep(paths: list[Path], name: str | None = None, root: Path | None = None) -> Sweep:
@@ -203,6 +230,14 @@ def read_sweep(paths: list[Path], name: str | None = None, root: Path | None = N
         if not p.exists():
             raise InputError(f"{p}: no such file or folder")
         if p.is_dir():
+            nested = sorted({m.parent for m in p.rglob("*") if m.name in MANIFEST_NAMES and m.parent != p})
+            if nested:
+                names = ", ".join(_display(d, root) for d in nested[:3])
+                raise InputError(
+                    f"{_display(p, root)}: holds several sweeps ({len(nested)} subfolders with their own manifest: "
+                    f"{names}); expected one sweep per folder: pass the folder of sweeps (each subfolder is read as "
+                    "its own sweep) or each sweep folder"
+                )
             files.extend(sorted(x for x in p.rglob("*") if x.is_file() and not x.name.startswith(".")))
             for m in MANIFEST_NAMES:
                 if (p / m).exists():
@@ -243,7 +278,79 @@ def read_sweep(paths: list[Path], name: str | None = None, root: Path | None = N
         manifest["file"] = _display(manifest_path, root)  # type: ignore[arg-type]
     sweep_name = name or base.name
     _assign_curves(sweep_name, levels, manifest)
+    check_consistency(_display(base, root), levels, manifest)
     return Sweep(sweep_name, base, next(iter(by_tool)), levels, manifest, skipped)
+
+
+# the field each tool records its model in (Level.model), for the messages
+MODEL_FIELDS = {
+    "vllm": "model_id",
+    "llmperf": "model",
+    "aiperf": "input_config.endpoint.model_names",
+    "genai-perf": "input_config.model",
+}
+SIZE_RE = re.compile(r"(?<![a-z0-9.])(?:\d+x)?\d+(?:\.\d+)?b(?![a-z0-9])")
+LENGTH_SPREAD = 1.5  # measured mean lengths of one curve's levels agree within this factor in any real sweep
+LENGTH_ABOVE = 1.5  # ... and never exceed the manifest's nominal lengths by more than this
+
+
+def model_sizes(name: str) -> frozenset[str]:
+    """The parameter-size tokens of a model name: 'meta-llama/Llama-3.1-70B-Instruct' -> {'70b'}, 'Mixtral-8x7B' ->
+    {'8x7b'}; empty when the name states none ('/models/my-finetune'), which then contradicts nothing."""
+    return frozenset(SIZE_RE.findall(name.lower()))
+
+
+def check_consistency(where: str, levels: list[Level], manifest: dict[str, Any] | None) -> None:
+    """Result files of one sweep folder must agree with each other and with the manifest: the model they
+    record (by its size, 8B vs 70B) and the mean lengths they measured. 8B levels copied into a 70B folder
+    would otherwise give a usable RPS of the wrong model."""
+    named = [(lv, model_sizes(lv.model)) for lv in levels if lv.model and model_sizes(lv.model)]
+    by_size: dict[frozenset[str], list[Level]] = {}
+    for lv, size in named:
+        by_size.setdefault(size, []).append(lv)
+    if len(by_size) > 1:
+        parts = [
+            f"{len(lvs)} say {MODEL_FIELDS.get(lvs[0].row['tool'], 'model')} {lvs[0].model!r} (e.g. {lvs[0].row['file']})"
+            for _size, lvs in sorted(by_size.items(), key=lambda kv: (-len(kv[1]), sorted(kv[0])))
+        ]
+        raise InputError(
+            f"{where}: result files of different models in one sweep folder: {'; '.join(parts)}; expected one model "
+            "per sweep (put each model's results in its own folder with its manifest.yaml)"
+        )
+    if manifest and by_size:
+        stated = model_sizes(str(manifest["model"]))
+        size, lvs = next(iter(by_size.items()))
+        if stated and not stated & size:
+            files = ", ".join(lv.row["file"] for lv in lvs[:3])
+            raise InputError(
+                f"{manifest['file']}: model = {manifest['model']!r} but {len(lvs)} of {len(levels)} result files say "
+                f"{MODEL_FIELDS.get(lvs[0].row['tool'], 'model')} {lvs[0].model!r} ({files}); expected the manifest "
+                "of the model the files measured"
+            )
+    curves: dict[str, list[Level]] = {}
+    for lv in levels:
+        curves.setdefault(lv.row["curve"], []).append(lv)
+    for kind in ("input", "output"):
+        col = f"{kind}_tokens_mean"
+        for lvs in curves.values():
+            got = [(lv.row[col], lv) for lv in lvs if lv.row[col] is not None and math.isfinite(lv.row[col])]
+            got = [(v, lv) for v, lv in got if v > 0]
+            if len(got) > 1:
+                (lo, lo_lv), (hi, hi_lv) = min(got, key=lambda t: t[0]), max(got, key=lambda t: t[0])
+                if hi > LENGTH_SPREAD * lo:
+                    raise InputError(
+                        f"{where}: column '{col}': the levels of one curve measured mean {kind} lengths "
+                        f"{lo:,.0f} ({lo_lv.row['file']}) and {hi:,.0f} ({hi_lv.row['file']}); expected one workload "
+                        f"per curve (within {LENGTH_SPREAD:g}x): these files come from different sweeps"
+                    )
+            stated_len = manifest.get(f"{kind}_tokens") if manifest else None
+            if stated_len and got:
+                hi, hi_lv = max(got, key=lambda t: t[0])
+                if hi > LENGTH_ABOVE * float(stated_len):
+                    raise InputError(
+                        f"{manifest['file']}: {kind}_tokens = {stated_len:g} but {hi_lv.row['file']} measured a mean "
+                        f"of {hi:,.0f} {kind} tokens ({col}); expected the manifest of the sweep the files come from"
+                    )
 
 
 def _fmt_tokens(v: Any) -> str:
@@ -290,7 +397,9 @@ def read_source(source: Path, root: Path | None = None) -> list[Sweep]:
     loose = sorted(
         p for p in source.iterdir() if p.is_file() and not p.name.startswith(".") and _skip_reason(p, set()) is None
     )
-    sweeps = [read_sweep([d], root=root) for d in subdirs]
+    sweeps = []
+    for d in subdirs:  # a subfolder that is itself a folder of sweeps (h100/sweep-a/manifest.yaml) is read as such
+        sweeps.extend(read_source(d, root) if is_collection(d) else [read_sweep([d], root=root)])
     if loose:
         sweeps.append(read_sweep(loose, name=source.name, root=root))
     if not sweeps:
@@ -300,4 +409,35 @@ def read_source(source: Path, root: Path | None = None) -> list[Sweep]:
     return sweeps
 
 
-__all__ = ["COLUMNS", "LOAD_MODES", "TOOLS", "Level", "Sweep", "read_manifest", "read_source", "read_sweep"]
+def is_collection(folder: Path) -> bool:
+    """A folder of sweeps rather than one sweep: no manifest of its own, and a subfolder somewhere below holds one."""
+    if not folder.is_dir() or any((folder / m).exists() for m in MANIFEST_NAMES):
+        return False
+    return any(m.name in MANIFEST_NAMES for m in folder.rglob("*") if m.parent != folder)
+
+
+def read_paths(paths: list[Path], root: Path | None = None) -> list[Sweep]:
+    """`sizing curve PATH...`: a sweep folder is one sweep, a folder of sweeps (data/raw/benchmarks) is each of
+    its sweeps, and the loose files given form one more sweep."""
+    sweeps: list[Sweep] = []
+    for d in (p for p in paths if p.is_dir()):
+        sweeps.extend(read_source(d, root) if is_collection(d) else [read_sweep([d], root=root)])
+    files = [p for p in paths if not p.is_dir()]
+    if files:
+        sweeps.append(read_sweep(files, root=root))
+    return sweeps
+
+
+__all__ = [
+    "COLUMNS",
+    "LOAD_MODES",
+    "TOOLS",
+    "Level",
+    "Sweep",
+    "check_consistency",
+    "is_collection",
+    "read_manifest",
+    "read_paths",
+    "read_source",
+    "read_sweep",
+]

@@ -15,7 +15,8 @@ from typing import Any
 
 import pandas as pd
 
-from pipeline.benchmarks.common import Level, empty_row, fill_latency, number, to_ms, unit_stats
+from pipeline.benchmarks.common import Level, empty_row, fill_latency, first_name, number, section, to_ms, unit_stats
+from pipeline.errors import InputError
 
 TOOL = "aiperf"
 TTFT_TAGS = ("time_to_first_token", "ttft")
@@ -48,11 +49,20 @@ def _requests(path: Path) -> pd.DataFrame | None:
     if not path.exists():
         return None
     rows = []
-    for line in path.read_text(encoding="utf-8").splitlines():
+    from pipeline import io
+
+    for lineno, line in enumerate(io.read_text(path).splitlines(), start=1):
         if not line.strip():
             continue
-        rec = json.loads(line)
-        m = rec.get("metrics") or {}
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise InputError(
+                f"{path}: line {lineno} is not valid JSON ({exc.msg}); expected one record per line"
+            ) from None
+        if not isinstance(rec, dict):
+            raise InputError(f"{path}: line {lineno} is not a JSON object; expected one AIPerf record per line")
+        m = section(rec, f"{path}: line {lineno}", "metrics")
         ttft = next((m[t] for t in TTFT_TAGS if t in m), None)
         ok = not rec.get("error") and ttft is not None
         if not ok:
@@ -76,7 +86,7 @@ def read(obj: dict[str, Any], file: str, path: Path | None = None) -> Level:
     row = empty_row(TOOL, file)
     notes: list[str] = []
     m = _metrics(obj)
-    loadgen = ((obj.get("input_config") or {}).get("loadgen")) or {}
+    loadgen = section(obj, file, "input_config", "loadgen")
     rate = number(loadgen.get("request_rate"))
     conc = number(loadgen.get("concurrency"))
     if rate is not None:
@@ -109,10 +119,11 @@ def read(obj: dict[str, Any], file: str, path: Path | None = None) -> Level:
         duration_s=_scalar(m, "benchmark_duration"),
         input_tokens_mean=isl,
         output_tokens_mean=osl,
-        dataset="synthetic" if (obj.get("input_config") or {}).get("input") else None,
+        dataset="synthetic" if section(obj, file, "input_config", "input") else None,
     )
-    prompt = (((obj.get("input_config") or {}).get("input") or {}).get("prompt")) or {}
-    row["nominal_output_tokens"] = number((prompt.get("output_tokens") or {}).get("mean"))
-    row["nominal_input_tokens"] = number((prompt.get("input_tokens") or {}).get("mean"))
+    prompt = section(obj, file, "input_config", "input", "prompt")
+    row["nominal_output_tokens"] = number(section(prompt, file, "output_tokens").get("mean"))
+    row["nominal_input_tokens"] = number(section(prompt, file, "input_tokens").get("mean"))
     requests = _requests(path.parent / "profile_export.jsonl") if path is not None else None
-    return Level(row, requests, notes)
+    model = first_name(section(obj, file, "input_config", "endpoint").get("model_names"))
+    return Level(row, requests, notes, model)

@@ -55,6 +55,14 @@ class Level:
     row: dict[str, Any]
     requests: pd.DataFrame | None = None
     notes: list[str] = field(default_factory=list)
+    model: str | None = None  # the model the file says it served (vLLM model_id, ...), checked against the sweep
+
+
+def first_name(value: Any) -> str | None:
+    """A model name from a string or the first string of a list (AIPerf `model_names`, GenAI-Perf `model`)."""
+    if isinstance(value, list) and value:
+        value = value[0]
+    return value if isinstance(value, str) and value else None
 
 
 def number(value: Any) -> float | None:
@@ -62,7 +70,7 @@ def number(value: Any) -> float | None:
     if value is None or isinstance(value, bool):
         return None
     if isinstance(value, int | float):
-        return float(value)
+        return None if isinstance(value, float) and math.isnan(value) else float(value)
     if isinstance(value, str):
         text = value.strip().replace(",", "")
         if not text or text.lower() in ("none", "null", "nan", "n/a", "-"):
@@ -112,9 +120,65 @@ def fill_latency(row: dict[str, Any], metric: str, stats: dict[str, float | None
             row[f"{metric}_{stat}_ms"] = float(value)
 
 
-def read_json_records(path: Path) -> list[Any]:
+def section(obj: Any, file: str, *keys: str) -> dict[str, Any]:
+    """The mapping at obj[k1][k2]...: {} when a key is missing or null; a value that is not a mapping
+    (`"metrics": "abc"`, `"input_config": []`) is an InputError naming the file and the dotted field."""
+    cur = obj
+    for i, key in enumerate(keys):
+        if not isinstance(cur, dict):
+            return {}
+        cur = cur.get(key)
+        if cur is None:
+            return {}
+        if not isinstance(cur, dict):
+            field = ".".join(keys[: i + 1])
+            raise InputError(f"{file}: field '{field}' = {_short(cur)}; expected a mapping (the tool's JSON layout)")
+    return cur if isinstance(cur, dict) else {}
+
+
+def name_field(obj: dict[str, Any], file: str, key: str) -> str | None:
+    """A name field (dataset, model): a string or null; a number or a list there is an InputError."""
+    value = obj.get(key)
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise InputError(f"{file}: field '{key}' = {_short(value)}; expected a name (a string)")
+    return value
+
+
+def numbers(value: Any, file: str, field: str, *, nested: bool = False, nullable: bool = True) -> list[Any]:
+    """A per-request array (vLLM `ttfts`, `output_lens`; `itls` is a list of lists): JSON numbers or null only.
+
+    A string, a mapping or a bare number where a list belongs is an InputError naming the field and the
+    first bad index, e.g. `itls[3][0] = 'abc'`, never a float() traceback.
+    """
+    if not isinstance(value, list):
+        raise InputError(f"{file}: field '{field}' = {_short(value)}; expected a list, one entry per request")
+    for i, v in enumerate(value):
+        if nested:
+            if v is None:
+                continue
+            numbers(v, file, f"{field}[{i}]", nullable=False)
+        elif (v is not None or not nullable) and (
+            isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v)
+        ):
+            raise InputError(
+                f"{file}: field '{field}[{i}]' = {_short(v)}; expected a finite number"
+                + (" (or null)" if nullable else "")
+            )
+    return value
+
+
+def _short(value: Any) -> str:
+    r = repr(value)
+    return r if len(r) <= 40 else r[:37] + "..."
+
+
+def read_json_records(path: Path, file: str | None = None) -> list[Any]:
     """A JSON file or JSON lines (vLLM --append-result, SGLang bench_serving); bare Infinity/NaN accepted."""
-    text = path.read_text(encoding="utf-8")
+    from pipeline import io
+
+    text = io.read_text(path, file)
     stripped = text.strip()
     if not stripped:
         raise InputError(f"{path}: the file is empty; expected a benchmark result (JSON)")

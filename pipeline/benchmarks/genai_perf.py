@@ -15,7 +15,18 @@ import re
 from pathlib import Path
 from typing import Any
 
-from pipeline.benchmarks.common import PERCENTILES, Level, empty_row, fill_latency, number, to_ms, unit_stats
+from pipeline.benchmarks.common import (
+    PERCENTILES,
+    Level,
+    empty_row,
+    fill_latency,
+    first_name,
+    name_field,
+    number,
+    section,
+    to_ms,
+    unit_stats,
+)
 from pipeline.errors import InputError
 
 TOOL = "genai-perf"
@@ -68,7 +79,7 @@ def load_from_name(path: Path) -> tuple[str, float] | None:
 def read(obj: dict[str, Any], file: str, path: Path | None = None) -> Level:
     """One GenAI-Perf JSON export as a normalized level."""
     row = empty_row(TOOL, file)
-    cfg = obj.get("input_config") or {}
+    cfg = section(obj, file, "input_config")
     rate, conc = number(cfg.get("request_rate")), number(cfg.get("concurrency"))
     if rate is not None:
         row.update(load_kind="request_rate", load=rate)
@@ -89,15 +100,17 @@ def read(obj: dict[str, Any], file: str, path: Path | None = None) -> Level:
         output_tokens_mean=_avg(obj, "output_sequence_length"),
         nominal_input_tokens=number(cfg.get("synthetic_input_tokens_mean")),
         nominal_output_tokens=number(cfg.get("output_tokens_mean")),
-        dataset=cfg.get("prompt_source") or cfg.get("input_dataset"),
+        dataset=name_field(cfg, file, "prompt_source") or name_field(cfg, file, "input_dataset"),
     )
     notes = ["GenAI-Perf exports no request count: completed and failed are unknown"]
-    return Level(row, None, notes)
+    return Level(row, None, notes, first_name(cfg.get("model")))
 
 
 def read_csv(path: Path, file: str, tool: str = TOOL) -> Level:
     """A two-section GenAI-Perf (or AIPerf) CSV export as a normalized level."""
-    text = path.read_text(encoding="utf-8")
+    from pipeline import io as textio
+
+    text = textio.read_text(path, file)
     row = empty_row(tool, file)
     found: dict[str, Any] = {}
     header: list[str] = []

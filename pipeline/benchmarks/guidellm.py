@@ -12,7 +12,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from pipeline.benchmarks.common import PERCENTILES, Level, empty_row, fill_latency, number
+from pipeline.benchmarks.common import PERCENTILES, Level, empty_row, fill_latency, number, section
+from pipeline.errors import InputError
 
 TOOL = "guidellm"
 
@@ -42,13 +43,19 @@ def _strategy(b: dict[str, Any]) -> dict[str, Any]:
         h = b.get(holder)
         if isinstance(h, dict) and isinstance(h.get("strategy"), dict):
             return h["strategy"]
-    return b.get("strategy") or {}
+    st = b.get("strategy")
+    return st if isinstance(st, dict) else {}
 
 
 def read(obj: dict[str, Any], file: str) -> list[Level]:
     """Every benchmark of the report as a normalized level."""
     levels = []
-    for b in obj["benchmarks"]:
+    for i, b in enumerate(obj["benchmarks"]):
+        if not isinstance(b.get("metrics"), dict):
+            raise InputError(
+                f"{file}: field 'benchmarks[{i}].metrics' = {b.get('metrics')!r:.40}; expected a mapping of metric "
+                "distributions (time_to_first_token_ms, ...), as `guidellm benchmark` writes"
+            )
         row = empty_row(TOOL, file)
         notes: list[str] = []
         st = _strategy(b)
@@ -65,6 +72,8 @@ def read(obj: dict[str, Any], file: str) -> list[Level]:
         else:
             notes.append(f"unknown GuideLLM strategy {kind!r}")
         m = b["metrics"]
+        for key in ("time_to_first_token_ms", "inter_token_latency_ms", "time_per_output_token_ms", "request_latency"):
+            section(m, f"{file}: benchmarks[{i}].metrics", key)  # a distribution, or missing
         fill_latency(row, "ttft", _dist(m.get("time_to_first_token_ms")))
         if m.get("inter_token_latency_ms"):
             fill_latency(row, "itl", _dist(m.get("inter_token_latency_ms")))
@@ -74,7 +83,9 @@ def read(obj: dict[str, Any], file: str) -> list[Level]:
         fill_latency(row, "e2e", _dist(m.get("request_latency"), 1e3))
         row["e2e_source"] = "tool (request_latency, s)" if m.get("request_latency") else None
         totals = (
-            m.get("request_totals") or (b.get("run_stats") or {}).get("requests_made") or b.get("request_totals") or {}
+            section(m, file, "request_totals")
+            or section(b, file, "run_stats", "requests_made")
+            or section(b, file, "request_totals")
         )
         completed = number(totals.get("successful"))
         failed = (number(totals.get("errored")) or 0.0) + (number(totals.get("incomplete")) or 0.0) if totals else None

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pipeline.benchmarks.common import Level, empty_row, fill_latency, number, to_ms
+from pipeline.benchmarks.common import Level, empty_row, fill_latency, number, section, to_ms
 
 TOOL = "inference-perf"
 
@@ -34,9 +34,9 @@ def _stats(metric: Any) -> dict[str, float | None]:
 def read(obj: dict[str, Any], file: str) -> Level:
     """One inference-perf stage as a normalized level (open loop at the requested rate)."""
     row = empty_row(TOOL, file)
-    load = obj.get("load_summary") or {}
-    ok = obj.get("successes") or {}
-    lat = ok.get("latency") or {}
+    load = section(obj, file, "load_summary")
+    ok = section(obj, file, "successes")
+    lat = section(obj, file, "successes", "latency")
     row.update(load_kind="request_rate", load=number(load.get("requested_rate")))
     fill_latency(row, "ttft", _stats(lat.get("time_to_first_token")))
     if lat.get("time_per_output_token"):
@@ -47,16 +47,16 @@ def read(obj: dict[str, Any], file: str) -> Level:
         row["itl_kind"] = "itl"
     fill_latency(row, "e2e", _stats(lat.get("request_latency")))
     row["e2e_source"] = "tool (request_latency, s)"
-    thr = ok.get("throughput") or {}
-    fails = obj.get("failures") or {}
+    thr = section(ok, file, "throughput")
+    fails = section(obj, file, "failures")
     row.update(
         rps=number(thr.get("requests_per_sec")),
         output_tps=number(thr.get("output_tokens_per_sec")),
         completed=number(ok.get("count")),
         failed=number(fails.get("count")) or 0.0,
         duration_s=number(load.get("send_duration")),
-        input_tokens_mean=number((ok.get("prompt_len") or {}).get("mean")),
-        output_tokens_mean=number((ok.get("output_len") or {}).get("mean")),
+        input_tokens_mean=number(section(ok, file, "prompt_len").get("mean")),
+        output_tokens_mean=number(section(ok, file, "output_len").get("mean")),
     )
     notes = []
     achieved = number(load.get("achieved_rate"))

@@ -13,7 +13,7 @@ from typing import Any
 
 import pandas as pd
 
-from pipeline.benchmarks.common import PERCENTILES, Level, empty_row, fill_latency, number, to_ms
+from pipeline.benchmarks.common import PERCENTILES, Level, empty_row, fill_latency, name_field, number, to_ms
 
 TOOL = "llmperf"
 
@@ -46,7 +46,16 @@ def _requests(path: Path | None) -> pd.DataFrame | None:
     if path is None:
         return None
     rows = []
-    for r in json.loads(path.read_text(encoding="utf-8")):
+    from pipeline import io
+    from pipeline.errors import InputError
+
+    try:
+        records = json.loads(io.read_text(path))
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno}); expected LLMPerf records") from None
+    if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
+        raise InputError(f"{path}: expected a list of per-request records (LLMPerf individual responses)")
+    for r in records:
         ok = not r.get("error_code") and not r.get("error_msg")
         rows.append(
             {
@@ -79,10 +88,10 @@ def read(obj: dict[str, Any], file: str, path: Path | None = None) -> Level:
         output_tokens_mean=number(obj.get("results_number_output_tokens_mean")),
         nominal_input_tokens=number(obj.get("mean_input_tokens")),
         nominal_output_tokens=number(obj.get("mean_output_tokens")),
-        dataset=obj.get("name"),
+        dataset=name_field(obj, file, "name"),
     )
     notes = ["RPS = results_num_completed_requests_per_min / 60"]
     if row["output_tps"] is not None:
         notes.append("output tokens/s = results_mean_output_throughput_token_per_s (aggregate over the run)")
     ind = individual_path(path) if path is not None else None
-    return Level(row, _requests(ind), notes)
+    return Level(row, _requests(ind), notes, name_field(obj, file, "model"))

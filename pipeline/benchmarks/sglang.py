@@ -10,7 +10,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from pipeline.benchmarks.common import PERCENTILES, Level, empty_row, fill_itl, fill_latency, number, set_load
+from pipeline.benchmarks.common import (
+    PERCENTILES,
+    Level,
+    empty_row,
+    fill_itl,
+    fill_latency,
+    name_field,
+    number,
+    set_load,
+)
 
 TOOL = "sglang"
 
@@ -50,7 +59,7 @@ def read(obj: dict[str, Any], file: str) -> Level:
     if rps is None and completed and duration:
         rps = completed / duration
         notes.append("RPS = completed / duration (the file has no request_throughput)")
-    dataset = obj.get("dataset_name")
+    dataset = name_field(obj, file, "dataset_name")
     nominal_in = nominal_out = None
     if dataset and str(dataset).startswith("random"):
         nominal_in, nominal_out = number(obj.get("random_input_len")), number(obj.get("random_output_len"))

@@ -19,10 +19,13 @@ from pipeline.benchmarks.common import (
     empty_row,
     fill_itl,
     fill_latency,
+    name_field,
     number,
+    numbers,
     percentiles_from,
     set_load,
 )
+from pipeline.errors import InputError
 
 TOOL = "vllm"
 
@@ -44,11 +47,20 @@ def _stats(obj: dict[str, Any], metric: str) -> dict[str, float | None]:
     return out
 
 
-def _requests(obj: dict[str, Any]) -> pd.DataFrame | None:
+def _requests(obj: dict[str, Any], file: str) -> pd.DataFrame | None:
     ttfts, itls, outs = obj.get("ttfts"), obj.get("itls"), obj.get("output_lens")
-    if not isinstance(ttfts, list) or not isinstance(itls, list) or len(ttfts) != len(itls) or not ttfts:
+    if ttfts is None or itls is None:
+        return None
+    # --save-detailed arrays: numbers only (itls: a list of gaps per request), checked before any float()
+    numbers(ttfts, file, "ttfts")
+    numbers(itls, file, "itls", nested=True)
+    if outs is not None:
+        numbers(outs, file, "output_lens")
+    if len(ttfts) != len(itls) or not ttfts:
         return None
     errors = obj.get("errors") or [""] * len(ttfts)
+    if not isinstance(errors, list):
+        raise InputError(f"{file}: field 'errors' = {errors!r:.40}; expected a list, one error text per request")
     rows = []
     for i, (ttft, gaps) in enumerate(zip(ttfts, itls, strict=True)):
         ok = not (errors[i] if i < len(errors) else "")
@@ -75,7 +87,7 @@ def read(obj: dict[str, Any], file: str) -> Level:
     fill_latency(row, "ttft", _stats(obj, "ttft"))
     fill_itl(row, _stats(obj, "tpot"), _stats(obj, "itl"))
     e2e = _stats(obj, "e2el")
-    requests = _requests(obj)
+    requests = _requests(obj, file)
     if any(v is not None for v in e2e.values()):
         fill_latency(row, "e2e", e2e)
         row["e2e_source"] = "tool (e2el)"
@@ -102,8 +114,8 @@ def read(obj: dict[str, Any], file: str) -> Level:
         duration_s=duration,
         input_tokens_mean=(number(obj.get("total_input_tokens")) or 0) / completed if completed else None,
         output_tokens_mean=(number(obj.get("total_output_tokens")) or 0) / completed if completed else None,
-        dataset=obj.get("dataset_name") or obj.get("dataset"),
+        dataset=name_field(obj, file, "dataset_name") or name_field(obj, file, "dataset"),
         goodput_rps=goodput,
         goodput_source="tool (--goodput)" if goodput is not None else None,
     )
-    return Level(row, requests, notes)
+    return Level(row, requests, notes, name_field(obj, file, "model_id"))
