@@ -6,6 +6,7 @@ names the file, the column, how many rows failed, a few example values and what 
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import logging
 import sys
@@ -17,7 +18,7 @@ from typing import Any
 
 import pandas as pd
 
-from pipeline.errors import InputError
+from pipeline.errors import InputError, ParamsError
 
 INTEGER_RE = r"^\s*[+-]?\d+(\.0*)?\s*$"
 # 2100-01-01T00:00:00Z: anything later is a wrong unit (ms read as s), not a timestamp.
@@ -111,6 +112,8 @@ class ValidationSummary:
     rows_checked: int
     chunks: int
     outcomes: list[Outcome]
+    result: Any = None  # GX's ExpectationSuiteValidationResult (SQL suites), for data docs
+    duckdb_settings: dict[str, str] = field(default_factory=dict)  # of the connection GX validated with
 
     @property
     def success(self) -> bool:
@@ -266,43 +269,208 @@ def request_rules(columns: dict[str, str], timestamp_unit: str, optional: Iterab
     return rules
 
 
-def validate_chunks(
+def ingest_connection(memory_limit: str = "1GB", temp_directory: str | Path | None = None) -> Any:
+    """A DuckDB connection for reading a traffic log: memory capped at `memory_limit` (workload.memory_limit),
+    spilling to `temp_directory` (DuckDB creates it and removes it on close), clock in UTC.
+
+    DuckDB 2.0's `type_pushdown` optimizer pushes a TRY_CAST over an all-varchar CSV column into the
+    reader as a plain cast, so one bad value would fail the whole scan instead of counting as one bad
+    row; it is turned off. preserve_insertion_order keeps LIMIT in file order (stable examples);
+    DuckDB's progress bar is off (it writes to stdout).
+    """
+    import duckdb
+
+    config = {"memory_limit": str(memory_limit)}
+    if temp_directory is not None:
+        config["temp_directory"] = str(temp_directory)
+    try:
+        con = duckdb.connect(config=config)
+    except duckdb.Error as exc:
+        raise ParamsError(
+            f"params.yaml: workload.memory_limit = {memory_limit!r}: {str(exc).splitlines()[0]}; "
+            "expected a size such as 1GB or 512MB"
+        ) from None
+    con.execute("SET TimeZone = 'UTC'")
+    con.execute("SET disabled_optimizers = 'type_pushdown'")
+    con.execute("SET preserve_insertion_order = true")
+    # DuckDB's bar goes to stdout (it would corrupt --json); in a Jupyter kernel DuckDB refuses any bar
+    # setting without ipywidgets, and shows no bar there
+    with contextlib.suppress(duckdb.Error):
+        con.execute("SET enable_progress_bar = false")
+    return con
+
+
+def connection_settings(con: Any) -> dict[str, str]:
+    """memory_limit, temp_directory and threads as the DuckDB connection itself reports them."""
+    names = ("memory_limit", "temp_directory", "threads")
+    got = dict(con.execute("SELECT name, value FROM duckdb_settings() WHERE name IN (?, ?, ?)", list(names)).fetchall())
+    return {n: str(got[n]) for n in names}  # names bound as parameters: no SQL built from strings
+
+
+def _suite(name: str, rules: list[Rule]) -> Any:
+    """The GX ExpectationSuite of these rules, added to the context once per process."""
+    key = f"sql:{name}:" + ",".join(f"{r.name}/{r.column}" for r in rules)
+    if key not in _SUITES:
+        gx, ctx = _gx(), _context()
+        suite = gx.ExpectationSuite(name=f"{name}-{len(_SUITES)}")
+        for rule in rules:
+            suite.add_expectation(rule.expectation)
+        _SUITES[key] = (None, ctx.suites.add(suite), {})
+    return _SUITES[key][1]
+
+
+def _quote(column: str) -> str:
+    return '"' + column.replace('"', '""') + '"'
+
+
+def unexpected_sql(config: Any, params: dict[str, Any], key: str = "p") -> str:
+    """The DuckDB condition that marks a row unexpected for one GX expectation configuration.
+
+    GX's own semantics for its SQL engine: nulls are missing, not unexpected, except for
+    not_be_null; between is inclusive unless strict_min/strict_max; match_regex is a search (re.search),
+    as DuckDB's regexp_matches. Values are bound as $parameters named `key`... (added to `params`),
+    never spliced into the SQL.
+    """
+    kw = config.kwargs
+    col = _quote(kw["column"])
+    kind = config.type
+    if kind == "expect_column_values_to_not_be_null":
+        return f"{col} IS NULL"
+    if kind == "expect_column_values_to_match_regex":
+        params[key] = kw["regex"]
+        return f"{col} IS NOT NULL AND NOT regexp_matches({col}, ${key})"
+    if kind == "expect_column_values_to_be_between":
+        ok = []
+        if kw.get("min_value") is not None:
+            params[key + "lo"] = kw["min_value"]
+            ok.append(f"{col} {'>' if kw.get('strict_min') else '>='} ${key}lo")
+        if kw.get("max_value") is not None:
+            params[key + "hi"] = kw["max_value"]
+            ok.append(f"{col} {'<' if kw.get('strict_max') else '<='} ${key}hi")
+        return f"{col} IS NOT NULL AND NOT ({' AND '.join(ok) or 'TRUE'})"
+    raise ValueError(f"expectation {kind} has no SQL form here")
+
+
+def run_sql_suite(
+    name: str,
+    rules: list[Rule],
+    con: Any,
+    query: str,
+    index_columns: list[str],
+) -> tuple[Any, list[tuple[Rule, Any]]]:
+    """The GX suite of `rules` over every row of `query`, run by DuckDB as one aggregate.
+
+    Each expectation of the suite becomes its unexpected-row condition (unexpected_sql), and one
+    scan counts every condition over the whole query (not chunk by chunk in pandas). Only for an
+    expectation that fails, a second query fetches its first MAX_EXAMPLES offending rows in file
+    order with `index_columns` (file name, raw text). The counts come back as GX's own
+    ExpectationValidationResult objects (SUMMARY format: element_count, missing_count,
+    unexpected_count, partial_unexpected_list, partial_unexpected_index_list) inside one
+    ExpectationSuiteValidationResult, so suites, results and data docs are GX's.
+    """
+    from great_expectations.core import ExpectationSuiteValidationResult, ExpectationValidationResult
+
+    suite = _suite(name, rules)
+    rel = f"({query}) AS q"
+    own: list[dict[str, Any]] = [{} for _ in suite.expectations]
+    conditions = [unexpected_sql(exp.configuration, own[i], f"p{i}_") for i, exp in enumerate(suite.expectations)]
+    params = {k: v for p in own for k, v in p.items()}
+    columns = [exp.configuration.kwargs["column"] for exp in suite.expectations]
+    select = ["count(*)"]
+    for cond, col in zip(conditions, columns, strict=True):
+        select += [f"count({_quote(col)})", f"count(*) FILTER (WHERE {cond})"]
+    row = con.execute(f"SELECT {', '.join(select)} FROM {rel}", params).fetchall()[0]
+    total = int(row[0])
+    results = []
+    for i, (exp, cond, col) in enumerate(zip(suite.expectations, conditions, columns, strict=True)):
+        present, unexpected = int(row[1 + 2 * i]), int(row[2 + 2 * i])
+        missing = total - present
+        null_rule = exp.configuration.type == "expect_column_values_to_not_be_null"
+        nonmissing = total if null_rule else present
+        examples: list[dict[str, Any]] = []
+        if unexpected:
+            shown = list(dict.fromkeys([col, *index_columns]))
+            names = ", ".join(_quote(c) for c in shown)
+            found = con.execute(f"SELECT {names} FROM {rel} WHERE {cond} LIMIT {MAX_EXAMPLES}", own[i]).fetchall()
+            examples = [dict(zip(shown, values, strict=True)) for values in found]
+        result: dict[str, Any] = {
+            "element_count": total,
+            "unexpected_count": unexpected,
+            "unexpected_percent": 100.0 * unexpected / nonmissing if nonmissing else None,
+            "partial_unexpected_list": [e[col] for e in examples],
+            "partial_unexpected_index_list": examples,
+            "unexpected_index_column_names": index_columns,
+        }
+        if not null_rule:
+            result |= {
+                "missing_count": missing,
+                "missing_percent": 100.0 * missing / total if total else None,
+                "unexpected_percent_total": 100.0 * unexpected / total if total else None,
+                "unexpected_percent_nonmissing": 100.0 * unexpected / present if present else None,
+            }
+        results.append(
+            ExpectationValidationResult(
+                success=unexpected == 0,
+                expectation_config=exp.configuration,
+                result=result,
+                exception_info={"raised_exception": False, "exception_message": None, "exception_traceback": None},
+            )
+        )
+    passed = sum(r.success for r in results)
+    suite_result = ExpectationSuiteValidationResult(
+        success=passed == len(results),
+        results=results,
+        suite_name=suite.name,
+        statistics={
+            "evaluated_expectations": len(results),
+            "successful_expectations": passed,
+            "unsuccessful_expectations": len(results) - passed,
+            "success_percent": 100.0 * passed / len(results) if results else None,
+        },
+        meta={
+            "engine": "duckdb (one aggregate over the whole table)",
+            "rows": total,
+            "unexpected_when": [
+                f"{exp.configuration.type}: {cond}" for exp, cond in zip(suite.expectations, conditions, strict=True)
+            ],
+        },
+    )
+    by_id = {exp.id: rule for exp, rule in zip(suite.expectations, rules, strict=True)}
+    return suite_result, [(by_id[r.expectation_config.id], r) for r in results]
+
+
+def validate_sql(
     label: str,
-    chunks: Iterable[pd.DataFrame],
+    con: Any,
+    query: str,
     columns: dict[str, str],
     rules: list[Rule],
-    progress: Callable[[int, int], None] | None = None,
 ) -> ValidationSummary:
-    """Run the 'requests' suite chunk by chunk (bounded memory); raise InputError on any failure."""
-    outcomes: dict[str, Outcome] = {}
-    for rule in rules:
+    """Run the 'requests' suite over the whole normalized query, in DuckDB; raise InputError on any failure.
+
+    `con` is the ingest connection (ingest_connection) whose views `query` reads. The query yields
+    the typed columns, `_raw_<col>` text copies and `_file`; the counts are per rule over every row,
+    and the examples quote the raw text and file of the first offending rows (only those rows).
+    """
+    names = [d[0] for d in con.execute(f"SELECT * FROM ({query}) AS q LIMIT 0").description]
+    index = ["_file", *(c for c in names if c.startswith("_raw_"))]
+    result, pairs = run_sql_suite("requests", rules, con, query, index)
+    outcomes = []
+    for rule, res in pairs:
         norm = rule.column.removeprefix("_raw_")
-        outcomes[rule.name] = Outcome(rule.name, norm, columns.get(norm, norm), rule.failure, rule.expected)
-    rows = 0
-    n_chunks = 0
-    for frame in chunks:
-        n_chunks += 1
-        for rule, result in _run_suite("requests", rules, frame):
-            out = outcomes[rule.name]
-            out.checked += len(frame)
-            bad = int(result.result.get("unexpected_count") or 0)
-            if not bad:
-                continue
-            out.failed += bad
-            norm = rule.column.removeprefix("_raw_")
-            raw_col = f"_raw_{norm}" if f"_raw_{norm}" in frame.columns else norm
-            for idx in result.result.get("partial_unexpected_index_list") or []:
-                if len(out.examples) >= MAX_EXAMPLES:
-                    break
-                raw = frame.at[idx, raw_col]
-                out.examples.append("<empty>" if pd.isna(raw) else repr(str(raw)))
-                fname = str(frame.at[idx, "_file"]).rsplit("/", 1)[-1]
-                if fname not in out.files:
-                    out.files.append(fname)
-        rows += len(frame)
-        if progress:
-            progress(rows, n_chunks)
-    summary = ValidationSummary("requests", rows, n_chunks, list(outcomes.values()))
+        out = Outcome(rule.name, norm, columns.get(norm, norm), rule.failure, rule.expected)
+        out.checked = int(res.result["element_count"])
+        out.failed = int(res.result["unexpected_count"])
+        raw_col = f"_raw_{norm}" if f"_raw_{norm}" in names else rule.column
+        for row in res.result["partial_unexpected_index_list"]:
+            raw = row.get(raw_col)
+            out.examples.append("<empty>" if raw is None else repr(str(raw)))
+            fname = str(row.get("_file") or "").rsplit("/", 1)[-1]
+            if fname and fname not in out.files:
+                out.files.append(fname)
+        outcomes.append(out)
+    rows = int(result.meta["rows"])
+    summary = ValidationSummary("requests", rows, 1, outcomes, result=result, duckdb_settings=connection_settings(con))
     if not summary.success:
         raise InputError(failure_message(label, summary))
     return summary

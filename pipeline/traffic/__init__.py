@@ -1,14 +1,16 @@
 """Step 1 input: read a traffic log of any supported layout into the normalized request table.
 
 The log is scanned by DuckDB (CSV, Parquet incl. hive partitions, JSON lines; files, folders,
-globs), validated chunk by chunk by great-expectations, and written as one sorted Parquet file.
-It is never loaded into pandas whole.
+globs), validated by a great-expectations suite that DuckDB evaluates over the whole log in one
+aggregate (quality.run_sql_suite), and written as one sorted Parquet file. It is never loaded
+into pandas; DuckDB's memory is capped by workload.memory_limit.
 """
 
 from __future__ import annotations
 
+import re
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -19,11 +21,9 @@ from pipeline import io
 from pipeline.errors import InputError
 from pipeline.traffic import layouts, sources
 from pipeline.traffic.layouts import REQUIRED, Layout
-from pipeline.traffic.sources import Source, sql_ident, sql_str
+from pipeline.traffic.sources import SCAN_FILES, Source, sql_ident
 
-if TYPE_CHECKING:  # pandas and great-expectations load only when a log is ingested, not for a profile
-    import pandas as pd
-
+if TYPE_CHECKING:  # great-expectations loads only when a log is ingested, not for a profile
     from pipeline import quality
 
 UNIT_DIVISOR = {"s": 1.0, "ms": 1e3, "us": 1e6, "ns": 1e9}
@@ -98,34 +98,172 @@ def _describe(con: duckdb.DuckDBPyConnection, scan: str, label: str) -> list[tup
     return [(r[0], r[1]) for r in rows if r[0] != "filename"]
 
 
+def _first_non_utf8(path: Path) -> str | None:
+    """'line N, field F (bytes ..)' of the first line of a plain-text log that is not UTF-8 (the error path only)."""
+    if not path.is_file() or path.suffix.lower() in (".gz", ".zst"):
+        return None
+    with path.open("rb") as fh:
+        header = b""
+        for number, raw in enumerate(fh, start=1):
+            header = header or raw
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                bad = raw[err.start : err.end].hex(" ")
+                text = raw.decode("utf-8", "replace")
+                field = ""
+                if path.suffix.lower() in (".csv", ".tsv", ".txt") and number > 1:
+                    names = header.decode("utf-8", "replace").strip().split(",")
+                    cells = text.split(",")
+                    idx = next((i for i, c in enumerate(cells) if "\ufffd" in c), None)
+                    if idx is not None and idx < len(names):
+                        field = f", field '{names[idx]}'"
+                return f"line {number}{field} (bytes {bad})"
+    return None
+
+
 def _first_line(exc: BaseException) -> str:
+    """DuckDB's read error as one line; the common ones (bad encoding, bad CSV rows) in plain words."""
     text = str(exc).strip()
-    return text.split("\n\nLINE")[0].replace("\n", " ")
+    low = text.lower()
+    line = re.search(r"(?:on line|in line):?\s*(\d+)", text, re.IGNORECASE)
+    where = f"line {line.group(1)}" if line else "a line"
+    if "utf-8" in low or "unicode" in low:
+        named = re.search(r'(?:file = |in file ")([^"\n]+)', text)
+        found = _first_non_utf8(Path(named.group(1))) if named else None
+        if found:
+            where = found
+        return (
+            f"{where} holds bytes that are not UTF-8 text; expected a UTF-8 encoded log "
+            "(convert it, e.g. iconv -f latin1 -t utf-8 IN > OUT)"
+        )
+    if "expected number of columns" in low or "too many columns" in low:
+        return f"{where} has a different number of fields than the header; expected one value per header column"
+    return text.split("\n\nLINE")[0].split("\n  file =")[0].replace("\n", " ").strip()
 
 
-def _resolve_unit(con: duckdb.DuckDBPyConnection, scan: str, column: str, col_type: str, requested: str) -> str:
-    """The timestamp unit: as requested, else from the column type, else from the magnitude."""
+UNIT_NAME_HINTS = (
+    (("_ms", "millis", "msec"), "ms"),
+    (("_us", "micros", "usec"), "us"),
+    (("_ns", "nanos", "nsec"), "ns"),
+    (("_s", "_sec", "_secs", "seconds"), "s"),
+)
+EPOCH_2000_S = 946_684_800.0
+SPARSE_RPS = 1 / 60  # read as seconds, fewer arrivals than one a minute on average
+MAX_PLAUSIBLE_RPS = 10_000
+
+
+def _resolve_unit(
+    con: duckdb.DuckDBPyConnection, scan: str, column: str, col_type: str, requested: str
+) -> tuple[str, dict[str, Any] | None]:
+    """The timestamp unit, and a warning when it was inferred from the arrival rate.
+
+    As requested, else from the column type, else from the magnitude: epoch values (after 2000)
+    give s/ms/us/ns by size. Trace-relative numbers (below epoch 2000) are ambiguous between s and ms:
+    the column name decides (ts_ms, time_s, ...), else the implied rate: whole numbers that, read as
+    seconds, give fewer than one arrival a minute but, read as ms, a plausible rate are milliseconds
+    (a relative-ms log read as seconds sizes for 0 req/s). That guess is always reported.
+    A column that is mostly numbers is numeric: its few non-numbers fail validation on their own rows.
+    """
     if requested != "auto":
-        return requested
+        return requested, None
     if "TIMESTAMP" in col_type.upper() or col_type.upper() == "DATE":
-        return "datetime"
+        return "datetime", None
     ident = sql_ident(column)
-    row = con.execute(
-        f"SELECT count(*) FILTER (WHERE TRY_CAST({ident} AS DOUBLE) IS NOT NULL), "
-        f"count({ident}), max(abs(TRY_CAST({ident} AS DOUBLE))) FROM (SELECT {ident} FROM {scan} LIMIT 10000)"
-    ).fetchall()[0]
+    try:
+        row = con.execute(
+            f"SELECT count(*) FILTER (WHERE TRY_CAST({ident} AS DOUBLE) IS NOT NULL), "
+            f"count({ident}), max(abs(TRY_CAST({ident} AS DOUBLE))) FROM (SELECT {ident} FROM {scan} LIMIT 10000)"
+        ).fetchall()[0]
+    except duckdb.Error as exc:
+        raise InputError(f"{scan_label(scan)}: cannot be read: {_first_line(exc)}") from None
     numeric, non_null, biggest = row
-    if non_null and numeric < non_null:
-        return "datetime"
+    if non_null and numeric < non_null / 2:
+        return "datetime", None
     biggest = biggest or 0.0
     # Epoch seconds now are ~1.8e9; the same instant is ~1.8e12 ms, 1.8e15 us, 1.8e18 ns.
     if biggest >= 1e17:
-        return "ns"
+        return "ns", None
     if biggest >= 1e14:
-        return "us"
+        return "us", None
     if biggest >= 1e11:
-        return "ms"
-    return "s"
+        return "ms", None
+    if biggest >= EPOCH_2000_S:
+        return "s", None
+    name = column.lower()
+    for suffixes, unit in UNIT_NAME_HINTS:
+        if name.endswith(suffixes):
+            return unit, None
+    return _relative_unit(con, scan, column)
+
+
+def _relative_unit(con: duckdb.DuckDBPyConnection, scan: str, column: str) -> tuple[str, dict[str, Any] | None]:
+    """s or ms for trace-relative numbers, from the whole column's count, span and integrality."""
+    x = f"TRY_CAST({sql_ident(column)} AS DOUBLE)"
+    try:
+        n, lo, hi, fractional = con.execute(
+            f"SELECT count(x), min(x), max(x), count(*) FILTER (WHERE x != floor(x)) FROM (SELECT {x} AS x FROM {scan})"
+        ).fetchall()[0]
+    except duckdb.Error as exc:
+        raise InputError(f"{scan_label(scan)}: cannot be read: {_first_line(exc)}") from None
+    span = (hi or 0.0) - (lo or 0.0)
+    if n < 100 or span <= 0 or fractional > n / 2:
+        return "s", None
+    as_s, as_ms = n / span, n / (span / 1e3)
+    if as_s >= SPARSE_RPS or as_ms > MAX_PLAUSIBLE_RPS:
+        return "s", None
+    return "ms", {
+        "code": "timestamp_unit_inferred",
+        "message": f"column '{column}' holds trace-relative whole numbers ({lo:,.0f} to {hi:,.0f}) and "
+        f"workload.timestamp_unit is auto: read as seconds, {n:,} requests over {span / 86400:,.1f} days would be "
+        f"{as_s:.4g} req/s (fewer than one a minute, a per-minute p95 of about 0); read as milliseconds they are "
+        f"{as_ms:,.4g} req/s over {span / 3.6e6:,.2f} h. Read as MILLISECONDS. "
+        "If that is wrong, set workload.timestamp_unit: s.",
+    }
+
+
+def check_rate_possible(
+    label: str, mapping: dict[str, str], rows_read: int, failed: int, first: float, last: float
+) -> None:
+    """Before anything is written: at least 2 served requests, not all at one instant (else no arrival rate)."""
+    served = rows_read - failed
+    if served == 0:
+        raise InputError(
+            f"{label}: column '{mapping['output_tokens']}' (output_tokens): all {rows_read:,} rows have 0 output "
+            "tokens (failed requests, excluded), so no request is left to profile; expected a log of served "
+            "requests. No outputs were written."
+        )
+    if served == 1 or last <= first:
+        what = "a single request" if served == 1 else f"all {rows_read:,} requests arrive at the same instant"
+        raise InputError(
+            f"{label}: column '{mapping['arrival_s']}' (arrival_s): {what} (arrival_s = {first:,.3f} s); expected "
+            "at least 2 requests at different times, since an arrival rate needs a time span. No outputs were written."
+        )
+
+
+def scan_label(scan: str) -> str:
+    """The first file a scan view reads (for messages)."""
+    return SCAN_FILES.get(scan, scan)
+
+
+def check_hash_ids(con: duckdb.DuckDBPyConnection, scan: str, column: str, label: str) -> None:
+    """Every hash_ids value is a list of integers (or empty); else one error with example rows."""
+    ident = sql_ident(column)
+    c = f"TRY_CAST({ident} AS BIGINT[])"
+    bad = f"{ident} IS NOT NULL AND ({c} IS NULL OR len({c}) != len(list_filter({c}, lambda e: e IS NOT NULL)))"
+    try:
+        rows = con.execute(
+            f"SELECT count(*) OVER (), r, CAST(v AS VARCHAR) FROM (SELECT row_number() OVER () AS r, {ident} AS v, "
+            f"{bad} AS bad FROM {scan}) WHERE bad ORDER BY r LIMIT 5"
+        ).fetchall()
+    except duckdb.Error as exc:
+        raise InputError(f"{label}: column '{column}' (hash_ids) cannot be read: {_first_line(exc)}") from None
+    if rows:
+        examples = ", ".join(f"row {r}: {v[:40]!r}" for _, r, v in rows)
+        raise InputError(
+            f"{label}: column '{column}' (hash_ids): {rows[0][0]:,} rows are not lists of integers, e.g. {examples}; "
+            "expected a list of integer prefix-block hashes such as [12, 13, 14]. No outputs were written."
+        )
 
 
 def _arrival_expr(column: str, unit: str) -> str:
@@ -144,34 +282,17 @@ def _normalized_sql(scan: str, mapping: dict[str, str], unit: str, with_raw: boo
     ]
     for name in STRING_COLUMNS:
         if name in mapping:
-            parts.append(f"CAST({sql_ident(mapping[name])} AS VARCHAR) AS {name}")
+            parts.append(f"CAST({sql_ident(mapping[name])} AS VARCHAR) AS {sql_ident(name)}")
     for name in LATENCY_COLUMNS:
         if name in mapping:
-            parts.append(f"TRY_CAST({sql_ident(mapping[name])} AS DOUBLE) AS {name}")
+            parts.append(f"TRY_CAST({sql_ident(mapping[name])} AS DOUBLE) AS {sql_ident(name)}")
     if with_raw:
         for name in REQUIRED:
-            parts.append(f"CAST({sql_ident(mapping[name])} AS VARCHAR) AS _raw_{name}")
+            parts.append(f"CAST({sql_ident(mapping[name])} AS VARCHAR) AS {sql_ident('_raw_' + name)}")
         parts.append("filename AS _file")
     elif "hash_ids" in mapping:
         parts.append(f"CAST({sql_ident(mapping['hash_ids'])} AS BIGINT[]) AS hash_ids")
     return f"SELECT {', '.join(parts)} FROM {scan}"
-
-
-def _chunks(con: duckdb.DuckDBPyConnection, sql: str, rows: int) -> Iterator[pd.DataFrame]:
-    """Stream the query in DataFrames of about `rows` rows (bounded memory, few GX calls)."""
-    import pyarrow as pa
-
-    reader = con.cursor().sql(sql).to_arrow_reader(min(rows, 1_000_000))
-    pending: list[pa.RecordBatch] = []
-    size = 0
-    for batch in reader:
-        pending.append(batch)
-        size += batch.num_rows
-        if size >= rows:
-            yield pa.Table.from_batches(pending).to_pandas()
-            pending, size = [], 0
-    if size:
-        yield pa.Table.from_batches(pending).to_pandas()
 
 
 def open_source(source: str, pattern: str | None = None, root: Path | None = None) -> Source:
@@ -190,22 +311,26 @@ def ingest(
     max_span_days: float = 400,
     chunk_rows: int = 1_000_000,
     progress: Callable[..., None] | None = None,
+    memory_limit: str = "1GB",
 ) -> Ingested:
     """Read, validate and write the normalized request table (sorted, byte-stable Parquet)."""
     from pipeline import quality
 
     say = progress or (lambda *a, **k: None)
-    con = duckdb.connect()
-    con.execute("SET preserve_insertion_order = true")
-    con.execute("SET TimeZone = 'UTC'")
+    # DuckDB's memory is capped (workload.memory_limit): a larger sort spills beside the output, and
+    # DuckDB removes that folder when the connection closes. chunk_rows is no longer used.
+    con = quality.ingest_connection(memory_limit, out_path.with_name(out_path.name + ".duckdb-tmp"))
     label = source.label
-    scan = source.scan_sql()
     say(
         f"reading {label}: {len(source.files)} file{'s' if len(source.files) != 1 else ''}, "
         f"{source.total_bytes / 1e6:,.1f} MB ({source.kind})"
     )
     if source.total_bytes == 0:
         raise InputError(f"{label}: the file is empty; expected a traffic log with one row per request")
+    try:
+        scan = source.scan_view(con)  # the file paths are a bound parameter, never SQL text
+    except duckdb.Error as exc:
+        raise InputError(f"{label}: cannot be read: {_first_line(exc)}") from None
     described = _describe(con, scan, label)
     available = [name for name, _ in described]
     types = dict(described)
@@ -221,7 +346,7 @@ def ingest(
     quality.check_columns(f"{label} (format '{layout.name}')", available, expected, hint)
     mapping.update({k: v for k, v in layout.optional.items() if v in available})
     unit = layout.timestamp_unit if timestamp_unit == "auto" else timestamp_unit
-    unit = _resolve_unit(con, scan, mapping["arrival_s"], types[mapping["arrival_s"]], unit)
+    unit, unit_note = _resolve_unit(con, scan, mapping["arrival_s"], types[mapping["arrival_s"]], unit)
 
     try:
         rows_read = con.execute(f"SELECT count(*) FROM {scan}").fetchall()[0][0]
@@ -234,17 +359,14 @@ def ingest(
     rules = quality.request_rules(mapping, unit, optional)
     checked_sql = _normalized_sql(scan, {k: v for k, v in mapping.items() if k != "hash_ids"}, unit, True)
 
-    def tick(rows: int, chunks: int) -> None:
-        say(
-            f"validated {rows:,} of {rows_read:,} rows from {len(source.files)} file(s)",
-            final=rows >= rows_read,
-        )
-
+    say(f"validating {rows_read:,} rows from {len(source.files)} file(s) (great-expectations suite, run by DuckDB)")
     try:
-        summary = quality.validate_chunks(label, _chunks(con, checked_sql, chunk_rows), mapping, rules, tick)
+        summary = quality.validate_sql(label, con, checked_sql, mapping, rules)
     except duckdb.Error as exc:
         raise InputError(f"{label}: cannot be read: {_first_line(exc)}") from None
 
+    if "hash_ids" in mapping:
+        check_hash_ids(con, scan, mapping["hash_ids"], label)
     norm = _normalized_sql(scan, mapping, unit, False)
     con.execute(f"CREATE TEMP VIEW norm AS {norm}")
     first, last, zero, dupes = con.execute(
@@ -258,7 +380,7 @@ def ingest(
             f"expected at most {max_span_days:g} days (workload.max_span_days). "
             "Is the timestamp unit right? Set workload.timestamp_unit (s, ms, us, ns, datetime). No outputs were written."
         )
-    warnings: list[dict[str, Any]] = []
+    warnings: list[dict[str, Any]] = [unit_note] if unit_note else []
     share = zero / rows_read
     if zero:
         text = (
@@ -271,6 +393,7 @@ def ingest(
                 "expected a log of served requests. No outputs were written."
             )
         warnings.append({"code": "failed_requests_excluded", "message": text + "."})
+    check_rate_possible(label, mapping, rows_read, zero, first, last)
     if dupes:
         warnings.append(
             {
@@ -292,7 +415,8 @@ def ingest(
     with io.atomic_path(out_path, ".parquet") as tmp:
         con.execute(
             f"COPY (SELECT {', '.join(select)} FROM norm WHERE output_tokens > 0 ORDER BY {order}) "
-            f"TO {sql_str(str(tmp))} (FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE 1000000)"
+            "TO ? (FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE 1000000)",
+            [str(tmp)],
         )
     say(f"wrote {rows_written:,} requests")
     con.close()

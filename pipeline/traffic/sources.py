@@ -5,6 +5,7 @@ from __future__ import annotations
 import glob as globmod
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from pipeline.errors import InputError
 
@@ -19,6 +20,7 @@ KINDS = {
     ".json": "json",
 }
 COMPRESSED = (".gz", ".zst")
+SCAN_FILES: dict[str, str] = {}  # a scan view -> the first file it reads (for messages)
 
 
 def file_kind(path: Path) -> str | None:
@@ -29,14 +31,24 @@ def file_kind(path: Path) -> str | None:
     return KINDS.get(suffixes[-1]) if suffixes else None
 
 
-def sql_str(value: str) -> str:
-    """A SQL string literal."""
-    return "'" + str(value).replace("'", "''") + "'"
-
-
 def sql_ident(name: str) -> str:
-    """A SQL identifier, quoted (column names like 'Request tokens' have spaces)."""
-    return '"' + str(name).replace('"', '""') + '"'
+    """A SQL identifier, quoted (column names like 'Request tokens' have spaces); the only text spliced into SQL.
+
+    Values and paths are never spliced: they are bound parameters (`?`, `$name`). A name holding a control
+    character (NUL included) cannot be a column of a log and is refused.
+    """
+    text = str(name)
+    if not text or any(not ch.isprintable() for ch in text):
+        raise InputError(f"column name {text!r}: empty or holds control characters; expected a printable column name")
+    return '"' + text.replace('"', '""') + '"'
+
+
+def bound_view(con: Any, sql: str, values: dict[str, Any], prefix: str = "requests") -> str:
+    """A view of `sql` with `values` bound as its $parameters (paths, names); returns its quoted name."""
+    n = con.execute("SELECT count(*) FROM duckdb_views() WHERE NOT internal").fetchall()[0][0]
+    name = f"{prefix}_{n}"
+    con.sql(sql, params=values).create_view(name, replace=True)
+    return sql_ident(name)
 
 
 @dataclass(frozen=True)
@@ -48,18 +60,26 @@ class Source:
     kind: str
     hive: bool = False
 
-    def scan_sql(self) -> str:
-        """DuckDB table function that reads every file with its name in a `filename` column."""
-        files = "[" + ", ".join(sql_str(str(f)) for f in self.files) + "]"
+    def scan_view(self, con: Any) -> str:
+        """A view (its quoted name) reading every file with its name in a `filename` column.
+
+        The file paths are a bound parameter of the view, never SQL text. CSV: null_padding reads a
+        short (truncated) row as empty fields, so validation names it; DuckDB's parallel CSV scanner
+        cannot combine that with a quoted field holding a newline, so the scan is serial.
+        """
         if self.kind == "csv":
-            return (
-                f"read_csv({files}, header=true, all_varchar=true, filename=true, "
-                "null_padding=true, union_by_name=true)"
+            scan = (
+                "read_csv($files, header=true, all_varchar=true, filename=true, "
+                "null_padding=true, parallel=false, union_by_name=true)"
             )
-        if self.kind == "parquet":
+        elif self.kind == "parquet":
             hive = "true" if self.hive else "false"
-            return f"read_parquet({files}, filename=true, union_by_name=true, hive_partitioning={hive})"
-        return f"read_json({files}, format='newline_delimited', filename=true, union_by_name=true)"
+            scan = f"read_parquet($files, filename=true, union_by_name=true, hive_partitioning={hive})"
+        else:
+            scan = "read_json($files, format='newline_delimited', filename=true, union_by_name=true)"
+        view = bound_view(con, f"SELECT * FROM {scan}", {"files": [str(f) for f in self.files]}, "log_scan")
+        SCAN_FILES[view] = str(self.files[0])
+        return view
 
     @property
     def total_bytes(self) -> int:
