@@ -120,6 +120,86 @@ def generate(seed: int = SEED, hours: int = 24) -> pa.Table:
     )
 
 
+def is_sample(files: tuple[Path, ...] | list[Path], root: Path | None = None) -> bool:
+    """True when the traffic log read is the shipped sample (data/raw/traffic/sample_traffic.parquet of `root`).
+
+    Reports show a SAMPLE banner from this flag (metrics/workload.json provenance.sample).
+    """
+    target = (root / SAMPLE_PATH.relative_to(paths.ROOT)) if root else SAMPLE_PATH
+    target = target.resolve()
+    return any(Path(f).resolve() == target for f in files)
+
+
+def sample_inputs(root: Path | None = None, params_data: dict | None = None) -> list[str]:
+    """The inputs of this project that are the shipped samples, in words (empty: none).
+
+    Read from params.yaml and the input files themselves, so every stage sees its current inputs:
+    the traffic log (workload.source is data/raw/traffic/sample_traffic.parquet), benchmark sweeps
+    (a manifest.yaml under curve.source with `synthetic: true`) and the production window (a scrape
+    under validation.source opening with `# SYNTHETIC`). A path that cannot be read counts as not sample.
+    """
+    import yaml
+
+    from pipeline.errors import InputError
+    from pipeline.traffic import sources
+
+    root = root or paths.ROOT
+    if params_data is None:
+        try:
+            params_data = yaml.safe_load((root / "params.yaml").read_text(encoding="utf-8")) or {}
+        except (OSError, UnicodeDecodeError, yaml.YAMLError):
+            params_data = {}
+
+    def section(name: str) -> dict:
+        value = params_data.get(name)
+        return value if isinstance(value, dict) else {}
+
+    found = []
+    log = section("workload").get("source")
+    if isinstance(log, str):
+        try:
+            if is_sample(sources.resolve(log, section("workload").get("pattern"), root).files, root):
+                found.append(f"the traffic log ({SAMPLE_PATH.relative_to(paths.ROOT).as_posix()}, synthetic)")
+        except InputError:
+            pass
+    curve = section("curve").get("source")
+    if isinstance(curve, str):
+        folder = Path(curve) if Path(curve).is_absolute() else root / curve
+        synthetic = [
+            m.parent.name
+            for m in sorted(folder.glob("**/manifest.yaml"))
+            if "synthetic: true" in m.read_text(encoding="utf-8", errors="replace")
+        ]
+        if synthetic:
+            found.append(f"benchmark sweeps ({', '.join(synthetic)}: SYNTHETIC)")
+    window = section("validation").get("source")
+    if isinstance(window, str):
+        folder = Path(window) if Path(window).is_absolute() else root / window
+        marked = [
+            f
+            for f in sorted(folder.glob("scrapes/*.prom"))
+            if f.read_text(encoding="utf-8", errors="replace").lstrip().startswith("# SYNTHETIC")
+        ]
+        if marked:
+            found.append(f"the production window ({window}: SYNTHETIC)")
+    return found
+
+
+def banner_html(inputs: list[str]) -> str:
+    """The SAMPLE banner every report shows when any input is a shipped sample ('' when none is)."""
+    from html import escape
+
+    if not inputs:
+        return ""
+    return (
+        "<div class='sizing-warning sizing-sample' style='border:2px solid #b00;padding:8px;font-weight:bold'>"
+        "SAMPLE DATA: this report is computed from shipped sample inputs: "
+        + escape("; ".join(inputs))
+        + ", not from your traffic or your measurements. Use your own log with "
+        "<code>sizing init --log PATH</code> (README: Your own log).</div>"
+    )
+
+
 def write(path: Path = SAMPLE_PATH, seed: int = SEED) -> Path:
     """Write the sample log atomically; same seed, same bytes."""
     table = generate(seed)

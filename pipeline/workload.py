@@ -8,6 +8,7 @@ feeds sizing (param sizing_rate); archetype from the p50 lengths; concurrency by
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -15,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import duckdb
 
 from pipeline.errors import InputError
-from pipeline.traffic.sources import sql_ident, sql_str
+from pipeline.traffic.sources import bound_view, sql_ident
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -34,6 +35,17 @@ RATE_KEYS = (
     "peak_1s",
 )
 MOONCAKE_BLOCK_TOKENS = 512
+PER_MINUTE_BUCKETS = (
+    "clock minutes: each bucket is [hh:mm:00, hh:mm+1:00) UTC (for a trace-relative clock, [60k, 60k + 60) s "
+    "of the trace's own clock), not 60-s windows counted from the first arrival; the first and last minutes "
+    "may be partly covered by the log and still count as whole minutes (requests / 60)"
+)
+BATCHED_DEFINITION = (
+    "bursts (arrivals within workload.batch_jitter_s of each other) on a regular tick coarser than 1 s: at least "
+    "10 bursts of 2+ requests on average, 90% of requests in bursts no wider than 2 x jitter, 90% of burst "
+    "intervals whole multiples of the median interval; series finer than the tick are null and sizing uses a "
+    "coarser one"
+)
 
 
 @dataclass(frozen=True)
@@ -46,6 +58,7 @@ class ProfileSettings:
     agentic_min_calls_per_session: float = 3
     cap_min_share: float = 0.01
     max_gap_s: float = 600
+    batch_jitter_s: float = 0.05
     ttft_p99_ms: float = 2000.0
     itl_p99_ms: float | None = 50.0
     tier_column: str | None = "auto"
@@ -63,6 +76,7 @@ class ProfileSettings:
             agentic_min_calls_per_session=workload["agentic_min_calls_per_session"],
             cap_min_share=workload["cap_min_share"],
             max_gap_s=workload["max_gap_s"],
+            batch_jitter_s=workload.get("batch_jitter_s", 0.05),
             ttft_p99_ms=slo["ttft_p99_ms"],
             itl_p99_ms=slo.get("itl_p99_ms"),
             tier_column=tiers.get("column", "auto"),
@@ -82,21 +96,27 @@ def _r(value: Any, digits: int = 4) -> Any:
 def _connect() -> duckdb.DuckDBPyConnection:
     con = duckdb.connect()
     con.execute("SET TimeZone = 'UTC'")
+    # DuckDB draws its bar on stdout, into `sizing profile --json`; a Jupyter kernel refuses the setting
+    with contextlib.suppress(duckdb.Error):
+        con.execute("SET enable_progress_bar = false")
     return con
 
 
 class Requests:
     """A view over requests.parquet (optionally one tier of it) with the profile's queries."""
 
-    def __init__(self, con: duckdb.DuckDBPyConnection, path: Path, where: str = "TRUE") -> None:
+    def __init__(
+        self, con: duckdb.DuckDBPyConnection, path: Path, where: str = "TRUE", values: dict[str, Any] | None = None
+    ) -> None:
         self.con = con
         self.path = path
         self.where = where
-        self.rel = f"(SELECT * FROM read_parquet({sql_str(str(path))}) WHERE {where})"
+        # A view whose file path (and tier name, in `values`) are bound parameters, never SQL text.
+        self.rel = bound_view(
+            con, f"SELECT * FROM read_parquet($path) WHERE {where}", {"path": str(path), **(values or {})}
+        )
         self._seconds: str | None = None
-        self.columns = [
-            r[0] for r in con.execute(f"DESCRIBE SELECT * FROM read_parquet({sql_str(str(path))})").fetchall()
-        ]
+        self.columns = [r[0] for r in con.execute(f"DESCRIBE SELECT * FROM {self.rel}").fetchall()]
 
     def seconds_table(self) -> str:
         """Arrivals per 1-s bucket (one GROUP BY over the log), kept as a small temp table.
@@ -107,7 +127,7 @@ class Requests:
         if self._seconds is None:
             name = f"sec_{len(self.con.execute('SELECT * FROM duckdb_tables()').fetchall())}"
             self.con.execute(
-                f"CREATE OR REPLACE TEMP TABLE {name} AS SELECT floor(arrival_s)::BIGINT AS k, count(*) AS n, "
+                f"CREATE OR REPLACE TEMP TABLE {sql_ident(name)} AS SELECT floor(arrival_s)::BIGINT AS k, count(*) AS n, "
                 f"min(arrival_s) AS lo, max(arrival_s) AS hi FROM {self.rel} GROUP BY 1"
             )
             self._seconds = name
@@ -214,8 +234,13 @@ class Requests:
         return row[0], int(row[1])
 
     def on_grid(self, u: float, first: float) -> bool:
-        """True when every timestamp sits on a tick of u seconds from the first arrival; stops at the first miss."""
-        off = f"abs((arrival_s - {first}) / {u} - round((arrival_s - {first}) / {u})) > 1e-3"
+        """True when every timestamp sits on a tick of u seconds from the first arrival; stops at the first miss.
+
+        The tolerance is 0.1% of the tick, at most 0.1 ms: a log whose arrivals all fall within a few
+        seconds must not read as sitting on an hourly grid.
+        """
+        tol = min(1e-3, 1e-4 / u)
+        off = f"abs((arrival_s - {first}) / {u} - round((arrival_s - {first}) / {u})) > {tol}"
         return not self.con.execute(f"SELECT 1 FROM {self.rel} WHERE {off} LIMIT 1").fetchall()
 
     def resolution(self, n: int, first: float) -> float:
@@ -232,6 +257,47 @@ class Requests:
                     return u
             return RESOLUTION_CANDIDATES_S[-1]
         return 0.0
+
+    def batches(self, jitter_s: float) -> dict[str, Any] | None:
+        """Batched arrivals: requests that arrive in bursts on a regular tick coarser than 1 s (method.md step 1).
+
+        From the seconds table: consecutive non-empty seconds whose arrivals lie within jitter_s of each
+        other form one burst. The log is batched when there are at least 10 bursts, they average 2 or more
+        requests, 90% of requests sit in bursts no wider than 2 x jitter_s, the median burst-to-burst
+        interval (the tick) exceeds 1 s, and 90% of the intervals are whole multiples of the tick (within
+        2 x jitter_s; a tick with no arrivals is allowed). Returns None when the log is not batched.
+        """
+        sec = self.seconds_table()
+        tol = 2 * jitter_s
+        row = self.one(
+            f"WITH s AS (SELECT k, n, lo, hi, lo - lag(hi) OVER (ORDER BY k) AS gap FROM {sec}), "
+            f"g AS (SELECT *, sum(CASE WHEN gap IS NULL OR gap > {jitter_s} THEN 1 ELSE 0 END) OVER (ORDER BY k) AS b FROM s), "
+            "u AS (SELECT b, min(lo) AS start, max(hi) - min(lo) AS width, sum(n) AS n FROM g GROUP BY b), "
+            "d AS (SELECT start - lag(start) OVER (ORDER BY start) AS d, width, n FROM u) "
+            f"SELECT count(*), sum(n), sum(n) FILTER (WHERE width <= {tol}), median(d) FROM d"
+        )
+        bursts, requests, tight, tick = int(row[0]), int(row[1] or 0), int(row[2] or 0), row[3]
+        if bursts < 10 or requests < 2 * bursts or tight < 0.9 * requests or tick is None or tick <= 1.0 + tol:
+            return None
+        on_tick, intervals, refined = self.one(
+            f"WITH s AS (SELECT k, n, lo, hi, lo - lag(hi) OVER (ORDER BY k) AS gap FROM {sec}), "
+            f"g AS (SELECT *, sum(CASE WHEN gap IS NULL OR gap > {jitter_s} THEN 1 ELSE 0 END) OVER (ORDER BY k) AS b FROM s), "
+            "u AS (SELECT b, min(lo) AS start FROM g GROUP BY b), "
+            "d AS (SELECT start - lag(start) OVER (ORDER BY start) AS d FROM u), "
+            f"m AS (SELECT d, greatest(round(d / {tick}), 1) AS m FROM d WHERE d IS NOT NULL) "
+            f"SELECT count(*) FILTER (WHERE abs(d - m * {tick}) <= {tol}), count(*), "
+            f"median(d / m) FILTER (WHERE abs(d - m * {tick}) <= {tol}) FROM m"
+        )
+        if not intervals or on_tick < 0.9 * intervals:
+            return None
+        return {
+            "tick_s": _r(refined, 3),
+            "batches": bursts,
+            "requests_per_batch_mean": _r(requests / bursts, 2),
+            "share_of_intervals_on_tick": _r(on_tick / intervals, 4),
+            "share_of_requests_in_tight_batches": _r(tight / requests, 4),
+            "jitter_s": jitter_s,
+        }
 
     def caps(self, n: int, maxima: dict[str, int], min_share: float) -> list[dict[str, Any]]:
         """Columns where many rows sit exactly at the maximum: the sign of a max_tokens cap."""
@@ -319,7 +385,13 @@ def archetype(
     return "chat", basis
 
 
-def _rates(req: Requests, n: int, first: float, last: float, resolution: float) -> tuple[dict[str, Any], list[str]]:
+def _rates(
+    req: Requests, n: int, first: float, last: float, resolution: float
+) -> tuple[dict[str, Any], list[str], dict[str, Any]]:
+    """The rate figures; series whose bucket is finer than `resolution` (the arrival tick) are null.
+
+    Also returns the figures as measured before nulling, for the warning that explains them.
+    """
     span = last - first
     notes: list[str] = []
     sec = req.rate_series_stats(1)
@@ -332,6 +404,7 @@ def _rates(req: Requests, n: int, first: float, last: float, resolution: float) 
         "per_minute_p99": _r(minute["p99"]),
         "peak_1s": _r(sec["peak"]),
     }
+    measured = dict(rps)
     if resolution > 1.0:
         for key in ("per_second_p95", "per_second_p99", "peak_1s"):
             rps[key] = None
@@ -340,7 +413,7 @@ def _rates(req: Requests, n: int, first: float, last: float, resolution: float) 
         for key in ("per_minute_p95", "per_minute_p99"):
             rps[key] = None
         notes.append("per-minute")
-    return rps, notes
+    return rps, notes, measured
 
 
 def _littles_law(
@@ -370,22 +443,85 @@ def _littles_law(
     }
 
 
-def profile_requests(req: Requests, settings: ProfileSettings, block_tokens: int | None = None) -> dict[str, Any]:
-    """Every step-1 figure for one set of requests (the whole log or one tier)."""
+def profile_requests(
+    req: Requests,
+    settings: ProfileSettings,
+    block_tokens: int | None = None,
+    what: str = "the log",
+    log_span_s: float | None = None,
+) -> dict[str, Any]:
+    """Every step-1 figure for one set of requests (the whole log, or one tier when log_span_s is given).
+
+    A whole log of fewer than 2 requests, or all at one instant, has no arrival rate: an InputError naming
+    `what`. A tier like that is a warning (code tier_without_rate): its mean is its requests over the whole
+    log's span (log_span_s).
+    """
     n, first, last, max_in, max_out = req.span()
     if n == 0:
-        raise InputError("no requests left to profile (every row was excluded)")
+        raise InputError(f"{what}: no requests left to profile (every row was excluded)")
+    no_span = n < 2 or last <= first
+    described = "a single request" if n < 2 else f"all {n:,} requests arrive at the same instant"
+    if no_span and log_span_s is None:
+        stamp = f"{first:,.3f} s" if first < EPOCH_2000_S else f"epoch {first:,.3f} s"
+        raise InputError(
+            f"{what}: {described} (arrival_s = {stamp}); expected at least 2 requests at different times, "
+            "since an arrival rate needs a time span. No outputs were written."
+        )
     lengths = req.lengths(max_in, max_out)
     longest, long_count = req.gaps(settings.max_gap_s)
     resolution = req.resolution(n, first)
-    rps, coarse = _rates(req, n, first, last, resolution)
+    batched = req.batches(settings.batch_jitter_s)
+    tick = max(resolution, batched["tick_s"]) if batched else resolution
+    rps, coarse, measured = _rates(req, n, first, last, tick)
     warnings: list[dict[str, Any]] = []
-    if coarse:
+    if no_span and log_span_s:
+        rps["mean"] = _r(n / log_span_s)
+        warnings.append(
+            {
+                "code": "tier_without_rate",
+                "message": f"{what}: {described}, so it has no arrival rate of its own: its mean is its requests "
+                f"over the whole log's {log_span_s:,.4g} s, and its rate quantiles count one busy bucket. It is "
+                "sized as a fleet of its own: map it onto another tier (workload.tiers.map) or set "
+                "workload.tiers.column: none.",
+            }
+        )
+    if batched:
+        hidden = ", ".join(
+            f"{k.replace('_', ' ')} {measured[k]:,.4g}"
+            for k in ("per_second_p95", "peak_1s")
+            if measured.get(k) is not None
+        )
+        warnings.append(
+            {
+                "code": "batched_arrivals",
+                "message": f"arrivals come in batches every {batched['tick_s']:g} s "
+                f"({batched['batches']:,} batches of {batched['requests_per_batch_mean']:g} requests on average, "
+                f"{batched['share_of_intervals_on_tick']:.0%} of batch intervals on the tick, jitter within "
+                f"{2 * settings.batch_jitter_s:g} s), although timestamps are written to {resolution:g} s: the log "
+                "was recorded or replayed in batches. "
+                + (
+                    f"The {' and '.join(coarse)} series would measure the batching, not the traffic ({hidden}), "
+                    "so they are not reported (null); sizing uses a coarser series."
+                    if coarse
+                    else ""
+                ),
+            }
+        )
+    elif coarse:
         warnings.append(
             {
                 "code": "coarse_timestamps",
                 "message": f"timestamps tick every {resolution:g} s, coarser than the {' and '.join(coarse)} buckets: "
                 f"those rates would be noise and are not reported (null).",
+            }
+        )
+    if last - first < 60 and log_span_s is None:
+        warnings.append(
+            {
+                "code": "short_log",
+                "message": f"the log spans only {last - first:,.3g} s ({n:,} requests): its per-minute series has "
+                f"{int(last // 60 - first // 60) + 1} bucket(s), so no rate quantile describes real traffic; "
+                "size from a log of at least an hour.",
             }
         )
     sizing_key = settings.sizing_rate
@@ -398,6 +534,18 @@ def profile_requests(req: Requests, settings: ProfileSettings, block_tokens: int
             }
         )
         sizing_key = fallback
+    if not rps[sizing_key]:
+        fallback = next((k for k in ("per_minute_p99", "mean") if rps.get(k)), None)
+        if fallback:
+            warnings.append(
+                {
+                    "code": "zero_sizing_rate",
+                    "message": f"the sizing rate {sizing_key} is 0 req/s: most minutes of the log have no arrival "
+                    f"(mean {rps['mean']:.4g} req/s over {(last - first) / 86400:,.2f} days). Is the timestamp unit "
+                    f"right (workload.timestamp_unit)? Using {fallback} = {rps[fallback]:.4g} req/s instead.",
+                }
+            )
+            sizing_key = fallback
     rps["sizing_rate"] = rps[sizing_key]
     for cap in req.caps(n, {"input_tokens": max_in, "output_tokens": max_out}, settings.cap_min_share):
         warnings.append(
@@ -425,6 +573,7 @@ def profile_requests(req: Requests, settings: ProfileSettings, block_tokens: int
         "first_arrival_s": _r(first, 3),
         "clock": "epoch_utc" if epoch_clock else "trace_relative",
         "timestamp_resolution_s": resolution,
+        "arrival_tick_s": tick,
         **lengths,
         "rps": rps,
         "sizing_rate_key": sizing_key,
@@ -433,6 +582,8 @@ def profile_requests(req: Requests, settings: ProfileSettings, block_tokens: int
         "concurrency_littles_law": _littles_law(rps, sizing_key, lengths["output_tokens"]["mean"], req, settings),
         "hourly": req.hourly(epoch_clock, first),
     }
+    if batched:
+        out["batched_arrivals"] = batched
     if sessions:
         out["sessions"] = sessions
     reuse = req.prefix_reuse()
@@ -443,11 +594,17 @@ def profile_requests(req: Requests, settings: ProfileSettings, block_tokens: int
     return out
 
 
-def tier_expression(columns: list[str], settings: ProfileSettings) -> tuple[str | None, str | None]:
-    """SQL that names each request's tier (from rules or a column), and a sentence saying how."""
+def tier_expression(
+    columns: list[str], settings: ProfileSettings
+) -> tuple[str | None, str | None, dict[str, Any]]:
+    """SQL that names each request's tier (from rules or a column), a sentence saying how, and its bound values.
+
+    Tier names and map keys from params are `$tier_N` / `$value_N` parameters of the SQL, never literals in it.
+    """
+    values: dict[str, Any] = {}
     if settings.tier_rules:
         cases = []
-        for rule in settings.tier_rules:
+        for i, rule in enumerate(settings.tier_rules):
             conds = []
             for key, op in (
                 ("max_input_tokens", "<="),
@@ -457,18 +614,20 @@ def tier_expression(columns: list[str], settings: ProfileSettings) -> tuple[str 
             ):
                 if key in rule:
                     conds.append(f"{key.split('_', 1)[1]} {op} {int(rule[key])}")
-            cases.append(f"WHEN {' AND '.join(conds) or 'TRUE'} THEN {sql_str(rule['name'])}")
+            cases.append(f"WHEN {' AND '.join(conds) or 'TRUE'} THEN $tier_{i}")
+            values[f"tier_{i}"] = str(rule["name"])
         return (
             f"CASE {' '.join(cases)} ELSE 'unmatched' END",
             "tier rules in params (workload.tiers.rules), first match wins",
+            values,
         )
     col = settings.tier_column
     if col in (None, "none", ""):
-        return None, None
+        return None, None, values
     if col == "auto":
         col = next((c for c in TIER_COLUMNS if c in columns), None)
         if col is None:
-            return None, None
+            return None, None, values
     elif col not in columns:
         raise InputError(
             f"workload.tiers.column = '{col}' is not a column of the request table; "
@@ -476,23 +635,29 @@ def tier_expression(columns: list[str], settings: ProfileSettings) -> tuple[str 
         )
     value = f"coalesce(CAST({sql_ident(col)} AS VARCHAR), '(none)')"
     if settings.tier_map:
-        cases = " ".join(f"WHEN {sql_str(k)} THEN {sql_str(v)}" for k, v in settings.tier_map)
+        cases = " ".join(f"WHEN $value_{i} THEN $tier_{i}" for i in range(len(settings.tier_map)))
+        for i, (k, v) in enumerate(settings.tier_map):
+            values[f"value_{i}"], values[f"tier_{i}"] = str(k), str(v)
         mapped = ", ".join(f"{k} -> {v}" for k, v in settings.tier_map)
         return (
             f"CASE {value} {cases} ELSE {value} END",
             f"column '{col}' of the log, mapped by workload.tiers.map ({mapped})",
+            values,
         )
-    return value, f"column '{col}' of the log"
+    return value, f"column '{col}' of the log", values
 
 
-def compute_profile(requests_path: Path, settings: ProfileSettings, block_tokens: int | None = None) -> dict[str, Any]:
-    """The whole-log profile plus one per tier when tiers exist."""
+def compute_profile(
+    requests_path: Path, settings: ProfileSettings, block_tokens: int | None = None, label: str | None = None
+) -> dict[str, Any]:
+    """The whole-log profile plus one per tier when tiers exist (`label` names the log in errors)."""
     con = _connect()
     req = Requests(con, requests_path)
-    profile = profile_requests(req, settings, block_tokens)
-    expr, how = tier_expression(req.columns, settings)
+    label = label or str(requests_path)
+    profile = profile_requests(req, settings, block_tokens, label)
+    expr, how, values = tier_expression(req.columns, settings)
     if expr:
-        names = [r[0] for r in con.execute(f"SELECT DISTINCT {expr} FROM {req.rel} ORDER BY 1").fetchall()]
+        names = [r[0] for r in con.execute(f"SELECT DISTINCT {expr} FROM {req.rel} ORDER BY 1", values).fetchall()]
         if len(names) > MAX_TIERS:
             raise InputError(
                 f"the tier source ({how}) has {len(names):,} distinct values; expected a few routing tiers "
@@ -500,10 +665,12 @@ def compute_profile(requests_path: Path, settings: ProfileSettings, block_tokens
             )
         tiers = {}
         for name in names:
-            sub = Requests(con, requests_path, f"{expr} = {sql_str(name)}")
-            tiers[name] = profile_requests(sub, settings, block_tokens)
+            sub = Requests(con, requests_path, f"{expr} = $tier", {**values, "tier": name})
+            span = max(profile["span_s"], 1.0)
+            tiers[name] = profile_requests(sub, settings, block_tokens, f"tier {name!r} ({how})", span)
         profile["tiers"] = tiers
         profile["tiers_from"] = how
+        profile["warnings"] += [w for t in tiers.values() for w in t["warnings"] if w["code"] == "tier_without_rate"]
     con.close()
     return profile
 
@@ -522,17 +689,29 @@ def build_profile(
 ) -> dict[str, Any]:
     """The profile of an ingested log, with ingest warnings, the validation summary and provenance."""
     block_tokens = MOONCAKE_BLOCK_TOKENS if ingested.layout.name == "mooncake" else None
-    prof = compute_profile(requests_path, settings, block_tokens)
+    label = ingested.source.label
+    if ingested.rows_written == 0:
+        raise InputError(
+            f"{label}: column '{ingested.columns['output_tokens']}' (output_tokens): all {ingested.rows_read:,} rows "
+            "have 0 output tokens (failed requests, excluded), so no request is left to profile; expected a log "
+            "of served requests. No outputs were written."
+        )
+    prof = compute_profile(requests_path, settings, block_tokens, label)
     prof["failed_requests_excluded"] = ingested.failed_rows
     prof["duplicate_rows"] = ingested.duplicate_rows
     prof["warnings"] = ingested.warnings + prof["warnings"]
     prof["validation"] = ingested.validation.as_dict()
+    from pipeline import sample
+
     prof["provenance"] = {
         **ingested.provenance(root),
+        "sample": sample.is_sample(ingested.source.files, root),
         "percentiles": "DuckDB quantile_cont (linear interpolation) over every request",
         "context_tokens": "input_tokens + output_tokens of each request, then percentiles",
         "rps": "arrivals per 1-s / 60-s bucket from floor(first) to floor(last), empty buckets = 0; "
         "mean = requests / (last - first)",
+        "per_minute_buckets": PER_MINUTE_BUCKETS,
+        "batched_arrivals": BATCHED_DEFINITION,
         "sizing_rate": f"rps.{prof['sizing_rate_key']} (param workload.sizing_rate = {settings.sizing_rate})",
         "timestamp_resolution": "largest tick of 1 h, 1 min, 1 s, 100 ms, 10 ms, 1 ms that every timestamp sits on "
         "(0.001 means 1 ms or finer)",
@@ -547,9 +726,12 @@ def describe(profile: dict[str, Any]) -> str:
     """A short human summary of a profile (the CLI's default output and the report's headline)."""
     lines = []
     span_min = profile["span_s"] / 60
+    batched = profile.get("batched_arrivals")
     lines.append(
         f"Workload profile: {profile['requests']:,} requests over {span_min:,.1f} min "
-        f"({profile['clock']}, timestamps every {profile['timestamp_resolution_s']:g} s)"
+        f"({profile['clock']}, timestamps every {profile['timestamp_resolution_s']:g} s"
+        + (f", arrivals in batches every {batched['tick_s']:g} s" if batched else "")
+        + ")"
     )
     lines.append(f"{'':16}{'p50':>10}{'p90':>10}{'p95':>10}{'p99':>10}{'mean':>10}{'max':>10}")
     for key in ("input_tokens", "output_tokens", "context_tokens"):
@@ -621,6 +803,7 @@ def run_stage(
             max_failed_share=workload["max_failed_share"],
             max_span_days=workload["max_span_days"],
             chunk_rows=workload["chunk_rows"],
+            memory_limit=workload["memory_limit"],
             progress=traffic.Progress(progress),
         )
         profile = build_profile(ingested, staged, settings, root)
