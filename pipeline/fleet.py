@@ -51,11 +51,22 @@ def size(
     spares: int = 0,
 ) -> FleetSize:
     """instances = ceil(peak / usable); x safety, ceil; x (1 + headroom), ceil; + spares; GPUs = x TP x PP."""
+    for name, value in (("peak RPS", peak_rps), ("usable RPS per instance", usable_rps), ("safety", safety)):
+        if not math.isfinite(value):
+            raise ValueError(f"{name} = {value!r}; expected a finite number (not NaN or infinity)")
+    if not math.isfinite(headroom):
+        raise ValueError(f"headroom = {headroom!r}; expected a finite number (not NaN or infinity)")
     if usable_rps <= 0:
         raise ValueError("usable RPS per instance must be > 0")
     if peak_rps < 0 or safety < 1 or headroom < 0 or spares < 0 or tp < 1 or pp < 1:
         raise ValueError("expected peak >= 0, safety >= 1, headroom >= 0, spares >= 0, TP and PP >= 1")
-    base = math.ceil(_clean(peak_rps / usable_rps))
+    ratio = peak_rps / usable_rps
+    if not math.isfinite(ratio * safety * (1 + headroom)) or ratio * safety * (1 + headroom) > 1e9:
+        raise ValueError(
+            f"peak {peak_rps:g} / usable {usable_rps:g} RPS = {ratio:.3g} instances: expected a usable RPS per "
+            "instance within a billion times the peak (check the units)"
+        )
+    base = math.ceil(_clean(ratio))
     with_safety = math.ceil(_clean(base * safety))
     with_headroom = math.ceil(_clean(with_safety * (1 + headroom)))
     total = with_headroom + spares
@@ -107,6 +118,14 @@ def cold_start_s(weight_bytes: float, load_path: str, init_s: float) -> float:
     return weight_bytes / (bw * 1e9) + init_s
 
 
+HOURS_OF_DAY = tuple(f"{h:02d}" for h in range(24))
+MIN_SCHEDULE_SPAN_S = 3600.0
+FILL_RULE = (
+    "each hour of day the log does not cover is billed at the mean instance count of the hours it covers "
+    "(instance-hours a day = observed instance-hours / observed hours x 24)"
+)
+
+
 def schedule(
     hourly_rps: dict[str, float],
     usable_rps: float,
@@ -115,6 +134,7 @@ def schedule(
     cold_start: float,
     spares: int = 0,
     static_instances: int | None = None,
+    observed_hours: list[str] | None = None,
 ) -> dict[str, Any]:
     """Instances per hour of day: ceil(rate x safety / usable), at least `min_warm`, never zero, plus spares.
 
@@ -122,32 +142,66 @@ def schedule(
     instances starts them within its last `cold_start` seconds: it is billed for
     max(need_h, need_h+1) when the rise comes (that fraction of the hour). Savings are measured
     against a static fleet of `static_instances` all day (default: the busiest hour's count).
+
+    `observed_hours` are the hours of day ("00"-"23") the log covers (default: the keys of
+    `hourly_rps`); an observed hour missing from `hourly_rps` had no traffic (rate 0). When the
+    log covers all 24 the day wraps (23 rises into 00). When it covers fewer, the hours not covered
+    are billed at the observed hours' mean (FILL_RULE), never silently as zero: a day is always 24 h.
     """
     if min_warm < 1:
         raise ValueError("min_warm must be >= 1: never scale from zero")
-    hours = sorted(hourly_rps)
-    need = {h: max(min_warm, math.ceil(_clean(hourly_rps[h] * safety / usable_rps))) + spares for h in hours}
+    if not (math.isfinite(usable_rps) and usable_rps > 0):
+        raise ValueError(f"usable RPS per instance must be a finite number > 0, got {usable_rps!r}")
+    hours = sorted(set(observed_hours if observed_hours is not None else hourly_rps))
+    unknown = [h for h in [*hours, *hourly_rps] if h not in HOURS_OF_DAY]
+    if unknown:
+        raise ValueError(f"hour of day {unknown[0]!r}: expected '00' to '23'")
+    if not hours:
+        raise ValueError("the schedule needs at least one observed hour of day")
+    rates = {h: float(hourly_rps.get(h, 0.0)) for h in hours}
+    need = {h: max(min_warm, math.ceil(_clean(rates[h] * safety / usable_rps))) + spares for h in hours}
+    full_day = len(hours) == len(HOURS_OF_DAY)
     rows = []
     for i, h in enumerate(hours):
-        nxt = need[hours[(i + 1) % len(hours)]]
-        rise = max(0, nxt - need[h])
+        nxt_hour = hours[(i + 1) % len(hours)]
+        contiguous = full_day or int(nxt_hour) == int(h) + 1
+        rise = max(0, need[nxt_hour] - need[h]) if contiguous else 0
         early = min(cold_start / 3600, 1.0)
         billed = need[h] + rise * early
         rows.append(
-            {"hour": h, "rps": hourly_rps[h], "instances": need[h], "instance_hours": billed, "scale_up_ahead": rise}
+            {"hour": h, "rps": rates[h], "instances": need[h], "instance_hours": billed, "scale_up_ahead": rise}
         )
     static = static_instances if static_instances is not None else max(need.values())
-    used = sum(r["instance_hours"] for r in rows)
+    observed_sum = sum(r["instance_hours"] for r in rows)
+    used = observed_sum * len(HOURS_OF_DAY) / len(hours)
+    static_day = static * len(HOURS_OF_DAY)
     return {
         "hours": rows,
         "peak_instances": max(need.values()),
         "static_instances": static,
         "min_instances": min(need.values()),
         "instance_hours_per_day": used,
-        "static_instance_hours_per_day": static * len(hours),
-        "savings_vs_static": 1 - used / (static * len(hours)) if static else 0.0,
+        "static_instance_hours_per_day": static_day,
+        "savings_vs_static": 1 - used / static_day if static else 0.0,
         "cold_start_s": cold_start,
+        "observed_hours": hours,
+        "hours_observed": len(hours),
+        "hours_filled": len(HOURS_OF_DAY) - len(hours),
+        "observed_instance_hours": observed_sum,
+        "fill_rule": None if full_day else FILL_RULE,
     }
+
+
+def no_schedule_reason(span_s: float | None) -> str | None:
+    """Why a log gives no scaling schedule (None when it gives one): under an hour covers no hour of day."""
+    if span_s is None or not math.isfinite(float(span_s)):
+        return "the log's span is unknown (metrics/workload.json span_s): no schedule; the static fleet is the cost"
+    if float(span_s) < MIN_SCHEDULE_SPAN_S:
+        return (
+            f"the log covers {float(span_s):,.0f} s, under an hour: it observes no whole hour of the day, so there is "
+            "no scaling schedule; the static fleet is the cost"
+        )
+    return None
 
 
 def guardrails(
@@ -167,9 +221,22 @@ SECTIONS = ("fleet", "routing", "slo")
 
 
 def size_demand(
-    d: Any, op: dict[str, Any], p: dict[str, Any], slo: dict[str, Any], critical: bool, root: Any = None
+    d: Any,
+    op: dict[str, Any],
+    p: dict[str, Any],
+    slo: dict[str, Any],
+    critical: bool,
+    root: Any = None,
+    span_s: float | None = None,
+    observed_hours: list[str] | None = None,
 ) -> dict[str, Any]:
-    """One fleet (a tier, or the pooled workload) from its demand (step 3) and its operating point (step 10)."""
+    """One fleet (a tier, or the pooled workload) from its demand (step 3) and its operating point (step 10).
+
+    `span_s` is the whole log's span and `observed_hours` the hours of day it covers (metrics/workload.json):
+    a log under an hour gives no schedule (`schedule` None, `schedule_note` says why); a log under a
+    day fills the hours it does not cover by FILL_RULE. Without them (a caller that does not know the
+    log) the demand's own hours are taken as observed.
+    """
     from pipeline import catalog, memory
     from pipeline.errors import InputError
 
@@ -189,9 +256,28 @@ def size_demand(
     model = catalog.load_model(str(manifest["model"]), root)
     weight_bytes = memory.engine_weight_bytes(model, manifest["weight_dtype"])
     cold = cold_start_s(weight_bytes, p["load_path"], p["init_s"])
-    sched = schedule(
-        d.hourly_p95_rps, usable, p["safety_factor"], p["min_warm_instances"], cold, spares, size_.total_instances
+    note = no_schedule_reason(span_s) if span_s is not None else None
+    if note is None and not (observed_hours if observed_hours is not None else d.hourly_p95_rps):
+        note = "the log has no hourly rates (metrics/workload.json hourly): no schedule; the static fleet is the cost"
+    sched = (
+        None
+        if note
+        else schedule(
+            d.hourly_p95_rps,
+            usable,
+            p["safety_factor"],
+            p["min_warm_instances"],
+            cold,
+            spares,
+            size_.total_instances,
+            observed_hours,
+        )
     )
+    if sched is not None and sched["fill_rule"]:
+        note = (
+            f"the log covers {sched['hours_observed']} of 24 hours of day: {sched['fill_rule']}; "
+            "profile a whole day (or a week) for a schedule that follows the diurnal curve"
+        )
     curve_name = op.get("curve") or (op.get("curve_source") or {}).get("curve")
     where = "metrics/workload.json" if d.tier == "all" else f"metrics/tiers.json tiers.{d.tier}"
     return {
@@ -208,6 +294,7 @@ def size_demand(
         "expected_growth": p["expected_growth"],
         "burst_absorption": round(burst, 4),
         "schedule": sched,
+        "schedule_note": note,
         "cold_start": {
             "seconds": round(cold, 2),
             "weight_gb": round(weight_bytes / 1e9, 2),
@@ -230,7 +317,7 @@ def size_demand(
             "spares": f"N+{2 if critical else 1} per failure domain x {p['failure_domains']} "
             "(fleet.critical, routing.critical_tiers, fleet.failure_domains)",
             "schedule": f"{where} hourly p95 rate per hour; ceil(rate x safety / usable), at least "
-            "fleet.min_warm_instances, + spares",
+            "fleet.min_warm_instances, + spares; hours the log does not cover: " + FILL_RULE,
             "cold_start": "whole-model weight bytes / load-path bandwidth + fleet.init_s",
         },
     }
@@ -262,7 +349,9 @@ def plan(
 
     demands = {n: routing.Demand.from_dict(d) for n, d in tiers_json["tiers"].items()}
     pooled_d = routing.Demand.from_dict(tiers_json["pooled"])
-    pooled = size_demand(pooled_d, op, p, slo, p["critical"], root)
+    span = workload.get("span_s")
+    observed = sorted(pooled_d.hourly_p95_rps)
+    pooled = size_demand(pooled_d, op, p, slo, p["critical"], root, span, observed)
     critical = set(tiers_json.get("critical_tiers") or [])
     routed: dict[str, dict[str, Any]] = {}
     unsized: dict[str, str] = {}
@@ -273,7 +362,7 @@ def plan(
         elif "error" in t_op:
             unsized[name] = t_op["error"]
         else:
-            routed[name] = size_demand(d, t_op, p, slo, p["critical"] or name in critical, root)
+            routed[name] = size_demand(d, t_op, p, slo, p["critical"] or name in critical, root, span, observed)
     share = float((tiers_json.get("simple_share") or {}).get("value", 0.0))
     verdict = routing.verdict(routing_p["mode"], pooled["gpus"], share, unsized, len(demands), routing_p)
     adopted = routed if verdict["adopted"] else {"all": pooled}
@@ -297,7 +386,13 @@ def plan(
         "pooled": pooled,
         "routed": routed,
         "synthetic_curve": synthetic,
-        "warnings": ["a curve that sized the fleet is SYNTHETIC (sample data)"] if synthetic else [],
+        "schedule_rule": {
+            "min_span_s": MIN_SCHEDULE_SPAN_S,
+            "under_min_span": "no schedule (null): the static fleet is the cost",
+            "hours_not_observed": FILL_RULE,
+        },
+        "warnings": (["a curve that sized the fleet is SYNTHETIC (sample data)"] if synthetic else [])
+        + sorted({t["schedule_note"] for t in adopted.values() if t.get("schedule_note")}),
     }
 
 

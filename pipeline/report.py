@@ -8,6 +8,7 @@ Every string that came from an input file (tenant, tier, model, GPU, file names)
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from html import escape
 from pathlib import Path
@@ -44,15 +45,16 @@ def previous_metrics(ref: str | None, root: Path) -> tuple[dict[str, dict[str, A
         for name in ("workload", "fleet", "tco"):
             p = folder / f"{name}.json"
             if p.exists():
-                out[name] = json.loads(p.read_text(encoding="utf-8"))
+                out[name] = _previous_json(p.read_bytes(), str(p), ref)
         where = f"folder {ref}"
     else:
-        for name in ("workload", "fleet", "tco"):
+        commit = _git_commit(ref, root)
+        for name in ("workload", "fleet", "tco") if commit else ():
             proc = subprocess.run(
-                ["git", "show", f"{ref}:metrics/{name}.json"], cwd=root, capture_output=True, text=True, check=False
+                ["git", "cat-file", "blob", f"{commit}:metrics/{name}.json"], cwd=root, capture_output=True, check=False
             )
             if proc.returncode == 0:
-                out[name] = json.loads(proc.stdout)
+                out[name] = _previous_json(proc.stdout, f"metrics/{name}.json at git revision {ref}", ref)
         where = f"git revision {ref}"
     if not out:
         raise InputError(
@@ -60,6 +62,64 @@ def previous_metrics(ref: str | None, root: Path) -> tuple[dict[str, dict[str, A
             "holding metrics/*.json"
         )
     return out, where
+
+
+GIT_REF = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_./@{}~^+-]*")
+
+
+def check_git_ref(ref: str) -> None:
+    """Refuse anything but a plain revision name (tag, branch, commit, HEAD~1): no option, no path, no range."""
+    why = None
+    if ref.startswith("-"):
+        why = "it starts with '-' (git would read it as an option)"
+    elif any(ch.isspace() or not ch.isprintable() for ch in ref):
+        why = "it holds whitespace or control characters"
+    elif ".." in ref or ref.startswith("/") or ref.endswith((".", "/", ".lock")) or "//" in ref or "@{" in ref:
+        why = "it holds '..', '@{' or a path-like part, which is not one revision"
+    elif not GIT_REF.fullmatch(ref):
+        why = "it holds characters a git tag, branch or commit name cannot have (only letters, digits and ._/@{}~^+-)"
+    if why:
+        raise InputError(
+            f"params.yaml: report.previous = {ref!r} is not a folder and not a git revision name: {why}; "
+            "expected a folder holding workload/fleet/tco.json, or a tag, branch or commit"
+        )
+
+
+def _git_commit(ref: str, root: Path) -> str | None:
+    """The commit a checked revision name resolves to (None when git does not know it); never runs it as an option."""
+    check_git_ref(ref)
+    proc = subprocess.run(
+        ["git", "rev-parse", "--verify", "--quiet", "--end-of-options", f"{ref}^{{commit}}"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    sha = proc.stdout.strip()
+    return sha if proc.returncode == 0 and re.fullmatch(r"[0-9a-f]{40,64}", sha) else None
+
+
+def _previous_json(data: bytes, where: str, ref: str) -> dict[str, Any]:
+    """A previous review's metrics file, or one line naming the file and the ref when it is not UTF-8 JSON."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InputError(
+            f"{where}: byte {exc.start} is not UTF-8 (report.previous = {ref!r}); expected the JSON a review wrote"
+        ) from None
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InputError(
+            f"{where}: not valid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg} "
+            f"(report.previous = {ref!r}); expected the JSON a review wrote"
+        ) from None
+    if not isinstance(value, dict):
+        raise InputError(
+            f"{where}: holds a JSON {type(value).__name__}, not an object (report.previous = {ref!r}); "
+            "expected the JSON a review wrote"
+        )
+    return value
 
 
 def gpus_text(fleet: dict[str, Any]) -> str:
@@ -98,8 +158,11 @@ def first_screen(m: dict[str, dict[str, Any]]) -> list[tuple[str, str, str]]:
         ("annual cost", f"USD {t['annual_usd']:,.0f}", "x 8760 h"),
         (
             "monthly cost with the scaling schedule",
-            f"USD {tot['monthly_usd_with_schedule']:,.0f}",
-            "instance-hours of the hourly schedule (step 11)",
+            f"USD {tot['monthly_usd_with_schedule']:,.0f}"
+            if tot.get("monthly_usd_with_schedule") is not None
+            else "no schedule",
+            "instance-hours of the hourly schedule (step 11)"
+            + (f": {tot['schedule_note']}" if tot.get("schedule_note") else ""),
         ),
         (
             "cost per 1M output tokens",
@@ -144,6 +207,10 @@ def risk_flags(m: dict[str, dict[str, Any]], trap_below: float = 0.4) -> list[st
         flags.append(
             f"Utilization trap: average utilization {t['utilization']:.0%} (under {trap_below:.0%}): tokens cost more than planned."
         )
+    if (t.get("price_basis") or {}).get("like_for_like") is False:
+        flags.append("Prices are not like-for-like: " + str(t["price_basis"]["rule"]) + ".")
+    if (t.get("totals") or {}).get("schedule_note"):
+        flags.append("Scaling schedule: " + str(t["totals"]["schedule_note"]) + ".")
     r = t.get("routing") or {}
     if f["plan"] != "pooled" and r.get("cheaper") is False:
         flags.append(f"Routing was chosen by the guide's rules but costs more than one pooled fleet: {r['verdict']}.")
@@ -235,6 +302,15 @@ def assumptions(m: dict[str, dict[str, Any]], sections: dict[str, dict[str, Any]
         ("hours per month / year", "730 / 8760", "method.md step 12"),
         ("planned utilization", f"{sections['tco']['planned_utilization']:.0%}", "params tco.planned_utilization"),
     ]
+    basis = t.get("price_basis")
+    if basis:
+        rows.append(
+            (
+                "price provider",
+                basis["provider"] or "none: not like-for-like",
+                f"{basis['rule']} (params tco.provider)",
+            )
+        )
     return pd.DataFrame(rows, columns=["assumption", "value", "source"])
 
 
@@ -293,7 +369,9 @@ def hourly_utilization(m: dict[str, dict[str, Any]]) -> pd.DataFrame:
     """Per hour of day: the plan's mean rate over the capacity of its static fleets and of the scheduled ones."""
     tiers = m["fleet"]["per_tier"]
     demands = {"all": m["tiers"]["pooled"], **m["tiers"]["tiers"]}
-    hours = [h["hour"] for h in next(iter(tiers.values()))["schedule"]["hours"]]
+    if any(t.get("schedule") is None for t in tiers.values()):  # a log under an hour: no schedule to chart
+        return pd.DataFrame(columns=["hour", "fleet", "utilization"])
+    hours = [h["hour"] for h in next(iter(tiers.values()))["schedule"]["hours"]]  # the observed hours only
     rows = []
     for i, hour in enumerate(hours):
         mean = sum(demands[n]["hourly_mean_rps"].get(hour, 0.0) for n in tiers)

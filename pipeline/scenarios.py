@@ -75,6 +75,9 @@ def evaluate(
             why = f"{cid} was rejected: {rejected}"
         row.update(slo_status="fails", why=why)
         return row
+    if cand.get("usable_rps") is None:
+        row.update(slo_status="unknown", why=f"{cid}: {cand.get('note') or 'no usable RPS estimate'}")
+        return row
     sizing = w["rps"]["sizing_rate"] * scale
     size = fleet.size(
         sizing,
@@ -87,6 +90,7 @@ def evaluate(
     )
     price = sc.get("price_usd_per_gpu_hour") or cand.get("usd_per_gpu_hour")
     price_src = "scenario price" if sc.get("price_usd_per_gpu_hour") else cand.get("price_source")
+    row["price_basis"] = "scenario price" if sc.get("price_usd_per_gpu_hour") else basis_label(t)
     row.update(
         gpu=gpu,
         weights=weights,
@@ -120,6 +124,16 @@ def evaluate(
     return row
 
 
+def basis_label(t: dict[str, Any]) -> str:
+    """Which provider's prices a row compares on (metrics/tco.json price_basis), in a few words."""
+    basis = t.get("price_basis") or {}
+    if not basis:
+        return "not recorded (rerun the report stage)"
+    if basis.get("like_for_like"):
+        return f"{basis['provider']} ({basis['pricing']})"
+    return "lowest listed per GPU: NOT like-for-like"
+
+
 def table(
     m: dict[str, dict[str, Any]],
     scenarios: dict[str, Any],
@@ -141,6 +155,7 @@ def table(
         "usd_per_million_output_tokens": t["usd_per_million_output_tokens"],
         "slo_status": "meets (measured)",
         "changes": {},
+        "price_basis": basis_label(t),
     }
     rows = [plan, evaluate("pooled baseline", {}, m, fleet_p, tco_p, prices)]
     rows += [evaluate(name, sc, m, fleet_p, tco_p, prices) for name, sc in check(scenarios).items()]

@@ -9,8 +9,8 @@ Prices in data/catalog/prices.csv are dated, sourced and illustrative; params ma
 
 from __future__ import annotations
 
-import csv
-from dataclasses import asdict, dataclass
+import math
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -40,19 +40,18 @@ class Price:
 def load_prices(root: Path | None = None) -> list[Price]:
     """data/catalog/prices.csv, checked: every column present, a positive price and a source on every row."""
     path = (root or paths.ROOT) / "data" / "catalog" / PRICES_CSV
-    with path.open(encoding="utf-8", newline="") as fh:
-        reader = csv.DictReader(fh)
-        missing = [c for c in PRICE_COLUMNS if c not in (reader.fieldnames or [])]
-        if missing:
-            raise InputError(f"{path}: missing column(s) {', '.join(missing)}; expected {', '.join(PRICE_COLUMNS)}")
-        rows = list(reader)
+    from pipeline import catalog
+
+    if not path.exists():
+        raise InputError(f"price catalog not found: {path}; expected a CSV with columns {', '.join(PRICE_COLUMNS)}")
+    rows = catalog.read_csv_rows(path, PRICE_COLUMNS)  # UTF-8, every column, no short rows
     out, bad = [], []
     for i, r in enumerate(rows, start=2):
         try:
             price = float(r["usd_per_gpu_hour"])
         except ValueError:
             price = -1.0
-        if price <= 0 or not r["source"].strip() or not r["gpu"].strip():
+        if not 0 < price < float("inf") or not r["source"].strip() or not r["gpu"].strip():
             bad.append(f"line {i}: {r['gpu']!r} {r['usd_per_gpu_hour']!r}")
             continue
         out.append(
@@ -79,6 +78,97 @@ def price_for(gpu: str, prices: list[Price], pricing: str = "on-demand", provide
     """The price of one GPU: the named provider's, else the lowest of that pricing kind; None when none is listed."""
     pool = [p for p in prices if p.gpu == gpu and p.pricing == pricing and (provider is None or p.provider == provider)]
     return min(pool, key=lambda p: (p.usd_per_gpu_hour, p.provider)) if pool else None
+
+
+CHEAPEST_RULE = (
+    "the cheapest provider that lists every compared GPU (lowest sum of their {pricing} $/GPU-hour, then the name); "
+    "compared GPUs: those of every candidate that fits and meets the SLO, and of the plan, that any provider lists"
+)
+NO_LIKE_FOR_LIKE = (
+    "no provider lists every compared GPU ({gpus}): each GPU takes its lowest {pricing} price from whichever provider "
+    "lists it, so the comparison is NOT like-for-like (set tco.provider, or tco.prices for the missing GPUs)"
+)
+
+
+def price_basis(gpus: list[str], prices: list[Price], pricing: str, provider: str | None) -> dict[str, Any]:
+    """Which provider's list prices every candidate is compared on, so no Lambda H100 meets an AWS H200.
+
+    `provider` (params tco.provider) names one. None: the cheapest provider that lists every compared
+    GPU (the given GPUs that any provider lists at `pricing`), by the sum of their $/GPU-hour. When no
+    provider lists them all there is no like-for-like price: each GPU takes its lowest listed price,
+    flagged `like_for_like: false`. GPUs no provider lists stay unpriced (tco.prices) either way.
+    """
+    table: dict[str, dict[str, float]] = {}
+    for x in prices:
+        if x.pricing == pricing:
+            row = table.setdefault(x.provider, {})
+            row[x.gpu] = min(row.get(x.gpu, float("inf")), x.usd_per_gpu_hour)
+    listed = {g for row in table.values() for g in row}
+    compared = sorted({g for g in gpus if g in listed})
+    out: dict[str, Any] = {
+        "pricing": pricing,
+        "compared_gpus": compared,
+        "not_listed": sorted({g for g in gpus if g not in listed}),
+    }
+    if provider is not None:
+        if provider not in table:
+            raise InputError(
+                f"params.yaml: tco.provider = {provider!r} lists no {pricing} price in data/catalog/prices.csv; "
+                f"providers with {pricing} prices: {', '.join(sorted(table)) or '(none)'}"
+            )
+        missing = [g for g in compared if g not in table[provider]]
+        return {
+            **out,
+            "provider": provider,
+            "like_for_like": True,
+            "rule": f"params tco.provider: {provider}'s {pricing} prices only"
+            + (f"; it does not list {', '.join(missing)} (unpriced: set tco.prices)" if missing else ""),
+            "unpriced_by_provider": missing,
+        }
+    full = {n: sum(row[g] for g in compared) for n, row in table.items() if all(g in row for g in compared)}
+    if compared and full:
+        name = min(full, key=lambda n: (full[n], n))
+        return {
+            **out,
+            "provider": name,
+            "like_for_like": True,
+            "rule": CHEAPEST_RULE.format(pricing=pricing),
+            "listing_every_compared_gpu": {n: round(v, 4) for n, v in sorted(full.items())},
+            "unpriced_by_provider": [],
+        }
+    return {
+        **out,
+        "provider": None,
+        "like_for_like": False,
+        "rule": NO_LIKE_FOR_LIKE.format(gpus=", ".join(compared) or "none listed", pricing=pricing),
+        "listing_every_compared_gpu": {},
+        "unpriced_by_provider": [],
+    }
+
+
+def lookup(gpu: str, prices: list[Price], p: dict[str, Any], basis: dict[str, Any] | None) -> dict[str, Any]:
+    """One GPU's $/GPU-hour on the comparison's basis: a tco.prices override, else the basis provider's list price.
+
+    Returns usd_per_gpu_hour (None when unpriced), price_source, like_for_like and, when unpriced, a note.
+    """
+    override = (p["prices"] or {}).get(gpu)
+    if override is not None:
+        return {"usd_per_gpu_hour": float(override), "price_source": "params tco.prices", "like_for_like": True}
+    provider = (basis or {}).get("provider") if basis is not None else p["provider"]
+    price = price_for(gpu, prices, p["pricing"], provider)
+    like = bool((basis or {}).get("like_for_like", provider is not None))
+    if price is None:
+        where = f"{provider} lists no {p['pricing']} price" if provider else f"no {p['pricing']} price"
+        return {
+            "usd_per_gpu_hour": None,
+            "price_source": None,
+            "like_for_like": like,
+            "note": f"{where} for {gpu} in data/catalog/prices.csv: set tco.prices.{gpu}",
+        }
+    src = f"{price.provider} {price.instance} ({price.as_of}): {price.source}"
+    if not like:
+        src += " [lowest listed price of any provider: not like-for-like]"
+    return {"usd_per_gpu_hour": price.usd_per_gpu_hour, "price_source": src, "like_for_like": like}
 
 
 @dataclass(frozen=True)
@@ -168,6 +258,8 @@ def predicted_capacity(
     from pipeline.curve import crossing
 
     pts = sorted(curve, key=lambda r: r["concurrency"])
+    if not pts:
+        return 0.0, 0.0
     loads = [float(r["concurrency"]) for r in pts]
     caps = [loads[-1]]
     for col, limit in (("ttft_ms", ttft_slo_ms), ("itl_ms", itl_slo_ms)):
@@ -184,7 +276,10 @@ def predicted_capacity(
 
 @dataclass(frozen=True)
 class Pricing:
-    """What every candidate is sized and priced with: the memory stage's candidates and roofline curves, params, prices."""
+    """What every candidate is sized and priced with: the memory stage's candidates and roofline curves, params, prices.
+
+    `basis`: the provider every price comes from (price_basis); None: computed by `plan` from the candidates.
+    """
 
     memory: dict[str, Any]
     curves: dict[str, list[dict[str, Any]]]
@@ -192,6 +287,90 @@ class Pricing:
     fleet_p: dict[str, Any]
     slo: dict[str, Any]
     prices: list[Price]
+    basis: dict[str, Any] | None = None
+
+
+def _bench_layout(manifest: dict[str, Any], where: str) -> tuple[str, int, int]:
+    """The benchmarked deployment's candidate id suffix (GPU, precisions) and its TP and PP, checked."""
+    missing = [k for k in ("gpu", "weight_dtype", "kv_dtype", "tp") if manifest.get(k) in (None, "")]
+    if missing:
+        raise InputError(
+            f"{manifest.get('file', where)}: manifest field(s) {', '.join(missing)} missing; expected the benchmarked "
+            "GPU, weight and KV precisions and TP (the deployment the fleet is sized and priced on)"
+        )
+    try:
+        tp, pp = int(manifest["tp"]), int(manifest.get("pp") or 1)
+    except (TypeError, ValueError):
+        tp = pp = 0
+    if tp < 1 or pp < 1:
+        raise InputError(
+            f"{manifest.get('file', where)}: tp = {manifest.get('tp')!r}, pp = {manifest.get('pp')!r}; "
+            "expected whole numbers >= 1"
+        )
+    return f"{manifest['gpu']}/w-{manifest['weight_dtype']}/kv-{manifest['kv_dtype']}", tp, pp
+
+
+def _price_row(
+    row: dict[str, Any],
+    gpu: str,
+    tp: int,
+    pp: int,
+    usable: float,
+    demand: dict[str, Any],
+    fleet_tier: dict[str, Any],
+    pr: Pricing,
+) -> dict[str, Any]:
+    """Size one candidate with the fleet's rules (step 11) and price it (step 12), schedule included when there is one."""
+    from pipeline import fleet
+
+    p, fleet_p = pr.p, pr.fleet_p
+    rps = demand["rps"]
+    size = fleet.size(
+        rps["sizing_rate"], usable, tp, pp, fleet_p["safety_factor"], fleet_tier["headroom"], fleet_tier["spares"]
+    )
+    price = lookup(gpu, pr.prices, p, pr.basis)
+    row.update(
+        usable_rps=round(usable, 4),
+        instances=size.total_instances,
+        gpus=size.gpus,
+        usd_per_gpu_hour=price["usd_per_gpu_hour"],
+        price_source=price["price_source"],
+        like_for_like=price["like_for_like"],
+    )
+    usd = price["usd_per_gpu_hour"]
+    if usd is None:
+        row["note"] = price["note"]
+        return row
+    c = cost(
+        size.gpus,
+        usd,
+        size.total_instances,
+        usable,
+        rps["mean"],
+        demand["output_tokens"]["mean"],
+        demand["input_tokens"]["mean"],
+        p["planned_utilization"],
+        p["utilization_trap_below"],
+    )
+    row.update(io.rounded({k: v for k, v in c.as_dict().items() if k not in ("gpus", "usd_per_gpu_hour")}))
+    fleet_sched = fleet_tier.get("schedule")
+    if fleet_sched is None:
+        row["monthly_usd_with_schedule"] = None
+        row["schedule_note"] = fleet_tier.get("schedule_note") or "no scaling schedule for this fleet"
+        return row
+    sched = fleet.schedule(
+        demand["hourly_p95_rps"],
+        usable,
+        fleet_p["safety_factor"],
+        fleet_p["min_warm_instances"],
+        fleet_sched["cold_start_s"],
+        fleet_tier["spares"],
+        size.total_instances,
+        fleet_sched.get("observed_hours"),
+    )
+    scheduled_monthly = sched["instance_hours_per_day"] / 24 * size.gpus_per_instance * usd * HOURS_PER_MONTH
+    row["monthly_usd_with_schedule"] = round(scheduled_monthly, 2)
+    return row
 
 
 def candidates(
@@ -204,91 +383,97 @@ def candidates(
 ) -> list[dict[str, Any]]:
     """Every GPU x precision x TP candidate of one fleet (metrics/memory.json, tier `tier_name`), sized and priced.
 
-    The benchmarked deployment (`manifest`) uses the measured usable RPS; every other candidate the
-    measured one x the ratio of the two roofline capacities at the SLO: `roofline-scaled`, never chosen.
+    The benchmarked deployment (`manifest`) is always a candidate, at its own TP and PP and its
+    measured usable RPS, whatever TP the memory stage picked for that GPU and precision. Every other
+    candidate gets the measured RPS x the ratio of its roofline capacity at the SLO to the benchmarked
+    deployment's: `roofline-scaled`, never chosen. When the memory stage's roofline for the
+    benchmarked GPU and precisions is at another TP x PP, that capacity is scaled per GPU to the
+    sweep's; a memory-stage TP other than the sweep's stays a candidate of its own (`.../tpN`).
     """
-    from pipeline import fleet
-
-    memory, curves, p, fleet_p, slo, prices = pr.memory, pr.curves, pr.p, pr.fleet_p, pr.slo, pr.prices
-    bench_id = f"{tier_name}/{manifest.get('gpu')}/w-{manifest.get('weight_dtype')}/kv-{manifest.get('kv_dtype')}"
-    if bench_id not in curves:
-        raise InputError(
-            f"the benchmarked deployment {bench_id} (TP{manifest.get('tp')}) is not a candidate of metrics/memory.json that fits "
-            "and meets the SLO: add its GPU and precisions to params hardware/quantization"
-        )
-    _, bench_pred = predicted_capacity(curves[bench_id], slo["ttft_p99_ms"], slo["itl_p99_ms"])
-    rps = demand["rps"]
+    memory, curves, slo = pr.memory, pr.curves, pr.slo
     source = "usable_rps" if tier_name == "all" else f"per_tier.{tier_name}.usable_rps"
-    rows = []
-    for cid, e in sorted(memory["candidates"].items()):
+    if not (isinstance(measured, int | float) and math.isfinite(measured) and measured > 0):
+        raise InputError(
+            f"metrics/operating_point.json {source} = {measured!r}; expected a finite usable RPS > 0 per instance "
+            "(the curve stage's operating point): nothing can be sized or priced"
+        )
+    suffix, tp_b, pp_b = _bench_layout(manifest, f"metrics/operating_point.json ({tier_name})")
+    bench_id = f"{tier_name}/{suffix}"
+    entry_b = (memory.get("candidates") or {}).get(bench_id) or {}
+    bench_pred: float | None = None
+    bench_conc: float | None = None
+    scale_note = ""
+    if bench_id in curves and entry_b.get("tp"):
+        conc_b, pred_b = predicted_capacity(curves[bench_id], slo["ttft_p99_ms"], slo["itl_p99_ms"])
+        mem_gpus = int(entry_b["tp"]) * int(entry_b.get("pp") or 1)
+        if pred_b > 0:
+            bench_pred = pred_b * (tp_b * pp_b) / mem_gpus
+            if mem_gpus != tp_b * pp_b or int(entry_b["tp"]) != tp_b:
+                scale_note = (
+                    f"; the memory stage's roofline for {bench_id} is TP{entry_b['tp']} x PP{entry_b.get('pp') or 1}, "
+                    f"the sweep TP{tp_b} x PP{pp_b}: its capacity scaled per GPU x {tp_b * pp_b}/{mem_gpus}"
+                )
+            else:
+                bench_conc = conc_b
+        why_not = f"the roofline of the benchmarked {bench_id} never meets the SLO, so it gives no scale"
+    else:
+        why_not = (
+            f"the benchmarked {bench_id} has no roofline curve in the memory stage (not a candidate that fits and "
+            "meets the SLO on paper: check params hardware.gpus, quantization and parallelism.max_tp)"
+        )
+    bench_row: dict[str, Any] = {
+        "candidate": bench_id,
+        "gpu": manifest["gpu"],
+        "weights": manifest["weight_dtype"],
+        "kv": manifest["kv_dtype"],
+        "tp": tp_b,
+        "basis": "measured",
+        "usable_rps_source": f"metrics/operating_point.json {source} (measured, TP{tp_b} x PP{pp_b} sweep)",
+        "roofline_concurrency_at_slo": round(bench_conc, 2) if bench_conc is not None else None,
+    }
+    rows = [_price_row(bench_row, manifest["gpu"], tp_b, pp_b, measured, demand, fleet_tier, pr)]
+    for cid, e in sorted((memory.get("candidates") or {}).items()):
         if e["tier"] != tier_name or not e["fits"] or not e["meets_slo"] or cid not in curves:
             continue
-        is_bench = cid == bench_id and int(e["tp"]) == int(manifest.get("tp", 0))
+        tp, pp = int(e["tp"]), int(e.get("pp") or 1)
+        if cid == bench_id and (tp, pp) == (tp_b, pp_b):
+            continue  # the measured row above is this candidate
         conc, pred = predicted_capacity(curves[cid], slo["ttft_p99_ms"], slo["itl_p99_ms"])
         if pred <= 0:
             continue
-        usable = measured if is_bench else measured * pred / bench_pred
-        size = fleet.size(
-            rps["sizing_rate"],
-            usable,
-            int(e["tp"]),
-            int(e["pp"]),
-            fleet_p["safety_factor"],
-            fleet_tier["headroom"],
-            fleet_tier["spares"],
-        )
-        override = (p["prices"] or {}).get(e["gpu"])
-        price = price_for(e["gpu"], prices, p["pricing"], p["provider"])
-        usd = float(override) if override is not None else (price.usd_per_gpu_hour if price else None)
         row: dict[str, Any] = {
-            "candidate": cid,
+            "candidate": cid if cid != bench_id else f"{cid}/tp{tp}" + (f"-pp{pp}" if pp > 1 else ""),
             "gpu": e["gpu"],
             "weights": e["weights"],
             "kv": e["kv"],
             "tp": e["tp"],
-            "basis": "measured" if is_bench else "roofline-scaled",
-            "usable_rps": round(usable, 4),
-            "usable_rps_source": f"metrics/operating_point.json {source} (measured)"
-            if is_bench
-            else f"measured {measured:g} x roofline {pred:.4g} / {bench_pred:.4g} req/s at the SLO (memory stage curves)",
+            "basis": "roofline-scaled",
             "roofline_concurrency_at_slo": round(conc, 2),
-            "instances": size.total_instances,
-            "gpus": size.gpus,
-            "usd_per_gpu_hour": usd,
-            "price_source": "params tco.prices"
-            if override is not None
-            else (f"{price.provider} {price.instance} ({price.as_of}): {price.source}" if price else None),
         }
-        if usd is None:
-            row["note"] = (
-                f"no {p['pricing']} price for {e['gpu']} in data/catalog/prices.csv: set tco.prices.{e['gpu']}"
-            )
-        else:
-            c = cost(
-                size.gpus,
-                usd,
-                size.total_instances,
-                usable,
-                rps["mean"],
-                demand["output_tokens"]["mean"],
-                demand["input_tokens"]["mean"],
-                p["planned_utilization"],
-                p["utilization_trap_below"],
-            )
-            sched = fleet.schedule(
-                demand["hourly_p95_rps"],
-                usable,
-                fleet_p["safety_factor"],
-                fleet_p["min_warm_instances"],
-                fleet_tier["schedule"]["cold_start_s"],
-                fleet_tier["spares"],
-                size.total_instances,
-            )
-            scheduled_monthly = sched["instance_hours_per_day"] / 24 * size.gpus_per_instance * usd * HOURS_PER_MONTH
-            row.update(io.rounded({k: v for k, v in c.as_dict().items() if k not in ("gpus", "usd_per_gpu_hour")}))
-            row["monthly_usd_with_schedule"] = round(scheduled_monthly, 2)
-        rows.append(row)
-    return rows
+        if bench_pred is None:
+            row.update(usable_rps=None, usable_rps_source=None, note=f"not estimated: {why_not}")
+            rows.append(row)
+            continue
+        row["usable_rps_source"] = (
+            f"measured {measured:g} x roofline {pred:.4g} / {bench_pred:.4g} req/s at the SLO (memory stage curves)"
+            + scale_note
+        )
+        rows.append(_price_row(row, e["gpu"], tp, pp, measured * pred / bench_pred, demand, fleet_tier, pr))
+    return sorted(rows, key=lambda r: r["candidate"])
+
+
+def compared_gpus(pr: Pricing, fleet_json: dict[str, Any], op: dict[str, Any]) -> list[str]:
+    """The GPUs a price comparison covers: every candidate that fits and meets the SLO, the plan's and the benchmarked ones."""
+    gpus = {e["gpu"] for e in (pr.memory.get("candidates") or {}).values() if e.get("fits") and e.get("meets_slo")}
+    gpus |= {t["gpu"] for t in (fleet_json.get("per_tier") or {}).values()}
+    gpus |= {t["gpu"] for t in (fleet_json.get("routed") or {}).values()}
+    for m in [
+        op.get("manifest") or {},
+        *((t or {}).get("manifest") or {} for t in (op.get("per_tier") or {}).values()),
+    ]:
+        if m.get("gpu"):
+            gpus.add(m["gpu"])
+    return sorted(gpus)
 
 
 def plan(pr: Pricing, op: dict[str, Any], fleet_json: dict[str, Any], tiers_json: dict[str, Any]) -> dict[str, Any]:
@@ -297,13 +482,22 @@ def plan(pr: Pricing, op: dict[str, Any], fleet_json: dict[str, Any], tiers_json
     The benchmarked deployment uses its measured usable RPS. Every other candidate's usable RPS is
     the measured one scaled by the ratio of the two roofline capacities at the SLO (memory stage
     curves): an estimate to rank what to benchmark next, marked `roofline-scaled`, never chosen.
+    Every price comes from one provider (`price_basis`: tco.provider, else the cheapest that lists
+    every compared GPU), or the comparison says it is not like-for-like.
     """
-    rows = candidates(
-        "all", op.get("manifest") or {}, float(op["usable_rps"]), tiers_json["pooled"], fleet_json["pooled"], pr
-    )
+    if pr.basis is None:
+        pr = replace(
+            pr, basis=price_basis(compared_gpus(pr, fleet_json, op), pr.prices, pr.p["pricing"], pr.p["provider"])
+        )
+    assert pr.basis is not None
+    rows = candidates("all", op.get("manifest") or {}, _usable(op), tiers_json["pooled"], fleet_json["pooled"], pr)
     priced = {r["candidate"]: r["monthly_usd"] for r in rows if "monthly_usd" in r and r["basis"] == "measured"}
+    if not priced:
+        bench = next(r for r in rows if r["basis"] == "measured")
+        raise InputError(f"the benchmarked deployment {bench['candidate']} cannot be priced: {bench.get('note')}")
     pick = cheapest(priced)
     chosen = next(r for r in rows if r["candidate"] == pick["chosen"])
+    basis = pr.basis
     pooled = {
         "per_candidate": rows,
         "chosen": pick["chosen"],
@@ -318,9 +512,23 @@ def plan(pr: Pricing, op: dict[str, Any], fleet_json: dict[str, Any], tiers_json
         "formula": "$/h = GPUs x $/GPU-h; month = 730 h, year = 8760 h; utilization = mean rate / (instances x usable RPS); "
         "$/1M output tokens = $/h / (mean rate x mean output tokens x 3600 / 1e6)",
         "prices_note": "list prices from data/catalog/prices.csv are dated and illustrative: re-check before a budget decision",
+        "price_basis": basis,
+        "price_provider": basis["provider"],
+        "like_for_like": basis["like_for_like"],
     }
     pooled["per_tier_candidates"] = tier_candidates(op, fleet_json, tiers_json, pr)
-    return with_tiers(pooled, chosen, fleet_json, tiers_json, pr.p, pr.prices)
+    return with_tiers(pooled, chosen, fleet_json, tiers_json, pr.p, pr.prices, basis)
+
+
+def _usable(op: dict[str, Any], where: str = "usable_rps") -> float:
+    """The operating point's usable RPS as a float; a missing or non-numeric one is a clear error."""
+    value = op.get("usable_rps")
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise InputError(
+            f"metrics/operating_point.json {where} = {value!r}; expected the usable RPS per instance (run dvc repro)"
+        ) from None
 
 
 def tier_candidates(
@@ -332,7 +540,12 @@ def tier_candidates(
         t_op = (op.get("per_tier") or {}).get(name) or {}
         try:
             rows = candidates(
-                name, t_op.get("manifest") or {}, float(t_op["usable_rps"]), tiers_json["tiers"][name], t, pr
+                name,
+                t_op.get("manifest") or {},
+                _usable(t_op, f"per_tier.{name}.usable_rps"),
+                tiers_json["tiers"][name],
+                t,
+                pr,
             )
         except (InputError, KeyError) as exc:
             out[name] = {"error": str(exc).strip("'")}
@@ -348,6 +561,8 @@ def tier_candidates(
 
 def benchmark_next(rows: list[dict[str, Any]], reference_usd: float, n: int = 3) -> list[dict[str, Any]]:
     """The `n` candidates estimated cheaper a month than the reference plan, cheapest first, with the saving."""
+    if not reference_usd or reference_usd <= 0:
+        return []
     cheaper = sorted(
         (r for r in rows if "monthly_usd" in r and r["monthly_usd"] < reference_usd),
         key=lambda r: (r["monthly_usd"], r["candidate"]),
@@ -362,11 +577,20 @@ def benchmark_next(rows: list[dict[str, Any]], reference_usd: float, n: int = 3)
     ]
 
 
-def price_fleet(t: dict[str, Any], d: dict[str, Any], p: dict[str, Any], prices: list[Price]) -> dict[str, Any]:
-    """One fleet of metrics/fleet.json priced: $/h, month, year, utilization, $/1M tokens, with and without its schedule."""
-    override = (p["prices"] or {}).get(t["gpu"])
-    price = price_for(t["gpu"], prices, p["pricing"], p["provider"])
-    usd = float(override) if override is not None else (price.usd_per_gpu_hour if price else None)
+def price_fleet(
+    t: dict[str, Any],
+    d: dict[str, Any],
+    p: dict[str, Any],
+    prices: list[Price],
+    basis: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """One fleet of metrics/fleet.json priced: $/h, month, year, utilization, $/1M tokens, with and without its schedule.
+
+    `basis`: the comparison's provider (price_basis); None: params tco.provider, else the lowest listed price.
+    A fleet without a schedule (a log under an hour) has monthly_usd_with_schedule None and a schedule_note.
+    """
+    price = lookup(t["gpu"], prices, p, basis)
+    usd = price["usd_per_gpu_hour"]
     row: dict[str, Any] = {
         "tier": t["tier"],
         "role": t["role"],
@@ -380,12 +604,11 @@ def price_fleet(t: dict[str, Any], d: dict[str, Any], p: dict[str, Any], prices:
         "usable_rps": t["usable_rps"],
         "mean_rps": d["rps"]["mean"],
         "usd_per_gpu_hour": usd,
-        "price_source": "params tco.prices"
-        if override is not None
-        else (f"{price.provider} {price.instance} ({price.as_of}): {price.source}" if price else None),
+        "price_source": price["price_source"],
+        "like_for_like": price["like_for_like"],
     }
     if usd is None:
-        row["note"] = f"no {p['pricing']} price for {t['gpu']} in data/catalog/prices.csv: set tco.prices.{t['gpu']}"
+        row["note"] = price["note"]
         return row
     c = cost(
         t["gpus"],
@@ -399,10 +622,16 @@ def price_fleet(t: dict[str, Any], d: dict[str, Any], p: dict[str, Any], prices:
         p["utilization_trap_below"],
     )
     row.update(io.rounded({k: v for k, v in c.as_dict().items() if k not in ("gpus", "usd_per_gpu_hour")}))
-    sched = t["schedule"]
+    sched = t.get("schedule")
+    if sched is None:
+        row["monthly_usd_with_schedule"] = None
+        row["schedule_note"] = t.get("schedule_note") or "no scaling schedule for this fleet"
+        return row
     row["monthly_usd_with_schedule"] = round(
         sched["instance_hours_per_day"] / 24 * t["gpus_per_instance"] * usd * HOURS_PER_MONTH, 2
     )
+    if t.get("schedule_note"):
+        row["schedule_note"] = t["schedule_note"]
     return row
 
 
@@ -427,7 +656,10 @@ def blend(rows: list[dict[str, Any]], delivered: dict[str, Any], p: dict[str, An
             "usd_per_hour": per_hour,
             "monthly_usd": per_hour * HOURS_PER_MONTH,
             "annual_usd": per_hour * HOURS_PER_YEAR,
-            "monthly_usd_with_schedule": sum(r["monthly_usd_with_schedule"] for r in rows),
+            "monthly_usd_with_schedule": None
+            if any(r.get("monthly_usd_with_schedule") is None for r in rows)
+            else sum(r["monthly_usd_with_schedule"] for r in rows),
+            "schedule_note": "; ".join(sorted({r["schedule_note"] for r in rows if r.get("schedule_note")})) or None,
             "utilization": util,
             "planned_utilization": p["planned_utilization"],
             "usd_per_million_output_tokens": per_m,
@@ -445,6 +677,7 @@ def with_tiers(
     tiers_json: dict[str, Any],
     p: dict[str, Any],
     prices: list[Price],
+    basis: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Price every fleet of the routed plan, compare it with the pooled plan, and report the adopted plan's totals.
 
@@ -452,7 +685,9 @@ def with_tiers(
     routing (or a cascade), the top-level figures are the routed plan's, blended over its tiers.
     """
     demands = {"all": tiers_json["pooled"], **tiers_json["tiers"]}
-    routed_rows = [price_fleet(t, demands[n], p, prices) for n, t in sorted((fleet_json.get("routed") or {}).items())]
+    routed_rows = [
+        price_fleet(t, demands[n], p, prices, basis) for n, t in sorted((fleet_json.get("routed") or {}).items())
+    ]
     routed = (
         blend(routed_rows, tiers_json["pooled"], p) if routed_rows and not fleet_json["routing"]["unsized"] else None
     )
@@ -464,7 +699,9 @@ def with_tiers(
         "routed_monthly_usd": routed["monthly_usd"] if routed else None,
         "blended_usd_per_million_output_tokens": routed["usd_per_million_output_tokens"] if routed else None,
         "routing_saves_usd_per_month": round(chosen["monthly_usd"] - routed["monthly_usd"], 2) if routed else None,
-        "routing_saves_share": round(1 - routed["monthly_usd"] / chosen["monthly_usd"], 4) if routed else None,
+        "routing_saves_share": round(1 - routed["monthly_usd"] / chosen["monthly_usd"], 4)
+        if routed and chosen["monthly_usd"]
+        else None,
     }
     if routed is None:
         comparison["verdict"] = "routing not costed: " + (
@@ -474,7 +711,7 @@ def with_tiers(
     else:
         cheaper = routed["monthly_usd"] < chosen["monthly_usd"]
         comparison["cheaper"] = cheaper
-        saving = abs(comparison["routing_saves_share"])
+        saving = abs(comparison["routing_saves_share"] or 0.0)
         comparison["verdict"] = (
             f"routing {'saves' if cheaper else 'costs'} {saving:.0%} a month against one pooled fleet "
             f"(USD {routed['monthly_usd']:,.0f} vs {chosen['monthly_usd']:,.0f})"
@@ -500,7 +737,9 @@ def with_tiers(
         out["saves_usd_per_month"] = comparison["routing_saves_usd_per_month"]
     else:
         t = fleet_json["per_tier"]["all"]
-        out["per_tier"] = {"all": {**price_fleet(t, tiers_json["pooled"], p, prices), "candidate": chosen["candidate"]}}
+        out["per_tier"] = {
+            "all": {**price_fleet(t, tiers_json["pooled"], p, prices, basis), "candidate": chosen["candidate"]}
+        }
         out["plan"] = "pooled"
         out["totals"] = blend(list(out["per_tier"].values()), tiers_json["pooled"], p)
     return out
@@ -519,6 +758,9 @@ def run_stage(sections: dict[str, Any], root: Path | None = None) -> dict[str, A
     for r in pq.read_table(root / "data" / "interim" / "predicted_curve.parquet").to_pylist():
         curves.setdefault(r["candidate"], []).append(r)
     pr = Pricing(inputs["memory"], curves, sec["tco"], sec["fleet"], sec["slo"], load_prices(root))
-    result = plan(pr, inputs["operating_point"], inputs["fleet"], inputs["tiers"])
+    try:
+        result = plan(pr, inputs["operating_point"], inputs["fleet"], inputs["tiers"])
+    except ValueError as exc:  # fleet.size's own checks (a usable RPS of 0 or inf): one clear line, not a traceback
+        raise InputError(f"metrics/operating_point.json, metrics/fleet.json: {exc}") from None
     io.write_json(root / TCO_JSON, result)
     return result

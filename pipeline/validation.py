@@ -20,6 +20,7 @@ from pipeline import io, paths
 from pipeline.errors import InputError
 
 VALIDATION_JSON = "metrics/validation.json"
+COMPARED, NO_WINDOW = "compared", "no production window"  # metrics/validation.json `status`
 PRODUCTION_PARQUET = "data/interim/production.parquet"
 SECTIONS = ("validation", "slo", "workload")
 LOG_SUFFIXES = (".csv", ".parquet", ".jsonl", ".json", ".ndjson")
@@ -66,14 +67,15 @@ def production_log(
         )
     con = _connect()
     row = con.execute(
-        f"""
+        """
         SELECT count(*), min(arrival_s), max(arrival_s),
                quantile_cont(ttft_ms, 0.99), quantile_cont(ttft_ms, 0.5), quantile_cont(e2e_ms, 0.99),
                quantile_cont((e2e_ms - ttft_ms) / (output_tokens - 1), 0.99) FILTER (WHERE output_tokens > 1),
                quantile_cont((e2e_ms - ttft_ms) / (output_tokens - 1), 0.5) FILTER (WHERE output_tokens > 1),
                count(*) FILTER (WHERE e2e_ms < ttft_ms)
-        FROM read_parquet('{out.as_posix()}')
-        """
+        FROM read_parquet(?)
+        """,
+        [str(out)],  # the path is a bound parameter, never SQL text (a crafted TMPDIR cannot add a statement)
     ).fetchall()[0]
     con.close()
     n, first, last, ttft99, ttft50, e2e99, itl99, itl50, bad = row
@@ -174,6 +176,31 @@ def benchmark_at(levels: list[dict[str, Any]], rps: float) -> dict[str, Any]:
     out: dict[str, Any] = {"rps_per_replica": rps, "note": note}
     for col in ("ttft_p99_ms", "itl_p99_ms", "ttft_p50_ms", "itl_p50_ms"):
         out[col] = cv.interp(rps, xs, [r.get(col) for _, r in pts])  # clamped to the end levels outside the range
+    for metric in ("ttft", "itl"):  # the best percentile the curve has: p99, else p95, p90, the median
+        out[f"{metric}_ms"], out[f"{metric}_percentile"] = None, None
+        for pct in BENCHMARK_PERCENTILES:
+            value = cv.interp(rps, xs, [r.get(f"{metric}_{pct}_ms") for _, r in pts])
+            if value is not None:
+                out[f"{metric}_ms"], out[f"{metric}_percentile"] = value, pct
+                break
+    return out
+
+
+BENCHMARK_PERCENTILES = ("p99", "p95", "p90", "p50")
+
+
+def percentile_note(bench: dict[str, Any]) -> list[str]:
+    """What the comparison with production's p99 stands on when the benchmark curve has no p99 (medians-only sweeps)."""
+    out = []
+    for metric, name in (("ttft", "TTFT"), ("itl", "ITL")):
+        pct = bench.get(f"{metric}_percentile")
+        if pct is None:
+            out.append(f"the benchmark curve has no {name} percentile at all: production {name} p99 is not compared")
+        elif pct != "p99":
+            out.append(
+                f"the benchmark curve has no {name} p99: production's p99 is compared with the benchmark's {pct} "
+                f"(its best available percentile), which is lower, so a breach may be the percentile, not production"
+            )
     return out
 
 
@@ -231,7 +258,8 @@ def assess(
             "source": source,
         }
 
-    ttft, bttft = prod.get("ttft_p99_ms"), bench.get("ttft_p99_ms")
+    ttft, bttft = prod.get("ttft_p99_ms"), bench.get("ttft_ms", bench.get("ttft_p99_ms"))
+    bpct = bench.get("ttft_percentile") or "p99"
     status = "n/a"
     if ttft is not None:
         status = "breach" if (bttft and ttft > ratio * bttft) or ttft > slo["ttft_p99_ms"] else "ok"
@@ -239,16 +267,19 @@ def assess(
         "ttft_p99_ms",
         ttft,
         bttft,
-        f"<= {ratio:g} x benchmark at the same rate and <= the SLO {slo['ttft_p99_ms']:g} ms",
+        f"<= {ratio:g} x benchmark{'' if bpct == 'p99' else f' {bpct} (no p99 in the curve)'} at the same rate "
+        f"and <= the SLO {slo['ttft_p99_ms']:g} ms",
         status,
         prod.get("ttft_source", ""),
     )
-    itl, bitl = prod.get("itl_p99_ms"), bench.get("itl_p99_ms")
+    m["ttft_p99_ms"]["benchmark_percentile"] = bench.get("ttft_percentile")
+    itl, bitl = prod.get("itl_p99_ms"), bench.get("itl_ms", bench.get("itl_p99_ms"))
     limit = slo.get("itl_p99_ms")
     status = "n/a" if itl is None else ("breach" if limit is not None and itl > limit else "ok")
     if prod.get("itl_p99_ms_coarse") and itl is not None:
         status = "coarse" if status == "ok" else status
     put("itl_p99_ms", itl, bitl, f"<= the SLO {limit} ms", status, prod.get("itl_source", ""))
+    m["itl_p99_ms"]["benchmark_percentile"] = bench.get("itl_percentile")
     util = prod.get("gpu_utilization_pct")
     status = _status(util, 60, 85)
     if util is not None and bench_util is not None and util < bench_util - drop:
@@ -285,7 +316,8 @@ def assess(
     reasons = []
     if ttft is not None and bttft and ttft > ratio * bttft:
         reasons.append(
-            f"TTFT p99 {ttft:,.0f} ms is {ttft / bttft:.2f}x the benchmark's {bttft:,.0f} ms at the same rate "
+            f"TTFT p99 {ttft:,.0f} ms is {ttft / bttft:.2f}x the benchmark's"
+            f"{'' if bpct == 'p99' else ' ' + bpct} {bttft:,.0f} ms at the same rate "
             f"(more than {ratio:g}x)"
         )
     if util is not None and bench_util is not None and util < bench_util - drop:
@@ -307,6 +339,8 @@ def run(sections: dict[str, Any], root: Path | None = None, scratch: Path | None
 
     root = root or paths.ROOT
     p, slo, w = sections["validation"], sections["slo"], sections["workload"]
+    if p["source"] is None:
+        return no_window()
     folder = Path(p["source"]) if Path(p["source"]).is_absolute() else root / p["source"]
     if not folder.is_dir():
         raise InputError(
@@ -372,7 +406,9 @@ def run(sections: dict[str, Any], root: Path | None = None, scratch: Path | None
     warnings = notes
     if bench["note"]:
         warnings.append(bench["note"])
+    warnings += percentile_note(bench)
     return {
+        "status": COMPARED,
         **verdict,
         "synthetic": bool((scr or {}).get("synthetic")),
         "window": io.rounded(
@@ -407,6 +443,8 @@ def run(sections: dict[str, Any], root: Path | None = None, scratch: Path | None
 
 def table_text(result: dict[str, Any]) -> str:
     """The verdict and the monitoring table as plain text (`sizing validate`)."""
+    if result.get("status") == NO_WINDOW:
+        return f"{NO_WINDOW}: validation.source is null; name a folder (sizing validate FOLDER) or set it\n"
     lines = [
         "re-characterize: " + ("YES" if result["recharacterize"] else "no"),
         *(f"  - {r}" for r in result["reasons"]),
@@ -429,5 +467,59 @@ def run_stage(sections: dict[str, Any], root: Path | None = None) -> dict[str, A
     root = root or paths.ROOT
     sec = {name: params.validate_section(name, sections.get(name)) for name in SECTIONS}
     result = run(sec, root)
+    if result["inputs"]["log"] is None:  # scrapes only, or no window: the declared output exists all the same
+        write_empty_production(root / PRODUCTION_PARQUET)
+    if result["status"] == COMPARED and not _under(Path(sec["validation"]["source"]), root, root / "data" / "raw"):
+        result["warnings"].append(
+            f"{sec['validation']['source']} is outside data/raw/, which dvc tracks for this stage: after changing "
+            "the window, rerun step 13 with `dvc repro -f -s validation`"
+        )
     io.write_json(root / VALIDATION_JSON, result)
     return result
+
+
+def no_window() -> dict[str, Any]:
+    """The result when validation.source is null: no production window yet, so nothing to re-characterize.
+
+    The keys are those of a compared window (the finance report and the scenarios read them), empty.
+    """
+    return {
+        "status": NO_WINDOW,
+        "recharacterize": False,
+        "reasons": [],
+        "metrics": {},
+        "revisit": [],
+        "synthetic": False,
+        "window": None,
+        "benchmark_at_rate": None,
+        "inputs": {"log": None, "scrapes": None, "scrapes_validation": None},
+        "warnings": [
+            "validation.source is null: there is no production window yet. Once the fleet serves traffic, put a "
+            "window (requests.csv with ttft_ms and e2e_ms, and/or scrapes/*.prom) under data/raw/ and set "
+            "validation.source to its folder"
+        ],
+        "formulas": {},
+    }
+
+
+def write_empty_production(path: Path) -> None:
+    """data/interim/production.parquet with no rows (the normalized log's columns): the window has no request log."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    schema = pa.schema(
+        [
+            ("arrival_s", pa.float64()),
+            ("input_tokens", pa.int64()),
+            ("output_tokens", pa.int64()),
+            ("ttft_ms", pa.float64()),
+            ("e2e_ms", pa.float64()),
+        ]
+    )
+    with io.atomic_path(path, ".parquet") as tmp:
+        pq.write_table(schema.empty_table(), tmp, compression="zstd")
+
+
+def _under(path: Path, root: Path, folder: Path) -> bool:
+    full = (path if path.is_absolute() else root / path).resolve()
+    return full.is_relative_to(folder.resolve())
