@@ -151,6 +151,8 @@ def measure_all(tmp: Path, rows: int, repeat: int, breakdown: bool) -> None:
         f"profile: {profile['requests']:,} requests, {len(profile.get('tiers') or {})} tiers, "
         f"validation {profile['validation']['rows_checked']:,} rows checked"
     )
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    print(f"machine: {os.cpu_count()} CPUs, load average {load} (1, 5, 15 min) at the end: a loaded machine slows both")
     if breakdown:
         ingest_only = [sys.executable, "-c", INGEST, str(log), str(tmp / "requests.parquet")]
         for name, argv in (

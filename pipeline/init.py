@@ -189,6 +189,7 @@ def detect(
             max_failed_share=wl["max_failed_share"],
             max_span_days=wl["max_span_days"],
             chunk_rows=wl["chunk_rows"],
+            memory_limit=wl["memory_limit"],
             progress=None,
         )
         profile = workload.build_profile(ingested, req, settings, root)

@@ -8,7 +8,6 @@ feeds sizing (param sizing_rate); archetype from the p50 lengths; concurrency by
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -16,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import duckdb
 
 from pipeline.errors import InputError
-from pipeline.traffic.sources import bound_view, sql_ident
+from pipeline.traffic.sources import bound_view, connect, sql_ident
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -93,13 +92,60 @@ def _r(value: Any, digits: int = 4) -> Any:
     return int(v) if v.is_integer() else v
 
 
-def _connect() -> duckdb.DuckDBPyConnection:
-    con = duckdb.connect()
-    con.execute("SET TimeZone = 'UTC'")
-    # DuckDB draws its bar on stdout, into `sizing profile --json`; a Jupyter kernel refuses the setting
-    with contextlib.suppress(duckdb.Error):
-        con.execute("SET enable_progress_bar = false")
-    return con
+_connect = connect  # traffic.sources.connect (validation uses it too), under this module's old name
+
+
+_LENGTH_EXPRS = {
+    "input_tokens": "input_tokens",
+    "output_tokens": "output_tokens",
+    "context_tokens": "input_tokens + output_tokens",
+}
+_LENGTH_SELECT = ", ".join(
+    f"quantile_cont({e}, [{', '.join(str(q) for q in PERCENTILES.values())}]), avg({e}), max({e})"
+    for e in _LENGTH_EXPRS.values()
+)
+
+
+def _length_stats(row: tuple[Any, ...]) -> dict[str, dict[str, Any]]:
+    """p50..p99, mean and max of each length from the 9 values of _LENGTH_SELECT."""
+    out = {}
+    for i, name in enumerate(_LENGTH_EXPRS):
+        qv, mean, mx = row[3 * i : 3 * i + 3]
+        stats = {k: _r(v, 2) for k, v in zip(PERCENTILES, qv, strict=True)}
+        stats["mean"] = _r(mean, 2)
+        stats["max"] = int(mx)
+        out[name] = stats
+    return out
+
+
+def _session_stats(row: tuple[Any, ...] | None) -> dict[str, Any] | None:
+    """Sessions, and calls per session (p50, mean, max), from count(*), median(n), avg(n), max(n)."""
+    if not row or not row[0]:
+        return None
+    return {
+        "sessions": int(row[0]),
+        "calls_p50": _r(row[1], 2),
+        "calls_mean": _r(row[2], 3),
+        "calls_max": int(row[3]),
+    }
+
+
+def _reuse_stats(total: Any, distinct: Any) -> dict[str, Any] | None:
+    """Prefix reuse from the count of all and of distinct hash_ids."""
+    if not total:
+        return None
+    return {
+        "blocks_total": int(total),
+        "blocks_distinct": int(distinct),
+        "reuse_fraction": _r(1 - distinct / total, 4),
+        "formula": "1 - distinct hash_ids / all hash_ids, over the whole log",
+    }
+
+
+def _off_grid_sql(u: float, first: str) -> str:
+    """SQL true for an arrival off the tick of u seconds counted from `first` (a DOUBLE expression)."""
+    tol = min(1e-3, 1e-4 / u)
+    return f"abs((arrival_s - {first}) / {u} - round((arrival_s - {first}) / {u})) > {tol}"
 
 
 class Requests:
@@ -141,24 +187,11 @@ class Requests:
 
         The same scan counts rows at each column's maximum (kept in self.at_max for caps()).
         """
-        qs = "[" + ", ".join(str(q) for q in PERCENTILES.values()) + "]"
-        exprs = {
-            "input_tokens": "input_tokens",
-            "output_tokens": "output_tokens",
-            "context_tokens": "input_tokens + output_tokens",
-        }
-        sel = ", ".join(f"quantile_cont({e}, {qs}), avg({e}), max({e})" for e in exprs.values())
+        sel = _LENGTH_SELECT
         extra = f"count(*) FILTER (WHERE input_tokens = {max_in}), count(*) FILTER (WHERE output_tokens = {max_out})"
         row = self.one(f"SELECT {sel}, {extra} FROM {self.rel}")
-        out = {}
-        for i, name in enumerate(exprs):
-            qv, mean, mx = row[3 * i : 3 * i + 3]
-            stats = {k: _r(v, 2) for k, v in zip(PERCENTILES, qv, strict=True)}
-            stats["mean"] = _r(mean, 2)
-            stats["max"] = int(mx)
-            out[name] = stats
         self.at_max = {"input_tokens": int(row[9]), "output_tokens": int(row[10])}
-        return out
+        return _length_stats(row[:9])
 
     def span(self) -> tuple[int, float, float, int, int]:
         """Count, first and last arrival, and the largest input and output (Parquet statistics make this cheap)."""
@@ -239,8 +272,7 @@ class Requests:
         The tolerance is 0.1% of the tick, at most 0.1 ms: a log whose arrivals all fall within a few
         seconds must not read as sitting on an hourly grid.
         """
-        tol = min(1e-3, 1e-4 / u)
-        off = f"abs((arrival_s - {first}) / {u} - round((arrival_s - {first}) / {u})) > {tol}"
+        off = _off_grid_sql(u, str(first))
         return not self.con.execute(f"SELECT 1 FROM {self.rel} WHERE {off} LIMIT 1").fetchall()
 
     def resolution(self, n: int, first: float) -> float:
@@ -315,14 +347,7 @@ class Requests:
             f"SELECT count(*), median(n), avg(n), max(n) FROM (SELECT session_id, count(*) AS n FROM {self.rel} "
             "WHERE session_id IS NOT NULL GROUP BY 1)"
         )
-        if not row[0]:
-            return None
-        return {
-            "sessions": int(row[0]),
-            "calls_p50": _r(row[1], 2),
-            "calls_mean": _r(row[2], 3),
-            "calls_max": int(row[3]),
-        }
+        return _session_stats(row)
 
     def prefix_reuse(self) -> dict[str, Any] | None:
         """Share of prefix blocks (hash_ids) already seen in an earlier block: 1 - distinct / total."""
@@ -331,14 +356,7 @@ class Requests:
         total, distinct = self.one(
             f"SELECT count(h), count(DISTINCT h) FROM (SELECT unnest(hash_ids) AS h FROM {self.rel})"
         )
-        if not total:
-            return None
-        return {
-            "blocks_total": int(total),
-            "blocks_distinct": int(distinct),
-            "reuse_fraction": _r(1 - distinct / total, 4),
-            "formula": "1 - distinct hash_ids / all hash_ids, over the whole log",
-        }
+        return _reuse_stats(total, distinct)
 
     def mean_e2e_s(self) -> float | None:
         if "e2e_ms" not in self.columns:
@@ -361,6 +379,202 @@ class Requests:
             for name, vals in zip(("input_tokens", "output_tokens", "context_tokens"), row, strict=True)
         ]
         return pd.concat(frames, ignore_index=True)
+
+
+class Groups:
+    """The whole log and each of its tiers, profiled together: every row-level figure of every group
+    comes from one shared pass over requests.parquet (GROUP BY GROUPING SETS ((), (tier))), not one
+    pass per tier, with the same SQL expressions as Requests' own queries, so every figure is the same.
+
+    Passes: span (count, first/last arrival, largest lengths, mean e2e), lengths (quantiles, means,
+    rows at each maximum) together with the timestamp-grid probes, arrivals per 1-s bucket, calls per
+    session, prefix blocks. Group key None is the whole log, 0.. the tiers in name order.
+    """
+
+    def __init__(
+        self, con: duckdb.DuckDBPyConnection, path: Path, expr: str | None = None, values: dict[str, Any] | None = None
+    ) -> None:
+        self.con, self.path = con, path
+        self.columns = [
+            r[0] for r in con.execute("DESCRIBE SELECT * FROM read_parquet($path)", {"path": str(path)}).fetchall()
+        ]
+        self.expr_values = dict(values or {})
+        self.values: dict[str, Any] = {"path": str(path), **self.expr_values}
+        self.expr = expr
+        e2e = "avg(e2e_ms)" if "e2e_ms" in self.columns else "NULL"
+        span = f"count(*), min(arrival_s), max(arrival_s), max(input_tokens), max(output_tokens), {e2e}"
+        if expr is None:
+            self.names: list[str] = []
+            rows = [(None, *self.one(f"SELECT {span} FROM read_parquet($path)"))]
+        else:
+            rows = con.execute(
+                f"SELECT t, {span} FROM (SELECT *, {expr} AS t FROM read_parquet($path)) "
+                "GROUP BY GROUPING SETS ((), (t)) ORDER BY grouping(t) DESC, t",
+                self.values,
+            ).fetchall()
+            self.names = [r[0] for r in rows[1:]]
+        self.keys: list[int | None] = [None, *range(len(self.names))]
+        self.spans = {k: r[1:6] for k, r in zip(self.keys, rows, strict=True)}
+        self.e2e_ms = {k: r[6] for k, r in zip(self.keys, rows, strict=True)}
+        self.tiered = False
+        self._cache: dict[str, dict[int | None, Any]] = {}
+        self._seconds: dict[int | None, str] = {}
+
+    def use_tiers(self, enabled: bool = True) -> None:
+        """Set what the passes group by: the whole log and each tier (once the caller has checked how many
+        tiers there are), or the whole log alone."""
+        self.tiered = enabled and bool(self.names)
+        if self.tiered:
+            cases = " ".join(f"WHEN $grp_{i} THEN {i}" for i in range(len(self.names)))
+            self.values.update({f"grp_{i}": name for i, name in enumerate(self.names)})
+            self.src = f"(SELECT *, CASE {self.expr} {cases} END AS g FROM read_parquet($path))"
+        else:
+            self.src = "(SELECT *, NULL::INTEGER AS g FROM read_parquet($path))"
+
+    def one(self, sql: str) -> tuple[Any, ...]:
+        return self.con.execute(sql, self.values).fetchall()[0]
+
+    def _grouped(self, select: str, src: str) -> dict[int | None, tuple]:
+        """`select` per group (key None: every row of `src`; else its tier g); groups without rows are absent."""
+        if not self.tiered:
+            sql = f"SELECT NULL, {select} FROM {src}"
+        else:
+            sql = (
+                f"SELECT CASE WHEN grouping(g) = 1 THEN NULL ELSE g END, {select} FROM {src} "
+                "GROUP BY GROUPING SETS ((), (g))"
+            )
+        return {r[0]: r[1:] for r in self.con.execute(sql, self.values).fetchall()}
+
+    def _per_group_sql(self, values: dict[int | None, str], sql_type: str) -> tuple[str, str]:
+        """SQL of the whole log's value and of each row's tier value (a list indexed by g); same literal text."""
+        whole = f"({values[None]})::{sql_type}"
+        tiers = [f"({values[k]})::{sql_type}" for k in self.keys[1:]] or ["NULL"]
+        return whole, f"[{', '.join(tiers)}][g + 1]"
+
+    def lengths(self) -> dict[int | None, Any]:
+        """Per group: the 9 length figures, the rows at each maximum, and the timestamp resolution."""
+        if "lengths" not in self._cache:
+            sel = [_LENGTH_SELECT]
+            first = {k: str(float(s[1])) for k, s in self.spans.items()}
+            f_all, f_grp = self._per_group_sql(first, "DOUBLE")
+            cols = {}
+            for col, i in (("input_tokens", 3), ("output_tokens", 4)):
+                cols[col] = self._per_group_sql({k: str(int(s[i])) for k, s in self.spans.items()}, "BIGINT")
+            for col, (m_all, m_grp) in cols.items():
+                sel += [f"count(*) FILTER (WHERE {col} = {m_all})", f"count(*) FILTER (WHERE {col} = {m_grp})"]
+            for u in RESOLUTION_CANDIDATES_S:
+                sel += [f"bool_and(NOT ({_off_grid_sql(u, f_all)}))", f"bool_and(NOT ({_off_grid_sql(u, f_grp)}))"]
+            rows = self._grouped(", ".join(sel), self.src)
+            out = {}
+            for k, row in rows.items():
+                pick = 0 if k is None else 1  # the whole log's column, or the tier's
+                at_max = {"input_tokens": int(row[9 + pick]), "output_tokens": int(row[11 + pick])}
+                grid = [row[13 + 2 * j + pick] for j in range(len(RESOLUTION_CANDIDATES_S))]
+                n = self.spans[k][0]
+                res = next((u for u, ok in zip(RESOLUTION_CANDIDATES_S, grid, strict=True) if ok), None)
+                resolution = (res or RESOLUTION_CANDIDATES_S[-1]) if n > 1 else 0.0
+                out[k] = (row[:9], at_max, resolution)
+            self._cache["lengths"] = out
+        return self._cache["lengths"]
+
+    def seconds_table(self, key: int | None) -> str:
+        """The arrivals-per-second table of one group (Requests.seconds_table), all groups built in one pass."""
+        if not self._seconds:
+            k, per = "floor(arrival_s)::BIGINT", "count(*) AS n, min(arrival_s) AS lo, max(arrival_s) AS hi"
+            if self.tiered:
+                sql = (
+                    f"CREATE OR REPLACE TEMP TABLE groups_sec AS SELECT CASE WHEN grouping(g) = 1 THEN NULL ELSE g END "
+                    f"AS g, {k} AS k, {per} FROM {self.src} GROUP BY GROUPING SETS (({k}), (g, {k}))"
+                )
+            else:
+                sql = f"CREATE OR REPLACE TEMP TABLE groups_sec AS SELECT NULL::INTEGER AS g, {k} AS k, {per} FROM {self.src} GROUP BY 2"
+            self.con.execute(sql, self.values)
+            for k in self.keys if self.tiered else [None]:
+                name = f"sec_{'all' if k is None else k}"
+                where = "g IS NULL" if k is None else f"g = {int(k)}"
+                self.con.execute(
+                    f"CREATE OR REPLACE TEMP TABLE {sql_ident(name)} AS SELECT k, n, lo, hi FROM groups_sec WHERE {where}"
+                )
+                self._seconds[k] = sql_ident(name)
+            self.con.execute("DROP TABLE groups_sec")
+        return self._seconds[key]
+
+    def sessions(self) -> dict[int | None, Any]:
+        """Per group: count(*), median, mean and max of calls per session (Requests.sessions)."""
+        if "sessions" not in self._cache:
+            if not self.tiered:
+                inner = f"(SELECT session_id, count(*) AS n FROM {self.src} WHERE session_id IS NOT NULL GROUP BY 1)"
+                rows = {None: self.one(f"SELECT count(*), median(n), avg(n), max(n) FROM {inner}")}
+            else:
+                inner = (
+                    f"(SELECT CASE WHEN grouping(g) = 1 THEN NULL ELSE g END AS g, count(*) AS n FROM {self.src} "
+                    "WHERE session_id IS NOT NULL GROUP BY GROUPING SETS ((session_id), (g, session_id)))"
+                )
+                rows = {
+                    r[0]: r[1:]
+                    for r in self.con.execute(
+                        f"SELECT g, count(*), median(n), avg(n), max(n) FROM {inner} GROUP BY g", self.values
+                    ).fetchall()
+                }
+            self._cache["sessions"] = rows
+        return self._cache["sessions"]
+
+    def prefix_reuse(self) -> dict[int | None, Any]:
+        """Per group: count of all and of distinct hash_ids (Requests.prefix_reuse)."""
+        if "reuse" not in self._cache:
+            # Blocks counted per (tier, hash) once, then summed: count(DISTINCT) on a few hundred thousand
+            # (tier, hash) rows instead of on every block of the log twice.
+            per = f"(SELECT g, h, count(h) AS c FROM (SELECT g, unnest(hash_ids) AS h FROM {self.src}) GROUP BY g, h)"
+            self._cache["reuse"] = self._grouped("sum(c), count(DISTINCT h)", per)
+        return self._cache["reuse"]
+
+    def requests(self, key: int | None) -> GroupRequests:
+        """The Requests view of one group, answering from the shared passes."""
+        if key is None:
+            return GroupRequests(self, None)
+        return GroupRequests(self, key, f"{self.expr} = $tier", {**self.expr_values, "tier": self.names[key]})
+
+
+class GroupRequests(Requests):
+    """One group of a Groups (the whole log or one tier): its row-level figures come from the shared passes;
+    the rest (rate series, gaps, batches, hourly) are Requests' own queries over its seconds table."""
+
+    def __init__(self, groups: Groups, key: int | None, where: str = "TRUE", values: dict[str, Any] | None = None):
+        super().__init__(groups.con, groups.path, where, values)
+        self.groups, self.key = groups, key
+
+    def span(self) -> tuple[int, float, float, int, int]:
+        n, first, last, max_in, max_out = self.groups.spans[self.key]
+        if not n:
+            return 0, 0.0, 0.0, 0, 0
+        return int(n), float(first), float(last), int(max_in), int(max_out)
+
+    def lengths(self, max_in: int = 0, max_out: int = 0) -> dict[str, dict[str, Any]]:
+        row, at_max, _ = self.groups.lengths()[self.key]
+        self.at_max = dict(at_max)
+        return _length_stats(row)
+
+    def resolution(self, n: int, first: float) -> float:
+        return self.groups.lengths()[self.key][2]
+
+    def seconds_table(self) -> str:
+        return self.groups.seconds_table(self.key)
+
+    def sessions(self) -> dict[str, Any] | None:
+        if "session_id" not in self.columns:
+            return None
+        return _session_stats(self.groups.sessions().get(self.key))
+
+    def prefix_reuse(self) -> dict[str, Any] | None:
+        if "hash_ids" not in self.columns:
+            return None
+        return _reuse_stats(*(self.groups.prefix_reuse().get(self.key) or (0, 0)))
+
+    def mean_e2e_s(self) -> float | None:
+        if "e2e_ms" not in self.columns:
+            return None
+        v = self.groups.e2e_ms[self.key]
+        return None if v is None else v / 1000.0
 
 
 def archetype(
@@ -652,20 +866,24 @@ def compute_profile(
 ) -> dict[str, Any]:
     """The whole-log profile plus one per tier when tiers exist (`label` names the log in errors)."""
     con = _connect()
-    req = Requests(con, requests_path)
     label = label or str(requests_path)
-    profile = profile_requests(req, settings, block_tokens, label)
-    expr, how, values = tier_expression(req.columns, settings)
+    described = con.execute("DESCRIBE SELECT * FROM read_parquet($path)", {"path": str(requests_path)}).fetchall()
+    columns = [r[0] for r in described]
+    expr, how, values = tier_expression(columns, settings)
+    # One pass per figure for the whole log and every tier together (Groups), not one per tier.
+    groups = Groups(con, requests_path, expr, values)
+    names = groups.names
+    groups.use_tiers(len(names) <= MAX_TIERS)
+    profile = profile_requests(groups.requests(None), settings, block_tokens, label)
     if expr:
-        names = [r[0] for r in con.execute(f"SELECT DISTINCT {expr} FROM {req.rel} ORDER BY 1", values).fetchall()]
         if len(names) > MAX_TIERS:
             raise InputError(
                 f"the tier source ({how}) has {len(names):,} distinct values; expected a few routing tiers "
                 f"(at most {MAX_TIERS}). Set workload.tiers.column to another column or 'none'."
             )
         tiers = {}
-        for name in names:
-            sub = Requests(con, requests_path, f"{expr} = $tier", {**values, "tier": name})
+        for i, name in enumerate(names):
+            sub = groups.requests(i)
             span = max(profile["span_s"], 1.0)
             tiers[name] = profile_requests(sub, settings, block_tokens, f"tier {name!r} ({how})", span)
         profile["tiers"] = tiers
@@ -809,6 +1027,9 @@ def run_stage(
         profile = build_profile(ingested, staged, settings, root)
         charts = chart_data(staged)
         io.write_json(metrics_path, profile)
+        from pipeline import plots
+
+        plots.write_workload(root, charts, profile)  # dvc.yaml plots: requests/s over time, length CDFs
     return StageResult(profile, ingested, charts)
 
 

@@ -43,6 +43,20 @@ def sql_ident(name: str) -> str:
     return '"' + text.replace('"', '""') + '"'
 
 
+def connect() -> Any:
+    """An in-memory DuckDB connection in UTC, with DuckDB's progress bar off (it would land in `--json` stdout)."""
+    import contextlib
+
+    import duckdb
+
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
+    # DuckDB draws its bar on stdout, into `sizing profile --json`; a Jupyter kernel refuses the setting
+    with contextlib.suppress(duckdb.Error):
+        con.execute("SET enable_progress_bar = false")
+    return con
+
+
 def bound_view(con: Any, sql: str, values: dict[str, Any], prefix: str = "requests") -> str:
     """A view of `sql` with `values` bound as its $parameters (paths, names); returns its quoted name."""
     n = con.execute("SELECT count(*) FROM duckdb_views() WHERE NOT internal").fetchall()[0][0]
