@@ -8,7 +8,7 @@ from typing import Any
 import altair as alt
 import pandas as pd
 
-from pipeline.run import CHART_SPECS_ENV
+from pipeline.runtime import CHART_SPECS_ENV
 
 ORANGE = "#e8710a"
 RED = "#d62728"

@@ -13,6 +13,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pipeline import runtime
+
+if __name__ == "__main__":  # the dvc `params` stage: without the project's packages, rerun in .venv
+    runtime.ensure_project_python("pipeline.params", sys.argv[1:])
+
 import yaml
 
 from pipeline import paths
@@ -361,9 +366,7 @@ def validate_section(section: str, raw: dict[str, Any] | None) -> dict[str, Any]
     if section == "workload":
         _check_workload(out)
     if section == "report":
-        from pipeline import scenarios
-
-        out["scenarios"] = scenarios.check(out["scenarios"])
+        out["scenarios"] = check_scenarios(out["scenarios"])
     for key, spec in schema.items():
         if spec.types == (list,) and out[key] is not None and (out[key] or spec.default != []):
             _check_str_list(section, key, out[key])
@@ -389,6 +392,35 @@ def validate_section(section: str, raw: dict[str, Any] | None) -> dict[str, Any]
                 raise ParamsError(
                     f"params.yaml: tco.prices.{gpu} = {value!r}; expected a finite price in $ per GPU-hour > 0"
                 )
+    return out
+
+
+# report.scenarios: one what-if each (pipeline/scenarios.py evaluates them); checked here, by params' own rules.
+SCENARIO_SCHEMA = {
+    "traffic_scale": Spec(NUM, None, minimum=0, exclusive_minimum=True, nullable=True),
+    "gpu": Spec((str,), None, nullable=True),
+    "weights": Spec((str,), None, nullable=True),
+    "kv": Spec((str,), None, nullable=True),
+    "price_usd_per_gpu_hour": Spec(NUM, None, minimum=0, exclusive_minimum=True, nullable=True),
+}
+SCENARIO_KEYS = tuple(SCENARIO_SCHEMA)
+
+
+def check_scenarios(scenarios: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Each scenario a mapping of known keys, each value checked by params' own rules; the message names the key."""
+    out = {}
+    for name, sc in (scenarios or {}).items():
+        sc = sc or {}
+        if not isinstance(sc, dict):
+            raise ParamsError(f"params.yaml: scenarios.{name} must be a mapping of {', '.join(SCENARIO_KEYS)}")
+        unknown = sorted(set(sc) - set(SCENARIO_KEYS))
+        if unknown:
+            raise ParamsError(
+                f"params.yaml: unknown key scenarios.{name}.{unknown[0]}; allowed keys: {', '.join(SCENARIO_KEYS)}"
+            )
+        for key, value in sc.items():
+            check_value(f"scenarios.{name}", key, SCENARIO_SCHEMA[key], value)
+        out[str(name)] = sc
     return out
 
 
@@ -493,21 +525,21 @@ def validate_all(data: dict[str, Any], root: Path | None = None) -> dict[str, di
             raise ParamsError(f"params.yaml: {key}: {exc}") from None
     _check_catalogs(root or paths.ROOT)
     if out["report"]["previous"]:  # a bad ref or a malformed previous JSON stops the first stage, not the report
-        from pipeline import report
+        from pipeline import previous
 
-        report.previous_metrics(out["report"]["previous"], root or paths.ROOT)
+        previous.previous_metrics(out["report"]["previous"], root or paths.ROOT)
     return out
 
 
 def _check_catalogs(root: Path) -> None:
     """The other catalog files the stages read (models.csv, the vLLM measurements, prices.csv), read once here so
     a short row, a non-UTF-8 byte or a bad number stops the first stage, not the memory or report stage later."""
-    from pipeline import catalog, tco
+    from pipeline import catalog
 
     catalog.load_model_cards(root)
     catalog.load_measurements(root)
-    if (root / "data" / "catalog" / tco.PRICES_CSV).exists():
-        tco.load_prices(root)
+    if (root / "data" / "catalog" / catalog.PRICES_CSV).exists():
+        catalog.load_prices(root)
 
 
 def load(path: str | Path | None = None) -> dict[str, Any]:

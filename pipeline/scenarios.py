@@ -15,34 +15,11 @@ from __future__ import annotations
 from typing import Any
 
 from pipeline import fleet, io, params, tco
-from pipeline.errors import ParamsError
 
-SCHEMA = {
-    "traffic_scale": params.Spec(params.NUM, None, minimum=0, exclusive_minimum=True, nullable=True),
-    "gpu": params.Spec((str,), None, nullable=True),
-    "weights": params.Spec((str,), None, nullable=True),
-    "kv": params.Spec((str,), None, nullable=True),
-    "price_usd_per_gpu_hour": params.Spec(params.NUM, None, minimum=0, exclusive_minimum=True, nullable=True),
-}
-KEYS = tuple(SCHEMA)
-
-
-def check(scenarios: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """Each scenario a mapping of known keys, each value checked by params' own rules; the message names the key."""
-    out = {}
-    for name, sc in (scenarios or {}).items():
-        sc = sc or {}
-        if not isinstance(sc, dict):
-            raise ParamsError(f"params.yaml: scenarios.{name} must be a mapping of {', '.join(KEYS)}")
-        unknown = sorted(set(sc) - set(KEYS))
-        if unknown:
-            raise ParamsError(
-                f"params.yaml: unknown key scenarios.{name}.{unknown[0]}; allowed keys: {', '.join(KEYS)}"
-            )
-        for key, value in sc.items():
-            params.check_value(f"scenarios.{name}", key, SCHEMA[key], value)
-        out[str(name)] = sc
-    return out
+# The scenario keys and their check live in params (the one params schema); the names are kept here.
+SCHEMA = params.SCENARIO_SCHEMA
+KEYS = params.SCENARIO_KEYS
+check = params.check_scenarios
 
 
 def evaluate(

@@ -15,63 +15,13 @@ from pathlib import Path
 from typing import Any
 
 from pipeline import io, paths
+from pipeline.catalog import PRICE_COLUMNS as PRICE_COLUMNS  # the price catalog lives in catalog; names kept here
+from pipeline.catalog import PRICES_CSV as PRICES_CSV
+from pipeline.catalog import Price, load_prices
 from pipeline.errors import InputError
 
 HOURS_PER_MONTH = 730
 HOURS_PER_YEAR = 8760
-PRICES_CSV = "prices.csv"
-PRICE_COLUMNS = ("gpu", "provider", "instance", "pricing", "usd_per_gpu_hour", "as_of", "confidence", "source")
-
-
-@dataclass(frozen=True)
-class Price:
-    """One dated list price per GPU-hour and where it came from."""
-
-    gpu: str
-    provider: str
-    instance: str
-    pricing: str
-    usd_per_gpu_hour: float
-    as_of: str
-    confidence: str
-    source: str
-
-
-def load_prices(root: Path | None = None) -> list[Price]:
-    """data/catalog/prices.csv, checked: every column present, a positive price and a source on every row."""
-    path = (root or paths.ROOT) / "data" / "catalog" / PRICES_CSV
-    from pipeline import catalog
-
-    if not path.exists():
-        raise InputError(f"price catalog not found: {path}; expected a CSV with columns {', '.join(PRICE_COLUMNS)}")
-    rows = catalog.read_csv_rows(path, PRICE_COLUMNS)  # UTF-8, every column, no short rows
-    out, bad = [], []
-    for i, r in enumerate(rows, start=2):
-        try:
-            price = float(r["usd_per_gpu_hour"])
-        except ValueError:
-            price = -1.0
-        if not 0 < price < float("inf") or not r["source"].strip() or not r["gpu"].strip():
-            bad.append(f"line {i}: {r['gpu']!r} {r['usd_per_gpu_hour']!r}")
-            continue
-        out.append(
-            Price(
-                r["gpu"].strip(),
-                r["provider"],
-                r["instance"],
-                r["pricing"],
-                price,
-                r["as_of"],
-                r["confidence"],
-                r["source"],
-            )
-        )
-    if bad:
-        raise InputError(
-            f"{path}: column 'usd_per_gpu_hour' or 'source': {len(bad)} of {len(rows)} rows lack a positive price, a GPU "
-            f"or a source; expected $ per GPU-hour and where it came from. Examples: {'; '.join(bad[:5])}"
-        )
-    return out
 
 
 def price_for(gpu: str, prices: list[Price], pricing: str = "on-demand", provider: str | None = None) -> Price | None:

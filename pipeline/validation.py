@@ -50,8 +50,7 @@ def production_log(
     ITL per request = (E2E - TTFT) / (output tokens - 1) for requests with more than one output token.
     """
     from pipeline import traffic
-    from pipeline.traffic.sources import resolve
-    from pipeline.workload import _connect
+    from pipeline.traffic.sources import connect, resolve
 
     files = sorted(p for p in folder.glob("requests*") if p.suffix.lower() in LOG_SUFFIXES)
     if not files:
@@ -65,7 +64,7 @@ def production_log(
             f"{source.label}: no {' or '.join(missing)} column; a production log for step 13 needs per-request "
             "latencies: ttft_ms and e2e_ms (milliseconds), with input_tokens and output_tokens"
         )
-    con = _connect()
+    con = connect()
     row = con.execute(
         """
         SELECT count(*), min(arrival_s), max(arrival_s),
@@ -523,3 +522,22 @@ def write_empty_production(path: Path) -> None:
 def _under(path: Path, root: Path, folder: Path) -> bool:
     full = (path if path.is_absolute() else root / path).resolve()
     return full.is_relative_to(folder.resolve())
+
+
+def benchmark_levels(window: dict[str, Any], ttft_percentile: str | None, root: Path | None = None) -> Any:
+    """The chart's benchmark line: the window's curve from data/interim/curves.parquet, RPS per replica.
+
+    The sweep's RPS is divided by the replicas it ran on (window.benchmark_replicas); its best TTFT
+    percentile (`ttft_percentile`, e.g. p99 or p95) is the `ttft_p99_ms` column the chart plots.
+    Columns load, rps, ttft_p99_ms, sorted by RPS; None when the curve has no TTFT percentile.
+    """
+    import pyarrow.parquet as pq
+
+    if ttft_percentile is None:
+        return None
+    path = (root or paths.ROOT) / paths.INTERIM.relative_to(paths.ROOT) / "curves.parquet"
+    levels = pq.read_table(path).to_pandas()
+    levels = levels[levels["curve"] == window["curve"]].sort_values("rps")
+    levels["rps"] = levels["rps"] / window["benchmark_replicas"]
+    levels = levels.assign(ttft_p99_ms=levels[f"ttft_{ttft_percentile}_ms"])
+    return levels[["load", "rps", "ttft_p99_ms"]]
