@@ -9,7 +9,7 @@ export PATH := $(abspath $(BIN)):$(PATH)
 export DVC_NO_ANALYTICS := 1
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: repro test lint venv sample lock benchmark clean
+.PHONY: repro test test-fast lint venv sample lock benchmark clean
 
 venv: $(STAMP)
 
@@ -29,6 +29,11 @@ repro: $(STAMP)
 test: $(STAMP)
 	$(BIN)/ruff check pipeline tests benchmarks
 	$(BIN)/python -m pytest
+
+## test-fast: the unit and reader tests, no end-to-end runs (pytest -m "not e2e"; under 90 s)
+test-fast: $(STAMP)
+	$(BIN)/ruff check pipeline tests benchmarks
+	$(BIN)/python -m pytest -m "not e2e"
 
 lint: $(STAMP)
 	$(BIN)/ruff check pipeline tests benchmarks
