@@ -184,3 +184,10 @@ def point_table(res: CurveResult) -> pd.DataFrame:
         ("loop", res.sized_by, "curve.sizing_loop"),
     ]
     return pd.DataFrame(rows, columns=["figure", "value", "where it comes from"])
+
+
+def itl_spike_levels(res: CurveResult) -> pd.DataFrame:
+    """The sizing curve's levels with `ratio_ms` = ITL p99 / p50 (step 9's spike test), for the ratio chart."""
+    lv = res.table[res.table["curve"] == res.chosen.curve].copy()
+    lv["itl_ratio"] = lv["itl_p99_ms"] / lv["itl_p50_ms"]
+    return lv.assign(ratio_ms=lv["itl_ratio"])

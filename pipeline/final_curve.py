@@ -634,7 +634,23 @@ def run_stage(sections: dict[str, Any], root: Path | None = None) -> CurveResult
     result = compute(sections, root)
     write_table(root / CURVES_PARQUET, result.table)
     io.write_json(root / OPERATING_POINT_JSON, result.metrics())
+    from pipeline import plots
+
+    slo = {"ttft_p99_ms": result.settings.ttft_p99_ms, "itl_p99_ms": result.settings.itl_p99_ms}
+    plots.write_curve(root, plots.latency_vs_load(result.table, overlays(result, sections, root), slo))
     return result
+
+
+def overlays(result: CurveResult, sections: dict[str, Any], root: Path) -> dict[str, pd.DataFrame | None]:
+    """Per curve, the roofline of its sweep's benchmarked deployment at each measured level (predicted_vs_measured)."""
+    sec = _sections(sections)
+    manifests = {s.name: s.manifest for s in result.sweeps}
+    out: dict[str, pd.DataFrame | None] = {}
+    for curve in sorted(result.table["curve"].unique()):
+        manifest = manifests.get(result.sweep_of.get(curve, ""))
+        levels = result.table[result.table["curve"] == curve]
+        out[curve] = predicted_vs_measured(levels, dict(manifest), sec, root)[0] if manifest else None
+    return out
 
 
 def write_table(path: Path, table: pd.DataFrame) -> None:

@@ -13,6 +13,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+SPILL_SUFFIX = ".duckdb-tmp"  # traffic.ingest: DuckDB spills a capped sort into `<output>.duckdb-tmp/`
+
 
 def _temp_pattern(target: Path) -> re.Pattern[str]:
     """The names atomic_path gives its temp files for `target` (nested ones too): `.<name>.<pid>.<random><suffix>.tmp`.
@@ -38,7 +40,9 @@ def clean_orphans(target: str | os.PathLike[str], live_too: bool = False) -> lis
 
     Only files named by atomic_path's own pattern for this target are touched, never a user's files;
     one whose writing process is still alive is kept unless `live_too` (the stage runner, which holds
-    the stage's lock, passes it). Returns the paths deleted.
+    the stage's lock, passes it). The folders DuckDB spills a capped sort into (`<temp file>.duckdb-tmp`,
+    or `<target>.duckdb-tmp` with `live_too`: traffic.ingest names them so) go the same way.
+    Returns the paths deleted.
     """
     target = Path(target)
     if not target.parent.is_dir():
@@ -46,16 +50,55 @@ def clean_orphans(target: str | os.PathLike[str], live_too: bool = False) -> lis
     pattern = _temp_pattern(target)
     removed = []
     for entry in target.parent.iterdir():
-        match = pattern.fullmatch(entry.name)
-        if not match or not entry.is_file() or entry.is_symlink():
+        if entry.is_symlink():
             continue
-        pid = match[1]
+        spill = entry.name.endswith(SPILL_SUFFIX)
+        name = entry.name[: -len(SPILL_SUFFIX)] if spill else entry.name
+        match = pattern.fullmatch(name)
+        if not (entry.is_dir() if spill else entry.is_file()):
+            continue
+        if not match and not (spill and live_too and name == target.name):
+            continue
+        pid = match[1] if match else None
         if not live_too and pid is not None and _alive(int(pid)):
             continue
         with contextlib.suppress(FileNotFoundError):
-            entry.unlink()
+            if spill:
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
             removed.append(entry)
     return removed
+
+
+_READ_ONLY = False  # set by pipeline.notebook when a notebook is opened by hand: outputs are not written
+
+
+def set_read_only(on: bool) -> None:
+    """Make every atomic write into the project compute into a scratch file and discard it (notebooks opened by hand)."""
+    global _READ_ONLY
+    _READ_ONLY = on
+
+
+def read_only() -> bool:
+    """Whether writes are discarded (set_read_only)."""
+    return _READ_ONLY
+
+
+def _in_project(target: Path) -> bool:
+    from pipeline import paths
+
+    return target.resolve().is_relative_to(paths.ROOT.resolve())
+
+
+@contextlib.contextmanager
+def _discarded(target: Path, suffix: str) -> Iterator[Path]:
+    """A temp path outside the project for a write that read-only mode skips; deleted afterwards, with a printed note."""
+    with tempfile.TemporaryDirectory(prefix="sizing-read-only-") as scratch:
+        yield Path(scratch) / f"{target.name}{suffix}.tmp"
+    from pipeline import paths
+
+    print(f"note: opened by hand, not writing {paths.display_path(target)} (only the stage runner writes outputs)")
 
 
 @contextlib.contextmanager
@@ -63,8 +106,13 @@ def atomic_path(target: str | os.PathLike[str], suffix: str = "") -> Iterator[Pa
     """Yield a temp path beside `target`; rename it onto `target` only if the block succeeds.
 
     Orphans of earlier interrupted writes to the same target are deleted first (clean_orphans).
+    In read-only mode (set_read_only) the temp path lies outside the project and is discarded.
     """
     target = Path(target)
+    if _READ_ONLY and _in_project(target):
+        with _discarded(target, suffix) as tmp:
+            yield tmp
+        return
     target.parent.mkdir(parents=True, exist_ok=True)
     clean_orphans(target)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.{os.getpid()}.", suffix=suffix + ".tmp", dir=target.parent)

@@ -212,3 +212,65 @@ def worked_example() -> pd.DataFrame:
             }
         )
     return pd.DataFrame(rows).round(1)
+
+
+def targets_table(plan: Plan) -> pd.DataFrame:
+    """One row per sizing target (the whole workload, then each tier): p95 concurrency, context and prompt, model."""
+    return pd.DataFrame(
+        [
+            {
+                "tier": t.tier,
+                "concurrency_p95": t.concurrency,
+                "context_tokens_p95": t.context_tokens,
+                "input_tokens_p95": t.input_tokens,
+                "model": plan.model_by_tier[t.tier].name,
+                "source": t.source,
+            }
+            for t in plan.targets
+        ]
+    )
+
+
+def kv_chart_axes(concurrency: float, context_tokens: dict[str, float]) -> tuple[dict[str, float], int]:
+    """The KV-vs-concurrency chart's lines (the log's p50/p95/p99 context, and 8K tokens) and its concurrency axis.
+
+    The axis runs to twice the p95 concurrency, at least 16.
+    """
+    lines = {f"{k} {context_tokens[k]:,.0f} tokens": context_tokens[k] for k in ("p50", "p95", "p99")}
+    lines["8K tokens"] = 8192
+    return lines, int(max(concurrency * 2, 16))
+
+
+def kv_gb_per_sequence(entry: dict[str, Any], concurrency: float) -> float:
+    """KV GB one p95-context sequence holds: the entry's KV GB over the concurrency it was sized for, 2 decimals."""
+    return round(entry["kv_gb"] / concurrency, 2)
+
+
+def quantization_table(ents: list[dict[str, Any]]) -> pd.DataFrame:
+    """Step 5: one row per GPU x precision, with its memory total and the GPUs the p95 concurrency needs."""
+    return pd.DataFrame(
+        [
+            {
+                "gpu": e["gpu"],
+                "precision": f"w-{e['weights']} kv-{e['kv']}",
+                "compute": e["compute"],
+                "total_gb": round(e["total_gb"], 1),
+                "min_gpus": e["min_gpus"],
+                "tp": e["tp"],
+                "max_concurrency_per_replica": e["max_concurrency_per_replica"],
+                "gpus_for_p95": e["gpus_for_p95_concurrency"],
+            }
+            for e in ents
+        ]
+    )
+
+
+def best_16bit_and_quantized(ents: list[dict[str, Any]]) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """The fitting entries needing the fewest GPUs for the p95 concurrency: BF16 weights and KV; quantized weights, FP8 KV."""
+    bf = [e for e in ents if e["weights"] == "bf16" and e["kv"] == "bf16" and e["fits"]]
+    q = [e for e in ents if e["weights"] != "bf16" and e["kv"] == "fp8" and e["fits"]]
+
+    def fewest(group: list[dict[str, Any]]) -> dict[str, Any] | None:
+        return min(group, key=lambda e: e["gpus_for_p95_concurrency"]) if group else None
+
+    return fewest(bf), fewest(q)

@@ -244,3 +244,36 @@ def read(root: Path) -> dict[str, Any]:
         "pooled": Demand.from_dict(t["pooled"]),
         "tiers": {n: Demand.from_dict(d) for n, d in t["tiers"].items()},
     }
+
+
+def fleets_table(res: dict[str, Any]) -> Any:
+    """Step 3's table: one row per fleet (the pooled one, then each tier), from the routing stage's result."""
+    import pandas as pd
+
+    fleets = {"all": res["pooled"], **res["tiers"]}
+    return pd.DataFrame(
+        [
+            {
+                "fleet": name,
+                "role": d["role"],
+                "model": d["model"],
+                "model size (B params)": res["params_b"].get(d["model"]),
+                "share of requests": f"{d['share']:.0%}",
+                "sizing rate (req/s)": d["rps"]["sizing_rate"],
+                "mean rate (req/s)": d["rps"]["mean"],
+                "p95 prompt / output": f"{d['input_tokens']['p95']:g} / {d['output_tokens']['p95']:g}",
+                "source": d["source"],
+            }
+            for name, d in fleets.items()
+        ]
+    )
+
+
+def hourly_rates(res: dict[str, Any]) -> Any:
+    """Long table (tier, hour, p95_rps) of every fleet's p95 rate per hour of day, for the tier-rates chart."""
+    import pandas as pd
+
+    fleets = {"all": res["pooled"], **res["tiers"]}
+    return pd.DataFrame(
+        [{"tier": name, "hour": h, "p95_rps": v} for name, d in fleets.items() for h, v in d["hourly_p95_rps"].items()]
+    )

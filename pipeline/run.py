@@ -16,8 +16,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pipeline import runtime
+
+if __name__ == "__main__":  # before any third-party import: without the project's packages, rerun in .venv
+    runtime.ensure_project_python("pipeline.run", sys.argv[1:])
+
 from pipeline import io, params, paths
 from pipeline.errors import InputError, one_line
+from pipeline.runtime import CHART_SPECS_ENV  # run.CHART_SPECS_ENV: the name kept
 
 TEMPLATES = Path(__file__).parent / "templates"
 USER_ERRORS = ("InputError", "ParamsError")
@@ -84,7 +90,6 @@ def scrub(nb: Any) -> Any:
     return nb
 
 
-CHART_SPECS_ENV = "SIZING_CHART_SPECS"  # set in the kernel's environment: charts.enable() then emits specs
 VEGALITE_MIME = re.compile(r"application/vnd\.vegalite\.v\d+\+json")
 SCHEMA_VERSION = re.compile(r"/vega-lite/v(\d+)\.(\d+)[.\d]*\.json$")
 
@@ -170,7 +175,8 @@ def start_kernel(root: Path) -> Any:
     km = KernelManager(kernel_name="python3")
     km.start_kernel(
         cwd=str(root),
-        env={**os.environ, CHART_SPECS_ENV: "1"},  # charts come back as specs: svg_charts() renders them
+        # charts come back as specs (svg_charts() renders them); SIZING_STAGE_RUN: the notebooks write outputs
+        env={**os.environ, CHART_SPECS_ENV: "1", "SIZING_STAGE_RUN": "1"},
         extra_arguments=[
             "--IPKernelApp.log_level=CRITICAL",
             "--HistoryManager.enabled=False",
@@ -249,6 +255,22 @@ def run(stage_name: str, root: Path | None = None) -> None:
     # all or nothing: a notebook that fails puts back every output of the stage (io.stage_transaction)
     with io.stage_transaction(root, stage_name, outputs):
         execute_all(stage.notebooks, sections, stage.titles, root, km)
+        finish = AFTER.get(stage_name)
+        if finish is not None:
+            finish(root)
+
+
+def _after_report(root: Path) -> None:
+    """After the report stage's notebooks: metrics/summary.json (the one dvc `metrics:` file) and the cost plot."""
+    import json
+
+    from pipeline import plots, summary
+
+    summary.write(root)
+    plots.write_report(root, json.loads((root / "metrics" / "tco.json").read_text(encoding="utf-8")))
+
+
+AFTER = {"report": _after_report}  # outputs the runner writes itself once a stage's notebooks have run
 
 
 def stage_outputs(root: Path, stage_name: str) -> list[str]:

@@ -14,6 +14,7 @@ from pipeline import traffic, workload
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared" / "fixtures"
+METRICS_FIXTURE = ROOT / "tests" / "data" / "metrics"  # frozen metrics/*.json of the sample: unit tests read these
 # The keys of metrics/operating_point.json that issue 4 names (a contract users' scripts rely on).
 OPERATING_POINT_KEYS = (
     "load_kind",

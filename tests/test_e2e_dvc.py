@@ -205,6 +205,13 @@ def test_unchanged_rerun_runs_nothing_and_is_byte_identical(project):
         "reports/finance.html",
         "metrics/validation.json",
         "reports/13_validation.html",
+        "metrics/summary.json",
+        "metrics/plots/rps_over_time.csv",
+        "metrics/plots/input_length_cdf.csv",
+        "metrics/plots/output_length_cdf.csv",
+        "metrics/plots/ttft_vs_load/sample_vllm_h100x4_long_closed_loop.csv",
+        "metrics/plots/itl_vs_load/sample_vllm_l40s_8b_small_closed_loop.csv",
+        "metrics/plots/cost_per_candidate.csv",
     ]
     before = {p: (project / p).read_bytes() for p in outs}
     proc = _run([str(BIN / "dvc"), "repro"], project)
@@ -529,6 +536,47 @@ def test_sizing_validate_checks_a_scrapes_only_window_and_writes_nothing(project
     assert text.startswith("re-characterize: YES") and "fleet_utilization_pct" in text
 
 
+def _assert_fits_a_terminal(text: str, changed: int) -> None:
+    """`dvc metrics diff` as printed: a header and one row per changed metric, no line over 200 characters."""
+    lines = [line for line in text.splitlines() if line.strip()]
+    assert max(len(line) for line in lines) <= 200, max(lines, key=len)
+    assert lines[0].split() == ["Path", "Metric", "HEAD", "workspace", "Change"] or lines[0].split()[:2] == [
+        "Path",
+        "Metric",
+    ], lines[0]
+    assert len(lines) == 1 + changed, text
+    assert all(line.startswith("metrics/summary.json") for line in lines[1:]), text
+
+
+def _assert_plots_diff_has_both_revisions(project: Path, tag: str, h100_list_price: float) -> None:
+    """`dvc plots diff <tag> --json`: every plot of dvc.yaml, each with the tag's and the workspace's data."""
+    out = json.loads(_run([str(BIN / "dvc"), "plots", "diff", tag, "--json"], project).stdout)
+    assert not out.get("errors"), out.get("errors")
+    data = out["data"]
+    ids = set(data)
+    assert {
+        "metrics/plots/rps_over_time.csv",
+        "length_cdf",
+        "metrics/plots/cost_per_candidate.csv",
+        "metrics/plots/ttft_vs_load/sample_vllm_h100x4_long_closed_loop.csv",
+        "metrics/plots/itl_vs_load/sample_vllm_l40s_8b_small_closed_loop.csv",
+    } <= ids, ids
+    assert len([i for i in ids if "_vs_load/" in i]) == 8  # 4 curves x (TTFT, ITL)
+    for plot_id, plots in data.items():
+        assert {*plots[0]["revisions"]} == {tag, "workspace"}, plot_id
+        revs = {row["rev"] for row in plots[0]["content"]["data"]["values"]}
+        assert revs == {tag, "workspace"}, plot_id
+    # the cost plot carries both quarters' numbers: the H100 fp8 candidate priced at the list price, then at 2.5
+    rows = data["metrics/plots/cost_per_candidate.csv"][0]["content"]["data"]["values"]
+    h100 = {r["rev"]: r for r in rows if r["candidate"] == "all/H100-SXM/w-fp8/kv-fp8"}
+    gpus = int(h100[tag]["gpus"])
+    assert float(h100[tag]["monthly_usd"]) == pytest.approx(gpus * h100_list_price * 730, abs=0.01)
+    assert float(h100["workspace"]["monthly_usd"]) == pytest.approx(gpus * 2.5 * 730, abs=0.01)
+    # the SLO line of a latency plot: 2000 ms in both revisions
+    ttft = data["metrics/plots/ttft_vs_load/sample_vllm_h100x4_long_closed_loop.csv"][0]["content"]["data"]["values"]
+    assert {float(r["slo_ms"]) for r in ttft} == {2000.0}
+
+
 def test_quarterly_review_and_what_if_flows_from_the_readme(project):
     """README 'Quarterly review' and 'What-if', for real: tag, dvc exp run -S, exp show, params/metrics diff, a branch."""
     git = ["git", "-c", "user.email=t@t", "-c", "user.name=t"]
@@ -545,14 +593,21 @@ def test_quarterly_review_and_what_if_flows_from_the_readme(project):
         assert ran == ["params", "report"], ran  # step 12 (tco) runs in the report stage; params checks the file
         shown = _run([dvc, "exp", "show", "--no-pager", "--csv"], project).stdout
         assert "plan70" in shown and "tco.planned_utilization" in shown
+        # `dvc exp show --only-changed`: a table of a few dozen flat columns (issue 16), not thousands
+        header = _run([dvc, "exp", "show", "--no-pager", "--csv", "--only-changed"], project).stdout.splitlines()[0]
+        columns = header.split(",")
+        assert "tco.planned_utilization" in columns and "usd_per_million_output_tokens_planned" in columns
+        assert len(columns) <= 40, columns
         params = json.loads(_run([dvc, "params", "diff", "review-2026q3", "--json"], project).stdout)
         change = params["params.yaml"]["tco.planned_utilization"]
         assert (change["old"], change["new"]) == (0.8, 0.7)
         metrics = json.loads(_run([dvc, "metrics", "diff", "review-2026q3", "--json"], project).stdout)
-        planned = metrics["metrics/tco.json"]["totals.usd_per_million_output_tokens_planned"]
+        assert list(metrics) == ["metrics/summary.json"]  # the one metrics file; the documents are outputs
+        planned = metrics["metrics/summary.json"]["usd_per_million_output_tokens_planned"]
         # planned $/1M scales with 1 / planned utilization: x 0.8 / 0.7
         assert planned["new"] == pytest.approx(planned["old"] * 0.8 / 0.7, rel=1e-3)
-        assert "metrics/fleet.json" not in metrics  # the fleet did not change
+        assert "total_gpus" not in metrics["metrics/summary.json"]  # the fleet did not change
+        _assert_fits_a_terminal(_run([dvc, "metrics", "diff", "review-2026q3"], project).stdout, len(metrics["metrics/summary.json"]))
         # a git branch per scenario: edit params.yaml, dvc repro, commit, diff against the review tag
         _run(["git", "checkout", "-q", "-f", branch], project)
         _run([*git, "checkout", "-q", "-b", "whatif-reserved"], project)
@@ -561,11 +616,24 @@ def test_quarterly_review_and_what_if_flows_from_the_readme(project):
         _run([dvc, "repro"], project)
         _run([*git, "commit", "-qam", "what if: reserved H100"], project)
         metrics = json.loads(_run([dvc, "metrics", "diff", "review-2026q3", "--json"], project).stdout)
-        monthly = metrics["metrics/tco.json"]["monthly_usd"]
+        summary = metrics["metrics/summary.json"]
+        monthly = summary["monthly_usd"]
         large = json.loads((project / "metrics" / "fleet.json").read_text())["per_tier"]["large"]
         # only the H100 fleet's price moved: its GPUs x (list price - 2.5) x 730 h less a month
         h100 = before["per_tier"]["large"]["usd_per_gpu_hour"]
-        assert monthly["old"] - monthly["new"] == pytest.approx(large["gpus"] * (h100 - 2.5) * 730, abs=0.05)
+        drop = large["gpus"] * (h100 - 2.5) * 730
+        assert monthly["old"] - monthly["new"] == pytest.approx(drop, abs=0.05)
+        assert summary["tier_large_monthly_usd"]["old"] - summary["tier_large_monthly_usd"]["new"] == pytest.approx(
+            drop, abs=0.05
+        )
+        assert "tier_small_monthly_usd" not in summary and "total_gpus" not in summary  # the L40S fleet kept its price
+        _assert_fits_a_terminal(_run([dvc, "metrics", "diff", "review-2026q3"], project).stdout, len(summary))
+        shown = _run([dvc, "metrics", "show"], project).stdout.splitlines()
+        # one file, one row: a few dozen flat columns, every name a summary key (nothing nested, no lists)
+        assert len(shown) == 2 and shown[1].startswith("metrics/summary.json")
+        keys = json.loads((project / "metrics" / "summary.json").read_text())
+        assert shown[0].split() == ["Path", *sorted(keys)] and len(keys) <= 45
+        _assert_plots_diff_has_both_revisions(project, "review-2026q3", h100)
     finally:
         _run(["git", "checkout", "-q", "-f", branch], project)
         _run([dvc, "repro"], project)

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from pipeline import cli, fleet, params, tco
-from tests.conftest import ROOT
+from tests.conftest import METRICS_FIXTURE, ROOT
 
 
 def test_worked_example_120_peak_12_usable_safety_1_3_tp4():
@@ -146,15 +146,15 @@ def test_cli_fleet_defaults_come_from_params(tmp_path, capsys):
 
 def test_cli_fleet_sizes_the_sample_like_the_pipeline(capsys):
     # issue 15: `sizing fleet` said 24 GPUs where the pipeline said 36 (headroom 0, no spares). On the shipped
-    # sample (metrics/fleet.json, the project's params.yaml) the same inputs give the same count.
+    # sample (tests/data/metrics/fleet.json, the project's params.yaml) the same inputs give the same count.
     # By hand for the committed sample: ceil(5.535 / 1.5627) = 4; ceil(4 x 1.2) = 5; burst 7.1887 / 5.535 - 1 =
     # 0.2988 > growth 0.2: ceil(5 x 1.2988) = 7; + 1 spare = 8 instances x TP4 = 32 GPUs
     assert (
         cli.main(["fleet", "--peak-rps", "5.535", "--usable-rps", "1.5627", "--tp", "4", "--burst-rps", "7.1887"]) == 0
     )
     assert capsys.readouterr().out.rstrip().endswith("= 32 GPUs")
-    fl = json.loads((ROOT / "metrics" / "fleet.json").read_text())["pooled"]
-    w = json.loads((ROOT / "metrics" / "workload.json").read_text())
+    fl = json.loads((METRICS_FIXTURE / "fleet.json").read_text())["pooled"]
+    w = json.loads((METRICS_FIXTURE / "workload.json").read_text())
     burst = w["rps"][params.section("fleet")["burst_rate"]]
     argv = ["fleet", "--peak-rps", str(fl["peak_rps"]), "--usable-rps", str(fl["usable_rps"]), "--tp", str(fl["tp"])]
     assert cli.main([*argv, "--pp", str(fl["pp"]), "--burst-rps", str(burst), "--json"]) == 0

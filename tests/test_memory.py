@@ -13,7 +13,7 @@ import pytest
 
 from pipeline import candidates, catalog, memory, parallelism, params, quality, quantization, roofline
 from pipeline.errors import InputError, ParamsError
-from tests.conftest import ROOT
+from tests.conftest import METRICS_FIXTURE, ROOT
 
 SHARED_REF = ROOT.parent / "shared" / "reference"
 GPUS = catalog.load_gpus(ROOT)
@@ -190,7 +190,7 @@ def test_unknown_names_list_the_valid_ones():
 
 def test_unknown_gpu_in_params_names_the_key():
     sections = default_sections(hardware={"gpus": ["H100-SXM", "H300"]})
-    profile = json.loads((ROOT / "metrics" / "workload.json").read_text())
+    profile = json.loads((METRICS_FIXTURE / "workload.json").read_text())
     with pytest.raises(ParamsError, match=r"hardware.gpus\[1\] = 'H300' .*allowed values: A100-40GB"):
         candidates.plan(profile, sections, ROOT)
     with pytest.raises(ParamsError, match=r"quantization.weights\[0\] = 'fp7'; allowed values: fp32"):
@@ -345,7 +345,7 @@ def test_tp_allreduce_scales_the_step():
 
 
 def test_plan_on_the_sample_profile():
-    profile = json.loads((ROOT / "metrics" / "workload.json").read_text())
+    profile = json.loads((METRICS_FIXTURE / "workload.json").read_text())
     result = candidates.plan(profile, default_sections(), ROOT)
     metrics = result.metrics()
     assert set(metrics["recommended"]) == {"all", *profile["tiers"]}

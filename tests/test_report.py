@@ -10,18 +10,22 @@ import shutil
 import pytest
 
 from pipeline import params, report, run
-from tests.conftest import ROOT
+from tests.conftest import METRICS_FIXTURE, ROOT
 
-METRICS = {name: json.loads((ROOT / "metrics" / f"{name}.json").read_text()) for name in report.METRIC_FILES}
+# the frozen sample metrics (tests/data/metrics), not the committed metrics/ that a rerun rewrites
+METRICS = {name: json.loads((METRICS_FIXTURE / f"{name}.json").read_text()) for name in report.METRIC_FILES}
 
 
 def test_first_screen_repeats_the_metrics_files():
     screen = dict((label, value) for label, value, _ in report.first_screen(METRICS))
-    by = METRICS["fleet"]["gpus_by_type"]
-    assert screen["GPUs"] == f"{METRICS['fleet']['total_gpus']}: " + " + ".join(f"{n} {g}" for g, n in by.items())
-    assert sum(by.values()) == METRICS["fleet"]["total_gpus"]
-    assert screen["monthly cost"] == f"USD {METRICS['tco']['monthly_usd']:,.0f}"
-    assert screen["utilization"] == f"{METRICS['tco']['utilization']:.0%}"
+    # by hand from the sample's routed plan: large 7 x TP4 H100-SXM = 28 GPUs, small 7 x TP1 L40S = 7
+    assert screen["GPUs"] == "35: 28 H100-SXM + 7 L40S"
+    assert screen["plan"] == "routed: 2 fleets"
+    # AWS: 28 x 6.88 + 7 x 1.861 = 192.64 + 13.027 = 205.667 $/h; x 730 h = 150,136.91; x 8760 h = 1,801,642.92
+    assert screen["monthly cost"] == "USD 150,137"
+    assert screen["annual cost"] == "USD 1,801,643"
+    assert screen["utilization"] == "12%"  # tco utilization 0.1167
+    assert screen["traffic sized for"] == "5.535 req/s"
 
 
 def test_quarter_over_quarter_from_a_metrics_folder(tmp_path):
@@ -32,8 +36,7 @@ def test_quarter_over_quarter_from_a_metrics_folder(tmp_path):
         (tmp_path / f"{name}.json").write_text(json.dumps(data))
     prev, where = report.previous_metrics(str(tmp_path), ROOT)
     table = report.quarter_over_quarter(prev, METRICS).set_index("figure")
-    gpus = METRICS["fleet"]["total_gpus"]
-    assert table.loc["GPUs", "change"] == f"{gpus / 24 - 1:+.1%}"
+    assert table.loc["GPUs", "change"] == "+45.8%"  # 35 GPUs now against 24: 35 / 24 = 1.4583
     assert table.loc["monthly cost (USD)", "change"] == "+100.0%"
     assert table.loc["sizing rate (req/s)", "change"] == "+0.0%"
     assert where == f"folder {tmp_path}"
@@ -76,16 +79,15 @@ def test_scenarios_by_hand():
         "nope": {"gpu": "MI300X", "weights": "fp4"},
     }
     rows = {r["scenario"]: r for r in scenarios.table(METRICS, sc, sec["fleet"], sec["tco"], tco.load_prices(ROOT))}
-    pooled, usable = METRICS["fleet"]["pooled"], METRICS["operating_point"]["usable_rps"]
-    # traffic x 1.3 on the measured deployment: the step-11 chain by hand
-    import math
-
-    base = math.ceil(METRICS["workload"]["rps"]["sizing_rate"] * 1.3 / usable)
-    total = math.ceil(round(math.ceil(round(base * 1.2, 9)) * (1 + pooled["headroom"]), 9)) + pooled["spares"]
-    assert rows["more"]["gpus"] == total * 4 and rows["more"]["basis"] == "measured"
-    # the reserved price: the pooled GPUs x 2.5 $/h x 730 h
-    assert rows["cheap"]["monthly_usd"] == pytest.approx(pooled["gpus"] * 2.5 * 730)
+    # traffic x 1.3 on the measured deployment (H100-SXM TP4, usable 1.5627 req/s), step 11 by hand:
+    # 5.535 x 1.3 = 7.1955 req/s; / 1.5627 = 4.60 -> 5 instances; x safety 1.2 = 6; x (1 + headroom 0.2988) = 7.79 -> 8;
+    # + 1 spare = 9 instances x 4 = 36 GPUs; x 6.88 $/h x 730 h = 180,806.40
+    assert (rows["more"]["gpus"], rows["more"]["basis"]) == (36, "measured")
+    assert rows["more"]["monthly_usd"] == pytest.approx(180_806.40)
+    # the pooled baseline: 8 instances x 4 = 32 GPUs x 6.88 x 730 = 160,716.80; at a reserved 2.5 $/h: 32 x 2.5 x 730
+    assert rows["pooled baseline"]["monthly_usd"] == pytest.approx(160_716.80)
+    assert (rows["cheap"]["gpus"], rows["cheap"]["monthly_usd"]) == (32, pytest.approx(58_400.0))
     assert rows["nope"]["slo_status"] == "fails" and "was not evaluated" in rows["nope"]["why"]
-    assert rows[f"the plan ({METRICS['fleet']['plan']})"]["monthly_usd"] == METRICS["tco"]["monthly_usd"]
+    assert rows["the plan (routed)"]["monthly_usd"] == pytest.approx(150_136.91)  # 205.667 $/h x 730
     with pytest.raises(Exception, match=r"unknown key scenarios\.x\.traffic; allowed keys: traffic_scale"):
         scenarios.check({"x": {"traffic": 2}})
