@@ -138,7 +138,7 @@ def _metrics(project: Path, name: str) -> dict:
 def test_init_leaves_no_sample_setting(walked):
     project, trace, _ = walked
     params = yaml.safe_load((project / "params.yaml").read_text())
-    assert params["workload"]["source"] == str(trace)
+    assert Path(params["workload"]["source"]).resolve() == trace.resolve()  # init writes the resolved path
     assert params["workload"]["tiers"]["map"] == {} and params["model"]["tiers"] == {}
     assert params["validation"]["source"] is None and params["validation"]["tier"] == "all"
     assert params["validation"]["benchmark_gpu_util_pct"] is None and params["report"]["previous"] is None
