@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -64,3 +67,14 @@ def shared_fixtures() -> Path:
     if not SHARED.is_dir():
         pytest.skip("../shared/fixtures is not present")
     return SHARED
+
+
+def run_cmd(cmd: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess[str]:
+    """Run a project command (the venv's bin first on PATH, no analytics) in `cwd`; fail the test with its output."""
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    env["DVC_NO_ANALYTICS"] = "1"
+    env.pop("SIZING_ROOT", None)
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    return proc

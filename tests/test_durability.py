@@ -8,7 +8,6 @@ The first tests use real files and real processes (a writer killed with SIGKILL)
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -22,7 +21,7 @@ import yaml
 
 from pipeline import io, run
 from pipeline.errors import InputError
-from tests.conftest import ROOT
+from tests.conftest import ROOT, run_cmd
 
 BIN = Path(sys.executable).parent
 
@@ -203,13 +202,7 @@ def test_no_production_window_writes_the_verdict_and_an_empty_production_table(t
 # --- end to end: dvc repro for real in a copy of the project ---------------------------------------
 
 
-def _run(cmd: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "DVC_NO_ANALYTICS": "1"}
-    env.pop("SIZING_ROOT", None)
-    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
-    return proc
+_run = run_cmd  # tests/conftest.py
 
 
 def _repro(project: Path, check: bool = True) -> subprocess.CompletedProcess[str]:

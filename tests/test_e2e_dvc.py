@@ -5,29 +5,21 @@ from __future__ import annotations
 import base64
 import json
 import math
-import os
 import re
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.conftest import OPERATING_POINT_KEYS, ROOT
+from tests.conftest import OPERATING_POINT_KEYS, ROOT, run_cmd
 
 pytestmark = pytest.mark.e2e
 BIN = Path(sys.executable).parent
 
 
-def _run(cmd: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "DVC_NO_ANALYTICS": "1"}
-    env.pop("SIZING_ROOT", None)
-    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
-    return proc
+_run = run_cmd  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")
