@@ -9,7 +9,7 @@ export PATH := $(abspath $(BIN)):$(PATH)
 export DVC_NO_ANALYTICS := 1
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: repro test test-fast lint venv sample lock benchmark clean
+.PHONY: repro test test-fast lint venv sample schema lock benchmark clean
 
 venv: $(STAMP)
 
@@ -44,6 +44,10 @@ sample: $(STAMP)
 	$(BIN)/python -m pipeline.sample
 	$(BIN)/python -m pipeline.sample_sweep
 	$(BIN)/python -m pipeline.sample_production
+
+## schema: regenerate params.schema.json (editor completion for params.yaml) from the models in pipeline/params.py
+schema: $(STAMP)
+	$(BIN)/python -m pipeline.params --schema
 
 ## lock: re-resolve requirements.in into requirements.lock
 lock:

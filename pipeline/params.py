@@ -1,17 +1,48 @@
 """Load and validate params.yaml, one section per stage, before any stage computes a number.
 
-A wrong key, a wrong type or a value out of range stops with a message that names the key
-and the allowed values (DEVELOPERS.md: bad input gets a clear error, no traceback).
+The pydantic models below are the one params schema: every section, key, default, bound and
+description of params.yaml is declared here once (params.yaml sets values; a key it leaves out
+gets the default here, and its comments are a reader's summary). `params.schema.json` (the
+editor's completion and hover text, `# yaml-language-server: $schema=params.schema.json`) is
+generated from them: `python -m pipeline.params --schema` (or `make schema`), and
+tests/test_params_schema.py fails while the committed file is stale.
+
+A wrong key, a wrong type or a value out of range stops with one line that names the file, the
+dotted key, the value and what was expected; an unknown section or key also names the nearest
+valid one (`unknown key tco.planned_utilisation (did you mean 'planned_utilization'?)`). Values
+keep the type they were written with (`max_gap_s: 600` stays the integer 600, the default 2000.0
+stays a float), so outputs that echo a param keep their bytes. Callers get plain dicts
+(`validate_section`, `section`, `validate_all`), every default filled in.
+
+Adding a section (e.g. `sim:` for the engine simulator) is one class in this module, above
+`Params`:
+
+    @register("sim")
+    class Sim(Section):
+        "The engine simulator (issue 13): ..."  # the docstring is the section's description
+
+        step_ms: Num = Field(1.0, gt=0, description="simulated scheduler step (ms)")
+        seed: int = Field(0, ge=0, description="...")
+
+then `make schema`, add `sim:` to params.yaml (dvc.yaml's `params: [sim]` needs the section there;
+list only the keys a reader should see) and the section to its stage's `sections` in
+pipeline/run.py. `validate_schema(data)` checks every section, `validate_all(data, root)` also
+the GPUs, models and catalogs they name (what the runner calls). Building blocks:
+`Num` (an int or a float, kept as written; bounds via `Field(ge=, gt=, le=, lt=)`), `Name` (a
+non-empty string), `Literal[...]` for choices, `X | None` for a key that may be null, a nested
+`Strict` model for a mapping with fixed keys, `Sparse` for one whose unset keys stay absent.
 """
 
 from __future__ import annotations
 
 import difflib
+import json
 import math
 import sys
-from dataclasses import dataclass
+import types
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, ClassVar, Literal, TypeVar, Union, get_args, get_origin
 
 from pipeline import runtime
 
@@ -19,9 +50,26 @@ if __name__ == "__main__":  # the dvc `params` stage: without the project's pack
     runtime.ensure_project_python("pipeline.params", sys.argv[1:])
 
 import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    TypeAdapter,
+    ValidationError,
+    WrapValidator,
+    create_model,
+    model_serializer,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 
 from pipeline import paths
 from pipeline.errors import ParamsError
+
+FILE = "params.yaml"  # how every message names the file
+SCHEMA_FILE = "params.schema.json"  # at the project root, generated from the models below
 
 FORMATS = ("auto", "generic", "azure", "burstgpt", "mooncake")
 TIMESTAMP_UNITS = ("auto", "s", "ms", "us", "ns", "datetime")
@@ -33,6 +81,7 @@ SIZING_RATES = (
     "per_minute_p99",
     "peak_1s",
 )
+BURST_RATES = SIZING_RATES[1:]  # a burst is a peak: every sizing rate but the mean
 NORMALIZED_COLUMNS = (
     "arrival_s",
     "input_tokens",
@@ -46,249 +95,539 @@ NORMALIZED_COLUMNS = (
     "e2e_ms",
 )
 
-
-@dataclass(frozen=True)
-class Spec:
-    """One allowed key: its type(s), default, allowed choices and numeric bounds."""
-
-    types: tuple[type, ...]
-    default: Any
-    choices: tuple[Any, ...] | None = None
-    minimum: float | None = None
-    maximum: float | None = None
-    exclusive_minimum: bool = False
-    nullable: bool = False
-    doc: str = ""
+# --------------------------------------------------------------------------- building blocks
 
 
-NUM = (int, float)
+def _as_written(value: Any, handler: Callable[[Any], Any]) -> Any:
+    """Check an int or float (not a bool) and its bounds, then return it as written: 50 stays an int."""
+    handler(value)
+    return value
 
-SCHEMAS: dict[str, dict[str, Spec]] = {
-    "slo": {
-        "ttft_p99_ms": Spec(NUM, 2000.0, minimum=0, exclusive_minimum=True, doc="time-to-first-token p99 target"),
-        "itl_p99_ms": Spec(
-            NUM,
-            50.0,
-            minimum=0,
-            exclusive_minimum=True,
-            nullable=True,
-            doc="inter-token latency p99 target",
-        ),
-    },
-    "workload": {
-        "source": Spec(
-            (str,),
-            "data/raw/traffic",
-            doc="a log file or a folder of log files, relative to the project root",
-        ),
-        "format": Spec((str,), "auto", choices=FORMATS),
-        "pattern": Spec((str,), None, nullable=True, doc="glob inside a source folder, e.g. '**/*.parquet'"),
-        "columns": Spec((dict,), {}, doc="generic layout: normalized name -> column name in the file"),
-        "timestamp_unit": Spec((str,), "auto", choices=TIMESTAMP_UNITS),
-        "sizing_rate": Spec((str,), "per_minute_p95", choices=SIZING_RATES),
-        "max_failed_share": Spec(NUM, 0.05, minimum=0, maximum=1),
-        "long_input_tokens": Spec((int,), 2048, minimum=1),
-        "long_output_tokens": Spec((int,), 512, minimum=1),
-        "agentic_min_calls_per_session": Spec(NUM, 3, minimum=1),
-        "batch_jitter_s": Spec(
-            NUM,
-            0.05,
-            minimum=0,
-            exclusive_minimum=True,
-            doc="arrivals this close together form one burst (batched-arrival detection, method.md step 1)",
-        ),
-        "cap_min_share": Spec(
-            NUM,
-            0.01,
-            minimum=0,
-            maximum=1,
-            doc="share of rows at one exact maximum that signals a cap",
-        ),
-        "max_gap_s": Spec(
-            NUM,
-            600,
-            minimum=0,
-            exclusive_minimum=True,
-            doc="inter-arrival gaps longer than this are reported",
-        ),
-        "max_span_days": Spec(
-            NUM,
-            400,
-            minimum=0,
-            exclusive_minimum=True,
-            doc="a longer span means a wrong timestamp unit",
-        ),
-        "chunk_rows": Spec((int,), 1_000_000, minimum=1000, doc="unused since validation runs in DuckDB (kept so old params load)"),
-        "memory_limit": Spec(
-            (str,), "1GB", doc="DuckDB memory cap for ingest and validation, e.g. 1GB, 512MB (larger sorts spill to disk)"
-        ),
-        "tiers": Spec((dict,), {"column": "auto", "rules": [], "map": {}}),
-    },
-    "hardware": {
-        "gpus": Spec(
-            (list,),
-            ["A100-80GB", "L40S", "H100-SXM", "H200", "B200", "MI300X"],
-            doc="GPU names from data/catalog/gpus.csv",
-        ),
-    },
-    "model": {
-        "name": Spec((str,), "Llama-3.1-70B", doc="a data/catalog/models/NAME.json name or a path to a config.json"),
-        "tiers": Spec((dict,), {}, doc="tier -> model for tiers that serve a different model"),
-    },
-    "quantization": {
-        "weights": Spec((list,), ["bf16", "fp8", "int8"], doc="weight precisions to evaluate"),
-        "kv": Spec((list,), ["bf16", "fp8"], doc="KV-cache precisions to evaluate"),
-    },
-    "memory": {
-        "activation_frac": Spec(NUM, 0.2, minimum=0, maximum=1, doc="activations as a share of the 16-bit weight size"),
-        "overhead_frac": Spec(
-            NUM, 0.075, minimum=0, maximum=0.5, doc="framework overhead as a share of each GPU's VRAM"
-        ),
-        "overhead_gb": Spec(NUM, None, minimum=0, nullable=True, doc="a fixed overhead instead of overhead_frac"),
-        "weight_alignment_tax": Spec(NUM, 0.0, minimum=0, maximum=0.5),
-        "headroom": Spec(NUM, 0.5, minimum=0, maximum=5, doc="deployment headroom on the total (0.3-0.5)"),
-        "concurrency": Spec(
-            NUM, None, minimum=0, exclusive_minimum=True, nullable=True, doc="override the p95 concurrency"
-        ),
-        "context_tokens": Spec(
-            NUM, None, minimum=0, exclusive_minimum=True, nullable=True, doc="override the p95 context"
-        ),
-    },
-    "lora": {
-        "max_adapters": Spec((int,), 0, minimum=0, doc="adapters resident at once"),
-        "rank": Spec((int,), 16, minimum=1),
-        "targets": Spec((list,), ["q_proj", "k_proj", "v_proj", "o_proj"]),
-    },
-    "engine": {
-        "gpu_memory_utilization": Spec(NUM, 0.9, minimum=0, exclusive_minimum=True, maximum=1),
-        "max_num_batched_tokens": Spec((int,), 8192, minimum=1),
-        "max_num_seqs": Spec((int,), 256, minimum=1),
-        "block_size": Spec((int,), 16, minimum=1),
-        "non_torch_gib": Spec(NUM, 1.8, minimum=0, doc="memory outside torch with one GPU per replica"),
-        "non_torch_gib_multi_gpu": Spec(NUM, 3.6, minimum=0, doc="the same with TP/PP > 1 (NCCL buffers)"),
-        "visible_memory_gib": Spec((dict,), {}, doc="GPU -> total memory torch sees, to override the catalog"),
-    },
-    "parallelism": {
-        "max_tp": Spec((int,), None, minimum=1, nullable=True, doc="cap on TP (default: GPUs per node)"),
-        "allreduce_pcie": Spec((dict,), {2: 0.08, 4: 0.25, 8: 0.38}, doc="TP -> share of step time on PCIe"),
-        "allreduce_nvlink": Spec((dict,), {2: 0.02, 4: 0.05, 8: 0.09}, doc="TP -> share of step time on NVLink"),
-    },
-    "roofline": {
-        "bandwidth_efficiency": Spec(NUM, 0.8, minimum=0, exclusive_minimum=True, maximum=1),
-        "prefill_mfu": Spec(NUM, 0.45, minimum=0, exclusive_minimum=True, maximum=1),
-        "decode_mfu": Spec(NUM, 0.30, minimum=0, exclusive_minimum=True, maximum=1),
-    },
-    "curve": {
-        "source": Spec(
-            (str,), "data/raw/benchmarks", doc="folder of sweeps (one folder per sweep, each with manifest.yaml)"
-        ),
-        "knee_ratio": Spec(
-            NUM, 2.0, minimum=1, exclusive_minimum=True, doc="knee: first load where TTFT p99 / p50 exceeds this"
-        ),
-        "gap_flag_ratio": Spec(
-            NUM, 2.0, minimum=1, exclusive_minimum=True, doc="flag a Little's-law gap beyond this factor"
-        ),
-        "max_failed_share": Spec(NUM, 0.05, minimum=0, maximum=1, doc="failed requests allowed at a level up to C_max"),
-        "length_tolerance": Spec(
-            NUM, 0.25, minimum=0, doc="a curve matches the workload when both lengths are within this"
-        ),
-        "sizing_loop": Spec((str,), "conservative", choices=("conservative", "closed", "open")),
-    },
-    "routing": {
-        "mode": Spec(
-            (str,),
-            "auto",
-            choices=("auto", "route", "pooled", "cascade"),
-            doc="auto: route tiers to their own fleets when the guide's rules say it pays; route: always; "
-            "pooled: one fleet for all traffic; cascade: small model first, large model for the escalations",
-        ),
-        "min_large_fleet_gpus": Spec((int,), 8, minimum=0, doc="routing pays off beyond this many large-model GPUs"),
-        "min_simple_share": Spec(
-            NUM, 0.3, minimum=0, maximum=1, doc="measurable skew: this share of requests goes to a smaller model"
-        ),
-        "critical_tiers": Spec((list,), [], doc="tiers that get N+2 spares"),
-        "cascade_small_model": Spec((str,), None, nullable=True, doc="cascade: the small model every request tries"),
-        "escalation": Spec(NUM, 0.3, minimum=0, maximum=1, doc="cascade: share of requests the large model reruns"),
-    },
-    "fleet": {
-        "safety_factor": Spec(NUM, 1.2, minimum=1, doc="1.2 predictable traffic, 1.5 new or high variance"),
-        "expected_growth": Spec(NUM, 0.2, minimum=0, doc="traffic growth to provision for (0.2 = 20%)"),
-        "burst_rate": Spec(
-            (str,),
-            "per_minute_p99",
-            choices=("per_second_p95", "per_second_p99", "per_minute_p95", "per_minute_p99", "peak_1s"),
-            doc="burst absorption = this rate / the sizing rate - 1",
-        ),
-        "critical": Spec((bool,), False, doc="N+2 spares instead of N+1"),
-        "failure_domains": Spec((int,), 1, minimum=1),
-        "min_warm_instances": Spec((int,), 1, minimum=1, doc="never scale below this (never from zero)"),
-        "load_path": Spec((str,), "nvme", choices=("nvme", "network_10gbe", "object_store")),
-        "init_s": Spec(NUM, 60.0, minimum=0, doc="engine start-up after the weights are loaded"),
-        "max_input_factor": Spec(NUM, 2.5, minimum=1, doc="gateway max_input_tokens = this x p95 input (2-3)"),
-        "circuit_breaker_factor": Spec(
-            NUM, 0.8, minimum=0, maximum=1, doc="queue depth = this x TTFT SLO s x rate (0.8-0.9)"
-        ),
-    },
-    "tco": {
-        "pricing": Spec((str,), "on-demand", choices=("on-demand", "capacity-block"), doc="which list prices"),
-        "provider": Spec((str,), None, nullable=True, doc="one provider's prices (default: the cheapest that lists every compared GPU)"),
-        "prices": Spec((dict,), {}, doc="GPU -> $ per GPU-hour, overriding data/catalog/prices.csv"),
-        "planned_utilization": Spec(NUM, 0.8, minimum=0, exclusive_minimum=True, maximum=1),
-        "utilization_trap_below": Spec(
-            NUM, 0.4, minimum=0, maximum=1, doc="average utilization under this is the trap"
-        ),
-    },
-    "validation": {
-        "source": Spec(
-            (str,),
-            "data/raw/production",
-            nullable=True,
-            doc="a folder: requests.* (with ttft_ms, e2e_ms) and/or scrapes/*.prom (null: no production window yet)",
-        ),
-        "tier": Spec((str,), "all", doc="the fleet the window comes from: all (the pooled one) or a routing tier"),
-        "replicas": Spec(
-            (int,), None, minimum=1, nullable=True, doc="replicas serving the window (null: from the scrapes)"
-        ),
-        "benchmark_gpu_util_pct": Spec(
-            NUM, None, minimum=0, maximum=100, nullable=True, doc="DCGM GPU util % during the benchmark at this rate"
-        ),
-        "ttft_ratio": Spec(
-            NUM, 1.3, minimum=1, doc="re-characterize when production TTFT p99 > this x the benchmark's"
-        ),
-        "util_drop_points": Spec(
-            NUM, 20, minimum=0, doc="... or GPU utilization this many points below the benchmark's"
-        ),
-        "coarse_bucket_ratio": Spec(
-            NUM, 2, minimum=1, exclusive_minimum=True, doc="a bucket wider than this ratio is coarse"
-        ),
-    },
-    "report": {
-        "previous": Spec((str,), None, nullable=True, doc="a previous review: a folder of metrics/*.json or a git tag"),
-        "scenarios": Spec((dict,), {}, doc="NAME -> {traffic_scale, gpu, weights, kv, price_usd_per_gpu_hour}"),
-    },
-    "recommend": {
-        "prefix_reuse_min": Spec(NUM, 0.2, minimum=0, maximum=1, doc="prefix caching pays off from this block reuse"),
-        "itl_spike_ratio": Spec(NUM, 2.0, minimum=1, doc="ITL p99 / p50 above this is a spike"),
-        "mixed_input_ratio": Spec(NUM, 3.0, minimum=1, doc="input p95 / p50 at or above this is mixed lengths"),
-        "chunk_tokens": Spec((int,), 512, minimum=64, doc="chunked-prefill token budget (512-1024)"),
-        "spec_decode_max_concurrency": Spec(NUM, 32.0, minimum=1, doc="speculative decoding up to this many in flight"),
-        "spec_decode_min_acceptance": Spec(NUM, 0.6, minimum=0, maximum=1),
-        "pd_min_prompt_tokens": Spec(
-            NUM, 500.0, minimum=0, doc="P/D disaggregation is not worth it below this mean prompt"
-        ),
-        "kv_transfer_gbs": Spec(NUM, 50.0, minimum=0, exclusive_minimum=True, doc="prefill-to-decode KV link, GB/s"),
-        "batch_work": Spec((bool,), False, doc="the workload is batch (KV offload to CPU allowed)"),
-        "offload_pcie_gbs": Spec(NUM, 64.0, minimum=0, exclusive_minimum=True, doc="CPU offload link (PCIe 5), GB/s"),
-    },
-}
 
-TIER_RULE_KEYS = (
-    "name",
-    "max_input_tokens",
-    "min_input_tokens",
-    "max_output_tokens",
-    "min_output_tokens",
-)
+def expect(text: str) -> WrapValidator:
+    """Any failure of the value it annotates reads `KEY = VALUE; expected <text>` (a leaf value only)."""
+
+    def wrap(value: Any, handler: Callable[[Any], Any]) -> Any:
+        try:
+            return handler(value)
+        except ValidationError:
+            raise PydanticCustomError("params_expected", "expected {expected}", {"expected": text}) from None
+
+    return WrapValidator(wrap)
+
+
+# An int or a float (never a bool), kept as written; bounds on the field: `x: Num = Field(1.0, gt=0)`.
+Num = Annotated[float, WrapValidator(_as_written)]
+
+
+def num(**bounds: float) -> Any:
+    """Num with its bounds inside, for a key that may be null: `x: num(gt=0) | None = None`."""
+    return Annotated[float, Field(**bounds), WrapValidator(_as_written)]
+
+
+Name = Annotated[str, Field(min_length=1), expect("a name (a string)")]
+
+
+def names(*default: str, description: str, allow_empty: bool = False) -> Any:
+    """A list of names (GPUs, precisions, modules): non-empty unless `allow_empty`."""
+    return Field(list(default), min_length=None if allow_empty else 1, description=description)
+
+
+class Strict(BaseModel):
+    """A mapping with fixed keys: unknown keys are errors and no value is coerced ('5' is not 5)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+def _absent_not_null(schema: dict[str, Any]) -> None:
+    """A Sparse model's JSON Schema: a key that is not set is absent, so it shows no `default: null`."""
+    for prop in schema.get("properties", {}).values():
+        if "default" in prop and prop["default"] is None:
+            del prop["default"]
+
+
+class Sparse(Strict):
+    """A Strict mapping whose unset keys stay absent when dumped, in the order written (tier rules, scenarios)."""
+
+    model_config = ConfigDict(json_schema_extra=_absent_not_null)
+    _order: tuple[str, ...] = PrivateAttr(default=())
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _remember_order(cls, data: Any, handler: Callable[[Any], Any]) -> Any:
+        obj = handler(data)
+        if isinstance(data, dict):
+            obj._order = tuple(data)
+        return obj
+
+    @model_serializer(mode="wrap")
+    def _only_given(self, handler: Callable[[Any], Any]) -> dict[str, Any]:
+        data = handler(self)
+        return {key: data[key] for key in self._order if key in data}
+
+
+class Section(Strict):
+    """One top-level section of params.yaml (register it with `@register(name)`)."""
+
+    section_name: ClassVar[str] = ""
+
+
+SECTION_MODELS: dict[str, type[Section]] = {}  # section name -> model, in params.yaml's order
+
+S = TypeVar("S", bound=type[Section])
+
+
+def register(name: str) -> Callable[[S], S]:
+    """Class decorator: `@register("fleet")` makes the model the schema of params.yaml's `fleet:` section."""
+
+    def add(cls: S) -> S:
+        cls.section_name = name
+        SECTION_MODELS[name] = cls
+        return cls
+
+    return add
+
+
+def rule_error(text: str) -> PydanticCustomError:
+    """A rule across keys; `{where}` in the text becomes the dotted key of the mapping that breaks it."""
+    return PydanticCustomError("params_rule", "{text}", {"text": text})
+
+
+# --------------------------------------------------------------------------- the sections
+
+
+@register("slo")
+class Slo(Section):
+    """The service-level objectives every deployment must meet (p99 targets)."""
+
+    ttft_p99_ms: Num = Field(2000.0, gt=0, description="time to first token, p99 target (ms)")
+    itl_p99_ms: num(gt=0) | None = Field(50.0, description="inter-token latency, p99 target (ms); null: no ITL SLO")
+
+
+TokenBound = Annotated[int, Field(ge=0), expect("an integer >= 0")]
+
+
+class TierRule(Sparse):
+    """One tier rule: requests within the bounds get this tier; the first rule that matches wins."""
+
+    # a bound that is set is an integer >= 0 (null is not a bound); one that is not set stays absent
+    name: Name = Field(description="the tier these requests get")
+    max_input_tokens: TokenBound = Field(None, description="input tokens at most")
+    min_input_tokens: TokenBound = Field(None, description="input tokens at least")
+    max_output_tokens: TokenBound = Field(None, description="output tokens at most")
+    min_output_tokens: TokenBound = Field(None, description="output tokens at least")
+
+
+TIER_RULE_KEYS = tuple(TierRule.model_fields)
+
+
+class Tiers(Strict):
+    """How each request gets its tier: a column of the log (optionally renamed by `map`) or `rules`."""
+
+    column: Annotated[str, expect("'auto', 'none' or a column name")] | None = Field(
+        "auto", description="auto (tier, else model, else tenant) | none | a column name"
+    )
+    rules: list[TierRule] = Field(
+        [], description="e.g. [{name: short, max_input_tokens: 2048}, {name: long}]; exclusive with map"
+    )
+    map: Annotated[
+        dict[str, Name],
+        expect("a mapping of a tier-column value to a tier name, e.g. {support-chat: small, doc-qa: large}"),
+    ] = Field({}, description="column value -> tier (unlisted values keep their own); exclusive with rules")
+
+    @model_validator(mode="after")
+    def _map_or_rules(self) -> Tiers:
+        if self.map and self.rules:
+            raise rule_error("{where}.map and {where}.rules are exclusive: use one")
+        return self
+
+
+ColumnName = Annotated[str, Field(min_length=1), expect("a column name")]
+
+
+@register("workload")
+class Workload(Section):
+    """Step 1: the traffic log and how to read it."""
+
+    source: str = Field(
+        "data/raw/traffic", description="a log file or a folder of log files, relative to the project root"
+    )
+    format: Literal[FORMATS] = Field("auto", description="the log's layout (auto: detected from its columns)")
+    pattern: str | None = Field(None, description="glob inside a source folder, e.g. 'year=*/**/*.parquet'")
+    columns: dict[Literal[NORMALIZED_COLUMNS], ColumnName] = Field(
+        {},
+        description="generic layout: normalized name -> your column, e.g. {arrival_s: ts, input_tokens: prompt_tokens}",
+    )
+    timestamp_unit: Literal[TIMESTAMP_UNITS] = Field("auto", description="unit of the arrival timestamps")
+    sizing_rate: Literal[SIZING_RATES] = Field("per_minute_p95", description="the arrival rate the fleet is sized for")
+    max_failed_share: Num = Field(
+        0.05, ge=0, le=1, description="rows with 0 output tokens are excluded; more than this share is an error"
+    )
+    long_input_tokens: int = Field(2048, ge=1, description="archetype: p50 input at or above this is 'long'")
+    long_output_tokens: int = Field(512, ge=1, description="archetype: p50 output at or above this is 'long'")
+    agentic_min_calls_per_session: Num = Field(
+        3, ge=1, description="archetype: sessions with at least this many calls on average read as agentic"
+    )
+    batch_jitter_s: Num = Field(
+        0.05,
+        gt=0,
+        description="arrivals this close together form one burst (batched-arrival detection, method.md step 1)",
+    )
+    cap_min_share: Num = Field(
+        0.01, ge=0, le=1, description="this share of rows at one exact maximum reads as a cap (truncated lengths)"
+    )
+    max_gap_s: Num = Field(600, gt=0, description="inter-arrival gaps longer than this are reported")
+    max_span_days: Num = Field(400, gt=0, description="a longer span means the timestamp unit is wrong")
+    chunk_rows: int = Field(
+        1_000_000, ge=1000, description="unused (validation runs in DuckDB over the whole log); kept so old params load"
+    )
+    memory_limit: str = Field(
+        "1GB",
+        description="DuckDB memory cap while reading, validating and sorting the log, e.g. 1GB, 512MB "
+        "(larger sorts spill to disk)",
+    )
+    tiers: Tiers = Field(default_factory=Tiers, description="how each request gets its tier")
+
+
+@register("hardware")
+class Hardware(Section):
+    """Step 2: the GPUs to evaluate."""
+
+    gpus: list[Name] = names(
+        "A100-80GB",
+        "L40S",
+        "H100-SXM",
+        "H200",
+        "B200",
+        "MI300X",
+        description="GPU names or aliases from data/catalog/gpus.csv",
+    )
+
+
+ModelName = Annotated[str, Field(min_length=1), expect("a model name (data/catalog/models) or a path to a config.json")]
+
+
+@register("model")
+class Model(Section):
+    """The model served."""
+
+    name: str = Field("Llama-3.1-70B", description="a data/catalog/models/NAME.json name, or a path to a config.json")
+    tiers: dict[str, ModelName] = Field(
+        {}, description="tier -> model for tiers served by another model (the rest serve model.name)"
+    )
+
+
+@register("quantization")
+class Quantization(Section):
+    """Step 5: the precisions to evaluate (quantize before choosing parallelism)."""
+
+    weights: list[Name] = names(
+        "bf16", "fp8", "int8", description="weight precisions to evaluate: fp32 bf16 fp16 fp8 int8 int4 fp4 mxfp4"
+    )
+    kv: list[Name] = names("bf16", "fp8", description="KV-cache precisions to evaluate: fp32 bf16 fp16 fp8")
+
+
+@register("memory")
+class Memory(Section):
+    """Step 4: the guide's memory floor (GB = 1e9 bytes)."""
+
+    activation_frac: Num = Field(0.2, ge=0, le=1, description="activations = this x the 16-bit weight size")
+    overhead_frac: Num = Field(0.075, ge=0, le=0.5, description="framework overhead: 5-10% of each GPU's VRAM")
+    overhead_gb: num(ge=0) | None = Field(
+        None, description="a fixed overhead in GB instead of overhead_frac (the guide's worked example uses 15)"
+    )
+    weight_alignment_tax: Num = Field(
+        0.0, ge=0, le=0.5, description="resident weights above params x bytes (vLLM BF16 loads within 0.2%)"
+    )
+    headroom: Num = Field(0.5, ge=0, le=5, description="deployment headroom on the total (deploy with 30-50%)")
+    concurrency: num(gt=0) | None = Field(None, description="override the p95 concurrency from metrics/workload.json")
+    context_tokens: num(gt=0) | None = Field(None, description="override the p95 context from metrics/workload.json")
+
+
+@register("lora")
+class Lora(Section):
+    """LoRA adapters resident at once (0: none)."""
+
+    max_adapters: int = Field(0, ge=0, description="adapters resident at once (0: none)")
+    rank: int = Field(16, ge=1, description="adapter rank")
+    targets: list[Name] = names("q_proj", "k_proj", "v_proj", "o_proj", description="modules the adapters target")
+
+
+GiB = Annotated[float, Field(gt=0), WrapValidator(_as_written), expect("a number of GiB > 0")]
+
+
+@register("engine")
+class Engine(Section):
+    """The calibrated vLLM engine profile (capacity axis, step 6a)."""
+
+    gpu_memory_utilization: Num = Field(0.9, gt=0, le=1, description="share of GPU memory vLLM may use")
+    max_num_batched_tokens: int = Field(8192, ge=1, description="tokens per scheduler step")
+    max_num_seqs: int = Field(256, ge=1, description="sequences in flight per replica")
+    block_size: int = Field(16, ge=1, description="KV-cache block size (tokens)")
+    non_torch_gib: Num = Field(
+        1.8, ge=0, description="memory outside torch, 1 GPU per replica (vLLM PR #10511: 1.79 GiB)"
+    )
+    non_torch_gib_multi_gpu: Num = Field(
+        3.6, ge=0, description="the same with TP/PP > 1, NCCL buffers (PR #10511, TP 2: 3.58 GiB)"
+    )
+    visible_memory_gib: dict[str, GiB] = Field(
+        {}, description="GPU -> total memory torch reports (GiB), to override data/catalog/gpus.csv"
+    )
+    max_model_len: Annotated[int, Field(ge=1)] | None = Field(
+        None,
+        description="vLLM --max-model-len; the engine refuses to start unless one request this long fits its KV "
+        "memory (null: the workload's p95 context)",
+    )
+    cuda_graph_gib: num(ge=0) | None = Field(
+        None, description="CUDA-graph memory per GPU in GiB (null: the 0.5 GiB prior; no public log fits it yet)"
+    )
+    cuda_graph_in_budget: bool = Field(True, description="vLLM >= 0.21 subtracts CUDA-graph memory from the KV budget")
+    enforce_eager: bool = Field(False, description="vLLM --enforce-eager: no CUDA graphs, no graph memory")
+    engine: Literal["v1", "v0"] = Field("v1", description="which vLLM engine's memory accounting (v0: pre-2025)")
+    mxfp4_backend: Literal["marlin", "triton"] | None = Field(
+        None, description="MXFP4 kernel path (null: Marlin on Ampere/Ada, Triton elsewhere)"
+    )
+    weight_slack_frac: num(ge=0, le=1) | None = Field(
+        None, description="allocator slack as a share of routed-expert weights (null: 0.0563 fitted for v1, 0 for v0)"
+    )
+
+
+def _tp_table(value: Any, handler: Callable[[Any], Any]) -> dict[int, float]:
+    """TP degree -> share of step time: keys read as integers (2 or '2'), shares as floats in [0, 1)."""
+    if not isinstance(value, dict):
+        raise PydanticCustomError(
+            "params_expected", "expected {expected}", {"expected": "a mapping of TP degree -> share"}
+        )
+    out: dict[int, float] = {}
+    for tp, share in value.items():
+        try:
+            tp_int = int(tp)
+        except (TypeError, ValueError):
+            tp_int = 0
+        if tp_int < 1 or isinstance(share, bool) or not isinstance(share, int | float) or not 0 <= share < 1:
+            raise PydanticCustomError(
+                "params_item",
+                "expected {expected}",
+                {"key": str(tp), "value": share, "expected": "TP degree -> a share between 0 and 1"},
+            )
+        out[tp_int] = float(share)
+    return out
+
+
+TpTable = Annotated[dict[int, Annotated[float, Field(ge=0, lt=1)]], WrapValidator(_tp_table)]
+
+
+@register("parallelism")
+class Parallelism(Section):
+    """Step 6: TP within a node, PP across nodes, EP for MoE."""
+
+    max_tp: Annotated[int, Field(ge=1)] | None = Field(None, description="cap on TP (default: GPUs per node)")
+    allreduce_pcie: TpTable = Field(
+        {2: 0.08, 4: 0.25, 8: 0.38}, description="TP -> share of step time in all-reduce on PCIe (method.md)"
+    )
+    allreduce_nvlink: TpTable = Field(
+        {2: 0.02, 4: 0.05, 8: 0.09}, description="TP -> share of step time in all-reduce on NVLink (method.md)"
+    )
+
+
+@register("roofline")
+class Roofline(Section):
+    """Step 6b: achievable fractions of peak."""
+
+    bandwidth_efficiency: Num = Field(0.8, gt=0, le=1, description="achievable share of peak memory bandwidth")
+    prefill_mfu: Num = Field(0.45, gt=0, le=1, description="achievable model FLOPs utilization in prefill")
+    decode_mfu: Num = Field(0.30, gt=0, le=1, description="achievable model FLOPs utilization in decode")
+
+
+@register("curve")
+class Curve(Section):
+    """Steps 7 and 10: the measured curves and the SLO-constrained operating point."""
+
+    source: str = Field(
+        "data/raw/benchmarks",
+        description="one folder per sweep; each holds manifest.yaml and the tool's result files",
+    )
+    knee_ratio: Num = Field(2.0, gt=1, description="knee = first load where TTFT p99 / p50 exceeds this")
+    gap_flag_ratio: Num = Field(
+        2.0, gt=1, description="Little's-law ceiling / usable RPS beyond this (or below 1/this) is flagged"
+    )
+    max_failed_share: Num = Field(
+        0.05, ge=0, le=1, description="more failed requests than this at a level up to C_max is an error"
+    )
+    length_tolerance: Num = Field(
+        0.25, ge=0, description="a curve matches the workload when both p95 lengths are within this share (25%)"
+    )
+    sizing_loop: Literal["conservative", "closed", "open"] = Field(
+        "conservative", description="which capacity sizes the fleet when both closed- and open-loop curves exist"
+    )
+
+
+@register("routing")
+class Routing(Section):
+    """Step 3: one pooled fleet, one fleet per tier, or a small -> large cascade."""
+
+    mode: Literal["auto", "route", "pooled", "cascade"] = Field(
+        "auto",
+        description="auto: route tiers to their own fleets when the guide's rules say it pays; route: always; "
+        "pooled: one fleet for all traffic; cascade: small model first, large model for the escalations",
+    )
+    min_large_fleet_gpus: int = Field(
+        8, ge=0, description="routing pays off when the pooled large-model fleet exceeds this (guide 1.5: 8-10)"
+    )
+    min_simple_share: Num = Field(
+        0.3, ge=0, le=1, description="... and at least this share of requests goes to a smaller model (measurable skew)"
+    )
+    critical_tiers: list[Name] = names(description="tiers that get N+2 spares", allow_empty=True)
+    cascade_small_model: str | None = Field(
+        None, description="cascade: the model every request tries first, e.g. Llama-3.1-8B"
+    )
+    escalation: Num = Field(0.3, ge=0, le=1, description="cascade: share of requests the large model reruns (20-40%)")
+
+
+@register("fleet")
+class Fleet(Section):
+    """Step 11: instances, headroom, spares, schedule, guardrails."""
+
+    safety_factor: Num = Field(1.2, ge=1, description="1.2 predictable traffic, 1.5 new or high variance")
+    expected_growth: Num = Field(
+        0.2, ge=0, description="traffic growth to provision for (0.2 = 20%); headroom = max(growth, burst absorption)"
+    )
+    burst_rate: Literal[BURST_RATES] = Field(
+        "per_minute_p99", description="burst absorption = this rate / the sizing rate - 1"
+    )
+    critical: bool = Field(False, description="true: N+2 spare instances instead of N+1")
+    failure_domains: int = Field(1, ge=1, description="spares per failure domain")
+    min_warm_instances: int = Field(1, ge=1, description="the schedule never goes below this (never scale from zero)")
+    load_path: Literal["nvme", "network_10gbe", "object_store"] = Field(
+        "nvme",
+        description="where weights load from: nvme (12.5 GB/s), network_10gbe (1.1 GB/s), object_store (0.75 GB/s)",
+    )
+    init_s: Num = Field(60.0, ge=0, description="engine start-up after the weights are loaded (s)")
+    max_input_factor: Num = Field(2.5, ge=1, description="gateway max_input_tokens = this x p95 input (2-3)")
+    circuit_breaker_factor: Num = Field(
+        0.8, ge=0, le=1, description="queued requests allowed = this x TTFT SLO (s) x arrival rate (0.8-0.9)"
+    )
+
+
+Price = Annotated[float, Field(gt=0), WrapValidator(_as_written), expect("a finite price in $ per GPU-hour > 0")]
+
+
+@register("tco")
+class Tco(Section):
+    """Step 12: cost (list prices are dated and illustrative; re-check before use)."""
+
+    pricing: Literal["on-demand", "capacity-block"] = Field(
+        "on-demand", description="which list prices of data/catalog/prices.csv"
+    )
+    provider: str | None = Field(
+        None, description="one provider's prices, e.g. AWS (default: the cheapest provider listing every compared GPU)"
+    )
+    prices: dict[str, Price] = Field(
+        {}, description="GPU -> $ per GPU-hour, overriding data/catalog/prices.csv, e.g. {MI300X: 3.5}"
+    )
+    planned_utilization: Num = Field(0.8, gt=0, le=1, description="cost per token 'at planned utilization'")
+    utilization_trap_below: Num = Field(
+        0.4, ge=0, le=1, description="average utilization under this is called out (the utilization trap)"
+    )
+
+
+@register("validation")
+class Validation(Section):
+    """Step 13: production against the benchmark at the same rate (closes the loop)."""
+
+    source: str | None = Field(
+        "data/raw/production",
+        description="a folder: requests.* (with ttft_ms, e2e_ms) and/or scrapes/*.prom (2+ per server); "
+        "null: no production window yet",
+    )
+    tier: str = Field("all", description="the fleet the window comes from: all (the pooled one) or a routing tier")
+    replicas: Annotated[int, Field(ge=1)] | None = Field(
+        None, description="replicas serving the window (null: distinct servers in the scrapes, else the plan's)"
+    )
+    benchmark_gpu_util_pct: num(ge=0, le=100) | None = Field(
+        None, description="DCGM GPU util % measured during the benchmark at this rate (null: not compared)"
+    )
+    ttft_ratio: Num = Field(1.3, ge=1, description="re-characterize when production TTFT p99 > this x the benchmark's")
+    util_drop_points: Num = Field(
+        20, ge=0, description="... or GPU utilization is this many points below the benchmark's"
+    )
+    coarse_bucket_ratio: Num = Field(
+        2, gt=1, description="a histogram bucket wider than this (upper / lower) cannot resolve a percentile"
+    )
+
+
+class Scenario(Sparse):
+    """One what-if on the pooled fleet (pipeline/scenarios.py evaluates it); unset keys keep the plan's."""
+
+    traffic_scale: num(gt=0) | None = Field(None, description="multiply the sizing rate by this")
+    gpu: str | None = Field(None, description="the GPU (data/catalog/gpus.csv)")
+    weights: str | None = Field(None, description="the weight precision")
+    kv: str | None = Field(None, description="the KV-cache precision")
+    price_usd_per_gpu_hour: num(gt=0) | None = Field(None, description="the price in $ per GPU-hour")
+
+
+def _scenario_names(value: Any) -> Any:
+    """Scenario names as strings (`2026: {...}` is the scenario '2026'), an empty scenario as {}."""
+    if isinstance(value, dict):
+        return {str(name): ({} if sc is None else sc) for name, sc in value.items()}
+    return value
+
+
+Scenarios = Annotated[dict[str, Scenario], BeforeValidator(_scenario_names)]
+
+
+@register("report")
+class Report(Section):
+    """The finance report (reports/finance.html) and the what-ifs beside it (reports/scenarios.html)."""
+
+    previous: str | None = Field(
+        None, description="last quarter's review: a folder holding its metrics/*.json, or a git tag/commit"
+    )
+    scenarios: Scenarios = Field(
+        {}, description="NAME -> {traffic_scale, gpu, weights, kv, price_usd_per_gpu_hour}, side by side"
+    )
+
+
+@register("recommend")
+class Recommend(Section):
+    """Steps 8-9: KV-cache and batching recommendations."""
+
+    prefix_reuse_min: Num = Field(
+        0.2, ge=0, le=1, description="prefix caching pays off from this share of repeated prefix blocks"
+    )
+    itl_spike_ratio: Num = Field(2.0, ge=1, description="ITL p99 / p50 above this is a spike (chunked prefill)")
+    mixed_input_ratio: Num = Field(3.0, ge=1, description="input p95 / p50 at or above this means mixed prompt lengths")
+    chunk_tokens: int = Field(512, ge=64, description="chunked-prefill token budget (512-1024)")
+    spec_decode_max_concurrency: Num = Field(
+        32.0, ge=1, description="speculative decoding up to this many requests in flight (low-medium concurrency)"
+    )
+    spec_decode_min_acceptance: Num = Field(
+        0.6, ge=0, le=1, description="keep speculative decoding only above this draft acceptance"
+    )
+    pd_min_prompt_tokens: Num = Field(
+        500.0, ge=0, description="P/D disaggregation is not worth it below this mean prompt"
+    )
+    kv_transfer_gbs: Num = Field(50.0, gt=0, description="prefill -> decode KV link, GB/s (400 Gb/s RDMA = 50 GB/s)")
+    batch_work: bool = Field(False, description="the workload is batch work (KV offload to CPU only then)")
+    offload_pcie_gbs: Num = Field(64.0, gt=0, description="CPU offload link, GB/s (PCIe 5 x16)")
+
+
+def params_model() -> type[BaseModel]:
+    """The whole file as one model: every registered section (SECTION_MODELS), each defaulting to its defaults."""
+    return create_model(
+        "Params",
+        __config__=ConfigDict(extra="forbid", strict=True, title=FILE),
+        __doc__="params.yaml: every threshold of the sizing method (method.md). Generated from pipeline/params.py.",
+        **{name: (cls, Field(default_factory=cls, description=cls.__doc__)) for name, cls in SECTION_MODELS.items()},
+    )
+
+
+Params = params_model()
+
+SCENARIO_SCHEMA = Scenario
+SCENARIO_KEYS = tuple(Scenario.model_fields)
+
+# --------------------------------------------------------------------------- messages
 
 
 def check_finite(where: str, value: Any) -> None:
@@ -305,187 +644,181 @@ def check_finite(where: str, value: Any) -> None:
             check_finite(f"{where}[{i}]", v)
 
 
-def suggest(name: Any, allowed: Any) -> str:
+def suggest(name: Any, allowed: Iterable[Any]) -> str:
     """' (did you mean 'fleet'?)' for a misspelled key, or '' when nothing is close."""
+    close = _closest(name, allowed)
+    return f" (did you mean '{close}'?)" if close else ""
+
+
+def _closest(name: Any, allowed: Iterable[Any]) -> str | None:
     close = difflib.get_close_matches(str(name), [str(a) for a in allowed], n=1, cutoff=0.6)
-    return f" (did you mean '{close[0]}'?)" if close else ""
+    return close[0] if close else None
 
 
-def check_value(section: str, key: str, spec: Spec, value: Any) -> Any:
-    """One value against its Spec (type, choices, bounds); a ParamsError naming `section.key` otherwise."""
-    where = f"params.yaml: {section}.{key}"
-    check_finite(where, value)
-    if value is None:
-        if spec.nullable or spec.default is None:
+def _tail(name: Any, allowed: Iterable[Any]) -> str:
+    """'; did you mean 'x'?' after a list of allowed names, or ''."""
+    close = _closest(name, allowed)
+    return f"; did you mean '{close}'?" if close else ""
+
+
+def _unwrap(tp: Any) -> Any:
+    """The type under Annotated[...] and `X | None`."""
+    while True:
+        origin = get_origin(tp)
+        if origin is Annotated:
+            tp = get_args(tp)[0]
+        elif origin in (Union, types.UnionType) and type(None) in get_args(tp):
+            rest = [a for a in get_args(tp) if a is not type(None)]
+            if len(rest) != 1:
+                return tp
+            tp = rest[0]
+        else:
+            return tp
+
+
+def _type_at(model: Any, loc: tuple[Any, ...]) -> Any:
+    """The declared type at a pydantic error location under `model`, or None when the walk leaves the schema."""
+    tp: Any = model
+    for part in loc:
+        tp = _unwrap(tp)
+        if isinstance(tp, type) and issubclass(tp, BaseModel):
+            field = tp.model_fields.get(part) if isinstance(part, str) else None
+            if field is None:
+                return None
+            tp = field.annotation
+        elif get_origin(tp) is list and isinstance(part, int):
+            tp = get_args(tp)[0]
+        elif get_origin(tp) is dict:
+            tp = get_args(tp)[0 if part == "[key]" else 1]
+        else:
             return None
-        raise ParamsError(f"{where} is empty; expected {_expected(spec)}")
-    if isinstance(value, bool) and bool not in spec.types:
-        raise ParamsError(f"{where} = {value!r}; expected {_expected(spec)}")
-    if not isinstance(value, spec.types):
-        raise ParamsError(f"{where} = {value!r}; expected {_expected(spec)}")
-    if spec.choices is not None and value not in spec.choices:
-        raise ParamsError(f"{where} = {value!r}; allowed values: {', '.join(map(str, spec.choices))}")
-    if spec.minimum is not None:
-        bad = value <= spec.minimum if spec.exclusive_minimum else value < spec.minimum
-        if bad:
-            op = ">" if spec.exclusive_minimum else ">="
-            raise ParamsError(f"{where} = {value!r}; expected a number {op} {spec.minimum}")
-    if spec.maximum is not None and value > spec.maximum:
-        raise ParamsError(f"{where} = {value!r}; expected a number <= {spec.maximum}")
-    return value
+    return _unwrap(tp)
 
 
-def _expected(spec: Spec) -> str:
-    if spec.choices:
-        return "one of " + ", ".join(map(str, spec.choices))
-    names = {
+def _kind(tp: Any) -> str:
+    """What a value of this type reads as in a message: 'an integer', 'a number', 'one of a, b'."""
+    if get_origin(tp) is Literal:
+        return "one of " + ", ".join(map(str, get_args(tp)))
+    if isinstance(tp, type) and issubclass(tp, BaseModel):
+        return "a mapping of " + ", ".join(tp.model_fields)
+    words = {
         int: "an integer",
         float: "a number",
         str: "a string",
+        bool: "true/false",
         dict: "a mapping",
         list: "a list",
-        bool: "true/false",
     }
-    return " or ".join(dict.fromkeys(names.get(t, t.__name__) for t in spec.types))
+    return words.get(get_origin(tp) or tp, "a value")
+
+
+def _bound(value: Any) -> str:
+    """A bound as written in the schema: 0, 1, 0.5 (pydantic hands some back as floats: 0.0)."""
+    return str(int(value)) if isinstance(value, float) and value.is_integer() else str(value)
+
+
+def _dotted(where: str, loc: Iterable[Any]) -> str:
+    for part in loc:
+        where += f"[{part}]" if isinstance(part, int) else f".{part}"
+    return where
+
+
+_BOUNDS = {"greater_than": ">", "greater_than_equal": ">=", "less_than": "<", "less_than_equal": "<="}
+
+
+def _message(model: Any, where: str, err: Any) -> str:
+    """One pydantic error as the project's one line (without the file), e.g. `slo.ttft_p99_ms = -5; expected ...`."""
+    kind, loc, value, ctx = err["type"], tuple(err["loc"]), err.get("input"), err.get("ctx") or {}
+    if loc and loc[-1] == "[key]":  # a mapping key outside its allowed names: workload.columns
+        parent, key = _dotted(where, loc[:-2]), loc[-2]
+        mapping = _type_at(model, loc[:-2])
+        allowed = get_args(_unwrap(get_args(mapping)[0])) if get_origin(mapping) is dict else ()
+        return f"{parent} has unknown key {key!r}; allowed keys: {', '.join(map(str, allowed))}{_tail(key, allowed)}"
+    at = _dotted(where, loc)
+    if kind == "extra_forbidden":
+        holder = _type_at(model, loc[:-1])
+        allowed = list(holder.model_fields) if isinstance(holder, type) and issubclass(holder, BaseModel) else []
+        if len(loc) == 1:
+            return f"unknown key {at}{suggest(loc[-1], allowed)}; allowed keys in '{where}': {', '.join(allowed)}"
+        return f"unknown key {at}; allowed keys: {', '.join(allowed)}{_tail(loc[-1], allowed)}"
+    if kind == "missing":
+        holder = _type_at(model, loc[:-1])
+        allowed = list(holder.model_fields) if isinstance(holder, type) and issubclass(holder, BaseModel) else []
+        return f"{_dotted(where, loc[:-1])} needs a '{loc[-1]}'; allowed keys: {', '.join(allowed)}"
+    if kind == "params_rule":
+        return str(ctx["text"]).replace("{where}", at)
+    if kind == "params_item":
+        return f"{at}.{ctx['key']} = {ctx['value']!r}; expected {ctx['expected']}"
+    if kind == "params_expected":
+        return f"{at} = {value!r}; expected {ctx['expected']}"
+    if kind == "literal_error":
+        choices = get_args(_type_at(model, loc))
+        if value is None:
+            return f"{at} is empty; expected one of {', '.join(map(str, choices))}"
+        return f"{at} = {value!r}; allowed values: {', '.join(map(str, choices))}{_tail(value, choices)}"
+    if kind in _BOUNDS:
+        number = "an integer" if _type_at(model, loc) is int else "a number"
+        return f"{at} = {value!r}; expected {number} {_BOUNDS[kind]} {_bound(next(iter(ctx.values())))}"
+    if kind == "too_short":
+        return f"{at} is empty; expected a list of names"
+    expected = _kind(_type_at(model, loc))
+    if value is None:
+        return f"{at} is empty; expected {expected}"
+    if kind.endswith("_type") or kind in ("model_attributes_type", "dict_type"):
+        return f"{at} = {value!r}; expected {expected}"
+    return f"{at} = {value!r}; {err['msg']}"
+
+
+def _validated(schema: Any, where: str, raw: Any, validate: Callable[[Any], Any]) -> Any:
+    """`validate(raw)`, `schema` the type it checks: an unknown key first, then any NaN or infinity, then the
+    first other error in declaration order, as one ParamsError naming the file and the dotted key."""
+    try:
+        value, errors = validate(raw), []
+    except ValidationError as exc:
+        value, errors = None, exc.errors()
+    unknown = sorted(
+        (e for e in errors if e["type"] == "extra_forbidden" and len(e["loc"]) == 1), key=lambda e: str(e["loc"][0])
+    )
+    if unknown:
+        raise ParamsError(f"{FILE}: {_message(schema, where, unknown[0])}")
+    check_finite(f"{FILE}: {where}", raw)
+    if errors:
+        raise ParamsError(f"{FILE}: {_message(schema, where, errors[0])}")
+    return value
+
+
+# --------------------------------------------------------------------------- the public functions
 
 
 def validate_section(section: str, raw: dict[str, Any] | None) -> dict[str, Any]:
-    """Check one section against its schema and fill defaults; unknown keys are errors."""
-    schema = SCHEMAS[section]
+    """Check one section against its model and fill defaults; unknown keys are errors. A plain dict comes back
+    (a validated section validates again to itself)."""
+    model = SECTION_MODELS[section]
     raw = raw or {}
     if not isinstance(raw, dict):
-        raise ParamsError(f"params.yaml: '{section}' must be a mapping of keys, got {type(raw).__name__}")
-    unknown = sorted(set(raw) - set(schema), key=str)
+        raise ParamsError(f"{FILE}: '{section}' must be a mapping of keys, got {type(raw).__name__}")
+    return _validated(model, section, raw, model.model_validate).model_dump()
+
+
+_SCENARIOS = TypeAdapter(Scenarios)
+
+
+def check_scenarios(scenarios: dict[str, Any] | None) -> dict[str, dict[str, Any]]:
+    """Each scenario a mapping of known keys (SCENARIO_KEYS), each value checked by the Scenario model; the
+    message names the key (`scenarios.NAME.KEY`). Only the keys a scenario sets come back."""
+    return _SCENARIOS.dump_python(_validated(Scenarios, "scenarios", scenarios or {}, _SCENARIOS.validate_python))
+
+
+def validate_schema(data: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Every section of params.yaml against its model (no catalog look-ups): an unknown section is an error naming
+    the nearest valid one; a missing section is all defaults."""
+    unknown = sorted(set(data) - set(SECTION_MODELS), key=str)
     if unknown:
         raise ParamsError(
-            f"params.yaml: unknown key {section}.{unknown[0]}{suggest(unknown[0], schema)}; "
-            f"allowed keys in '{section}': {', '.join(schema)}"
+            f"{FILE}: unknown section '{unknown[0]}'{suggest(unknown[0], SECTION_MODELS)}; "
+            f"allowed sections: {', '.join(SECTION_MODELS)}"
         )
-    check_finite(f"params.yaml: {section}", raw)
-    out = {key: check_value(section, key, spec, raw.get(key, spec.default)) for key, spec in schema.items()}
-    if section == "workload":
-        _check_workload(out)
-    if section == "report":
-        out["scenarios"] = check_scenarios(out["scenarios"])
-    for key, spec in schema.items():
-        if spec.types == (list,) and out[key] is not None and (out[key] or spec.default != []):
-            _check_str_list(section, key, out[key])
-    if section in ("parallelism",):
-        for key in ("allreduce_pcie", "allreduce_nvlink"):
-            out[key] = _check_tp_table(section, key, out[key])
-    if section == "model":
-        for tier, name in out["tiers"].items():
-            if not isinstance(name, str) or not name:
-                raise ParamsError(
-                    f"params.yaml: model.tiers.{tier} = {name!r}; expected a model name (data/catalog/models) or a "
-                    "path to a config.json"
-                )
-    if section == "engine":
-        for gpu, value in out["visible_memory_gib"].items():
-            if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
-                raise ParamsError(
-                    f"params.yaml: engine.visible_memory_gib.{gpu} = {value!r}; expected a number of GiB > 0"
-                )
-    if section == "tco":
-        for gpu, value in out["prices"].items():
-            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value <= 0:
-                raise ParamsError(
-                    f"params.yaml: tco.prices.{gpu} = {value!r}; expected a finite price in $ per GPU-hour > 0"
-                )
-    return out
-
-
-# report.scenarios: one what-if each (pipeline/scenarios.py evaluates them); checked here, by params' own rules.
-SCENARIO_SCHEMA = {
-    "traffic_scale": Spec(NUM, None, minimum=0, exclusive_minimum=True, nullable=True),
-    "gpu": Spec((str,), None, nullable=True),
-    "weights": Spec((str,), None, nullable=True),
-    "kv": Spec((str,), None, nullable=True),
-    "price_usd_per_gpu_hour": Spec(NUM, None, minimum=0, exclusive_minimum=True, nullable=True),
-}
-SCENARIO_KEYS = tuple(SCENARIO_SCHEMA)
-
-
-def check_scenarios(scenarios: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """Each scenario a mapping of known keys, each value checked by params' own rules; the message names the key."""
-    out = {}
-    for name, sc in (scenarios or {}).items():
-        sc = sc or {}
-        if not isinstance(sc, dict):
-            raise ParamsError(f"params.yaml: scenarios.{name} must be a mapping of {', '.join(SCENARIO_KEYS)}")
-        unknown = sorted(set(sc) - set(SCENARIO_KEYS))
-        if unknown:
-            raise ParamsError(
-                f"params.yaml: unknown key scenarios.{name}.{unknown[0]}; allowed keys: {', '.join(SCENARIO_KEYS)}"
-            )
-        for key, value in sc.items():
-            check_value(f"scenarios.{name}", key, SCENARIO_SCHEMA[key], value)
-        out[str(name)] = sc
-    return out
-
-
-def _check_str_list(section: str, key: str, value: list[Any]) -> None:
-    if not value:
-        raise ParamsError(f"params.yaml: {section}.{key} is empty; expected a list of names")
-    for i, item in enumerate(value):
-        if not isinstance(item, str) or not item:
-            raise ParamsError(f"params.yaml: {section}.{key}[{i}] = {item!r}; expected a name (a string)")
-
-
-def _check_tp_table(section: str, key: str, value: dict[Any, Any]) -> dict[int, float]:
-    out: dict[int, float] = {}
-    for tp, share in value.items():
-        try:
-            tp_int = int(tp)
-        except (TypeError, ValueError):
-            tp_int = 0
-        if tp_int < 1 or isinstance(share, bool) or not isinstance(share, int | float) or not 0 <= share < 1:
-            raise ParamsError(
-                f"params.yaml: {section}.{key}.{tp} = {share!r}; expected TP degree -> a share between 0 and 1"
-            )
-        out[tp_int] = float(share)
-    return out
-
-
-def _check_workload(w: dict[str, Any]) -> None:
-    bad = sorted(set(w["columns"]) - set(NORMALIZED_COLUMNS))
-    if bad:
-        raise ParamsError(
-            f"params.yaml: workload.columns has unknown key '{bad[0]}'; allowed keys: {', '.join(NORMALIZED_COLUMNS)}"
-        )
-    for key, value in w["columns"].items():
-        if not isinstance(value, str) or not value:
-            raise ParamsError(f"params.yaml: workload.columns.{key} = {value!r}; expected a column name")
-    tiers = {"column": "auto", "rules": [], "map": {}, **w["tiers"]}
-    unknown = sorted(set(tiers) - {"column", "rules", "map"})
-    if unknown:
-        raise ParamsError(f"params.yaml: unknown key workload.tiers.{unknown[0]}; allowed keys: column, rules, map")
-    if not isinstance(tiers["map"], dict) or not all(
-        isinstance(k, str) and isinstance(v, str) and v for k, v in tiers["map"].items()
-    ):
-        raise ParamsError(
-            "params.yaml: workload.tiers.map must map a value of the tier column to a tier name, "
-            "e.g. {support-chat: small, doc-qa: large}"
-        )
-    if tiers["map"] and tiers["rules"]:
-        raise ParamsError("params.yaml: workload.tiers.map and workload.tiers.rules are exclusive: use one")
-    if tiers["column"] is not None and not isinstance(tiers["column"], str):
-        raise ParamsError("params.yaml: workload.tiers.column must be 'auto', 'none' or a column name")
-    if not isinstance(tiers["rules"], list):
-        raise ParamsError("params.yaml: workload.tiers.rules must be a list of {name, max_input_tokens, ...}")
-    for i, rule in enumerate(tiers["rules"]):
-        if not isinstance(rule, dict) or "name" not in rule:
-            raise ParamsError(
-                f"params.yaml: workload.tiers.rules[{i}] needs a 'name'; allowed keys: {', '.join(TIER_RULE_KEYS)}"
-            )
-        for key, value in rule.items():
-            if key not in TIER_RULE_KEYS:
-                raise ParamsError(
-                    f"params.yaml: unknown key workload.tiers.rules[{i}].{key}; allowed keys: {', '.join(TIER_RULE_KEYS)}"
-                )
-            if key != "name" and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
-                raise ParamsError(f"params.yaml: workload.tiers.rules[{i}].{key} = {value!r}; expected an integer >= 0")
-    w["tiers"] = tiers
+    return {name: validate_section(name, data.get(name)) for name in SECTION_MODELS}
 
 
 def validate_all(data: dict[str, Any], root: Path | None = None) -> dict[str, dict[str, Any]]:
@@ -497,13 +830,7 @@ def validate_all(data: dict[str, Any], root: Path | None = None) -> dict[str, di
     from pipeline import catalog
     from pipeline.errors import InputError
 
-    unknown = sorted(set(data) - set(SCHEMAS), key=str)
-    if unknown:
-        raise ParamsError(
-            f"params.yaml: unknown section '{unknown[0]}'{suggest(unknown[0], SCHEMAS)}; "
-            f"allowed sections: {', '.join(SCHEMAS)}"
-        )
-    out = {name: validate_section(name, data.get(name)) for name in SCHEMAS}
+    out = validate_schema(data)
     gpus = catalog.load_gpus(root)
     named = [(f"hardware.gpus[{i}]", g) for i, g in enumerate(out["hardware"]["gpus"])]
     named += [(f"report.scenarios.{n}.gpu", sc["gpu"]) for n, sc in out["report"]["scenarios"].items() if sc.get("gpu")]
@@ -512,7 +839,7 @@ def validate_all(data: dict[str, Any], root: Path | None = None) -> dict[str, di
             catalog.find_gpu(gpu, gpus)
         except InputError:
             raise ParamsError(
-                f"params.yaml: {key} = {gpu!r} is not in data/catalog/gpus.csv; allowed values: {', '.join(gpus)}"
+                f"{FILE}: {key} = {gpu!r} is not in data/catalog/gpus.csv; allowed values: {', '.join(gpus)}"
             ) from None
     models = [("model.name", out["model"]["name"])]
     models += [(f"model.tiers.{t}", m) for t, m in out["model"]["tiers"].items()]
@@ -522,7 +849,7 @@ def validate_all(data: dict[str, Any], root: Path | None = None) -> dict[str, di
         try:
             catalog.load_model(name, root)
         except InputError as exc:
-            raise ParamsError(f"params.yaml: {key}: {exc}") from None
+            raise ParamsError(f"{FILE}: {key}: {exc}") from None
     _check_catalogs(root or paths.ROOT)
     if out["report"]["previous"]:  # a bad ref or a malformed previous JSON stops the first stage, not the report
         from pipeline import previous
@@ -540,6 +867,11 @@ def _check_catalogs(root: Path) -> None:
     catalog.load_measurements(root)
     if (root / "data" / "catalog" / catalog.PRICES_CSV).exists():
         catalog.load_prices(root)
+
+
+def defaults() -> dict[str, dict[str, Any]]:
+    """Every section with nothing set: the values the pipeline uses for keys params.yaml leaves out."""
+    return {name: cls().model_dump() for name, cls in SECTION_MODELS.items()}
 
 
 def load(path: str | Path | None = None) -> dict[str, Any]:
@@ -564,8 +896,33 @@ def section(name: str, data: dict[str, Any] | None = None) -> dict[str, Any]:
     return validate_section(name, data.get(name))
 
 
+# --------------------------------------------------------------------------- params.schema.json
+
+
+def json_schema() -> dict[str, Any]:
+    """The JSON Schema of params.yaml (draft 2020-12), generated from the models: editors complete keys, show each
+    description and default, and flag unknown keys and values out of bounds."""
+    schema = params_model().model_json_schema()  # sections registered since import included
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema", **schema}
+
+
+def schema_text() -> str:
+    """params.schema.json's exact bytes: sorted keys, 2-space indent, a trailing newline (same models, same bytes)."""
+    return json.dumps(json_schema(), indent=2, sort_keys=True, ensure_ascii=True) + "\n"
+
+
+def write_schema(path: str | Path | None = None) -> Path:
+    """Write params.schema.json (default: at the project root) from the models; returns its path."""
+    from pipeline import io
+
+    out = Path(path) if path else paths.ROOT / SCHEMA_FILE
+    io.write_text(out, schema_text())
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     """`python -m pipeline.params [PATH]`: validate_all on the whole file (the DVC `params` stage).
+    `python -m pipeline.params --schema [OUT]`: write params.schema.json from the models (`make schema`).
 
     DVC reruns a stage only when a param it tracks changes, so a misspelled section (`fleets:`) would leave
     every stage "up to date". The `params` stage tracks the whole file and runs first: any edit reruns this
@@ -574,6 +931,9 @@ def main(argv: list[str] | None = None) -> int:
     from pipeline.errors import InputError, one_line
 
     argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--schema"]:
+        print(f"wrote {write_schema(argv[1] if len(argv) > 1 else None)}")
+        return 0
     path = Path(argv[0]) if argv else paths.PARAMS
     try:
         validate_all(load(path), path.resolve().parent)

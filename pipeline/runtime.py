@@ -22,6 +22,7 @@ ROOT = Path(__file__).resolve().parent.parent  # the checkout this package lives
 # What the entry points import (requirements.in), by import name; find_spec looks them up without importing.
 REQUIRED = (
     "yaml",
+    "pydantic",
     "duckdb",
     "numpy",
     "pandas",
