@@ -1,5 +1,8 @@
 """Prometheus text-format scrapes of vLLM, SGLang and the DCGM exporter, read into window figures (step 13).
 
+The text itself is read by prometheus_client's parser (`text_string_to_metric_families`); this module adds the
+scrape time, the name normalization below, the NaN rule and the window arithmetic.
+
 Two or more scrapes of the same servers over a window: counters become rates (increase / seconds,
 counter resets handled), histograms become percentiles (bucket increases over the window, linear
 interpolation inside the bucket as PromQL's histogram_quantile does), gauges become the mean of the
@@ -22,6 +25,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from prometheus_client.parser import text_string_to_metric_families
+
 from pipeline.errors import InputError
 
 # engine metric (after the prefix, without _total) -> the one name used here
@@ -38,12 +43,12 @@ ALIASES = {
 }
 ENGINE_PREFIXES = ("vllm:", "sglang:")
 READ_PREFIXES = (*ENGINE_PREFIXES, "DCGM_")  # the families step 13 reads: a NaN or infinite sample there is an error
-SAMPLE_RE = re.compile(
-    r"^(?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(?P<labels>.*)\})?\s+(?P<value>\S+)(?:\s+(?P<ts>-?\d+))?\s*$"
-)
-LABEL_RE = re.compile(r'\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*=\s*"((?:[^"\\]|\\.)*)"\s*,?')
-SCRAPED_AT_RE = re.compile(r"^#\s*scraped_at:\s*(\S+)\s*$", re.IGNORECASE)
+SCRAPED_AT_RE = re.compile(r"^#\s*scraped_at:\s*(\S+)\s*$", re.IGNORECASE)  # this project's comment, not Prometheus'
 EPOCH_IN_NAME_RE = re.compile(r"(?<!\d)(\d{10})(?!\d)")
+FLOAT_ERROR_RE = re.compile(r"^could not convert string to float: '(.*)'$|^Invalid value: '(.*)'$")
+EXPECTED_SAMPLE = '`name{label="v"} value [timestamp_ms]`'
+
+Labels = tuple[tuple[str, str], ...]
 
 
 @dataclass
@@ -52,13 +57,20 @@ class Scrape:
 
     path: str
     time_s: float
-    samples: dict[tuple[str, tuple[tuple[str, str], ...]], float] = field(default_factory=dict)
+    samples: dict[tuple[str, Labels], float] = field(default_factory=dict)
     types: dict[str, str] = field(default_factory=dict)
     synthetic: bool = False  # the file opens with "# SYNTHETIC" (the project's generated sample)
 
 
-def _unescape(v: str) -> str:
-    return v.replace('\\"', '"').replace("\\n", "\n").replace("\\\\", "\\")
+@dataclass(frozen=True)
+class _Sample:
+    """One sample line as prometheus_client read it, with its line number and the name as written."""
+
+    name: str
+    labels: Labels
+    value: float
+    timestamp_s: float | None
+    lineno: int
 
 
 def _number(text: str, path: str, lineno: int) -> float:
@@ -89,45 +101,92 @@ def normalize(name: str, kind: str | None = None) -> str:
     return prefix + base
 
 
-def parse(text: str, path: str, time_s: float | None = None) -> Scrape:
-    """One scrape in Prometheus text exposition format (HELP/TYPE comments, labels, optional ms timestamps)."""
+def _families(text: str, path: str) -> tuple[list[_Sample], dict[str, str]]:
+    """Every sample in file order and each declared family's type, read by prometheus_client's text parser.
+
+    prometheus_client yields the families in file order and each family's samples in line order, so the n-th
+    sample is the n-th sample line: that is how a sample gets its line number back. A family declared by
+    `# TYPE` away from its samples (the project's sample writes every TYPE line first) comes out empty and its
+    samples as untyped one-sample families: the declared types are kept apart and applied by name (`_family`).
+    """
+    lines = text.split("\n")  # how prometheus_client's StringIO splits the text
+    sample_lines = [i for i, line in enumerate(lines, start=1) if line.strip() and not line.strip().startswith("#")]
+    samples: list[_Sample] = []
     types: dict[str, str] = {}
-    raw: list[tuple[str, tuple[tuple[str, str], ...], float, int | None, int]] = []
-    for lineno, line in enumerate(text.splitlines(), start=1):
+    try:
+        for fam in text_string_to_metric_families(text):
+            if fam.type == "counter":  # prometheus_client names a counter family without its `_total`
+                types[fam.name] = types[fam.name + "_total"] = "counter"
+            elif fam.type != "unknown":  # untyped (declared or not): the name decides, as for an undeclared family
+                types[fam.name] = fam.type
+            for s in fam.samples:
+                lineno = sample_lines[len(samples)]
+                name = s.name
+                written = lines[lineno - 1].lstrip()
+                if (
+                    fam.type == "counter"
+                    and not written.startswith(name)
+                    and written.startswith(name[: -len("_total")])
+                ):
+                    name = name[: -len("_total")]  # `# TYPE x counter` + `x 1`: prometheus_client renamed it x_total
+                ts = None if s.timestamp is None else float(s.timestamp)
+                samples.append(_Sample(name, tuple(sorted(s.labels.items())), float(s.value), ts, lineno))
+    except (ValueError, IndexError) as exc:
+        raise _syntax_error(lines, path, exc) from None
+    return samples, types
+
+
+def _syntax_error(lines: list[str], path: str, exc: Exception) -> InputError:
+    """The one-line error for text prometheus_client cannot read: the first line that fails alone, and why."""
+    for lineno, line in enumerate(lines, start=1):
         s = line.strip()
         if not s:
             continue
-        if s.startswith("#"):
-            m = SCRAPED_AT_RE.match(s)
-            if m and time_s is None:
+        try:
+            list(text_string_to_metric_families(s + "\n"))
+        except (ValueError, IndexError) as line_exc:
+            return _line_error(s, path, lineno, str(line_exc))
+    return InputError(f"{path}: not Prometheus text format ({exc}); expected {EXPECTED_SAMPLE} lines")
+
+
+def _line_error(s: str, path: str, lineno: int, why: str) -> InputError:
+    where = f"{path}, line {lineno}"
+    if s.startswith("#"):
+        return InputError(
+            f"{where}: {s[:80]!r} is not a valid TYPE or HELP comment{f' ({why})' if why else ''}; "
+            "expected `# TYPE name counter|gauge|histogram|summary|untyped` or `# HELP name text`"
+        )
+    if why.startswith("Invalid labels: "):
+        return InputError(
+            f'{where}: cannot read the labels {{{why[len("Invalid labels: ") :]}}}; expected name="value"'
+        )
+    m = FLOAT_ERROR_RE.match(why)
+    bad = next((g for g in m.groups() if g is not None), None) if m else None
+    if bad and bad in s.split()[1:] and not any(c in bad for c in '{}"'):
+        return InputError(f"{where}: value {bad!r} is not a number; expected Prometheus text format {EXPECTED_SAMPLE}")
+    return InputError(f'{where}: {s[:80]!r} is not a Prometheus sample; expected `name{{label="v"}} value`')
+
+
+def parse(text: str, path: str, time_s: float | None = None) -> Scrape:
+    """One scrape in Prometheus text exposition format (HELP/TYPE comments, labels, optional ms timestamps).
+
+    The text is read by `prometheus_client.parser.text_string_to_metric_families`; what is this project's own:
+    the scrape time (the `time_s` argument, a `# scraped_at:` comment, the samples' timestamps or the epoch in
+    the file name), the normalized names (`normalize`) and the NaN rule (an error in a family step 13 reads).
+    """
+    raw, types = _families(text, path)
+    if time_s is None:
+        for lineno, line in enumerate(text.split("\n"), start=1):
+            m = SCRAPED_AT_RE.match(line.strip())
+            if m:
                 time_s = _time(m.group(1), path, lineno)
-            parts = s.split(None, 3)
-            if len(parts) >= 4 and parts[1] == "TYPE":
-                types[parts[2]] = parts[3].strip()
-            continue
-        m = SAMPLE_RE.match(s)
-        if not m:
-            raise InputError(
-                f'{path}, line {lineno}: {s[:80]!r} is not a Prometheus sample; expected `name{{label="v"}} value`'
-            )
-        labels: list[tuple[str, str]] = []
-        if m.group("labels"):
-            rest = m.group("labels").strip()
-            pos = 0
-            while pos < len(rest):
-                lm = LABEL_RE.match(rest, pos)
-                if not lm:
-                    raise InputError(f'{path}, line {lineno}: cannot read the labels {{{rest}}}; expected name="value"')
-                labels.append((lm.group(1), _unescape(lm.group(2))))
-                pos = lm.end()
-        ts = int(m.group("ts")) if m.group("ts") else None
-        raw.append((m.group("name"), tuple(sorted(labels)), _number(m.group("value"), path, lineno), ts, lineno))
+                break
     if not raw:
         raise InputError(f"{path}: no samples; expected a Prometheus text-format scrape (/metrics)")
     if time_s is None:
-        stamps = [ts for *_, ts, _ in raw if ts is not None]
+        stamps = [s.timestamp_s for s in raw if s.timestamp_s is not None]
         if stamps:
-            time_s = max(stamps) / 1e3
+            time_s = max(stamps)
     if time_s is None:
         m = EPOCH_IN_NAME_RE.search(Path(path).name)
         if m:
@@ -138,33 +197,43 @@ def parse(text: str, path: str, time_s: float | None = None) -> Scrape:
             "or the epoch seconds in the file name (vllm-1767607200.prom)"
         )
     family_type = dict(types)
-    for name, labels, *_ in raw:  # an undeclared family with _bucket{le=...} series is a histogram
-        if name.endswith("_bucket") and any(k == "le" for k, _ in labels):
-            family_type.setdefault(name[: -len("_bucket")], "histogram")
+    for s in raw:  # an undeclared family with _bucket{le=...} series is a histogram
+        if s.name.endswith("_bucket") and any(k == "le" for k, _ in s.labels):
+            family_type.setdefault(s.name[: -len("_bucket")], "histogram")
     scrape = Scrape(path, float(time_s), synthetic=text.lstrip().startswith("# SYNTHETIC"))
-    for name, labels, value, _, lineno in raw:
-        fam, kind = _family(name, family_type)
-        if not math.isfinite(value):
-            if name.startswith(READ_PREFIXES):
-                shown = ",".join(f'{k}="{v}"' for k, v in labels)
+    for s in raw:
+        fam, kind = _family(s.name, family_type)
+        if not math.isfinite(s.value):
+            if s.name.startswith(READ_PREFIXES):
+                shown = ",".join(f'{k}="{v}"' for k, v in s.labels)
                 raise InputError(
-                    f"{path}, line {lineno}: {name}{{{shown}}} = {value}; expected a finite number: a NaN or infinite "
-                    "sample cannot be averaged or differenced (fix the exporter, or drop the scrape)"
+                    f"{path}, line {s.lineno}: {s.name}{{{shown}}} = {s.value}; expected a finite number: a NaN or "
+                    "infinite sample cannot be averaged or differenced (fix the exporter, or drop the scrape)"
                 )
             continue  # NaN in a family sizing never reads (go_gc_duration_seconds of an idle Go exporter): not kept
-        key = (normalize(fam, kind) + _suffix(name, fam, kind), labels)
-        scrape.samples[key] = value
+        key = (normalize(fam, kind) + _suffix(s.name, fam, kind), s.labels)
+        scrape.samples[key] = s.value
         scrape.types[normalize(fam, kind)] = kind or "untyped"
     return scrape
 
 
+# the series names a family of each type owns besides its own name
+FAMILY_SUFFIXES = {
+    "counter": ("_total",),
+    "histogram": ("_bucket", "_sum", "_count", "_total", "_created"),
+    "summary": ("_sum", "_count", "_total", "_created"),
+    "gaugehistogram": ("_bucket", "_gsum", "_gcount"),
+}
+
+
 def _family(name: str, types: dict[str, str]) -> tuple[str, str | None]:
-    """The metric family a sample belongs to (histogram series carry _bucket/_sum/_count)."""
+    """The metric family a sample belongs to (histogram series carry _bucket/_sum/_count, a counter _total)."""
     if name in types:
         return name, types[name]
-    for suffix in ("_bucket", "_sum", "_count", "_total", "_created"):
-        if name.endswith(suffix) and name[: -len(suffix)] in types:
-            return name[: -len(suffix)], types[name[: -len(suffix)]]
+    for suffix in ("_bucket", "_sum", "_count", "_total", "_created", "_gsum", "_gcount"):
+        base = name[: -len(suffix)]
+        if name.endswith(suffix) and base in types and suffix in FAMILY_SUFFIXES.get(types[base], ()):
+            return base, types[base]
     return name, None
 
 

@@ -593,6 +593,11 @@ CASES = [
         scrapes(replace_in("vllm-1775473200.prom", 'Instruct"} 5430.0', 'Instruct"} +Inf')),
         ("vllm-1775473200.prom", "line 19", "vllm:request_success_total{", "= inf"),
     ),
+    Case(  # prometheus_client's parser loses line numbers: the message still names the line
+        "prom unquoted label",
+        scrapes(replace_in("vllm-1775469600.prom", "} 0.5797", "} 0.5797\nvllm:kv_cache_usage_perc{engine=0} 0.5")),
+        ("vllm-1775469600.prom", "line 16", "cannot read the labels {engine=0}", 'expected name="value"'),
+    ),
     Case(
         "prom not utf-8",
         scrapes(lambda d: (d / "vllm-1775469600.prom").write_bytes(LATIN1 + (d / "vllm-1775469600.prom").read_bytes())),

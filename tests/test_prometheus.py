@@ -129,3 +129,108 @@ def test_the_scrape_suite_rejects_impossible_values(tmp_path):
     # per vLLM file: 3 gauges + 6 counter series + TTFT 7 buckets, count, sum + ITL 6 buckets, count, sum = 26;
     # per DCGM file 6: two of each = 64
     assert quality.validate_scrapes(ok, "v011").success and len(ok) == 2 * (26 + 6)
+
+
+# A /metrics page as vLLM's prometheus_client writes it, plus what real pages carry: HELP text with escapes,
+# a family declared apart from its samples, label values with \" \\ and \n escapes, a ms timestamp, _created
+# series, CRLF line ends and a comment of this project's own.
+REAL_FORMAT = (
+    "# HELP vllm:num_requests_running Number of requests in model execution batches.\n"
+    "# TYPE vllm:num_requests_running gauge\n"
+    'vllm:num_requests_running{engine="0",model_name="meta-llama/Llama-3.1-8B-Instruct"} 7.0\n'
+    "# HELP vllm:request_success_total Count of successfully processed requests.\n"
+    "# TYPE vllm:request_success_total counter\n"
+    'vllm:request_success_total{finished_reason="stop",model_name="m"} 1234.0\n'
+    'vllm:request_success_total{finished_reason="length",model_name="m"} 6\n'
+    "# HELP vllm:request_success_created Count of successfully processed requests.\n"
+    "# TYPE vllm:request_success_created gauge\n"
+    'vllm:request_success_created{finished_reason="stop",model_name="m"} 1.7676e+09\n'
+    "# HELP vllm:e2e_request_latency_seconds Histogram of e2e request latency in seconds \\\\ with a \\n newline.\n"
+    "# TYPE vllm:e2e_request_latency_seconds histogram\n"
+    'vllm:e2e_request_latency_seconds_bucket{le="1.0",model_name="m"} 10.0\n'
+    'vllm:e2e_request_latency_seconds_bucket{le="2.5",model_name="m"} 25.0\n'
+    'vllm:e2e_request_latency_seconds_bucket{le="+Inf",model_name="m"} 40.0\n'
+    'vllm:e2e_request_latency_seconds_count{model_name="m"} 40.0\n'
+    'vllm:e2e_request_latency_seconds_sum{model_name="m"} 61.5\n'
+    "\n"
+    "# a comment that is neither HELP nor TYPE\n"
+    "# TYPE DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION counter\n"
+    'DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION{gpu="0",Hostname="node-0"} 9.5e+06\r\n'
+    'DCGM_FI_DEV_GPU_UTIL{gpu="0",path="C:\\\\dir\\\\new",note="say \\"hi\\"\\nbye"} 40 1767607230500\n'
+)
+
+
+def test_a_real_format_exposition_parses_to_the_values_written_by_hand():
+    s = pm.parse(REAL_FORMAT, "vllm-x.prom")
+    assert s.time_s == 1767607230.5  # the one sample timestamp, 1767607230500 ms
+    m = (("model_name", "m"),)
+    assert s.samples == {
+        (
+            "vllm:num_requests_running",
+            (("engine", "0"), ("model_name", "meta-llama/Llama-3.1-8B-Instruct")),
+        ): 7.0,
+        # counters: `_total` dropped, one key per label set
+        ("vllm:request_success", (("finished_reason", "stop"), *m)): 1234.0,
+        ("vllm:request_success", (("finished_reason", "length"), *m)): 6.0,
+        ("vllm:request_success_created", (("finished_reason", "stop"), *m)): 1.7676e9,
+        # histogram: each bucket keyed by its le, +Inf included; _count and _sum kept under their suffix
+        ("vllm:e2e_request_latency_seconds_bucket", (("le", "1.0"), *m)): 10.0,
+        ("vllm:e2e_request_latency_seconds_bucket", (("le", "2.5"), *m)): 25.0,
+        ("vllm:e2e_request_latency_seconds_bucket", (("le", "+Inf"), *m)): 40.0,
+        ("vllm:e2e_request_latency_seconds_count", m): 40.0,
+        ("vllm:e2e_request_latency_seconds_sum", m): 61.5,
+        ("DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION", (("Hostname", "node-0"), ("gpu", "0"))): 9.5e6,
+        # \\ is one backslash (so `\\new` is a backslash then "new", not a newline), \" a quote, \n a newline
+        ("DCGM_FI_DEV_GPU_UTIL", (("gpu", "0"), ("note", 'say "hi"\nbye'), ("path", "C:\\dir\\new"))): 40.0,
+    }
+    assert s.types == {
+        "vllm:num_requests_running": "gauge",
+        "vllm:request_success": "counter",
+        "vllm:request_success_created": "gauge",
+        "vllm:e2e_request_latency_seconds": "histogram",
+        "DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION": "counter",
+        "DCGM_FI_DEV_GPU_UTIL": "untyped",
+    }
+    assert all(type(v) is float for v in s.samples.values())  # `6` and `40` are read as floats, as JSON writes them
+    assert not s.synthetic
+
+
+def test_a_real_format_window_gives_hand_computed_rates_and_percentiles(tmp_path):
+    # the page above at t0 + 60 s: 1234 + 6 -> 1300 + 10 finished (+70); buckets 10, 25, 40 -> 12, 40, 60
+    later = (
+        REAL_FORMAT.replace("} 1234.0", "} 1300.0")
+        .replace('"length",model_name="m"} 6', '"length",model_name="m"} 10')
+        .replace('le="1.0",model_name="m"} 10.0', 'le="1.0",model_name="m"} 12.0')
+        .replace('le="2.5",model_name="m"} 25.0', 'le="2.5",model_name="m"} 40.0')
+        .replace('le="+Inf",model_name="m"} 40.0', 'le="+Inf",model_name="m"} 60.0')
+        .replace("1767607230500", "1767607290500")
+    )
+    (tmp_path / "vllm-a.prom").write_text(REAL_FORMAT, newline="")
+    (tmp_path / "vllm-b.prom").write_text(later, newline="")
+    w = pm.windows(pm.read(sorted(tmp_path.glob("*.prom"))))["vllm"]
+    assert w.seconds == 60.0 and w.rate("vllm:request_success") == pytest.approx(70 / 60)
+    # bucket increases 2, 15, 20 (cumulative); p50 rank 10 in (1, 2.5]: 1 + 1.5 x (10 - 2) / (15 - 2)
+    buckets = w.histogram("vllm:e2e_request_latency_seconds")
+    assert buckets == [(1.0, 2.0), (2.5, 15.0), (float("inf"), 20.0)]
+    assert pm.quantile(buckets, 0.5)["value"] == pytest.approx(1 + 1.5 * 8 / 13)
+    # p90 rank 18 lies in the +Inf bucket: only "above 2.5 s"
+    q = pm.quantile(buckets, 0.9)
+    assert q["value"] == 2.5 and q["bucket"] == [2.5, None] and q["coarse"] is True
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ('vllm:x{model_name="m"} lots', r"line 4: value 'lots' is not a number"),
+        ("vllm:x{model_name=m} 1", r'line 4: cannot read the labels \{model_name=m\}; expected name="value"'),
+        ('vllm:x{model_name="m" 1', r"line 4: 'vllm:x\{model_name=\"m\" 1' is not a Prometheus sample"),
+        ("vllm:x", r"line 4: 'vllm:x' is not a Prometheus sample"),
+        ("# TYPE vllm:x", r"line 4: '# TYPE vllm:x' is not a valid TYPE or HELP comment"),
+        ("# TYPE vllm:x gaugex", r"line 4: '# TYPE vllm:x gaugex' is not a valid TYPE or HELP comment"),
+        ('vllm:x{model_name="m"} NaN', r'line 4: vllm:x\{model_name="m"\} = nan; expected a finite number'),
+    ],
+)
+def test_a_bad_line_amid_good_ones_is_named_by_its_line_number(line, message):
+    good = '# HELP vllm:y y\n# TYPE vllm:y gauge\nvllm:y{model_name="m"} 1\n'
+    with pytest.raises(InputError, match=r"^vllm-1767607200\.prom, " + message):
+        pm.parse(good + line + "\n" + good.replace("vllm:y", "vllm:z"), "vllm-1767607200.prom")
