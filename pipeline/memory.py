@@ -3,8 +3,12 @@
 Guide (method.md): total = weights + KV at peak + activations (20% of 16-bit weights)
 + framework overhead (share of VRAM per GPU, or a fixed figure) + LoRA adapters; min GPUs =
 ceil(total / usable VRAM). Engine: vLLM reserves gpu_memory_utilization x visible memory and
-gives what is left after weights, peak activations and non-torch memory to KV blocks; the
-capacity axis (6a) is how many sequences of the p95 context fit in those blocks.
+gives what is left after weights, peak activations, non-torch memory (per GPU family, plus NCCL
+buffers and V1's allocator slack) and CUDA graphs (vLLM >= 0.21) to KV blocks, laid out as vLLM's
+KV cache manager does (hybrid models: one block table per layer group). It refuses to start when
+that is <= 0 or cannot hold one request of max_model_len (`fits` is false exactly then). The
+capacity axis (6a) is how many sequences of the p95 context fit in those blocks. Constants are
+calibrated on public start-up logs (tests/data/vllm_startup_logs, benchmarks/engine_memory.py).
 Units: *_gb are 1e9 bytes (the guide's and the datasheets' GB); *_gib are 2**30 bytes (what
 vLLM and nvidia-smi print).
 """
@@ -198,10 +202,48 @@ def memory_floor(
 
 # --------------------------------------------------------------------------- the engine profile
 
+# Calibration constants. They are fitted by benchmarks/engine_memory.py on the `fit` rows of the public
+# start-up logs in tests/data/vllm_startup_logs (PROVENANCE.md quotes every line); the `holdout` rows only
+# check them. Re-run that script after adding logs.
+#
+# Non-torch memory (CUDA context growth, cuBLAS/attention workspaces) differs by GPU family: 1.79 GiB on an
+# H100 (vLLM PR #10511) but a fraction of that elsewhere (0.2-0.35 GiB on GeForce logs; the A100 log leaves
+# 0.07 GiB once the allocator slack is counted). It is `engine.non_torch_gib`
+# (the Hopper figure) times this per-architecture factor.
+NON_TORCH_ARCH_SCALE: dict[str, float] = {
+    "hopper": 1.0,
+    "blackwell": 1.0,
+    "cdna3": 1.0,
+    "cdna4": 1.0,
+    "ampere": 0.037,
+    "ada": 0.037,
+}
+# vLLM V1 counts everything the CUDA driver holds beyond torch's live tensors as non-torch memory, which
+# includes the caching allocator's slack after MoE experts are repacked and padded at load (a dense model
+# shows none: the A100 Llama log matches without it). A share of the routed-expert bytes per GPU, fitted on
+# the 120B H100 log (V0 measured non-torch before loading: none).
+V1_WEIGHT_SLACK_FRAC = 0.0563
+# vLLM pads MXFP4 expert matrices to its kernels' tile sizes: (hidden, intermediate) alignment per backend.
+# Marlin (chips without FP4 kernels, and vLLM <= 0.10 on Hopper) pads gpt-oss's 2880 x 2880 experts to
+# 3072 x 2944 (w13 (32, 5888, 1536) / w2 (32, 3072, 1472) bytes in a public vLLM dump); the Triton kernels
+# (Hopper, vLLM >= 0.11) round each GPU's intermediate size up to 256 and keep the hidden size.
+MXFP4_ALIGN: dict[str, tuple[int, int]] = {"marlin": (256, 128), "triton": (1, 256)}
+# CUDA-graph memory per GPU when no figure is given: vLLM's own estimates in public logs run 0.36-0.65 GiB
+# (PR #21489: 0.65 GiB for gemma-3-4b; gpustack/runner #251: 0.36 GiB). vLLM >= 0.21 subtracts it from the
+# KV budget (VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS, on by default); older releases took it from the
+# headroom above gpu_memory_utilization.
+CUDA_GRAPH_GIB_PRIOR = 0.5
+
 
 @dataclass(frozen=True)
 class EngineSettings:
-    """The vLLM knobs and calibration constants that decide how much memory is left for KV blocks."""
+    """The vLLM knobs and calibration constants that decide how much memory is left for KV blocks.
+
+    `max_model_len` None means the workload's context (the sizing target); `cuda_graph_gib` None means
+    the prior; `engine` "v1" (current vLLM) or "v0" (the pre-2025 engine: whole-window KV for sliding
+    layers, two logit copies in the profile); `mxfp4_backend` None picks Marlin on chips without FP4
+    kernels (Ampere, Ada) and the Triton kernels elsewhere.
+    """
 
     gpu_memory_utilization: float = 0.9
     max_num_batched_tokens: int = 8192
@@ -210,39 +252,104 @@ class EngineSettings:
     non_torch_gib: float = 1.8
     non_torch_gib_multi_gpu: float = 3.6
     visible_memory_gib: dict[str, float] | None = None
+    max_model_len: int | None = None
+    cuda_graph_gib: float | None = None
+    cuda_graph_in_budget: bool = True
+    enforce_eager: bool = False
+    engine: str = "v1"
+    mxfp4_backend: str | None = None
+    weight_slack_frac: float | None = None
 
     @classmethod
     def from_params(cls, engine: dict[str, Any]) -> EngineSettings:
-        return cls(**{k: v for k, v in engine.items() if k in cls.__dataclass_fields__})
+        """Settings from params.yaml's `engine` section (unknown keys are ignored; absent keys keep defaults)."""
+        return cls(**{k: v for k, v in engine.items() if k in cls.__dataclass_fields__ and v is not None})
+
+    @property
+    def slack_frac(self) -> float:
+        """Allocator slack as a share of the routed-expert weights (V1 default calibrated, V0 none)."""
+        if self.weight_slack_frac is not None:
+            return self.weight_slack_frac
+        return V1_WEIGHT_SLACK_FRAC if self.engine == "v1" else 0.0
 
 
-def engine_weight_bytes(model: Model, weight_dtype: str, tp: int = 1, pp: int = 1, ep: int = 1) -> float:
-    """Resident weight bytes on the most loaded GPU, as vLLM loads them.
+def _mxfp4_backend(gpu: GPU | None, settings: EngineSettings | None) -> str:
+    if settings is not None and settings.mxfp4_backend:
+        return settings.mxfp4_backend
+    if gpu is not None and gpu.arch in ("ampere", "ada", "turing", "volta"):
+        return "marlin"
+    return "triton"
 
-    Quantized recipes convert the linear layers only: embeddings, lm_head, norms and the MoE
-    router stay 16-bit. TP splits attention, MLP and the vocabulary; EP splits routed experts
-    (shared experts are whole on every GPU); PP splits layers.
-    """
+
+def _weight_parts(
+    model: Model,
+    weight_dtype: str,
+    tp: int,
+    pp: int,
+    ep: int,
+    gpu: GPU | None,
+    settings: EngineSettings | None,
+) -> tuple[float, float]:
+    """(all resident weight bytes, routed-expert bytes) on the most loaded GPU."""
     p = model.params
     w = precision(weight_dtype)
     q = w.bytes + w.scale_bytes
     # gpt-oss ships only the experts in MXFP4; its attention stays 16-bit.
-    dense_bytes = 2.0 if model.quant_method == "mxfp4" and weight_dtype == "mxfp4" else q
+    mx = model.quant_method == "mxfp4" and weight_dtype == "mxfp4"
+    dense_bytes = 2.0 if mx else q
     high = 2.0 if w.bytes < 2 else w.bytes
-    if model.is_moe and ep > 1:
-        experts = p.routed_experts * q / ep + p.shared_experts * q
-    else:
-        experts = (p.routed_experts + p.shared_experts) * q / tp
+    expert_scale = 1.0
+    if mx and model.moe_intermediate:
+        # EP keeps whole experts on a GPU; TP splits each expert's intermediate size.
+        inter = model.moe_intermediate if ep > 1 else model.moe_intermediate / tp
+        h_align, i_align = MXFP4_ALIGN[_mxfp4_backend(gpu, settings)]
+        hidden = math.ceil(model.hidden / h_align) * h_align
+        expert_scale = (hidden * math.ceil(inter / i_align) * i_align) / (model.hidden * inter)
+    routed = p.routed_experts * q * expert_scale / (ep if (model.is_moe and ep > 1) else tp)
+    shared = p.shared_experts * q * (1 if (model.is_moe and ep > 1) else 1 / tp)
     split = (p.attention + p.dense_mlp) * dense_bytes / tp + (p.embedding + p.lm_head) * high / tp
     whole = p.attention_replicated * dense_bytes + (p.norms + p.router) * high
-    return (split + experts + whole) / pp
+    return (split + routed + shared + whole) / pp, routed / pp
+
+
+def engine_weight_bytes(
+    model: Model,
+    weight_dtype: str,
+    tp: int = 1,
+    pp: int = 1,
+    ep: int = 1,
+    gpu: GPU | None = None,
+    settings: EngineSettings | None = None,
+) -> float:
+    """Resident weight bytes on the most loaded GPU, as vLLM loads them.
+
+    Quantized recipes convert the linear layers only: embeddings, lm_head, norms and the MoE
+    router stay 16-bit. TP splits attention, MLP and the vocabulary; EP splits routed experts
+    (shared experts are whole on every GPU); PP splits layers. MXFP4 experts (gpt-oss) are padded
+    the way vLLM's kernels lay them out (MXFP4_ALIGN: Marlin on chips without FP4 kernels, Triton
+    elsewhere).
+    """
+    return _weight_parts(model, weight_dtype, tp, pp, ep, gpu, settings)[0]
+
+
+def routed_expert_bytes(
+    model: Model,
+    weight_dtype: str,
+    tp: int = 1,
+    pp: int = 1,
+    ep: int = 1,
+    gpu: GPU | None = None,
+    settings: EngineSettings | None = None,
+) -> float:
+    """The routed-expert share of engine_weight_bytes (0 for dense models)."""
+    return _weight_parts(model, weight_dtype, tp, pp, ep, gpu, settings)[1]
 
 
 def activation_peak_bytes(model: Model, settings: EngineSettings) -> float:
-    """Peak activation memory of vLLM's profiling forward pass (not split by TP: measured flat from TP1 to TP2).
+    """Peak activation memory of vLLM's profiling run (not split by TP: measured flat from TP1 to TP2).
 
-    max_num_batched_tokens x 2 B x (4 x hidden + q/k/v width + 3 x MLP width) for the largest
-    layer, plus fp32 logits and probabilities for max_num_seqs sequences.
+    Forward: max_num_batched_tokens x 2 B x (4 x hidden + q/k/v width + 3 x MLP width) for the largest
+    layer, plus fp32 logits and probabilities for min(max_num_seqs, max_num_batched_tokens) sequences.
     """
     t = settings.max_num_batched_tokens
     qkv = (model.heads + 2 * model.kv_heads) * model.head_dim
@@ -250,13 +357,128 @@ def activation_peak_bytes(model: Model, settings: EngineSettings) -> float:
         model.intermediate if model.moe_layers < model.layers else 0, model.experts_per_token * model.moe_intermediate
     )
     per_token = (4 * model.hidden + qkv + 3 * mlp) * 2
-    logits = settings.max_num_seqs * model.vocab * 4 * 2
+    rows = min(settings.max_num_seqs, settings.max_num_batched_tokens)
+    logits = rows * model.vocab * 4 * 2
     return t * per_token + logits
+
+
+def non_torch_gib(gpu: GPU, tp: int, pp: int, settings: EngineSettings, expert_gib: float = 0.0) -> float:
+    """Memory outside torch on one GPU: the GPU family's CUDA context and workspaces, NCCL and custom
+    all-reduce buffers when the replica spans GPUs (engine.non_torch_gib_multi_gpu - non_torch_gib), and
+    (V1) the allocator's slack after loading `expert_gib` of routed experts."""
+    base = settings.non_torch_gib * NON_TORCH_ARCH_SCALE.get(gpu.arch, 1.0)
+    multi = max(0.0, settings.non_torch_gib_multi_gpu - settings.non_torch_gib) if tp * pp > 1 else 0.0
+    return base + multi + settings.slack_frac * expert_gib
+
+
+def cuda_graph_gib(settings: EngineSettings) -> float:
+    """CUDA-graph memory per GPU (0 with enforce_eager): the given figure, else the prior."""
+    if settings.enforce_eager:
+        return 0.0
+    return CUDA_GRAPH_GIB_PRIOR if settings.cuda_graph_gib is None else settings.cuda_graph_gib
+
+
+# --------------------------------------------------------------------------- KV blocks as vLLM lays them out
+
+
+@dataclass(frozen=True)
+class KVLayout:
+    """One GPU's attention layers as vLLM's KV cache manager groups them (v1/core/kv_cache_utils.py).
+
+    Hybrid models (full + sliding layers) get one block table per group of `group_size` layers; every
+    group's blocks share one pool, so a block costs group_size x page bytes and the logged token count
+    is blocks // groups x block_size.
+    """
+
+    bytes_per_token_per_layer: float
+    full_layers: int
+    sliding_layers: int
+    window: int | None
+    group_size: int
+    groups: int
+    block_size: int
+
+    @property
+    def page_bytes(self) -> float:
+        return self.bytes_per_token_per_layer * self.block_size
+
+    def blocks(self, available_bytes: float) -> int:
+        """Blocks vLLM allocates in `available_bytes` (0 when none)."""
+        if available_bytes <= 0 or self.page_bytes <= 0 or self.group_size <= 0:
+            return 0
+        return int(available_bytes // self.page_bytes // self.group_size)
+
+    def tokens(self, available_bytes: float) -> int:
+        """vLLM's `GPU KV cache size: N tokens` for `available_bytes` of KV memory."""
+        return self.blocks(available_bytes) // max(1, self.groups) * self.block_size
+
+    def needed_bytes(self, max_model_len: int, max_num_batched_tokens: int) -> float:
+        """KV bytes one request of max_model_len needs (vLLM's check before it starts)."""
+        bs = self.block_size
+        full_blocks = math.ceil(max_model_len / bs)
+        if not self.sliding_layers:
+            return self.page_bytes * full_blocks * self.group_size
+        held = min((self.window or max_model_len) - 1 + max_num_batched_tokens, max_model_len)
+        sliding_blocks = math.ceil(held / bs) + 1
+        full_groups = math.ceil(self.full_layers / self.group_size) if self.full_layers else 0
+        sliding_groups = self.groups - full_groups
+        return self.page_bytes * self.group_size * (full_groups * full_blocks + sliding_groups * sliding_blocks)
+
+    def max_model_len_for(self, available_bytes: float, max_num_batched_tokens: int, upper: int) -> int:
+        """The longest max_model_len whose one request fits `available_bytes` (vLLM's estimate), 0 if none."""
+        if available_bytes <= 0 or self.needed_bytes(1, max_num_batched_tokens) > available_bytes:
+            return 0
+        lo, hi = 1, max(1, upper)
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            if self.needed_bytes(mid, max_num_batched_tokens) <= available_bytes:
+                lo = mid
+            else:
+                hi = mid - 1
+        return lo
+
+
+def kv_layout(model: Model, kv_dtype: str, tp: int, pp: int, settings: EngineSettings) -> KVLayout:
+    """The KV layout of one GPU (TP splits KV heads, PP splits layers; MLA is whole on every rank)."""
+    b = precision(kv_dtype, "kv").bytes
+    if model.is_mla:
+        per_layer = (model.kv_lora_rank + model.qk_rope_head_dim) * b
+    else:
+        heads = model.kv_heads if tp == 1 else max(1, math.ceil(model.kv_heads / tp))
+        per_layer = 2 * heads * model.head_dim * b
+    full = math.ceil(model.layer_kinds.count("full") / pp)
+    sliding = math.ceil(model.layer_kinds.count("sliding") / pp)
+    if settings.engine == "v0" or not sliding or not full:
+        # One group of every layer (V0 keeps the whole context for sliding layers too).
+        return KVLayout(per_layer, full + sliding, 0, None, full + sliding, 1, settings.block_size)
+    lo, hi = min(full, sliding), max(full, sliding)
+    group = hi if hi < lo * 1.5 else lo
+    groups = math.ceil(full / group) + math.ceil(sliding / group)
+    return KVLayout(per_layer, full, sliding, model.sliding_window, group, groups, settings.block_size)
+
+
+def model_max_len(model: Model) -> int | None:
+    """The model's own context limit (vLLM's default max_model_len)."""
+    return model.max_position_embeddings
+
+
+def check_max_model_len(model: Model, max_model_len: int | None, where: str = "--max-model-len") -> None:
+    """max_model_len must be a whole number of tokens > 0 and at most the model's own limit."""
+    if max_model_len is None:
+        return
+    if isinstance(max_model_len, bool) or not isinstance(max_model_len, int) or max_model_len <= 0:
+        raise ParamsError(f"{where} = {max_model_len}; expected a whole number of tokens > 0")
+    limit = model_max_len(model)
+    if limit and max_model_len > limit:
+        raise ParamsError(
+            f"{where} = {max_model_len:,} is over {model.name}'s max_position_embeddings ({limit:,}); "
+            f"expected at most {limit:,} (vLLM refuses a longer max_model_len)"
+        )
 
 
 @dataclass(frozen=True)
 class EngineProfile:
-    """Where one GPU's memory goes under vLLM, and the replica's KV capacity at the p95 context."""
+    """Where one GPU's memory goes under vLLM, whether the engine starts, and the replica's KV capacity."""
 
     visible_memory_gib: float
     visible_memory_basis: str
@@ -265,9 +487,18 @@ class EngineProfile:
     weights_gib: float
     activation_peak_gib: float
     non_torch_gib: float
+    cuda_graph_gib: float
+    cuda_graph_in_budget: bool
     kv_cache_gib: float
     kv_bytes_per_token_per_gpu: float
+    kv_cache_blocks: int
+    kv_pool_blocks: int
+    block_size: int
     kv_cache_tokens: int
+    max_model_len: int
+    kv_needed_gib: float
+    estimated_max_model_len: int
+    refusal: str | None
     context_tokens: float
     max_concurrency_per_replica: int
     fits: bool
@@ -289,7 +520,13 @@ def engine_profile(
     settings: EngineSettings,
     total_memory_gib: float | None = None,
 ) -> EngineProfile:
-    """vLLM's accounting: budget = visible x utilization; KV = budget - weights - activations - non-torch."""
+    """vLLM's accounting on one GPU and its start-up check.
+
+    budget = visible x gpu_memory_utilization; KV = budget - weights - activation peak - non-torch
+    (- CUDA graphs when vLLM >= 0.21 counts them). vLLM refuses to start when KV <= 0 ("No available
+    memory for the cache blocks") or when one request of max_model_len needs more KV than that ("To serve
+    at least one request with the models's max seq len ..."): `fits` is false exactly then.
+    """
     visible = total_memory_gib or (settings.visible_memory_gib or {}).get(gpu.name) or gpu.visible_memory_gib
     basis = (
         "given"
@@ -297,15 +534,30 @@ def engine_profile(
         else ("params.yaml" if (settings.visible_memory_gib or {}).get(gpu.name) else gpu.visible_memory_basis)
     )
     budget = visible * settings.gpu_memory_utilization
-    weights = engine_weight_bytes(model, weight_dtype, tp, pp, ep) / GIB
+    weight_bytes, expert_bytes = _weight_parts(model, weight_dtype, tp, pp, ep, gpu, settings)
+    weights = weight_bytes / GIB
     act = activation_peak_bytes(model, settings) / GIB
-    non_torch = settings.non_torch_gib if tp * pp == 1 else settings.non_torch_gib_multi_gpu
-    kv_gib = budget - weights - act - non_torch
+    non_torch = non_torch_gib(gpu, tp, pp, settings, expert_bytes / GIB)
+    graphs = cuda_graph_gib(settings)
+    kv_gib = budget - weights - act - non_torch - (graphs if settings.cuda_graph_in_budget else 0.0)
+    layout = kv_layout(model, kv_dtype, tp, pp, settings)
     shape = kv_shape(model, kv_dtype, tp, pp)
-    per_token = shape.all_layers_bytes_per_token
     kv_bytes = max(kv_gib, 0.0) * GIB
-    blocks = int(kv_bytes // (per_token * settings.block_size)) if per_token else 0
-    tokens = blocks * settings.block_size
+    blocks = layout.blocks(kv_bytes)
+    tokens = layout.tokens(kv_bytes)
+    mml = settings.max_model_len or max(1, math.ceil(context_tokens))
+    if settings.engine == "v0":
+        needed = math.ceil(mml / settings.block_size) * layout.page_bytes * layout.group_size
+    else:
+        needed = layout.needed_bytes(mml, settings.max_num_batched_tokens)
+    upper = max(mml, model_max_len(model) or mml)
+    est = layout.max_model_len_for(kv_bytes, settings.max_num_batched_tokens, upper)
+    if kv_gib <= 0:
+        refusal: str | None = "no_memory"
+    elif (tokens < mml) if settings.engine == "v0" else (needed > kv_bytes):
+        refusal = "max_model_len"
+    else:
+        refusal = None
     block = settings.block_size
     ctx_blocks = math.ceil(context_tokens / block) * block
     # Sliding layers keep the window plus the block being filled, in whole blocks.
@@ -314,6 +566,13 @@ def engine_profile(
         ctx_blocks, window_blocks
     )
     max_conc = int(kv_bytes // seq_bytes) if seq_bytes > 0 and kv_gib > 0 else 0
+    if refusal:
+        max_conc = 0
+    graph_text = (
+        f"{graphs:g} GiB per GPU" + (" (prior)" if settings.cuda_graph_gib is None and graphs else "")
+        if graphs
+        else "0 (enforce_eager)"
+    )
     return EngineProfile(
         visible_memory_gib=visible,
         visible_memory_basis=basis,
@@ -322,63 +581,228 @@ def engine_profile(
         weights_gib=weights,
         activation_peak_gib=act,
         non_torch_gib=non_torch,
+        cuda_graph_gib=graphs,
+        cuda_graph_in_budget=settings.cuda_graph_in_budget,
         kv_cache_gib=kv_gib,
-        kv_bytes_per_token_per_gpu=per_token,
+        kv_bytes_per_token_per_gpu=shape.all_layers_bytes_per_token,
+        kv_cache_blocks=tokens // block,
+        kv_pool_blocks=blocks,
+        block_size=block,
         kv_cache_tokens=tokens,
+        max_model_len=mml,
+        kv_needed_gib=needed / GIB,
+        estimated_max_model_len=est,
+        refusal=refusal,
         context_tokens=context_tokens,
         max_concurrency_per_replica=max_conc,
-        fits=max_conc >= 1,
+        fits=refusal is None and max_conc >= 1,
         formula={
             "budget_gib": f"{visible:g} GiB visible ({basis}) x gpu_memory_utilization {settings.gpu_memory_utilization:g}",
             "weights_gib": f"{weight_dtype} linear layers, 16-bit embeddings/norms/router, split over TP {tp} x PP {pp}"
             + (f", experts over EP {ep}" if ep > 1 else ""),
-            "activation_peak_gib": f"{settings.max_num_batched_tokens} batched tokens x (4h + qkv + 3 x MLP) x 2 B + fp32 logits for {settings.max_num_seqs} sequences",
-            "non_torch_gib": "calibrated to vLLM's published profile (PR #10511): CUDA context extras, cuBLAS, NCCL",
-            "kv_cache_gib": "budget - weights - activation peak - non-torch (per GPU)",
-            "max_concurrency_per_replica": f"KV blocks ({settings.block_size} tokens) / blocks per sequence at {context_tokens:,.0f} tokens",
+            "activation_peak_gib": f"{settings.max_num_batched_tokens} batched tokens x (4h + qkv + 3 x MLP) x 2 B + "
+            f"fp32 logits x 2 for {min(settings.max_num_seqs, settings.max_num_batched_tokens)} sequences",
+            "non_torch_gib": f"{settings.non_torch_gib:g} GiB x {NON_TORCH_ARCH_SCALE.get(gpu.arch, 1.0):g} ({gpu.arch})"
+            + (" + NCCL/all-reduce buffers (TP/PP > 1)" if tp * pp > 1 else "")
+            + (
+                f" + {settings.slack_frac:g} x routed-expert weights (allocator slack, V1)"
+                if settings.slack_frac and expert_bytes
+                else ""
+            )
+            + "; calibrated on public vLLM logs",
+            "cuda_graph_gib": graph_text
+            + (
+                "; subtracted from the KV budget (vLLM >= 0.21)"
+                if settings.cuda_graph_in_budget
+                else "; outside the budget"
+            ),
+            "kv_cache_gib": "budget - weights - activation peak - non-torch"
+            + (" - CUDA graphs" if settings.cuda_graph_in_budget else "")
+            + " (per GPU)",
+            "kv_cache_tokens": f"whole {block}-token blocks of {layout.group_size} layers x "
+            f"{layout.bytes_per_token_per_layer:g} B"
+            + (f", {layout.groups} block tables (hybrid)" if layout.groups > 1 else ""),
+            "fits": f"vLLM starts only if KV > 0 and one request of max_model_len {mml:,} fits "
+            f"({needed / GIB:.2f} GiB needed)",
+            "max_concurrency_per_replica": f"KV blocks ({block} tokens) / blocks per sequence at {context_tokens:,.0f} tokens",
         },
     )
 
 
-def compare_to_measurement(m: dict[str, Any], model: Model, gpu: GPU, settings: EngineSettings) -> list[dict[str, Any]]:
-    """Predicted vs published vLLM figures for one logged run: one row per component the log states."""
-    s = replace(
+def kv_capacity(
+    model: Model,
+    gpu: GPU,
+    weight_dtype: str,
+    kv_dtype: str,
+    tp: int,
+    pp: int,
+    settings: EngineSettings,
+    ep: int | None = None,
+) -> dict[str, Any]:
+    """The KV capacity a simulator needs for one replica: blocks, block size, tokens, and whether vLLM starts.
+
+    `blocks` = tokens // block_size: the blocks of one block table (every TP/PP rank holds its share of each
+    block, so the replica has as many as one GPU). For a hybrid model (full + sliding layers) vLLM's pool has
+    `pool_blocks` shared by `groups` block tables and logs `tokens`; a single-table simulator uses `blocks`.
+    Uses settings.max_model_len (default: the model's own limit).
+    """
+    from pipeline.parallelism import expert_parallel
+
+    ep_ = ep if ep is not None else expert_parallel(model, tp)
+    mml = settings.max_model_len or model_max_len(model) or 8192
+    prof = engine_profile(model, gpu, weight_dtype, kv_dtype, tp, pp, ep_, mml, replace(settings, max_model_len=mml))
+    layout = kv_layout(model, kv_dtype, tp, pp, settings)
+    return {
+        "blocks": prof.kv_cache_blocks,
+        "pool_blocks": prof.kv_pool_blocks,
+        "block_size": prof.block_size,
+        "tokens": prof.kv_cache_tokens,
+        "groups": layout.groups,
+        "kv_cache_gib": prof.kv_cache_gib,
+        "max_model_len": mml,
+        "fits": prof.refusal is None,
+        "refusal": prof.refusal,
+    }
+
+
+# --------------------------------------------------------------------------- published logs
+
+
+def measurement_settings(m: dict[str, Any], settings: EngineSettings) -> EngineSettings:
+    """The engine settings a logged run used: the log's figures where stated, vLLM's defaults otherwise."""
+    version = str(m.get("vllm_version") or "")
+    graphs_counted = _version_at_least(version, (0, 21)) if version else settings.cuda_graph_in_budget
+    return replace(
         settings,
         gpu_memory_utilization=m.get("gpu_memory_utilization") or settings.gpu_memory_utilization,
         max_num_batched_tokens=int(m.get("max_num_batched_tokens") or settings.max_num_batched_tokens),
         max_num_seqs=int(m.get("max_num_seqs") or settings.max_num_seqs),
+        max_model_len=int(m["max_model_len"]) if m.get("max_model_len") else settings.max_model_len,
         visible_memory_gib=None,
+        engine=str(m.get("engine") or settings.engine),
+        mxfp4_backend=(m.get("mxfp4_backend") or None) or settings.mxfp4_backend,
+        cuda_graph_in_budget=graphs_counted,
     )
+
+
+def _version_at_least(version: str, floor: tuple[int, int]) -> bool:
+    parts = []
+    for piece in version.split(".")[:2]:
+        digits = "".join(ch for ch in piece if ch.isdigit())
+        parts.append(int(digits) if digits else 0)
+    while len(parts) < 2:
+        parts.append(0)
+    return tuple(parts) >= floor
+
+
+def compare_to_measurement(m: dict[str, Any], model: Model, gpu: GPU, settings: EngineSettings) -> list[dict[str, Any]]:
+    """Predicted vs published vLLM figures for one logged run: one row per figure the log states.
+
+    Rows: weights, non-torch and activation GiB (where logged), available KV GiB, KV tokens predicted end
+    to end, KV tokens from the logged KV GiB (the block arithmetic alone), the KV one max_model_len request
+    needs, and whether the engine starts.
+    """
     from pipeline.parallelism import expert_parallel
 
+    if "engine" not in m:
+        # A row of the older catalog file (no engine column): PR #10511's V0 accounting, graphs outside.
+        m = {**m, "engine": "v0", "vllm_version": "0.6"}
+    s = measurement_settings(m, settings)
     tp = int(m.get("tp") or 1)
     ep = expert_parallel(model, tp)
+    ctx = float(s.max_model_len or 1)
     prof = engine_profile(
-        model, gpu, m["weights"], m["kv"], tp, 1, ep, 1.0, s, total_memory_gib=m.get("total_gpu_memory_gib")
+        model, gpu, m["weights"], m["kv"], tp, 1, ep, ctx, s, total_memory_gib=m.get("total_gpu_memory_gib")
     )
-    rows = []
-    per_token = kv_shape(model, m["kv"], tp).all_layers_bytes_per_token
-    predicted = {
-        "weights_gib": prof.weights_gib,
-        "activation_peak_gib": prof.activation_peak_gib,
-        "non_torch_gib": prof.non_torch_gib,
-        "kv_cache_gib": prof.kv_cache_gib,
-    }
-    for key, value in predicted.items():
-        if key == "kv_cache_gib" and not m.get("total_gpu_memory_gib"):
-            continue
-        if m.get(key) is not None:
-            rows.append({"component": key, "predicted": value, "measured": m[key]})
-    if m.get("kv_cache_tokens") and m.get("kv_cache_gib"):
-        tokens = int(m["kv_cache_gib"] * GIB // (per_token * s.block_size)) * s.block_size
+    layout = kv_layout(model, m["kv"], tp, 1, s)
+    checks = set(str(m.get("checks") or "").split(";")) - {""}
+    legacy = not checks
+
+    def wanted(name: str) -> bool:
+        return legacy or name in checks
+
+    rows: list[dict[str, Any]] = []
+
+    def add(component: str, predicted: Any, measured: Any) -> None:
+        if measured is None or measured == "":
+            return
+        rows.append({"component": component, "predicted": predicted, "measured": measured})
+
+    logged_weights = m.get("logged_weights_gib", m.get("weights_gib"))
+    if wanted("weights"):
+        add("weights_gib", prof.weights_gib, logged_weights)
+    if legacy:
+        add("activation_peak_gib", prof.activation_peak_gib, m.get("activation_peak_gib"))
+        add("non_torch_gib", prof.non_torch_gib, m.get("non_torch_gib"))
+    logged_kv = m.get("logged_available_kv_gib", m.get("kv_cache_gib"))
+    if (wanted("kv_gib") and not legacy) or (legacy and m.get("total_gpu_memory_gib")):
+        add("kv_cache_gib", prof.kv_cache_gib, logged_kv)
+    logged_tokens = m.get("logged_kv_tokens", m.get("kv_cache_tokens"))
+    if wanted("kv_tokens") and not legacy:
+        add("kv_cache_tokens", prof.kv_cache_tokens, logged_tokens)
+    if logged_tokens and logged_kv and (legacy or "kv_tokens_from_logged_gib" in checks or "kv_tokens" in checks):
+        add("kv_cache_tokens (from the logged KV GiB)", layout.tokens(float(logged_kv) * GIB), logged_tokens)
+    if wanted("kv_needed") and not legacy:
+        add("kv_needed_gib", prof.kv_needed_gib, m.get("logged_kv_needed_gib"))
+    for r in rows:
+        r["error_pct"] = (r["predicted"] / r["measured"] - 1) * 100 if r["measured"] else None
+    if "fits" in checks and m.get("outcome") in ("started", "refused"):
         rows.append(
             {
-                "component": "kv_cache_tokens (from the logged KV GiB)",
-                "predicted": tokens,
-                "measured": m["kv_cache_tokens"],
+                "component": "fits",
+                "predicted": "starts" if prof.fits else f"refuses ({prof.refusal})",
+                "measured": "starts" if m["outcome"] == "started" else f"refuses ({m.get('refusal') or '?'})",
+                "error_pct": None,
+                "agrees": prof.fits == (m["outcome"] == "started"),
             }
         )
     for r in rows:
-        r["error_pct"] = (r["predicted"] / r["measured"] - 1) * 100 if r["measured"] else None
-        r.update(measurement=m["measurement"], model=model.name, gpu=gpu.name, tp=tp, source=m["source"])
+        r.update(
+            measurement=m.get("measurement") or m.get("log_id"),
+            model=model.name,
+            gpu=gpu.name,
+            tp=tp,
+            source=m.get("source", ""),
+        )
     return rows
+
+
+def fit_calibration(logs: list[dict[str, Any]], models: dict[str, Model], gpus: dict[str, GPU]) -> dict[str, float]:
+    """Fit the calibration constants on the `fit` rows of the start-up logs (closed form, in this order).
+
+    1. V1_WEIGHT_SLACK_FRAC: on Hopper V1 MoE runs, the logged KV's shortfall against the profile without
+       slack, as a share of the predicted routed-expert bytes.
+    2. NON_TORCH_ARCH_SCALE[ampere/ada]: on those GPUs, what is left of the shortfall after the slack, as a
+       share of engine.non_torch_gib (not below 0).
+    Each constant is the mean over its rows; a constant without rows keeps its current value.
+    """
+    from pipeline.parallelism import expert_parallel
+
+    base = EngineSettings()
+    fit = [m for m in logs if m.get("role") == "fit"]
+
+    def shortfall(m: dict[str, Any], slack: float) -> tuple[float, float, GPU]:
+        model, gpu = models[m["model"]], gpus[m["gpu"]]
+        tp = int(m.get("tp") or 1)
+        s = replace(measurement_settings(m, base), weight_slack_frac=slack)
+        ctx = float(s.max_model_len or 1)
+        ep = expert_parallel(model, tp)
+        prof = engine_profile(model, gpu, m["weights"], m["kv"], tp, 1, ep, ctx, s)
+        experts = routed_expert_bytes(model, m["weights"], tp, 1, ep, gpu, s) / GIB
+        return prof.kv_cache_gib - float(m["logged_available_kv_gib"]), experts, gpu
+
+    with_kv = [m for m in fit if m.get("engine") == "v1" and m.get("logged_available_kv_gib") not in (None, "")]
+    slacks = []
+    for m in with_kv:
+        gap, experts, gpu = shortfall(m, 0.0)
+        if gpu.arch == "hopper" and experts > 0:
+            slacks.append(gap / experts)
+    slack = sum(slacks) / len(slacks) if slacks else V1_WEIGHT_SLACK_FRAC
+    scales = []
+    for m in with_kv:
+        gap, _, gpu = shortfall(m, slack)
+        if gpu.arch in ("ampere", "ada"):
+            current = NON_TORCH_ARCH_SCALE.get(gpu.arch, 1.0)
+            scales.append(max(0.0, current + gap / base.non_torch_gib))
+    scale = sum(scales) / len(scales) if scales else NON_TORCH_ARCH_SCALE["ampere"]
+    return {"V1_WEIGHT_SLACK_FRAC": slack, "NON_TORCH_ARCH_SCALE[ampere]": scale}

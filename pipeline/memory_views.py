@@ -274,3 +274,98 @@ def best_16bit_and_quantized(ents: list[dict[str, Any]]) -> tuple[dict[str, Any]
         return min(group, key=lambda e: e["gpus_for_p95_concurrency"]) if group else None
 
     return fewest(bf), fewest(q)
+
+
+# --------------------------------------------------------------------------- public vLLM start-up logs
+
+STARTUP_LOGS = Path("tests") / "data" / "vllm_startup_logs" / "startup_logs.csv"
+_LOG_TEXT = {
+    "log_id",
+    "model",
+    "gpu",
+    "weights",
+    "kv",
+    "engine",
+    "vllm_version",
+    "mxfp4_backend",
+    "outcome",
+    "refusal",
+    "checks",
+    "role",
+    "assumed",
+    "date",
+    "source",
+}
+
+
+def load_startup_logs(path: Path | None = None) -> list[dict[str, Any]]:
+    """The public vLLM start-up logs (tests/data/vllm_startup_logs/startup_logs.csv), numbers parsed."""
+    import csv
+
+    from pipeline.errors import InputError
+
+    path = path or paths.ROOT / STARTUP_LOGS
+    out = []
+    with path.open(encoding="utf-8", newline="") as fh:
+        for i, row in enumerate(csv.DictReader(fh), start=2):
+            rec: dict[str, Any] = {}
+            for k, v in row.items():
+                if k in _LOG_TEXT:
+                    rec[k] = v
+                elif v in ("", None):
+                    rec[k] = None
+                else:
+                    try:
+                        rec[k] = float(v)
+                    except ValueError:
+                        raise InputError(f"{path}: {k}: line {i} has {v!r}; expected a number") from None
+            out.append(rec)
+    return out
+
+
+def startup_log_table(
+    logs: list[dict[str, Any]] | None = None,
+    settings: memory.EngineSettings | None = None,
+    root: Path | None = None,
+) -> pd.DataFrame:
+    """One row per start-up log: predicted vs logged weights, available KV, KV tokens, and start vs refusal."""
+    root = root or paths.ROOT
+    logs = load_startup_logs() if logs is None else logs
+    gpus = catalog.load_gpus(root)
+    rows = []
+    for m in logs:
+        model = catalog.load_model(m["model"], root)
+        gpu = catalog.find_gpu(m["gpu"], gpus)
+        comp = {
+            r["component"]: r for r in memory.compare_to_measurement(m, model, gpu, settings or memory.EngineSettings())
+        }
+
+        def pick(name: str, key: str, comp: dict[str, Any] = comp) -> Any:
+            return comp[name][key] if name in comp else None
+
+        fits = comp.get("fits")
+        rows.append(
+            {
+                "log": m["log_id"],
+                "role": m["role"],
+                "model": model.name,
+                "gpu": gpu.name,
+                "tp": int(m["tp"]),
+                "vllm": m["vllm_version"],
+                "weights_gib_pred": pick("weights_gib", "predicted"),
+                "weights_gib_log": pick("weights_gib", "measured"),
+                "weights_err_pct": pick("weights_gib", "error_pct"),
+                "kv_gib_pred": pick("kv_cache_gib", "predicted"),
+                "kv_gib_log": pick("kv_cache_gib", "measured"),
+                "kv_gib_err_pct": pick("kv_cache_gib", "error_pct"),
+                "kv_tokens_pred": pick("kv_cache_tokens", "predicted"),
+                "kv_tokens_log": pick("kv_cache_tokens", "measured"),
+                "kv_tokens_err_pct": pick("kv_cache_tokens", "error_pct"),
+                "tokens_from_log_gib_err_pct": pick("kv_cache_tokens (from the logged KV GiB)", "error_pct"),
+                "kv_needed_err_pct": pick("kv_needed_gib", "error_pct"),
+                "fits_pred": fits["predicted"] if fits else None,
+                "outcome_log": fits["measured"] if fits else m["outcome"],
+                "fits_agrees": fits["agrees"] if fits else None,
+            }
+        )
+    return pd.DataFrame(rows)

@@ -192,7 +192,7 @@ def write(root: Path | None = None, seed: int = SEED) -> list[Path]:
             1,
             1,
             spec.input_tokens + spec.output_tokens,
-            memory.EngineSettings(),
+            memory.EngineSettings(engine="v0", cuda_graph_in_budget=False),  # the accounting the sample was made with
         )
         capacity = max(1, int(prof.max_concurrency_per_replica))
         for n in CONCURRENCY:
