@@ -7,6 +7,13 @@
     sizing curve PATH... --ttft-p99-ms N [--itl-p99-ms N] [--input-tokens N --output-tokens N] [--json]
     sizing fleet --peak-rps N --usable-rps N --tp N [--pp N] [--burst-rps N] [--safety F] [--headroom F]
                  [--spares N] [--params PATH] [--json]   (defaults: params.yaml's fleet section)
+    sizing simulate LOG --model M --gpu G --tp N --weights D --kv D --replicas N
+                 [--router least-outstanding|round-robin|prefix-affinity] [--rate-scale X]
+                 [--window busiest-hour|all|START:END] [--calibrate PATH...] [--json]
+    sizing predict --model M --gpu G --tp N [--pp N] --weights D --kv D --input-tokens N --output-tokens N
+                 --concurrency N[,N...] [--request-rate R[,R...]] [--calibrate PATH...] [--manifest FILE]
+                 [--lengths-from LOG] [--json]
+    sizing calibrate PATH... [--manifest FILE] [--json]
 
 Bad input prints one message (file, column, examples, what was expected) and exits 1.
 """
@@ -132,6 +139,13 @@ def cmd_memory(args: argparse.Namespace) -> int:
         raise InputError(f"--tp = {args.tp}; expected a TP degree >= 1")
     settings = candidates.Settings.from_params(sections)
     model = catalog.load_model(args.model, paths.ROOT if not Path(args.model).exists() else Path.cwd())
+    if getattr(args, "max_model_len", None) is not None:
+        from dataclasses import replace
+
+        from pipeline import memory
+
+        memory.check_max_model_len(model, int(args.max_model_len))
+        settings.engine = replace(settings.engine, max_model_len=int(args.max_model_len))
     gpu = catalog.find_gpu(args.gpu, catalog.load_gpus())
     quantization.precision(args.weights, "weights")
     quantization.precision(args.kv, "kv")
@@ -156,6 +170,13 @@ def cmd_memory(args: argparse.Namespace) -> int:
     for key in ("weights_gb", "kv_gb", "activations_gb", "overhead_gb", "lora_gb", "total_gb"):
         lines.append(f"  {key:<16} {entry[key]:>10.1f}   {entry['formula'].get(key, '')}")
     lines.append(f"  min_gpus {entry['min_gpus']}, with headroom {entry['gpus_with_headroom']}")
+    eng = entry.get("engine") or {}
+    if eng:
+        verdict = "starts" if eng.get("refusal") is None else f"refuses to start ({eng['refusal']})"
+        lines.append(
+            f"  vLLM: {eng['kv_cache_gib']:.2f} GiB KV per GPU = {eng['kv_cache_tokens']:,} tokens; one request of "
+            f"max_model_len {eng['max_model_len']:,} needs {eng['kv_needed_gib']:.2f} GiB: {verdict}"
+        )
     if entry["fits"]:
         lines.append(
             f"  TP {entry['tp']} PP {entry['pp']} EP {entry['ep']}: {entry['max_concurrency_per_replica']} sequences of "
@@ -267,6 +288,95 @@ def cmd_init(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_simulate(args: argparse.Namespace) -> int:
+    """Replay a log's window through N replicas of one deployment with the engine model (method.md 7b)."""
+    from pipeline import io
+    from pipeline.sim import replay
+
+    res = replay.simulate_log(
+        args.log,
+        args.model,
+        args.gpu,
+        int(args.tp),
+        args.weights,
+        args.kv,
+        int(args.replicas),
+        router=args.router,
+        rate_scale=args.rate_scale,
+        window=args.window,
+        calibrate_paths=args.calibrate,
+        params_path=args.params,
+    )
+    sys.stdout.write(io.dumps(res) if args.json else replay.describe(res))
+    return 0
+
+
+def _int_list(flag: str) -> Callable[[str], list[int]]:
+    """An argparse `type` for N[,N...]: integers >= 1, else one line naming the flag (`--concurrency 0`)."""
+
+    def parse(text: str) -> list[int]:
+        out = []
+        for part in text.split(","):
+            try:
+                value = int(part.strip())
+            except ValueError:
+                raise InputError(f"{flag} = {text!r}; expected integers >= 1, comma-separated (e.g. 1,8,32)") from None
+            if value < 1 or value > BIG:
+                raise InputError(f"{flag} = {text!r}; expected integers >= 1, comma-separated (e.g. 1,8,32)")
+            out.append(value)
+        return out
+
+    return parse
+
+
+def _rate_list(flag: str) -> Callable[[str], list[float]]:
+    """An argparse `type` for R[,R...]: finite rates > 0."""
+    one = _number(flag)
+
+    def parse(text: str) -> list[float]:
+        return [one(part.strip()) for part in text.split(",")]
+
+    return parse
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    """The curve of one deployment at given loads through the engine model (basis calibrated/transferred/roofline)."""
+    from pipeline import io
+    from pipeline.sim import calibrate
+
+    pred = calibrate.predict(
+        args.model,
+        args.gpu,
+        int(args.tp),
+        args.weights,
+        args.kv,
+        args.input_tokens,
+        args.output_tokens,
+        concurrency=args.concurrency,
+        request_rate=args.request_rate,
+        pp=int(args.pp),
+        calibrate_paths=args.calibrate,
+        manifests=args.manifest,
+        lengths_from=args.lengths_from,
+        engine=args.engine,
+        params_path=args.params,
+    )
+    sys.stdout.write(io.dumps(pred) if args.json else calibrate.describe_prediction(pred))
+    return 0
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    """The engine-model coefficients per deployment and pooled, with the residual table."""
+    from pipeline import io
+    from pipeline.sim import calibrate
+
+    cal = calibrate.calibrate(
+        [Path(p) for p in args.paths], args.manifest, max_nfev=int(args.refine_passes), lolo_nfev=int(args.lolo_passes)
+    )
+    sys.stdout.write(io.dumps(cal.as_dict()) if args.json else cal.describe())
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser for every verb."""
     ap = argparse.ArgumentParser(prog="sizing", description="Size an LLM inference fleet from real traffic.")
@@ -338,6 +448,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     m.add_argument(
         "--gpu-memory-utilization", type=_number("--gpu-memory-utilization", 0, 1), help="vLLM's gpu_memory_utilization"
+    )
+    m.add_argument(
+        "--max-model-len",
+        type=_number("--max-model-len", 1, 10**8, open_low=False, integer=True),
+        help="vLLM's max_model_len: the engine refuses to start unless one request this long fits in KV "
+        "(default: the context tokens)",
     )
     m.add_argument("--params", type=Path, help="params.yaml to take the other settings from")
     m.add_argument("--json", action="store_true", help="print the candidate as JSON")
@@ -452,6 +568,108 @@ def build_parser() -> argparse.ArgumentParser:
         "--timestamp-unit", choices=[u for u in TIMESTAMP_UNITS if u != "auto"], help="default: detected"
     )
     i.set_defaults(func=cmd_init)
+
+    sm = sub.add_parser(
+        "simulate",
+        help="step 7b: replay a log's busiest hour (or a window) through N replicas behind a router with the "
+        "engine model; TTFT/ITL/E2E percentiles, SLO attainment, per-replica busy share and preemptions",
+    )
+    sm.add_argument("log", help="a traffic log (any supported layout) or a normalized requests.parquet")
+    sm.add_argument("--model", required=True, help="a data/catalog/models name or a path to a config.json")
+    sm.add_argument("--gpu", required=True, help="a data/catalog/gpus.csv name or alias")
+    sm.add_argument(
+        "--tp", type=_number("--tp", 1, 64, open_low=False, integer=True), required=True, help="TP degree"
+    )
+    sm.add_argument("--weights", required=True, help="weight precision: bf16 fp16 fp8 int8 int4 fp4 mxfp4")
+    sm.add_argument("--kv", required=True, help="KV-cache precision: bf16 fp16 fp8")
+    sm.add_argument(
+        "--replicas",
+        type=_number("--replicas", 1, 1e5, open_low=False, integer=True),
+        required=True,
+        help="replicas behind the router",
+    )
+    sm.add_argument(
+        "--router", default="least-outstanding", help="least-outstanding (default), round-robin or prefix-affinity"
+    )
+    sm.add_argument(
+        "--rate-scale", type=_number("--rate-scale", 0, 1e6), default=1.0, help="arrival rate multiplier (default 1)"
+    )
+    sm.add_argument(
+        "--window", default="busiest-hour", help="busiest-hour (default), all, or START:END seconds from the first arrival"
+    )
+    sm.add_argument(
+        "--calibrate", nargs="+", type=Path, metavar="PATH", help="sweeps to fit the coefficients on (sizing calibrate)"
+    )
+    sm.add_argument("--params", type=Path, help="params.yaml to take the SLO and engine settings from")
+    sm.add_argument("--json", action="store_true", help="print the result as JSON")
+    sm.set_defaults(func=cmd_simulate)
+
+    pr = sub.add_parser(
+        "predict",
+        help="step 7b: one deployment's TTFT/ITL/E2E and throughput at given loads through the engine model "
+        "(basis calibrated, transferred or roofline, with the prediction interval)",
+    )
+    pr.add_argument("--model", required=True, help="a data/catalog/models name or a path to a config.json")
+    pr.add_argument("--gpu", required=True, help="a data/catalog/gpus.csv name or alias")
+    pr.add_argument(
+        "--tp", type=_number("--tp", 1, 64, open_low=False, integer=True), required=True, help="TP degree"
+    )
+    pr.add_argument(
+        "--pp", type=_number("--pp", 1, 1024, open_low=False, integer=True), default=1, help="PP degree (default 1)"
+    )
+    pr.add_argument("--weights", required=True, help="weight precision: bf16 fp16 fp8 int8 int4 fp4 mxfp4")
+    pr.add_argument("--kv", required=True, help="KV-cache precision: bf16 fp16 fp8")
+    pr.add_argument("--input-tokens", type=_number("--input-tokens", 1, open_low=False), help="prompt length")
+    pr.add_argument("--output-tokens", type=_number("--output-tokens", 1, open_low=False), help="output length")
+    pr.add_argument(
+        "--concurrency", type=_int_list("--concurrency"), help="closed-loop levels: concurrent requests, N[,N...]"
+    )
+    pr.add_argument(
+        "--request-rate", type=_rate_list("--request-rate"), help="open-loop levels: requests/s, R[,R...] (Poisson)"
+    )
+    pr.add_argument(
+        "--calibrate", nargs="+", type=Path, metavar="PATH", help="result files or sweep folders to fit on"
+    )
+    pr.add_argument(
+        "--manifest",
+        action="append",
+        type=Path,
+        metavar="FILE",
+        help="manifest.yaml for sweeps without one (read-only folders): one for all, or one per sweep in order",
+    )
+    pr.add_argument("--lengths-from", metavar="LOG", help="replay this traffic log's input/output lengths")
+    pr.add_argument("--engine", help="the engine of the calibrated deployment to use (vllm, sglang; default: any)")
+    pr.add_argument("--params", type=Path, help="params.yaml for reading --lengths-from (default: the project's)")
+    pr.add_argument("--json", action="store_true", help="print the prediction as JSON")
+    pr.set_defaults(func=cmd_predict)
+
+    ca = sub.add_parser(
+        "calibrate",
+        help="step 7b: fit the engine model on benchmark sweeps: coefficients per deployment and pooled, with "
+        "in-sample, leave-one-level-out and leave-one-deployment-out residuals",
+    )
+    ca.add_argument("paths", nargs="+", metavar="PATH", help="result files or sweep folders with manifests")
+    ca.add_argument(
+        "--manifest",
+        action="append",
+        type=Path,
+        metavar="FILE",
+        help="manifest.yaml for sweeps without one (read-only folders): one for all, or one per sweep in order",
+    )
+    ca.add_argument(
+        "--refine-passes",
+        type=_number("--refine-passes", 0, 10000, open_low=False, integer=True),
+        default=60,
+        help="simulator passes of each deployment's step-2 refinement (default 60)",
+    )
+    ca.add_argument(
+        "--lolo-passes",
+        type=_number("--lolo-passes", 0, 10000, open_low=False, integer=True),
+        default=12,
+        help="refinement passes of each leave-one-level-out refit (default 12)",
+    )
+    ca.add_argument("--json", action="store_true", help="print the calibration as JSON")
+    ca.set_defaults(func=cmd_calibrate)
     return ap
 
 

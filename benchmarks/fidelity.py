@@ -1,0 +1,698 @@
+"""How good the engine model is: errors against real published benchmarks (issue 13, "How good it must be").
+
+    .venv/bin/python benchmarks/fidelity.py [--json] [--nfev N] [--lolo-nfev N] [--only NAME ...]
+                                            [--fixtures PATH] [--render RESULT.json] [--levels]
+
+Loads every deployment of benchmarks/fidelity/deployments.yaml: the real benchmark fixtures of
+../shared/fixtures/benchmarks (read in place, with the manifests in benchmarks/fidelity/manifests/) and the
+public measurements collected under benchmarks/fidelity/measured/ and console/ (PROVENANCE.md says where each
+comes from).
+For each deployment, and pooled, it prints the median absolute relative error (and the median signed error, to
+show bias) on output throughput, mean ITL and TTFT (p99 where the file has it, else the percentile it has):
+
+- `roofline`: the uncalibrated prior (cost.Coefficients.prior, no request overhead) through the simulator;
+- `in-sample`: the deployment's own calibration (pipeline/sim/calibrate.py), predicted on its own levels;
+- `LOLO`: leave-one-level-out, refitted without the level and predicted on it (target <= 5% throughput and
+  mean ITL, <= 10% TTFT);
+- `LODO`: leave-one-deployment-out, the pooled coefficients fitted without the deployment (target <= 15%).
+
+Deployments with role `holdout` are never seen by any fit: they are scored only with the roofline prior and
+with the pooled coefficients of the dev deployments (`transferred`), and reported apart.
+
+Deployments with role `check` are another server setting of a dev deployment (a smaller KV cache): scored with
+the roofline, the transferred pool and the coefficients fitted on that dev deployment (`calibrated*`), and kept
+out of both pools.
+
+Every prediction is calibrate's replay (pipeline/sim/calibrate.py `predict_level`: the simulator,
+pipeline/sim/engine.py, with the level's own lengths and load, and the deployment's engine limits: the flags
+its manifest's notes state, the registry's `engine` overrides, and the KV capacity of the engine profile or,
+for the levels CSV, of the startup log). Fits and residuals are calibrate's (`calibrate_sets`).
+
+Data handling (printed with the figures): the mean ITL of a level whose tool TPOT contradicts its means is
+(mean E2E - mean TTFT) / (mean output - 1), and an inference-perf stage whose client fell behind is replayed
+at the rate it sent: both are calibrate's own corrections (inference-perf's `time_per_output_token` averages
+streamed-chunk gaps, about two per token in these files). Levels where more than 10% of the requests failed
+are left out here (the survivors' latencies are censored by the client timeout).
+
+It is a benchmark script, not a test: it takes minutes (the LOLO refits replay every level many times).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import re
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from pipeline.errors import InputError  # noqa: E402
+
+FIDELITY = ROOT / "benchmarks" / "fidelity"
+REGISTRY = FIDELITY / "deployments.yaml"
+FIXTURES = ROOT.parent / "shared" / "fixtures" / "benchmarks"
+METRICS = ("throughput", "itl_mean", "ttft")
+KINDS = (
+    "roofline",
+    "in_sample",
+    "leave_one_level_out",
+    "leave_one_deployment_out",
+    "transferred",
+    "calibrated_elsewhere",
+)
+KIND_LABEL = {
+    "roofline": "roofline",
+    "in_sample": "in-sample",
+    "leave_one_level_out": "LOLO",
+    "leave_one_deployment_out": "LODO",
+    "transferred": "transferred",
+    "calibrated_elsewhere": "calibrated*",
+}
+TARGETS = {
+    "leave_one_level_out": {"throughput": 0.05, "itl_mean": 0.05, "ttft": 0.10},
+    "leave_one_deployment_out": {"throughput": 0.15, "itl_mean": 0.15, "ttft": 0.15},
+    "transferred": {"throughput": 0.15, "itl_mean": 0.15, "ttft": 0.15},
+}
+MAX_FAILED_SHARE = 0.10
+LEVELS_CSV_COLUMNS = (
+    "readme_line",
+    "gpu_memory_utilization",
+    "kv_cache_gib",
+    "kv_cache_tokens",
+    "startup_log",
+    "num_prompts",
+    "random_input_len",
+    "random_output_len",
+    "completed",
+    "duration_s",
+    "total_input_tokens",
+    "total_output_tokens",
+    "request_throughput",
+    "output_throughput",
+    "mean_ttft_ms",
+    "median_ttft_ms",
+    "p99_ttft_ms",
+    "mean_tpot_ms",
+    "median_tpot_ms",
+    "p99_tpot_ms",
+    "mean_itl_ms",
+    "median_itl_ms",
+    "p99_itl_ms",
+)
+
+
+# ------------------------------------------------------------------------------------------------ loading
+
+
+@dataclass
+class Entry:
+    """One deployment of the registry: its measured levels (calibrate.DeploymentSet), role and provenance notes."""
+
+    name: str
+    role: str
+    engine: dict[str, Any]
+    ds: Any  # calibrate.DeploymentSet
+    notes: list[str] = field(default_factory=list)
+    excluded: list[str] = field(default_factory=list)
+    calibrated_on: str | None = None  # role check: the dev deployment whose own fit scores it
+    tools: list[str] = field(default_factory=list)
+
+
+def load_registry(path: Path = REGISTRY) -> list[dict[str, Any]]:
+    """deployments.yaml, checked: a unique name, a role (dev | holdout | check), engine overrides that are integers,
+    and at least one sweep each."""
+    import yaml
+
+    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    out = data.get("deployments")
+    if not isinstance(out, list) or not out:
+        raise InputError(f"{path}: deployments: expected a list of deployments")
+    names = set()
+    for i, d in enumerate(out):
+        where = f"{path}: deployments[{i}]"
+        if not isinstance(d, dict) or not d.get("name"):
+            raise InputError(f"{where}: expected a mapping with a name")
+        if d["name"] in names:
+            raise InputError(f"{where}: name {d['name']!r} appears twice; expected unique names")
+        names.add(d["name"])
+        if d.get("role") not in ("dev", "holdout", "check"):
+            raise InputError(f"{where}: role = {d.get('role')!r}; allowed: dev, holdout, check")
+        if d["role"] == "check" and not d.get("calibrated_on"):
+            raise InputError(
+                f"{where}: a check deployment needs calibrated_on (the dev deployment whose fit scores it)"
+            )
+        eng = d.get("engine") or {}
+        for k in ("max_num_seqs", "max_num_batched_tokens"):
+            if k in eng and (not isinstance(eng[k], int) or eng[k] < 1):
+                raise InputError(f"{where}: engine.{k} = {eng.get(k)!r}; expected an integer >= 1")
+        caveats = d.get("caveats", [])
+        if not isinstance(caveats, list) or not all(isinstance(c, str) and c for c in caveats):
+            raise InputError(f"{where}: caveats = {caveats!r}; expected a list of sentences")
+        sweeps = d.get("sweeps")
+        if not isinstance(sweeps, list) or not sweeps:
+            raise InputError(f"{where}: sweeps: expected at least one sweep")
+        for j, s in enumerate(sweeps):
+            kinds = [k for k in ("fixture", "measured", "levels_csv") if k in s]
+            if len(kinds) != 1:
+                raise InputError(f"{where}.sweeps[{j}]: expected exactly one of fixture, measured, levels_csv")
+            if kinds[0] in ("fixture", "levels_csv") and not s.get("manifest"):
+                raise InputError(f"{where}.sweeps[{j}]: a {kinds[0]} sweep needs its manifest")
+    dev = {d["name"] for d in out if d["role"] == "dev"}
+    for d in out:
+        if d["role"] == "check" and d["calibrated_on"] not in dev:
+            raise InputError(f"{path}: {d['name']}: calibrated_on = {d['calibrated_on']!r}; expected a dev deployment")
+    return out
+
+
+def _num(row: dict[str, str], col: str, where: str, integer: bool = False) -> float:
+    text = (row.get(col) or "").strip().replace(",", "")
+    try:
+        v = float(text)
+    except ValueError:
+        raise InputError(f"{where}: column '{col}' = {text!r}; expected a number") from None
+    if not math.isfinite(v) or v < 0:
+        raise InputError(f"{where}: column '{col}' = {text!r}; expected a finite number >= 0")
+    if integer and v != int(v):
+        raise InputError(f"{where}: column '{col}' = {text!r}; expected a whole number")
+    return v
+
+
+def read_levels_csv(path: Path) -> list[dict[str, Any]]:
+    """The levels CSV (README.md): one row per vLLM benchmark_serving run transcribed from its console output,
+    every figure checked (finite, >= 0); rows as floats keyed by LEVELS_CSV_COLUMNS."""
+    with path.open(newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        missing = [c for c in LEVELS_CSV_COLUMNS if c not in (reader.fieldnames or [])]
+        if missing:
+            raise InputError(f"{path}: missing column '{missing[0]}'; expected {', '.join(LEVELS_CSV_COLUMNS)}")
+        rows = []
+        for i, raw in enumerate(reader, start=2):
+            where = f"{path}: line {i}"
+            row: dict[str, Any] = {"startup_log": raw["startup_log"]}
+            for col in LEVELS_CSV_COLUMNS:
+                if col != "startup_log":
+                    row[col] = _num(raw, col, where, col in ("num_prompts", "completed", "kv_cache_tokens"))
+            if row["completed"] > row["num_prompts"] or row["completed"] < 1:
+                raise InputError(f"{where}: completed = {row['completed']:g}; expected 1..num_prompts")
+            rows.append(row)
+    if not rows:
+        raise InputError(f"{path}: no rows; expected one row per level")
+    return rows
+
+
+def _csv_set(path: Path, manifest_path: Path, where: dict[str, Any]) -> tuple[Any, list[str]]:
+    """A DeploymentSet from a levels CSV (the rows matching `where`): each row is a burst, every request sent at
+    once (request rate inf); the KV capacity is the one the rows' startup log states."""
+    import dataclasses
+
+    from pipeline import catalog, quantization
+    from pipeline.benchmarks import read_manifest
+    from pipeline.sim import calibrate
+    from pipeline.sim.cost import for_deployment
+
+    m = read_manifest(manifest_path)
+    model = catalog.load_model(str(m["model"]))
+    gpu = catalog.find_gpu(str(m["gpu"]), catalog.load_gpus())
+    compat = quantization.check(gpu, m["weight_dtype"], m["kv_dtype"])
+    dep = calibrate.Deployment(
+        model.name,
+        gpu.name,
+        int(m["tp"]),
+        int(m["pp"]),
+        m["weight_dtype"],
+        m["kv_dtype"],
+        str(compat.compute),
+        str(m["engine"]),
+    )
+    cost = for_deployment(model, gpu, m["weight_dtype"], m["kv_dtype"], dep.tp, dep.pp)
+    if isinstance(cost, str):
+        raise InputError(f"{manifest_path}: deployment {dep.key}: {cost}")
+    rel = path.relative_to(ROOT).as_posix() if path.is_relative_to(ROOT) else path.as_posix()
+    rows = [r for r in read_levels_csv(path) if all(r.get(k) == v for k, v in where.items())]
+    if not rows:
+        raise InputError(f"{path}: no row matches {where}; expected the rows of this sweep")
+    kv_tokens = {int(r["kv_cache_tokens"]) for r in rows}
+    if len(kv_tokens) != 1:
+        raise InputError(
+            f"{path}: rows matching {where} state {len(kv_tokens)} KV capacities; expected one server setting"
+        )
+    names = {f.name for f in dataclasses.fields(calibrate.LevelData)}
+    required = {
+        f.name
+        for f in dataclasses.fields(calibrate.LevelData)
+        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    }
+    levels, excluded = [], []
+    for row in rows:
+        n_sent = int(row["num_prompts"])
+        done = int(row["completed"])
+        name = f"{rel}:{int(row['readme_line'])} (gmu {row['gpu_memory_utilization']:g}, burst {n_sent})"
+        if (n_sent - done) / n_sent > MAX_FAILED_SHARE:
+            excluded.append(f"{name}: {n_sent - done} of {n_sent} requests failed (> {MAX_FAILED_SHARE:.0%})")
+            continue
+        in_mean = row["total_input_tokens"] / done
+        out_mean = row["total_output_tokens"] / done
+        reps = min(n_sent, 512)
+        fields: dict[str, Any] = {
+            "name": name,
+            "curve": f"{rel} gmu {row['gpu_memory_utilization']:g} (burst)",
+            "load_kind": "request_rate",
+            "load": math.inf,
+            "rps": done / row["duration_s"],
+            "output_tps": row["output_throughput"],
+            "ttft_s": {
+                "mean": row["mean_ttft_ms"] / 1e3,
+                "p50": row["median_ttft_ms"] / 1e3,
+                "p99": row["p99_ttft_ms"] / 1e3,
+            },
+            "itl_s": row["mean_tpot_ms"] / 1e3,
+            "itl_kind": "tpot",
+            "itl_stat": "mean",
+            "e2e_s": None,
+            "input_mean": in_mean,
+            "output_mean": out_mean,
+            "input_lens": np.full(reps, max(1, round(in_mean)), dtype=np.int64),
+            "output_lens": np.full(reps, max(1, round(out_mean)), dtype=np.int64),
+            "lengths_source": "the mean length",
+            "requests": n_sent,
+            "saturation": False,
+        }
+        unknown = required - set(fields)
+        if unknown:
+            raise InputError(f"calibrate.LevelData has fields {sorted(unknown)} the levels CSV loader does not fill")
+        levels.append(calibrate.LevelData(**{k: v for k, v in fields.items() if k in names}))
+    limits = calibrate.engine_limits(m, model, gpu, cost, dep.tp, dep.pp)
+    kv = kv_tokens.pop()
+    limits = dataclasses.replace(
+        limits, kv_blocks=max(kv // limits.block_size, 1), source=f"{limits.source}; {kv:,} KV tokens (startup log)"
+    )
+    return calibrate.DeploymentSet(dep, gpu.arch, cost, levels, [rel], limits), excluded
+
+
+def _row_lookup(sweeps: list[Any]) -> tuple[dict[str, dict[str, Any]], dict[str, list[dict[str, Any]]]]:
+    """The normalized rows by calibrate's level name (file + load) and by file (for the failed count)."""
+    by_name: dict[str, dict[str, Any]] = {}
+    by_file: dict[str, list[dict[str, Any]]] = {}
+    for s in sweeps:
+        replicas = int((s.manifest or {}).get("replicas", 1))
+        for lv in s.levels:
+            r = lv.row
+            load = float(r["load"]) / (replicas if r["load_kind"] == "request_rate" or math.isfinite(r["load"]) else 1)
+            text = "inf" if not math.isfinite(load) else f"{load:g}"
+            by_name[f"{r['file']} ({'c' if r['load_kind'] == 'concurrency' else 'rate'} {text})"] = r
+            by_file.setdefault(str(r["file"]), []).append(r)
+    return by_name, by_file
+
+
+def _row_of(lv: Any, rows: tuple[dict[str, dict[str, Any]], dict[str, list[dict[str, Any]]]]) -> dict[str, Any] | None:
+    by_name, by_file = rows
+    if lv.name in by_name:
+        return by_name[lv.name]
+    same = by_file.get(lv.name.split(" (")[0], [])
+    return same[0] if len(same) == 1 else None
+
+
+def _sets_from_paths(paths: list[Path], manifests: list[Path] | None) -> tuple[list[Any], Any]:
+    from pipeline.benchmarks import read_paths
+    from pipeline.sim import calibrate
+
+    sets = calibrate.deployment_sets(paths, manifests)
+    sweeps = read_paths(paths)
+    calibrate.apply_manifests(sweeps, manifests)
+    return sets, _row_lookup(sweeps)
+
+
+def load_entry(spec: dict[str, Any], fixtures: Path) -> Entry | str:
+    """One registry deployment, read with the project's readers (or the levels CSV loader); a str says why it
+    was skipped (its fixture folder is absent)."""
+    import dataclasses
+
+    merged = None
+    notes: set[str] = set()
+    excluded: list[str] = []
+    tools: set[str] = set()
+    for s in spec["sweeps"]:
+        if "levels_csv" in s:
+            ds, ex = _csv_set(FIDELITY / s["levels_csv"], FIDELITY / s["manifest"], dict(s.get("where") or {}))
+            excluded += ex
+            sets = [ds]
+            tools.add("vllm (console figures)")
+        else:
+            if "fixture" in s:
+                folder = fixtures / s["fixture"]
+                if not folder.is_dir():
+                    return f"fixture folder {folder} absent"
+                sets, rows = _sets_from_paths([folder], [FIDELITY / s["manifest"]])
+            else:
+                sets, rows = _sets_from_paths([FIDELITY / s["measured"]], None)
+            tools.update(str(r["tool"]) for r in rows[0].values())
+            for ds in sets:
+                keep = []
+                for lv in ds.levels:
+                    row = _row_of(lv, rows)
+                    failed = float(row.get("failed") or 0) if row else 0.0
+                    sent = failed + float((row or {}).get("completed") or 0)
+                    if sent and failed / sent > MAX_FAILED_SHARE:
+                        excluded.append(
+                            f"{_short(lv.name)}: {int(failed)} of {int(sent)} requests failed (> {MAX_FAILED_SHARE:.0%})"
+                        )
+                        continue
+                    keep.append(lv)
+                ds.levels = keep
+        for ds in sets:
+            if merged is None:
+                merged = ds
+            elif ds.deployment.key != merged.deployment.key:
+                raise InputError(
+                    f"{REGISTRY}: deployment {spec['name']}: sweeps of different deployments "
+                    f"({merged.deployment.key} and {ds.deployment.key}); expected one manifest identity"
+                )
+            else:
+                merged.levels.extend(ds.levels)
+                merged.files.extend(f for f in ds.files if f not in merged.files)
+    assert merged is not None
+    eng = spec.get("engine") or {}
+    over = {k: int(eng[k]) for k in ("max_num_seqs", "max_num_batched_tokens") if k in eng}
+    if over:
+        how = ", ".join(f"{k} {v}" for k, v in over.items())
+        merged.limits = dataclasses.replace(merged.limits, **over, source=f"{merged.limits.source}; registry: {how}")
+    merged.levels.sort(key=lambda lv: (lv.curve, lv.load_kind, lv.load, lv.name))
+    derived: dict[str, int] = {}
+    for lv in merged.levels:
+        for note in getattr(lv, "notes", None) or []:
+            key = re.sub(r"\b[0-9]+(\.[0-9]+)?\b", "N", note)
+            derived[key] = derived.get(key, 0) + 1
+    for key, count in sorted(derived.items()):
+        notes.add(f"calibrate, on {count} of {len(merged.levels)} levels: {key}")
+    if eng.get("assumed"):
+        notes.add(f"engine limits assumed: {eng['assumed']}")
+    for c in spec.get("caveats") or []:
+        notes.add(f"caveat: {c}")
+    notes.add(f"engine limits: {merged.limits.as_dict()}")
+    return Entry(
+        spec["name"], spec["role"], dict(eng), merged, sorted(notes), excluded, spec.get("calibrated_on"), sorted(tools)
+    )
+
+
+def _short(name: str) -> str:
+    """A level name without the machine's absolute prefix."""
+    for prefix in (str(FIXTURES) + "/", str(FIDELITY) + "/", str(ROOT) + "/"):
+        name = name.replace(prefix, "")
+    return name
+
+
+# ----------------------------------------------------------------------------------------------- predicting
+
+
+def predict(ds: Any, lv: Any, theta: Any | None, basis: str, source: str) -> dict[str, float]:
+    """calibrate's replay of one level through the simulator with b0..b5 and the request overhead h of theta
+    (theta None: the roofline prior, h = 0)."""
+    from pipeline.sim import calibrate
+
+    if theta is None:
+        return calibrate.predict_level(ds.cost, ds.limits, lv, 0.0)
+    cost = ds.cost.with_coeffs(calibrate.Coefficients(tuple(float(v) for v in theta[:6]), basis, source))
+    return calibrate.predict_level(cost, ds.limits, lv, float(theta[6]))
+
+
+# ------------------------------------------------------------------------------------------------- scoring
+
+
+def summarize(values: list[float]) -> dict[str, Any]:
+    """n, median |relative error|, median signed relative error (predicted / measured - 1)."""
+    v = np.asarray([x for x in values if x is not None and math.isfinite(x)], dtype=np.float64)
+    if not len(v):
+        return {"n": 0, "median_abs_rel": None, "median_rel": None}
+    return {"n": len(v), "median_abs_rel": float(np.median(np.abs(v))), "median_rel": float(np.median(v))}
+
+
+def judge(kind: str, metric: str, s: dict[str, Any]) -> dict[str, Any]:
+    """The summary with its target and whether it was met (by how much it was missed, in percentage points)."""
+    target = TARGETS.get(kind, {}).get(metric)
+    out = dict(s, target=target, met=None, missed_by=None)
+    if target is not None and s["median_abs_rel"] is not None:
+        out["met"] = s["median_abs_rel"] <= target
+        out["missed_by"] = None if out["met"] else s["median_abs_rel"] - target
+    return out
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Load, fit, predict and score; the whole result as a JSON-ready dict."""
+    from pipeline.sim import calibrate
+
+    t0 = time.perf_counter()
+    registry = load_registry()
+    if args.only:
+        known = {d["name"] for d in registry}
+        unknown = sorted(set(args.only) - known)
+        if unknown:
+            raise InputError(f"--only: unknown deployment {unknown[0]!r}; known: {', '.join(sorted(known))}")
+        wanted = set(args.only) | {
+            d["calibrated_on"] for d in registry if d["name"] in args.only and d.get("calibrated_on")
+        }
+        registry = [d for d in registry if d["name"] in wanted]
+    entries, skipped = [], []
+    for spec in registry:
+        got = load_entry(spec, Path(args.fixtures))
+        if isinstance(got, str):
+            skipped.append({"deployment": spec["name"], "why": got})
+        else:
+            entries.append(got)
+    t_load = time.perf_counter() - t0
+
+    per_level: dict[str, list[dict[str, Any]]] = {e.name: [] for e in entries}
+    for e in entries:
+        for lv in e.ds.levels:
+            per_level[e.name].append(
+                {
+                    "level": _short(lv.name),
+                    "ttft_stat": lv.ttft_stat(),
+                    "measured": lv.measured(),
+                    "roofline": calibrate.residuals_of(predict(e.ds, lv, None, "roofline", "prior"), lv),
+                }
+            )
+    dev = [e for e in entries if e.role == "dev" and e.ds.levels]
+    others = [e for e in entries if e.role != "dev" and e.ds.levels]
+    cal = None
+    t1 = time.perf_counter()
+    if dev:
+        cal = calibrate.calibrate_sets([e.ds for e in dev], args.nfev, args.lolo_nfev)
+        for e in dev:
+            for mine, theirs in zip(per_level[e.name], cal.level_residuals[e.ds.deployment.key], strict=True):
+                for kind in ("in_sample", "leave_one_level_out", "leave_one_deployment_out"):
+                    mine[kind] = theirs.get(kind)
+        by_name = {e.name: e for e in dev}
+        for e in others:
+            theta, how = cal.pooled.theta_for(e.ds.arch)
+            for mine, lv in zip(per_level[e.name], e.ds.levels, strict=True):
+                mine["transferred"] = calibrate.residuals_of(predict(e.ds, lv, theta, "transferred", how), lv)
+            e.notes.append(f"transferred: {how}, pooled over the {len(dev)} dev deployments")
+            sib = by_name.get(e.calibrated_on or "")
+            if e.role == "check" and sib is not None:
+                fit = cal.fits[sib.ds.deployment.key]
+                for mine, lv in zip(per_level[e.name], e.ds.levels, strict=True):
+                    mine["calibrated_elsewhere"] = calibrate.residuals_of(
+                        predict(e.ds, lv, fit.theta, "calibrated", f"calibrated on {sib.name}"), lv
+                    )
+                e.notes.append(
+                    f"calibrated-elsewhere: the coefficients fitted on {sib.name}, with this sweep's engine limits"
+                )
+    t_fit = time.perf_counter() - t1
+
+    def figures(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        out: dict[str, dict[str, Any]] = {}
+        for kind in KINDS:
+            vals = {m: [r[kind][m] for r in rows if r.get(kind) and m in r[kind]] for m in METRICS}
+            if any(vals.values()):
+                out[kind] = {m: judge(kind, m, summarize(vals[m])) for m in METRICS}
+        return out
+
+    deployments = []
+    for e in entries:
+        fit = cal.fits.get(e.ds.deployment.key) if cal is not None and e.role == "dev" else None
+        deployments.append(
+            {
+                "name": e.name,
+                "role": e.role,
+                "key": e.ds.deployment.key,
+                "gpu_arch": e.ds.arch,
+                "tools": e.tools,
+                "levels": len(e.ds.levels),
+                "curves": sorted({_short(lv.curve) for lv in e.ds.levels}),
+                "engine_limits": e.ds.limits.as_dict(),
+                "basis": fit.basis if fit is not None else None,
+                "warning": fit.warning if fit is not None else None,
+                "theta": [float(v) for v in fit.theta] if fit is not None else None,
+                "notes": e.notes,
+                "excluded_levels": e.excluded,
+                "figures": figures(per_level[e.name]),
+                "level_residuals": per_level[e.name],
+            }
+        )
+    pooled = {
+        "dev": figures([r for e in dev for r in per_level[e.name]]),
+        "holdout": figures([r for e in others if e.role == "holdout" for r in per_level[e.name]]),
+    }
+    return {
+        "nfev": args.nfev,
+        "lolo_nfev": args.lolo_nfev,
+        "targets": {KIND_LABEL[k]: v for k, v in TARGETS.items()},
+        "deployments": deployments,
+        "pooled": pooled,
+        "pooled_theta": (
+            {"theta": [float(v) for v in cal.pooled.theta], "gpu_arch_scale": dict(sorted(cal.pooled.scale.items()))}
+            if cal is not None
+            else None
+        ),
+        "skipped": skipped,
+        "seconds": {
+            "load": round(t_load, 1),
+            "fit_and_residuals": round(t_fit, 1),
+            "total": round(time.perf_counter() - t0, 1),
+        },
+    }
+
+
+# ------------------------------------------------------------------------------------------------- printing
+
+
+def _pct(v: float | None, signed: bool = False) -> str:
+    if v is None:
+        return "-"
+    return f"{100 * v:+.1f}%" if signed else f"{100 * v:.1f}%"
+
+
+def _status(s: dict[str, Any]) -> str:
+    if s.get("target") is None:
+        return ""
+    if s.get("met") is None:
+        return f"<={100 * s['target']:.0f}%  n/a"
+    if s["met"]:
+        return f"<={100 * s['target']:.0f}%  met"
+    return f"<={100 * s['target']:.0f}%  MISSED by {100 * s['missed_by']:.{1 if s['missed_by'] >= 0.01 else 2}f} pp"
+
+
+def render(result: dict[str, Any], levels: bool = False) -> str:
+    """The plain-text table (with every level's residuals when `levels`)."""
+    lines = [
+        f"engine-model fidelity (simulator replay; refinement nfev {result['nfev']}, LOLO nfev "
+        f"{result['lolo_nfev']}); error = predicted / measured - 1 per level; |e| = median absolute, e = median signed",
+        "figures: roofline = prior coefficients; in-sample / LOLO = the deployment's own fit (LOLO refitted without "
+        "the level); LODO / transferred = pooled fit without the deployment; calibrated* = the fit of the same "
+        "deployment's other sweep (role check)",
+        "",
+    ]
+    head = f"  {'figure':<12}{'metric':<12}{'n':>4}  {'median |e|':>10}  {'median e':>9}  target"
+    metric_label = {"throughput": "throughput", "itl_mean": "mean ITL", "ttft": "TTFT"}
+
+    def block(figs: dict[str, Any]) -> list[str]:
+        out = [head]
+        for kind in KINDS:
+            for m in METRICS:
+                s = figs.get(kind, {}).get(m)
+                if not s or not s["n"]:
+                    continue
+                out.append(
+                    f"  {KIND_LABEL[kind]:<12}{metric_label[m]:<12}{s['n']:>4}  {_pct(s['median_abs_rel']):>10}  "
+                    f"{_pct(s['median_rel'], True):>9}  {_status(s)}"
+                )
+        return out
+
+    for d in result["deployments"]:
+        lines.append(f"{d['name']}  [{d['role']}; {d['key']}; {d['levels']} levels; {', '.join(d['tools'])}]")
+        if d["basis"]:
+            lines.append(
+                f"  basis {d['basis']}; b0..b5 = "
+                + ", ".join(f"{v:.3g}" for v in d["theta"][:6])
+                + f"; request overhead {1e3 * d['theta'][6]:.1f} ms"
+            )
+        if d["warning"]:
+            lines.append(f"  warning: {d['warning']}")
+        lines += block(d["figures"])
+        for n in d["notes"]:
+            lines.append(f"  note: {n}")
+        for x in d["excluded_levels"]:
+            lines.append(f"  left out: {x}")
+        if levels:
+            for r in d["level_residuals"]:
+                cells = []
+                for kind in KINDS:
+                    got = r.get(kind)
+                    if got:
+                        vals = " ".join(f"{metric_label[m]} {_pct(got[m], True)}" for m in METRICS if m in got)
+                        cells.append(f"{KIND_LABEL[kind]}: {vals}")
+                lines.append(f"  level {r['level']} [TTFT {r['ttft_stat']}]: " + "; ".join(cells))
+        lines.append("")
+    n_dev = sum(d["role"] == "dev" for d in result["deployments"])
+    n_hold = sum(d["role"] == "holdout" for d in result["deployments"])
+    lines.append(f"POOLED over the {n_dev} dev deployments (every level)")
+    lines += block(result["pooled"]["dev"])
+    lines.append("")
+    lines.append(f"POOLED over the {n_hold} held-out deployments (never seen by any fit)")
+    lines += block(result["pooled"]["holdout"])
+    if result["pooled_theta"]:
+        pc = result["pooled_theta"]
+        lines.append("")
+        lines.append(
+            "pooled b0..b5 (dev): "
+            + ", ".join(f"{v:.3g}" for v in pc["theta"][:6])
+            + f"; request overhead {1e3 * pc['theta'][6]:.1f} ms; GPU family scale: "
+            + ", ".join(f"{a} x{s:.3f}" for a, s in pc["gpu_arch_scale"].items())
+        )
+    for s in result["skipped"]:
+        lines.append(f"skipped: {s['deployment']}: {s['why']}")
+    sec = result["seconds"]
+    lines.append(f"time: load {sec['load']} s, fit and residuals {sec['fit_and_residuals']} s, total {sec['total']} s")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI entry point."""
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--json", action="store_true", help="machine-readable output")
+    ap.add_argument("--render", metavar="RESULT.json", help="print the table of a saved --json result and exit")
+    ap.add_argument("--levels", action="store_true", help="also print every level's residuals")
+    ap.add_argument("--nfev", type=int, default=None, help="refinement evaluations per fit (calibrate's default)")
+    ap.add_argument("--lolo-nfev", type=int, default=None, help="refinement evaluations per LOLO refit")
+    ap.add_argument("--only", nargs="+", metavar="NAME", help="only these registry deployments")
+    ap.add_argument("--fixtures", default=str(FIXTURES), help="the shared benchmark fixtures folder")
+    args = ap.parse_args(argv)
+    if args.render:
+        sys.stdout.write(render(json.loads(Path(args.render).read_text(encoding="utf-8")), args.levels))
+        return 0
+    try:
+        from pipeline.sim import calibrate
+    except ImportError as exc:
+        print(
+            f"error: pipeline/sim/calibrate.py is not importable ({exc}); the fidelity benchmark uses its fits",
+            file=sys.stderr,
+        )
+        return 1
+    if args.nfev is None:
+        args.nfev = calibrate.REFINE_NFEV
+    if args.lolo_nfev is None:
+        args.lolo_nfev = args.nfev
+    try:
+        result = run(args)
+    except InputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(result, indent=1, sort_keys=True, default=float))
+    else:
+        sys.stdout.write(render(result, args.levels))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

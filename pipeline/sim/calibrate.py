@@ -1,0 +1,1688 @@
+"""Step 7b calibration: the iteration-time coefficients of each deployment, fitted on its measured sweeps.
+
+One deployment is the manifest identity (model, GPU, TP, PP, weight/KV/compute dtype, engine). Its
+levels (every imported sweep of it, normalized by `pipeline.benchmarks`) are fitted in two steps
+(method.md 7b). The fitted vector theta is b0..b5 of `cost.TERMS` plus h, a per-request latency
+outside the engine (HTTP, tokenization, the client) that TTFT and E2E carry: a 30 ms TTFT for a
+200-token prompt on an H100 is mostly h, and without it the prefill term absorbs it.
+
+1. **Aggregates, NNLS.** A decode row per level: the mean ITL is one iteration holding the decoding
+   batch (Little's law on the decode phase, rps x (E2E - TTFT), else output tokens/s x ITL, else the
+   closed-loop concurrency) plus the prefill tokens that arrive meanwhile (rps x input x ITL). A
+   prefill row per low-load level (TTFT within 2x of its curve's lowest): the prompt's prefill
+   iterations with the decoding batch riding along, half an iteration of waiting, and h. Rows are
+   divided by the measured value (relative error). Decode and prefill rows are fitted in turn (the
+   decode rows with the FLOPs term and h held, then those two on the prefill rows, a few rounds): a
+   joint NNLS lets the many decode rows zero the prefill term. A joint NNLS with both row groups
+   weighted equally is the other candidate; the lower balanced loss wins. A weak pull toward the
+   roofline prior (rows of weight `PRIOR_WEIGHT`) splits what one deployment cannot tell apart (the
+   fixed cost and the weight bytes are both constant per iteration).
+2. **Replay.** Every level is replayed through the simulator (pipeline/sim/engine.py: closed loop
+   at its concurrency, open loop at its rate with seeded Poisson arrivals, an unlimited rate as every
+   request at t = 0) with the benchmark's own lengths (per-request lengths when the file has them,
+   else a uniform spread matching the nominal and mean lengths, else the mean), and theta is refined
+   in log space on the sum of absolute relative errors of throughput, ITL and TTFT (p50, and p99
+   where present), from step 1, in a few dozen passes: least squares first, then a derivative-free
+   pattern search (a queue above capacity makes the objective piecewise; least squares stalls on it).
+
+The engine knobs of a deployment (max_num_seqs, max_num_batched_tokens) are the server flags its
+manifest's notes state, else the engine's defaults, raised when the measured decode batch exceeds
+them; KV blocks come from the memory stage's engine profile.
+
+Pooled coefficients: one joint step-1 fit over every deployment's rows with a scale per GPU family
+(`gpu.arch`) on the six terms, alternated with the closed-form scale (`refine_pooled` can refine it
+on every deployment's levels replayed; off by default, see REFINE_POOL); they serve deployments
+without a sweep (basis `transferred`). Residuals, relative (predicted / measured - 1) per metric: in-sample,
+leave-one-level-out (refitted without the level) and leave-one-deployment-out (pooled fit without
+the deployment). Their 10th-90th percentiles are the prediction interval.
+
+A deployment whose levels cannot identify b (one level, one batch size, or no TTFT at low load)
+falls back to the pooled coefficients and says so (`warnings`, basis `transferred`): not an error.
+A manifest contradicting its files (model, lengths) or a NaN/inf in a measured field is an
+InputError naming the file.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy.optimize import least_squares, nnls
+
+from pipeline.errors import InputError
+from pipeline.sim.cost import TERMS, Coefficients, StepCost
+
+METRICS = ("throughput", "itl_mean", "ttft")
+"""Residual metrics: output tokens/s, mean ITL, TTFT (p99 where the file has it, else the percentile it has)."""
+
+TTFT_ORDER = ("p99", "p95", "p90", "p50", "mean")
+"""Which TTFT statistic a level is judged on: the first the file states."""
+
+PRIOR_WEIGHT = 0.1
+"""Weight of each prior row (a relative deviation of b from the roofline) against a data row (weight 1)."""
+
+ZERO_SCALES = {0: 1e-3, 4: 1e-4}
+"""Terms whose prior is 0 are pulled toward 0 on these scales (s): b0 per iteration, b4 per sequence."""
+
+LOW_LOAD_TTFT = 2.0
+"""A level's TTFT is a prefill row when it is within this factor of the lowest TTFT of its curve."""
+
+SAME_BATCH = 1.1
+"""Levels whose decode batches all lie within this factor identify no batch-dependent term."""
+
+REFINE_NFEV = 60
+"""Simulator passes (every level once) of the step-2 refinement of one deployment (a few dozen, method.md)."""
+
+REFINE_WORK = 2.8e8
+"""Decoded tokens the refinement of one deployment may simulate in all (~10 s of the simulator on one core)."""
+
+MIN_PASSES = 24
+"""... but never fewer passes than this."""
+
+LS_MIN_PASSES = 40
+"""Below this many passes the refinement is the pattern search alone (on the SGLang fixture's 24 passes it reached
+a sum of |errors| of 8.0 against 9.4 with least squares first; at 60 passes least squares first is better)."""
+
+REFINE_POOL = False
+"""Refine the pooled fit through the simulator too (`refine_pooled`). Off by default: on the three real fixtures it
+moved the leave-one-deployment-out medians from 11/21/76% to 14/28/81% (throughput/ITL/TTFT) at 4x the time."""
+
+LOLO_NFEV = 12
+"""Passes of each leave-one-level-out refit (`sizing calibrate --lolo-passes`): step 1 on the other levels, then
+this many refinement passes (fewer than the fit's own, for time; the fidelity benchmark can use the same number)."""
+
+MAX_REPLAY_REQUESTS = 2000
+"""Requests replayed per level (the first ones of the measured count; saturation runs keep theirs up to 3x)."""
+
+MEASURED_FIELDS = (
+    "load",
+    "rps",
+    "output_tps",
+    "input_tokens_mean",
+    "output_tokens_mean",
+    "duration_s",
+    "completed",
+    *(f"{m}_{s}_ms" for m in ("ttft", "itl", "e2e") for s in ("mean", "p50", "p90", "p95", "p99")),
+)
+TPOT_MISMATCH = 0.25
+"""A stated mean TPOT further than this from (E2E - TTFT) / (output - 1) of the same means is replaced by it."""
+
+SENT_RE = re.compile(r"the client sent ([0-9.]+) req/s")
+RAW_ALLOWED_INF = ("request_rate", "max_concurrency", "rate", "requested_rate", "burstiness")
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """The manifest identity a calibration belongs to."""
+
+    model: str
+    gpu: str
+    tp: int
+    pp: int
+    weight_dtype: str
+    kv_dtype: str
+    compute_dtype: str
+    engine: str
+
+    @property
+    def key(self) -> str:
+        return (
+            f"{self.model}/{self.gpu}/tp{self.tp}-pp{self.pp}/w-{self.weight_dtype}/kv-{self.kv_dtype}"
+            f"/c-{self.compute_dtype}/{self.engine}"
+        )
+
+    def matches(self, model: str, gpu: str, tp: int, pp: int, weights: str, kv: str, engine: str | None) -> bool:
+        """Same model, GPU, TP, PP and dtypes (and engine when one is named)."""
+        return (
+            _norm(self.model) == _norm(model)
+            and _norm(self.gpu) == _norm(gpu)
+            and (self.tp, self.pp, self.weight_dtype, self.kv_dtype) == (tp, pp, weights, kv)
+            and (engine is None or _norm(self.engine) == _norm(engine))
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "key": self.key,
+            "model": self.model,
+            "gpu": self.gpu,
+            "tp": self.tp,
+            "pp": self.pp,
+            "weight_dtype": self.weight_dtype,
+            "kv_dtype": self.kv_dtype,
+            "compute_dtype": self.compute_dtype,
+            "engine": self.engine,
+        }
+
+
+def _norm(name: str) -> str:
+    return "".join(ch for ch in str(name).lower() if ch.isalnum())
+
+
+ENGINE_DEFAULTS = {"vllm": (256, 8192), "sglang": (4096, 8192)}
+"""(max_num_seqs, max_num_batched_tokens) an engine runs with when the manifest's notes state no flags
+(vLLM's defaults; SGLang's running-request cap is its KV pool, so effectively the KV blocks)."""
+
+FLAG_RE = {
+    "max_num_seqs": re.compile(r"--max[-_]num[-_]seqs[= ](\d+)|--max[-_]running[-_]requests[= ](\d+)"),
+    "max_num_batched_tokens": re.compile(
+        r"--max[-_]num[-_]batched[-_]tokens[= ](\d+)|--chunked[-_]prefill[-_]size[= ](\d+)"
+    ),
+    "max_model_len": re.compile(r"--max[-_]model[-_]len[= ](\d+)|--context[-_]length[= ](\d+)"),
+    "gpu_memory_utilization": re.compile(
+        r"--gpu[-_]memory[-_]utilization[= ]([0-9.]+)|--mem[-_]fraction[-_]static[= ]([0-9.]+)"
+    ),
+}
+
+
+@dataclass(frozen=True)
+class EngineLimits:
+    """The scheduler knobs of one deployment (the simulator's EngineConfig has the same names)."""
+
+    max_num_seqs: int = 256
+    max_num_batched_tokens: int = 8192
+    kv_blocks: int = 10**9
+    block_size: int = 16
+    enable_prefix_caching: bool = False
+    source: str = "defaults"
+
+    def config(self) -> Any:
+        """The simulator's EngineConfig."""
+        from pipeline.sim.engine import EngineConfig
+
+        return EngineConfig(
+            max_num_seqs=int(self.max_num_seqs),
+            max_num_batched_tokens=int(self.max_num_batched_tokens),
+            block_size=int(self.block_size),
+            kv_blocks=int(self.kv_blocks),
+            enable_prefix_caching=self.enable_prefix_caching,
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "max_num_seqs": self.max_num_seqs,
+            "max_num_batched_tokens": self.max_num_batched_tokens,
+            "kv_blocks": self.kv_blocks,
+            "block_size": self.block_size,
+            "source": self.source,
+        }
+
+
+def engine_flags(text: str) -> dict[str, float]:
+    """Server flags written in a manifest's notes (`--max-num-seqs=128`, SGLang's `--max-running-requests`...)."""
+    out: dict[str, float] = {}
+    for key, rx in FLAG_RE.items():
+        m = rx.search(text or "")
+        if m:
+            out[key] = float(next(g for g in m.groups() if g))
+    if re.search(r"--no-enable-chunked-prefill", text or ""):
+        out["no_chunked_prefill"] = 1.0
+    return out
+
+
+def engine_limits(manifest: dict[str, Any], model: Any, gpu: Any, cost: StepCost, tp: int, pp: int) -> EngineLimits:
+    """The deployment's scheduler knobs: the flags its manifest's notes state, else the engine's defaults; KV
+    blocks from the memory stage's engine profile (10^9, unlimited, when it cannot say)."""
+    engine = str(manifest.get("engine", "vllm")).lower()
+    seqs, tokens = ENGINE_DEFAULTS.get(engine, ENGINE_DEFAULTS["vllm"])
+    flags = engine_flags(str(manifest.get("notes") or ""))
+    src = "notes flags" if flags else f"{engine} defaults"
+    seqs = int(flags.get("max_num_seqs", seqs))
+    mml = int(flags["max_model_len"]) if "max_model_len" in flags else None
+    tokens = int(flags.get("max_num_batched_tokens", tokens))
+    if "no_chunked_prefill" in flags and mml:
+        tokens = max(tokens, mml)
+    blocks = 10**9
+    try:
+        from pipeline import memory, parallelism
+
+        settings = memory.EngineSettings(
+            gpu_memory_utilization=float(flags.get("gpu_memory_utilization", 0.9)),
+            max_num_batched_tokens=tokens,
+            max_num_seqs=seqs,
+            max_model_len=mml,
+        )
+        ep = parallelism.expert_parallel(model, tp)
+        prof = memory.engine_profile(
+            model, gpu, manifest["weight_dtype"], manifest["kv_dtype"], tp, pp, ep, float(mml or 8192), settings
+        )
+        if prof.kv_cache_blocks > 0:
+            blocks = int(prof.kv_cache_blocks)
+            src += f", {prof.kv_cache_tokens:,} KV tokens (engine profile)"
+    except (InputError, ValueError, TypeError, AttributeError, KeyError, ZeroDivisionError):
+        pass
+    return EngineLimits(seqs, tokens, blocks, 16, False, src)
+
+
+@dataclass
+class LevelData:
+    """One measured level of one deployment, per replica, in SI units (s, tokens)."""
+
+    name: str  # file (+ load) for messages and tables
+    curve: str
+    load_kind: str  # concurrency | request_rate
+    load: float  # per replica (inf: every request sent at once)
+    rps: float | None
+    output_tps: float | None
+    ttft_s: dict[str, float]  # mean/p50/p90/p95/p99 present
+    itl_s: float | None  # mean ITL (TPOT or inter-token gap, as the file states), else its median
+    itl_kind: str  # tpot (per-request mean gap) | itl (every inter-token gap)
+    itl_stat: str  # mean | p50
+    e2e_s: float | None
+    input_mean: float
+    output_mean: float
+    input_lens: np.ndarray  # int64, the replayed length distribution
+    output_lens: np.ndarray
+    lengths_source: str
+    requests: int  # measured completed requests per replica
+    saturation: bool
+    notes: list[str] = field(default_factory=list)  # what calibration derived instead of reading
+
+    def ttft_stat(self) -> str | None:
+        """The TTFT statistic this level is judged on (p99 where present)."""
+        return next((s for s in TTFT_ORDER if s in self.ttft_s), None)
+
+    def ttft_typical_s(self) -> float | None:
+        """Mean TTFT, else its median (the aggregate rows' target)."""
+        return self.ttft_s.get("mean", self.ttft_s.get("p50"))
+
+    def measured(self) -> dict[str, float]:
+        """The measured value of each residual metric the level has (s, tokens/s)."""
+        out: dict[str, float] = {}
+        tput = self.output_tps if self.output_tps else None
+        if tput:
+            out["throughput"] = tput
+        if self.itl_s:
+            out["itl_mean"] = self.itl_s
+        stat = self.ttft_stat()
+        if stat:
+            out["ttft"] = self.ttft_s[stat]
+        return out
+
+    def decode_batch(self, limits: EngineLimits) -> float:
+        """Sequences decoding at once: Little's law on the decode phase, else output tokens/s x ITL, else the
+        closed-loop concurrency; clipped to [1, max_num_seqs]."""
+        ttft = self.ttft_typical_s()
+        if self.rps and self.e2e_s and ttft is not None and self.e2e_s > ttft:
+            n = self.rps * (self.e2e_s - ttft)
+        elif self.output_tps and self.itl_s:
+            n = self.output_tps * self.itl_s
+        elif self.load_kind == "concurrency":
+            n = self.load
+        else:
+            n = 1.0
+        return float(min(max(n, 1.0), limits.max_num_seqs))
+
+
+@dataclass
+class DeploymentSet:
+    """Every measured level of one deployment, with its physics."""
+
+    deployment: Deployment
+    arch: str
+    cost: StepCost  # roofline prior coefficients
+    levels: list[LevelData]
+    files: list[str]
+    limits: EngineLimits = field(default_factory=EngineLimits)
+
+
+# ----------------------------------------------------------------------------------------------- loading
+
+
+def _scan_nonfinite(obj: Any, file: str, path: str = "") -> None:
+    """A measured NaN or inf anywhere in a result record (an unlimited request rate excepted) is an InputError."""
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            if isinstance(v, float) and not math.isfinite(v):
+                if str(k).rstrip(":") in RAW_ALLOWED_INF and v > 0:
+                    continue
+                raise InputError(
+                    f"{file}: field '{path}{k}' = {v!r}; expected a finite measured value (NaN or inf is not a "
+                    "measurement)"
+                )
+            if isinstance(v, dict | list):
+                _scan_nonfinite(v, file, f"{path}{k}.")
+    elif isinstance(obj, list):
+        for i, v in enumerate(obj[:100_000]):
+            if isinstance(v, float) and not math.isfinite(v):
+                raise InputError(f"{file}: field '{path.rstrip('.')}[{i}]' = {v!r}; expected a finite measured value")
+            if isinstance(v, dict | list):
+                _scan_nonfinite(v, file, f"{path.rstrip('.')}[{i}].")
+
+
+def _raw_records(file: str, cache: dict[str, list[Any]]) -> list[Any]:
+    from pipeline.benchmarks.common import read_json_records
+
+    if file not in cache:
+        p = Path(file)
+        cache[file] = read_json_records(p, file) if p.suffix.lower() in (".json", ".jsonl") and p.exists() else []
+    return cache[file]
+
+
+def _vllm_lengths(records: list[Any]) -> tuple[np.ndarray, np.ndarray] | None:
+    """Per-request input/output lengths of a one-record vLLM result (`input_lens`, `output_lens`), failures dropped."""
+    if len(records) != 1 or not isinstance(records[0], dict):
+        return None
+    obj = records[0]
+    ins, outs = obj.get("input_lens"), obj.get("output_lens")
+    if not isinstance(ins, list) or not isinstance(outs, list) or len(ins) != len(outs) or not ins:
+        return None
+    errors = obj.get("errors") if isinstance(obj.get("errors"), list) else [""] * len(ins)
+    pairs = [
+        (int(a), int(b))
+        for i, (a, b) in enumerate(zip(ins, outs, strict=True))
+        if isinstance(a, int | float)
+        and isinstance(b, int | float)
+        and a >= 1
+        and b >= 1
+        and not (errors[i] if i < len(errors) else "")
+    ]
+    if not pairs:
+        return None
+    arr = np.asarray(pairs, dtype=np.int64)
+    return arr[:, 0].copy(), arr[:, 1].copy()
+
+
+def _spread(mean: float, nominal: float | None, n: int) -> tuple[np.ndarray, str]:
+    """A length distribution from a mean and the nominal length: uniform on [2 mean - nominal, nominal] when the
+    mean sits well below the nominal (SGLang/vLLM random with a range ratio), else the mean itself."""
+    if nominal and nominal > 0 and mean < 0.9 * nominal:
+        lo = max(1.0, 2 * mean - nominal)
+        grid = lo + (nominal - lo) * (np.arange(n) + 0.5) / n
+        return np.maximum(np.rint(grid), 1).astype(np.int64), f"uniform {lo:.0f}..{nominal:.0f} (mean and nominal)"
+    return np.full(n, max(1, round(mean)), dtype=np.int64), "the mean length"
+
+
+def _shuffle_pair(a: np.ndarray, b: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Decorrelate two spread grids deterministically (input and output lengths drawn independently)."""
+    rng = np.random.default_rng(seed)
+    return a, b[rng.permutation(len(b))]
+
+
+def _level_data(lv: Any, manifest: dict[str, Any], cache: dict[str, list[Any]], deployment: str) -> LevelData | None:
+    """One normalized level as LevelData (per replica); None for a level with no usable measurement."""
+    r = lv.row
+    file = r["file"]
+    for rec in _raw_records(file, cache):  # the file's own field names first
+        _scan_nonfinite(rec, file)
+    for col in MEASURED_FIELDS:
+        v = r.get(col)
+        if v is None:
+            continue
+        if (isinstance(v, float) and math.isnan(v)) or (col != "load" and isinstance(v, float) and math.isinf(v)):
+            raise InputError(f"{file}: {col} = {v!r}; expected a finite measured value (deployment {deployment})")
+    replicas = int(manifest.get("replicas", 1))
+    load = float(r["load"])
+    for note in lv.notes:  # inference-perf: the client could not send the requested rate; replay what it sent
+        m = SENT_RE.search(note)
+        if m and r["load_kind"] == "request_rate":
+            load = min(load, float(m.group(1)))
+    load /= replicas if r["load_kind"] == "request_rate" or math.isfinite(load) else 1
+    in_mean = r["input_tokens_mean"] or r["nominal_input_tokens"] or manifest.get("input_tokens")
+    out_mean = r["output_tokens_mean"] or r["nominal_output_tokens"] or manifest.get("output_tokens")
+    if not in_mean or not out_mean:
+        raise InputError(
+            f"{file}: input_tokens_mean / output_tokens_mean: the file states no lengths and the manifest has no "
+            f"input_tokens/output_tokens (deployment {deployment}); expected the lengths the benchmark sent"
+        )
+    ttft = {s: float(r[f"ttft_{s}_ms"]) / 1e3 for s in ("mean", "p50", "p90", "p95", "p99") if r[f"ttft_{s}_ms"]}
+    itl_ms = r["itl_mean_ms"] or r["itl_p50_ms"]
+    itl_stat = "mean" if r["itl_mean_ms"] else "p50"
+    itl_kind = "tpot" if r["itl_kind"] == "tpot" else "itl"
+    e2e_ms = r["e2e_mean_ms"] or r["e2e_p50_ms"]
+    notes: list[str] = []
+    ttft_mean = r["ttft_mean_ms"] or r["ttft_p50_ms"]
+    if itl_ms and itl_kind == "tpot" and r["e2e_mean_ms"] and ttft_mean and out_mean > 1:
+        # the decode time per token the means imply; a tool TPOT far from it counted other tokens (inference-perf
+        # streams ~2 tokens a chunk and its TPOT is half the E2E's), and E2E and throughput are what the tokens cost
+        derived = (float(r["e2e_mean_ms"]) - float(ttft_mean)) / (float(out_mean) - 1)
+        if derived > 0 and abs(float(itl_ms) / derived - 1) > TPOT_MISMATCH:
+            notes.append(
+                f"mean TPOT {float(itl_ms):.2f} ms contradicts (E2E - TTFT) / (output - 1) = {derived:.2f} ms; "
+                "the latter is used"
+            )
+            itl_ms = derived
+    rps = float(r["rps"]) / replicas if r["rps"] else None
+    tps = float(r["output_tps"]) / replicas if r["output_tps"] else None
+    if not ttft and not itl_ms and not tps:
+        return None
+    completed = int(r["completed"] or 0) // replicas or int(r["completed"] or 0)
+    lengths = _vllm_lengths(_raw_records(file, cache)) if r["tool"] == "vllm" else None
+    n = max(completed, 1)
+    if lengths is not None:
+        ins, outs = lengths
+        source = f"per-request lengths ({len(ins)} requests)"
+    else:
+        ins, src_in = _spread(float(in_mean), r["nominal_input_tokens"], min(n, 512))
+        outs, src_out = _spread(float(out_mean), r["nominal_output_tokens"], min(n, 512))
+        ins, outs = _shuffle_pair(ins, outs, 7)
+        source = f"input {src_in}, output {src_out}"
+    load_text = "inf" if not math.isfinite(load) else f"{load:g}"
+    return LevelData(
+        name=f"{file} ({'c' if r['load_kind'] == 'concurrency' else 'rate'} {load_text})",
+        curve=str(r["curve"]),
+        load_kind=str(r["load_kind"]),
+        load=load,
+        rps=rps,
+        output_tps=tps,
+        ttft_s=ttft,
+        itl_s=float(itl_ms) / 1e3 if itl_ms else None,
+        itl_kind="tpot" if r["itl_kind"] == "tpot" else "itl",
+        itl_stat=itl_stat,
+        e2e_s=float(e2e_ms) / 1e3 if e2e_ms else None,
+        input_mean=float(in_mean),
+        output_mean=float(out_mean),
+        input_lens=ins,
+        output_lens=outs,
+        lengths_source=source,
+        requests=completed,
+        saturation=bool(r["saturation"]),
+        notes=notes,
+    )
+
+
+def apply_manifests(sweeps: list[Any], manifests: list[Path] | None) -> None:
+    """`--manifest FILE`: one manifest for every sweep without its own, or one per such sweep in order."""
+    from pipeline.benchmarks import check_consistency, read_manifest
+
+    if not manifests:
+        return
+    bare = [s for s in sweeps if s.manifest is None]
+    if len(manifests) != 1 and len(manifests) != len(bare):
+        raise InputError(
+            f"--manifest: {len(manifests)} manifests for {len(bare)} sweeps without their own manifest; expected one "
+            "manifest for all of them, or one per sweep in the order given"
+        )
+    for i, s in enumerate(bare):
+        m = read_manifest(manifests[0] if len(manifests) == 1 else manifests[i])
+        for lv in s.levels:
+            if lv.row["nominal_input_tokens"] is None and m.get("input_tokens"):
+                lv.row["nominal_input_tokens"] = float(m["input_tokens"])
+            if lv.row["nominal_output_tokens"] is None and m.get("output_tokens"):
+                lv.row["nominal_output_tokens"] = float(m["output_tokens"])
+        check_consistency(s.path.as_posix(), s.levels, m)
+        s.manifest = m
+
+
+def deployment_sets(
+    paths: list[Path], manifests: list[Path] | None = None, root: Path | None = None
+) -> list[DeploymentSet]:
+    """Every sweep under `paths` (as the curve stage reads them), grouped by deployment; checked before any fit."""
+    from pipeline import catalog, quantization
+    from pipeline.benchmarks import read_paths
+    from pipeline.sim.cost import for_deployment
+
+    sweeps = read_paths(paths, root)
+    apply_manifests(sweeps, manifests)
+    gpus = catalog.load_gpus()
+    groups: dict[str, DeploymentSet] = {}
+    cache: dict[str, list[Any]] = {}
+    for s in sweeps:
+        m = s.manifest
+        if m is None:
+            raise InputError(
+                f"{s.path.as_posix()}: no manifest.yaml; calibration needs the deployment (model, GPU, TP, dtypes, "
+                "engine): put a manifest.yaml beside the result files or pass --manifest FILE"
+            )
+        model = catalog.load_model(str(m["model"]))
+        gpu = catalog.find_gpu(str(m["gpu"]), gpus)
+        compat = quantization.check(gpu, m["weight_dtype"], m["kv_dtype"])
+        dep = Deployment(
+            model.name,
+            gpu.name,
+            int(m["tp"]),
+            int(m.get("pp", 1)),
+            m["weight_dtype"],
+            m["kv_dtype"],
+            str(compat.compute),
+            str(m["engine"]),
+        )
+        cost = for_deployment(model, gpu, m["weight_dtype"], m["kv_dtype"], dep.tp, dep.pp)
+        if isinstance(cost, str):
+            raise InputError(f"{m['file']}: deployment {dep.key}: {cost}")
+        if dep.key not in groups:
+            groups[dep.key] = DeploymentSet(
+                dep, gpu.arch, cost, [], [], engine_limits(m, model, gpu, cost, dep.tp, dep.pp)
+            )
+        ds = groups[dep.key]
+        for lv in s.levels:
+            data = _level_data(lv, m, cache, dep.key)
+            if data is not None:
+                ds.levels.append(data)
+                if lv.row["file"] not in ds.files:
+                    ds.files.append(lv.row["file"])
+    for ds in groups.values():
+        ds.levels.sort(key=lambda lv: (lv.curve, lv.load_kind, lv.load, lv.name))
+        # a measured decode batch above the stated cap says the engine ran more (SGLang sizes it from its KV pool)
+        seen = max((lv.decode_batch(EngineLimits(10**6)) for lv in ds.levels if lv.itl_s), default=0.0)
+        if seen > ds.limits.max_num_seqs:
+            ds.limits = replace(
+                ds.limits,
+                max_num_seqs=math.ceil(seen * 1.1),
+                source=ds.limits.source + f"; max_num_seqs raised to 1.1 x the measured decode batch {seen:.0f}",
+            )
+    return [groups[k] for k in sorted(groups)]
+
+
+# ------------------------------------------------------------------------------------------ step 1: NNLS
+
+NPAR = 7
+"""b0..b5 of the iteration time, then the per-request overhead h (s) that TTFT and E2E carry outside the engine
+(HTTP, tokenization, detokenization, the client): a TTFT of 30 ms for a 200-token prompt on an H100 is mostly h."""
+
+H_SCALE = 0.05
+"""h is pulled weakly toward 0 on this scale (s)."""
+
+
+def _pairs(lens: np.ndarray, window: int) -> tuple[float, float]:
+    """Mean attention pairs of prefilling a whole prompt (full, window-capped) over a length distribution."""
+    L = lens.astype(np.float64)
+    full = L * (L + 1) / 2
+    w = float(window)
+    capped = np.where(w >= L, full, w * (w + 1) / 2 + (L - w) * w)
+    return float(full.mean()), float(capped.mean())
+
+
+def decode_terms(cost: StepCost, lv: LevelData, limits: EngineLimits) -> np.ndarray | None:
+    """The seven columns (six terms, h) of the mean iteration behind the level's ITL, or None without an ITL."""
+    if not lv.itl_s:
+        return None
+    n = lv.decode_batch(limits)
+    w = cost.window
+    ctx = lv.input_mean + lv.output_mean / 2
+    rate = lv.rps or (lv.output_tps / lv.output_mean if lv.output_tps else 0.0)
+    p_tok = min(rate * lv.input_mean * lv.itl_s, float(limits.max_num_batched_tokens))
+    full, capped = _pairs(lv.input_lens, w)
+    per_tok_full, per_tok_cap = full / lv.input_mean, capped / lv.input_mean
+    t = cost.terms(
+        n + p_tok,
+        n * ctx + p_tok * per_tok_full,
+        n * min(ctx, w) + p_tok * per_tok_cap,
+        n * ctx + p_tok,
+        n * min(ctx, w) + min(p_tok, w),
+        n + p_tok / lv.input_mean,
+    )
+    return np.append(t, 0.0)
+
+
+def prefill_terms(cost: StepCost, lv: LevelData, limits: EngineLimits) -> np.ndarray | None:
+    """The seven columns behind the level's (mean, else median) TTFT: the prompt's prefill iterations with the
+    decoding batch riding along, half an iteration of waiting for the one in flight, and h."""
+    ttft = lv.ttft_typical_s()
+    if ttft is None:
+        return None
+    n = lv.decode_batch(limits) if lv.itl_s else 0.0
+    budget = max(limits.max_num_batched_tokens - int(n), 1)
+    w = cost.window
+    ctx = lv.input_mean + lv.output_mean / 2
+    lens = lv.input_lens.astype(np.int64)
+    iters = float(np.ceil(lens / budget).mean())
+    full, capped = _pairs(lens, w)
+    riding = cost.terms(n, n * ctx, n * min(ctx, w), n * ctx, n * min(ctx, w), n)
+    prompt = cost.terms(float(lens.mean()), full, capped, float(lens.mean()), float(np.minimum(lens, w).mean()), 1.0)
+    # one iteration of a chunk and the riding decodes pays the per-iteration terms (fixed cost, weights,
+    # all-reduce latency) once: sum over k chunks = prompt + k x riding - per_iter (riding = per_iter when n = 0)
+    per_iter = cost.terms(0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
+    rows = prompt + riding * iters - per_iter + 0.5 * riding
+    return np.append(rows, 1.0)
+
+
+def _prior_rows(prior: np.ndarray, weight: float, free: list[int]) -> tuple[np.ndarray, np.ndarray]:
+    rows, rhs = [], []
+    for k in free:
+        e = np.zeros(NPAR)
+        if prior[k] > 0:
+            e[k] = weight / prior[k]
+            rhs.append(weight)
+        else:
+            e[k] = weight / (H_SCALE if k == 6 else ZERO_SCALES.get(k, 1.0))
+            rhs.append(0.0)
+        rows.append(e)
+    return np.array(rows).reshape(-1, NPAR), np.array(rhs)
+
+
+def _nnls_free(a: np.ndarray, theta: np.ndarray, prior: np.ndarray, free: list[int], weight: float) -> np.ndarray:
+    """NNLS of relative rows a.theta ~ 1 over the `free` parameters, the others held, with the prior pull."""
+    held = theta.copy()
+    held[free] = 0.0
+    rhs = np.ones(len(a)) - a @ held
+    pa, py = _prior_rows(prior, weight, free)
+    sol, _ = nnls(np.vstack([a[:, free], pa[:, free]]), np.concatenate([rhs, py]), maxiter=5000)
+    out = held
+    out[free] = sol
+    return out
+
+
+def prior_theta(cost: StepCost) -> np.ndarray:
+    """The roofline prior b with h = 0."""
+    return np.append(np.asarray(cost.coeffs.b, dtype=np.float64), 0.0)
+
+
+def fit_aggregates(
+    decode: np.ndarray, prefill: np.ndarray, prior: np.ndarray, weight: float = PRIOR_WEIGHT, rounds: int = 8
+) -> np.ndarray:
+    """Step 1 on relative rows (each divided by its measured value, target 1), decode and prefill in turn: the
+    decode rows fit b0, b2..b5 with the FLOPs term and h held; the prefill rows then fit the FLOPs term and h
+    with the rest held. One joint NNLS would let the many decode rows zero the prefill term."""
+    theta = prior.copy()
+    for _ in range(rounds):
+        if len(decode):
+            theta = _nnls_free(decode, theta, prior, [0, 2, 3, 4, 5], weight)
+        if len(prefill):
+            theta = _nnls_free(prefill, theta, prior, [1, 6], weight)
+    # the alternation can lock in (a FLOPs term the prefill rows want that the decode rows cannot carry zeroes the
+    # rest): a joint NNLS with each group's rows weighted to the same total is the other candidate; the one with
+    # the lower balanced loss wins
+    groups = [g for g in (decode, prefill) if len(g)]
+    if len(groups) == 2:
+        stacked = np.vstack([g / math.sqrt(len(g)) for g in groups])
+        rhs = np.concatenate([np.ones(len(g)) / math.sqrt(len(g)) for g in groups])
+        pa, py = _prior_rows(prior, weight, list(range(NPAR)))
+        joint, _ = nnls(np.vstack([stacked, pa]), np.concatenate([rhs, py]), maxiter=5000)
+        if balanced_loss(joint, groups, prior, weight) < balanced_loss(theta, groups, prior, weight):
+            theta = joint
+    return theta
+
+
+def balanced_loss(theta: np.ndarray, groups: list[np.ndarray], prior: np.ndarray, weight: float) -> float:
+    """Mean squared relative error per row group, summed over groups, plus the prior pull."""
+    pa, py = _prior_rows(prior, weight, list(range(NPAR)))
+    return float(sum(np.mean((g @ theta - 1.0) ** 2) for g in groups) + np.sum((pa @ theta - py) ** 2))
+
+
+def level_rows(
+    cost: StepCost, levels: list[LevelData], limits: EngineLimits
+) -> tuple[np.ndarray, np.ndarray, list[int], list[int]]:
+    """Relative decode and prefill rows (seven columns) of some levels, with the level indices they come from."""
+    dec, pre, di, pi = [], [], [], []
+    curve_min: dict[str, float] = {}
+    for lv in levels:
+        t = lv.ttft_typical_s()
+        if t is not None and not lv.saturation:
+            curve_min[lv.curve] = min(curve_min.get(lv.curve, math.inf), t)
+    for i, lv in enumerate(levels):
+        d = decode_terms(cost, lv, limits)
+        if d is not None and lv.itl_s:
+            dec.append(d / lv.itl_s)
+            di.append(i)
+        t = lv.ttft_typical_s()
+        if t is not None and not lv.saturation and t <= LOW_LOAD_TTFT * curve_min[lv.curve]:
+            p = prefill_terms(cost, lv, limits)
+            if p is not None:
+                pre.append(p / t)
+                pi.append(i)
+    return np.array(dec).reshape(-1, NPAR), np.array(pre).reshape(-1, NPAR), di, pi
+
+
+def identifiability(cost: StepCost, levels: list[LevelData], limits: EngineLimits) -> str | None:
+    """Why these levels cannot identify b (None when they can): one level, one batch size, no TTFT at low load."""
+    if len(levels) < 2:
+        return f"only {len(levels)} level" + ("" if len(levels) == 1 else "s")
+    batches = [lv.decode_batch(limits) for lv in levels if lv.itl_s]
+    if len(batches) < 2 or max(batches) < SAME_BATCH * min(batches):
+        return f"every level runs the same decode batch (~{batches[0] if batches else 1:.0f} sequences)"
+    _, pre, _, _ = level_rows(cost, levels, limits)
+    if not len(pre):
+        return "no level states a TTFT at low load (the prefill term is not identified)"
+    return None
+
+
+# ------------------------------------------------------------------------------------------- predictor
+
+
+def _percentile(a: np.ndarray, q: float) -> float:
+    a = a[np.isfinite(a)]
+    return float(np.percentile(a, q)) if len(a) else math.nan
+
+
+def replay_trace(lv: LevelData, seed: int = 0) -> tuple[str, Any]:
+    """What a level replays: ('closed', (inputs, outputs, concurrency, requests)) or ('open', Trace) with Poisson
+    arrivals at its rate (seeded) or every request at t = 0 for an unlimited rate; lengths in the level's order."""
+    from pipeline.sim.engine import Trace
+
+    # an overloaded level (unlimited rate, or fewer completions per second than offered) is replayed whole: its
+    # queue, hence its TTFT, grows with the run's length
+    overloaded = not math.isfinite(lv.load) or (lv.rps is not None and lv.rps < 0.97 * lv.load)
+    n_req = min(max(lv.requests, 1), MAX_REPLAY_REQUESTS * (6 if overloaded else 1))
+    reps = math.ceil(n_req / len(lv.input_lens))
+    ins = np.tile(lv.input_lens, reps)[:n_req].astype(np.int64)
+    outs = np.tile(lv.output_lens, reps)[:n_req].astype(np.int64)
+    if lv.load_kind == "concurrency":
+        c = max(round(lv.load), 1)
+        return "closed", (ins, outs, c, max(n_req, 2 * c))
+    if math.isfinite(lv.load):
+        rng = np.random.default_rng(seed)
+        arrivals = np.cumsum(rng.exponential(1.0 / lv.load, n_req))
+        arrivals -= arrivals[0]
+        if n_req > 1 and arrivals[-1] > 0:  # the sampled span made exact: (n - 1) / rate, as the tool aims for
+            arrivals *= (n_req - 1) / lv.load / arrivals[-1]
+    else:
+        arrivals = np.zeros(n_req)
+    return "open", Trace(arrivals.astype(np.float64), ins, outs)
+
+
+def _job_key(kind: str, job: Any) -> str:
+    import hashlib
+
+    parts = job[:2] if kind == "closed" else (job.arrival_s, job.input_tokens, job.output_tokens)
+    h = hashlib.sha1(kind.encode())
+    for arr in parts:
+        h.update(np.ascontiguousarray(arr).tobytes())
+    if kind == "closed":
+        h.update(f"{job[2]}/{job[3]}".encode())
+    return h.hexdigest()
+
+
+def simulate(cost: StepCost, limits: EngineLimits, kind: str, job: Any) -> Any:
+    """One simulator run of a prepared replay (`replay_trace`)."""
+    from pipeline.sim import engine
+
+    if kind == "closed":
+        ins, outs, c, n = job
+        return engine.simulate_closed(cost, limits.config(), ins, outs, concurrency=c, requests=n)
+    return engine.simulate_open(cost, limits.config(), job)
+
+
+def sim_metrics(res: Any, overhead_s: float = 0.0, closed: bool = False) -> dict[str, float]:
+    """Predicted metrics (s, tokens/s) of a simulator run, with the per-request overhead h added to TTFT and E2E
+    (in closed loop the clients also wait h per request, so throughput scales by E2E / (E2E + h))."""
+    s = res.summary()
+    e2e = float(np.mean(res.e2e_s)) if len(res.e2e_s) else math.nan
+    scale = e2e / (e2e + overhead_s) if closed and e2e > 0 else 1.0
+    out = {
+        "rps": float(s["rps"] or 0.0) * scale,
+        "throughput": float(s["output_tokens_per_s"] or 0.0) * scale,
+        "tpot_mean": float(np.nanmean(res.itl_mean_s)) if np.isfinite(res.itl_mean_s).any() else math.nan,
+        "tpot_p50": _percentile(res.itl_mean_s, 50),
+        "itl_gap_mean": (s["itl_ms"]["mean"] or math.nan) / 1e3,
+        "itl_gap_p50": (s["itl_ms"]["p50"] or math.nan) / 1e3,
+        "e2e_mean": e2e + overhead_s,
+        "ttft_mean": float(np.mean(res.ttft_s)) + overhead_s if len(res.ttft_s) else math.nan,
+    }
+    for stat, q in (("p50", 50), ("p90", 90), ("p95", 95), ("p99", 99)):
+        out[f"ttft_{stat}"] = _percentile(res.ttft_s, q) + overhead_s
+    for stat, q in (("p50", 50), ("p95", 95), ("p99", 99)):
+        out[f"e2e_{stat}"] = _percentile(res.e2e_s, q) + overhead_s
+    return out
+
+
+def predict_level(cost: StepCost, limits: EngineLimits, lv: LevelData, overhead_s: float) -> dict[str, float]:
+    """A measured level replayed through the simulator with the level's own lengths and load."""
+    kind, job = replay_trace(lv)
+    return sim_metrics(simulate(cost, limits, kind, job), overhead_s, kind == "closed")
+
+
+def predicted_itl(pred: dict[str, float], lv: LevelData) -> float:
+    """The simulator's counterpart of the level's ITL statistic (TPOT or inter-token gap, mean or median)."""
+    return pred[f"{'tpot' if lv.itl_kind == 'tpot' else 'itl_gap'}_{lv.itl_stat}"]
+
+
+def residuals_of(pred: dict[str, float], lv: LevelData) -> dict[str, float]:
+    """predicted / measured - 1 per metric the level has."""
+    out: dict[str, float] = {}
+    for metric, meas in lv.measured().items():
+        if metric == "ttft":
+            p = pred.get(f"ttft_{lv.ttft_stat()}")
+        elif metric == "itl_mean":
+            p = predicted_itl(pred, lv)
+        else:
+            p = pred.get(metric)
+        if p is not None and math.isfinite(p) and meas > 0:
+            out[metric] = p / meas - 1.0
+    return out
+
+
+# ----------------------------------------------------------------------------------------- step 2: replay
+
+
+def _refine_residuals(pred: dict[str, float], lv: LevelData) -> list[float]:
+    """Relative errors the refinement minimises: throughput, ITL, TTFT p50 (else mean) and p99 where present."""
+    out = []
+    meas = lv.measured()
+    if "throughput" in meas:
+        out.append(pred["throughput"] / meas["throughput"] - 1.0)
+    if "itl_mean" in meas:
+        out.append(predicted_itl(pred, lv) / meas["itl_mean"] - 1.0)
+    for stat in ("p50", "p99") if "p50" in lv.ttft_s else ("mean", "p99"):
+        if stat in lv.ttft_s:
+            out.append(pred[f"ttft_{stat}"] / lv.ttft_s[stat] - 1.0)
+    return out
+
+
+FLOOR = np.array([1e-5, 1e-2, 1e-2, 1e-2, 1e-6, 1e-2, 1e-4])
+"""Smallest value a refined parameter takes (log space needs > 0)."""
+
+
+def refine_passes(levels: list[LevelData], max_nfev: int) -> int:
+    """Passes for a sweep: at most max_nfev, fewer (down to MIN_PASSES) when one pass decodes more than
+    REFINE_WORK / max_nfev tokens, so that one deployment calibrates in ~10 s (deterministic: inputs only)."""
+    work = 0.0
+    for lv in levels:
+        kind, job = replay_trace(lv)
+        outs = job[1] if kind == "closed" else job.output_tokens
+        work += float(np.sum(outs))
+    if work <= 0:
+        return max_nfev
+    return int(min(max_nfev, max(MIN_PASSES, REFINE_WORK // work)))
+
+
+class _Replays:
+    """The prepared replays of some levels of one deployment (a run repeated in a sweep is simulated once)."""
+
+    def __init__(self, cost: StepCost, limits: EngineLimits, levels: list[LevelData]) -> None:
+        self.cost, self.limits, self.levels = cost, limits, levels
+        self.jobs = [replay_trace(lv) for lv in levels]
+        self.keys = [_job_key(kind, job) for kind, job in self.jobs]
+
+    def residuals(self, t: np.ndarray, b_scale: float = 1.0) -> list[float]:
+        """The refinement's relative errors of every level at theta t (its six b's times b_scale)."""
+        b = tuple(float(v) * b_scale for v in t[:6])
+        c = self.cost.with_coeffs(Coefficients(b, "calibrated", "refine"))  # type: ignore[arg-type]
+        res: list[float] = []
+        done: dict[str, Any] = {}
+        for lv, (kind, job), key in zip(self.levels, self.jobs, self.keys, strict=True):
+            if key not in done:
+                done[key] = simulate(c, self.limits, kind, job)
+            res.extend(_refine_residuals(sim_metrics(done[key], float(t[6]), kind == "closed"), lv))
+        return res
+
+
+def _search(
+    fun: Callable[[np.ndarray], list[float]], x0: np.ndarray, max_nfev: int, group: np.ndarray | None = None
+) -> np.ndarray:
+    """Minimise sum |fun(exp x)| over log-space x in at most max_nfev calls: least squares (finite differences)
+    with 2/3 of the calls (when there are LS_MIN_PASSES), then a pattern search (the `group` move first, then each coordinate alone, by a factor
+    from 1.3 shrinking to 1.02) with the rest; the best point seen wins."""
+    calls = 0
+    best: list[Any] = [math.inf, x0.copy()]
+
+    def res(x: np.ndarray) -> np.ndarray:
+        nonlocal calls
+        calls += 1
+        r = np.nan_to_num(np.asarray(fun(x), dtype=np.float64), nan=10.0, posinf=10.0, neginf=-10.0)
+        score = float(np.sum(np.abs(r)))
+        if score < best[0] - 1e-12:
+            best[0], best[1] = score, x.copy()
+        return r
+
+    res(x0)
+    n = len(x0)
+    if max_nfev >= LS_MIN_PASSES and max_nfev >= 2 * (n + 2):  # else too few passes for Gauss-Newton to pay off
+        steps = max(1, (2 * max_nfev // 3 - 1) // (n + 1))
+        least_squares(res, x0, method="trf", diff_step=0.05, max_nfev=steps)
+    point, score = best[1].copy(), best[0]
+    moves = ([group] if group is not None else []) + [np.eye(n)[k] for k in range(n)]
+    step = math.log(1.3)
+    while calls < max_nfev and step > math.log(1.015):
+        improved = False
+        for m in moves:
+            for sign in (1.0, -1.0):
+                if calls >= max_nfev:
+                    break
+                trial = point + sign * step * m
+                trial_score = float(np.sum(np.abs(res(trial))))
+                if trial_score < score - 1e-9:
+                    point, score, improved = trial, trial_score, True
+                    break
+        if not improved:
+            step /= 3.0
+    return best[1]
+
+
+def _active(cost: StepCost, theta0: np.ndarray, prior: np.ndarray) -> list[int]:
+    silent = {5} if cost.link_bw <= 0 else set()  # no all-reduce at TP 1: b5 multiplies nothing
+    return [k for k in range(NPAR) if (theta0[k] > FLOOR[k] or prior[k] > 0) and k not in silent]
+
+
+def refine(
+    cost: StepCost,
+    limits: EngineLimits,
+    levels: list[LevelData],
+    theta0: np.ndarray,
+    prior: np.ndarray,
+    max_nfev: int = REFINE_NFEV,
+) -> np.ndarray:
+    """Step 2: theta refined on every level replayed through the simulator, minimising the sum of absolute
+    relative errors (throughput, ITL, TTFT p50 and p99), from the step-1 solution, in at most `max_nfev` simulator
+    passes (`refine_passes`).
+
+    In log space: `scipy.optimize.least_squares` (finite differences) with 2/3 of the passes, which converges fast
+    where the replayed metrics are smooth in theta; then a derivative-free pattern search with the rest (all six
+    b's together, then each parameter alone), which still moves where a level's queue (TTFT above capacity) makes
+    the objective piecewise and least squares stalls. The best point seen wins. Parameters step 1 left at zero
+    with a zero prior stay at zero."""
+    max_nfev = refine_passes(levels, max_nfev)
+    active = _active(cost, theta0, prior)
+    if not active or max_nfev <= 1:
+        return theta0
+    base = np.maximum(theta0, 0.0).copy()
+    for k in active:
+        base[k] = max(base[k], FLOOR[k])
+    replays = _Replays(cost, limits, levels)
+
+    def theta_of(x: np.ndarray) -> np.ndarray:
+        t = base.copy()
+        t[active] = np.exp(x)
+        return t
+
+    group = np.array([1.0 if k < 6 else 0.0 for k in active])
+    x = _search(lambda x: replays.residuals(theta_of(x)), np.log(base[active]), max_nfev, group)
+    return theta_of(x)
+
+
+def refine_pooled(sets: list[DeploymentSet], pooled: PooledFit, max_nfev: int = REFINE_NFEV) -> PooledFit:
+    """Step 2 for the pool: its theta and the GPU-family scales refined on every deployment's levels replayed
+    through the simulator (each deployment's own physics and engine knobs), as `refine` does for one deployment;
+    the family with the most rows keeps scale 1. Deployments whose levels cannot identify b take part too."""
+    if not sets:
+        return pooled
+    prior = np.append(np.asarray(Coefficients.prior().b, dtype=np.float64), 0.0)
+    all_levels = [lv for ds in sets for lv in ds.levels]
+    max_nfev = refine_passes(all_levels, max_nfev)
+    active = [k for k in range(NPAR) if pooled.theta[k] > FLOOR[k] or prior[k] > 0]
+    free_arch = [a for a in sorted(pooled.scale) if a != pooled.anchor]
+    base = np.maximum(pooled.theta, 0.0).copy()
+    for k in active:
+        base[k] = max(base[k], FLOOR[k])
+    replays = [(ds.arch, _Replays(ds.cost, ds.limits, ds.levels)) for ds in sets]
+
+    def unpack(x: np.ndarray) -> tuple[np.ndarray, dict[str, float]]:
+        t = base.copy()
+        t[active] = np.exp(x[: len(active)])
+        scale = dict(pooled.scale)
+        for a, v in zip(free_arch, x[len(active) :], strict=True):
+            scale[a] = float(np.exp(v))
+        return t, scale
+
+    def fun(x: np.ndarray) -> list[float]:
+        t, scale = unpack(x)
+        out: list[float] = []
+        for arch, rp in replays:
+            out.extend(rp.residuals(t, scale.get(arch, 1.0)))
+        return out
+
+    x0 = np.concatenate([np.log(base[active]), np.log([pooled.scale[a] for a in free_arch])])
+    group = np.concatenate([[1.0 if k < 6 else 0.0 for k in active], np.zeros(len(free_arch))])
+    t, scale = unpack(_search(fun, x0, max_nfev, group))
+    return PooledFit(t, scale, pooled.deployments, pooled.anchor, refined=True)
+
+
+# ------------------------------------------------------------------------------------------- fitting
+
+
+@dataclass
+class DeploymentFit:
+    """The parameters of one deployment (b0..b5, h) and how they were obtained."""
+
+    theta: np.ndarray
+    basis: str  # calibrated | transferred (fallback to pooled)
+    step1: np.ndarray
+    warning: str | None = None
+
+    def coefficients(self, source: str) -> Coefficients:
+        return Coefficients(tuple(float(v) for v in self.theta[:6]), self.basis, source)  # type: ignore[arg-type]
+
+
+def fit_levels(
+    ds: DeploymentSet, levels: list[LevelData], max_nfev: int = REFINE_NFEV
+) -> tuple[np.ndarray, np.ndarray]:
+    """(step-2 theta, step-1 theta) of a deployment on some of its levels."""
+    prior = prior_theta(ds.cost)
+    dec, pre, _, _ = level_rows(ds.cost, levels, ds.limits)
+    t1 = fit_aggregates(dec, pre, prior)
+    return refine(ds.cost, ds.limits, levels, t1, prior, max_nfev), t1
+
+
+@dataclass
+class PooledFit:
+    """One theta for every deployment, its six iteration terms times a scale per GPU family (gpu.arch)."""
+
+    theta: np.ndarray
+    scale: dict[str, float]
+    deployments: list[str]
+    anchor: str = ""  # the GPU family whose scale is 1
+    refined: bool = False  # step 2 (replayed through the simulator) done
+
+    def theta_for(self, arch: str) -> tuple[np.ndarray, str]:
+        """theta (b0..b5, h) for a GPU family, and how its scale was found."""
+        t = self.theta.copy()
+        if arch in self.scale:
+            t[:6] *= self.scale[arch]
+            return t, f"pooled coefficients x {self.scale[arch]:.3f} ({arch} scale)"
+        return t, f"pooled coefficients (no {arch} deployment in the pool: scale 1)"
+
+    def for_arch(self, arch: str) -> tuple[np.ndarray, str]:
+        """b0..b5 for a GPU family (the six iteration terms only), and how its scale was found."""
+        t, how = self.theta_for(arch)
+        return t[:6], how
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "coefficients": dict(zip(TERMS, (float(v) for v in self.theta[:6]), strict=True)),
+            "request_overhead_s": float(self.theta[6]),
+            "gpu_arch_scale": dict(sorted(self.scale.items())),
+            "scale_anchor": self.anchor,
+            "refined": self.refined,
+            "deployments": self.deployments,
+        }
+
+
+def fit_pooled(sets: list[DeploymentSet], rounds: int = 8) -> PooledFit:
+    """Step 1 over every deployment's relative rows jointly, with a scale per GPU family on the six terms,
+    alternated with the closed-form scale (least squares of s x r ~ 1 over the family's rows); the family with
+    the most rows keeps scale 1."""
+    prior = np.append(np.asarray(Coefficients.prior().b, dtype=np.float64), 0.0)
+    rows: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    for ds in sets:
+        dec, pre, _, _ = level_rows(ds.cost, ds.levels, ds.limits)
+        d0, p0 = rows.get(ds.arch, (np.zeros((0, NPAR)), np.zeros((0, NPAR))))
+        rows[ds.arch] = (np.vstack([d0, dec]), np.vstack([p0, pre]))
+    archs = sorted(rows)
+    if not archs:
+        return PooledFit(prior, {}, [])
+    anchor = max(archs, key=lambda a: (len(rows[a][0]) + len(rows[a][1]), a))
+    scale = dict.fromkeys(archs, 1.0)
+
+    def scaled(m: np.ndarray, s: float) -> np.ndarray:
+        out = m.copy()
+        out[:, :6] *= s
+        return out
+
+    theta = prior.copy()
+    for _ in range(rounds):
+        theta = fit_aggregates(
+            np.vstack([scaled(rows[a][0], scale[a]) for a in archs]),
+            np.vstack([scaled(rows[a][1], scale[a]) for a in archs]),
+            prior,
+        )
+        for a in archs:
+            if a == anchor:
+                continue
+            m = np.vstack(rows[a])
+            r, h = m[:, :6] @ theta[:6], m[:, 6] * theta[6]
+            if float(np.sum(r * r)) > 0:
+                scale[a] = max(float(np.sum(r * (1 - h)) / np.sum(r * r)), 1e-3)
+    return PooledFit(theta, scale, [ds.deployment.key for ds in sets], anchor)
+
+
+def fit_deployment(ds: DeploymentSet, pooled: PooledFit, max_nfev: int = REFINE_NFEV) -> DeploymentFit:
+    """theta of one deployment: its own two-step fit, or the pooled one (with a warning) when its levels cannot
+    identify it."""
+    why = identifiability(ds.cost, ds.levels, ds.limits)
+    if why is not None:
+        t, how = pooled.theta_for(ds.arch)
+        return DeploymentFit(
+            t,
+            "transferred",
+            t,
+            f"unidentifiable: deployment {ds.deployment.key}: {why}; its coefficients fall back to the {how} "
+            "(basis transferred)",
+        )
+    t, t1 = fit_levels(ds, ds.levels, max_nfev)
+    return DeploymentFit(t, "calibrated", t1)
+
+
+# ----------------------------------------------------------------------------------------- residuals
+
+KINDS = ("in_sample", "leave_one_level_out", "leave_one_deployment_out")
+
+
+def summarize(values: dict[str, list[float]]) -> dict[str, dict[str, Any]]:
+    """Per metric: n, median absolute relative error, 10th/50th/90th percentile of the signed residuals."""
+    out: dict[str, dict[str, Any]] = {}
+    for metric in METRICS:
+        v = np.asarray(values.get(metric, []), dtype=np.float64)
+        if not len(v):
+            out[metric] = {"n": 0, "median_abs_rel": None, "p10_rel": None, "p50_rel": None, "p90_rel": None}
+            continue
+        out[metric] = {
+            "n": len(v),
+            "median_abs_rel": round(float(np.median(np.abs(v))), 6),
+            "p10_rel": round(float(np.percentile(v, 10)), 6),
+            "p50_rel": round(float(np.percentile(v, 50)), 6),
+            "p90_rel": round(float(np.percentile(v, 90)), 6),
+        }
+    return out
+
+
+def _collect(into: dict[str, list[float]], res: dict[str, float]) -> None:
+    for k, v in res.items():
+        into.setdefault(k, []).append(v)
+
+
+def _theta_dict(theta: np.ndarray) -> dict[str, Any]:
+    return {
+        "coefficients": {t: round(float(v), 9) for t, v in zip(TERMS, theta[:6], strict=True)},
+        "request_overhead_s": round(float(theta[6]), 9),
+    }
+
+
+@dataclass
+class Calibration:
+    """Parameters per deployment and pooled, with in-sample, leave-one-level-out and leave-one-deployment-out
+    residuals."""
+
+    sets: list[DeploymentSet]
+    fits: dict[str, DeploymentFit]
+    pooled: PooledFit
+    residuals: dict[str, dict[str, dict[str, dict[str, Any]]]]  # deployment -> kind -> metric -> summary
+    level_residuals: dict[str, list[dict[str, Any]]]
+    pooled_residuals: dict[str, dict[str, dict[str, Any]]]
+    warnings: list[str]
+    seconds: dict[str, float]
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    def find(
+        self, model: str, gpu: str, tp: int, pp: int, weights: str, kv: str, engine: str | None = None
+    ) -> DeploymentSet | None:
+        """The calibrated deployment with this identity (the first in key order when the engine is not named)."""
+        return next((ds for ds in self.sets if ds.deployment.matches(model, gpu, tp, pp, weights, kv, engine)), None)
+
+    def coefficients(self, key: str) -> Coefficients:
+        """b0..b5 of a deployment of this calibration (by Deployment.key), with its basis."""
+        fit = self.fits[key]
+        how = f"calibrated on {key}" if fit.basis == "calibrated" else (fit.warning or "pooled")
+        return fit.coefficients(how)
+
+    def overhead_s(self, key: str) -> float:
+        """The per-request overhead h of a deployment (s), added to TTFT and E2E outside the engine."""
+        return float(self.fits[key].theta[6])
+
+    def resolve(
+        self, model: str, gpu: str, arch: str, tp: int, pp: int, weights: str, kv: str, engine: str | None = None
+    ) -> tuple[Coefficients, float, str | None]:
+        """(b, h, key) for a deployment: its own fit when the sweeps hold it (basis calibrated, or transferred
+        when its levels could not identify b), else the pooled fit with its GPU family's scale (key None)."""
+        ds = self.find(model, gpu, tp, pp, weights, kv, engine)
+        if ds is not None:
+            key = ds.deployment.key
+            return self.coefficients(key), self.overhead_s(key), key
+        t, how = self.pooled.theta_for(arch)
+        c = Coefficients(tuple(float(v) for v in t[:6]), "transferred", f"{how}, over {len(self.sets)} deployment(s)")  # type: ignore[arg-type]
+        return c, float(t[6]), None
+
+    def as_dict(self) -> dict[str, Any]:
+        """The calibration as metrics/calibration.json holds it (no timings: same inputs, same bytes)."""
+        deployments = []
+        for ds in self.sets:
+            key = ds.deployment.key
+            fit = self.fits[key]
+            deployments.append(
+                {
+                    **ds.deployment.as_dict(),
+                    "gpu_arch": ds.arch,
+                    "basis": fit.basis,
+                    **_theta_dict(fit.theta),
+                    "step1": _theta_dict(fit.step1),
+                    "prior_coefficients": dict(zip(TERMS, ds.cost.coeffs.b, strict=True)),
+                    "engine_limits": ds.limits.as_dict(),
+                    "levels": len(ds.levels),
+                    "files": ds.files,
+                    "lengths": sorted({lv.lengths_source for lv in ds.levels}),
+                    "warning": fit.warning,
+                    "residuals": self.residuals[key],
+                    "level_residuals": self.level_residuals[key],
+                }
+            )
+        return {
+            "predictor": "simulator (pipeline/sim/engine.py)",
+            "settings": self.settings,
+            "terms": list(TERMS),
+            "deployments": deployments,
+            "pooled": {**self.pooled.as_dict(), "residuals": self.pooled_residuals},
+            "warnings": self.warnings,
+            "definitions": DEFINITIONS,
+        }
+
+    def describe(self) -> str:
+        """The human table: parameters and residuals per deployment, then pooled."""
+        lines = [f"calibration: {len(self.sets)} deployment(s), simulator replay"]
+        for ds in self.sets:
+            key = ds.deployment.key
+            fit = self.fits[key]
+            b = ", ".join(f"{t}={v:.3g}" for t, v in zip(TERMS, fit.theta[:6], strict=True))
+            lines.append(f"{key}  [{fit.basis}, {len(ds.levels)} levels, {ds.arch}]")
+            lines.append(f"  b: {b}; request overhead {1e3 * fit.theta[6]:.1f} ms")
+            if fit.warning:
+                lines.append(f"  warning: {fit.warning}")
+            lines += _table(self.residuals[key])
+        pb = ", ".join(f"{t}={v:.3g}" for t, v in zip(TERMS, self.pooled.theta[:6], strict=True))
+        scales = ", ".join(f"{a} x{s:.3f}" for a, s in sorted(self.pooled.scale.items()))
+        lines.append(
+            f"pooled fit over {len(self.pooled.deployments)} deployment(s); residuals below: every deployment's levels "
+            "together (in-sample and leave-one-level-out of each own fit, leave-one-deployment-out of the pooled fit)"
+        )
+        lines.append(f"  b: {pb}; request overhead {1e3 * self.pooled.theta[6]:.1f} ms; GPU family scale: {scales}")
+        lines += _table(self.pooled_residuals)
+        lines += [f"warning: {w}" for w in self.warnings]
+        return "\n".join(lines) + "\n"
+
+
+DEFINITIONS = {
+    "residual": "predicted / measured - 1, per level",
+    "throughput": "output tokens/s per replica",
+    "itl_mean": "mean ITL as the file states it (TPOT or inter-token gap), else its median",
+    "ttft": "TTFT at p99 where the file has it, else the percentile it has (p95, p90, p50, mean)",
+    "in_sample": "fitted on every level of the deployment, predicted on each",
+    "leave_one_level_out": "refitted without the level, predicted on it",
+    "leave_one_deployment_out": "pooled fit without the deployment (its GPU family's scale when the rest has one), "
+    "predicted on its levels",
+    "interval": "10th-90th percentile of the signed residuals (p10_rel, p90_rel)",
+    "pooled.residuals": "every deployment's levels together: in-sample and leave-one-level-out of each deployment's "
+    "own fit, leave-one-deployment-out of the pooled fit",
+    "request_overhead_s": "per-request latency outside the engine (HTTP, tokenization, client) added to TTFT and E2E",
+}
+
+
+def _fmt(v: float | None) -> str:
+    return "      -" if v is None else f"{100 * v:+6.1f}%"
+
+
+def _table(res: dict[str, dict[str, dict[str, Any]]]) -> list[str]:
+    out = [f"  {'residuals':<26}{'metric':<12}{'n':>4}  {'median |e|':>10}  {'p10':>7}  {'p90':>7}"]
+    for kind in KINDS:
+        for metric in METRICS:
+            s = res.get(kind, {}).get(metric)
+            if not s or not s["n"]:
+                continue
+            med = f"{100 * s['median_abs_rel']:9.1f}%"
+            out.append(f"  {kind:<26}{metric:<12}{s['n']:>4}  {med:>10}  {_fmt(s['p10_rel'])}  {_fmt(s['p90_rel'])}")
+    return out
+
+
+def calibrate_sets(
+    sets: list[DeploymentSet],
+    max_nfev: int = REFINE_NFEV,
+    lolo_nfev: int | None = None,
+    lodo: bool = True,
+    with_residuals: bool = True,
+    lolo: bool = True,
+    residual_keys: set[str] | None = None,
+    refine_pool: bool = REFINE_POOL,
+) -> Calibration:
+    """Fit every deployment and the pool, and measure the three kinds of residuals (`with_residuals=False`: the fits
+    only, for callers that need the coefficients and not the table; `residual_keys`: only those deployments')."""
+    lolo_nfev = LOLO_NFEV if lolo_nfev is None else lolo_nfev
+    seconds: dict[str, float] = {}
+    t0 = time.perf_counter()
+    pooled = refine_pooled(sets, fit_pooled(sets), max_nfev) if refine_pool else fit_pooled(sets)
+    seconds["pooled"] = round(time.perf_counter() - t0, 3)
+    fits: dict[str, DeploymentFit] = {}
+    residuals: dict[str, dict[str, dict[str, dict[str, Any]]]] = {}
+    per_level: dict[str, list[dict[str, Any]]] = {}
+    warnings: list[str] = []
+    all_kinds: dict[str, dict[str, list[float]]] = {k: {} for k in KINDS}
+    for ds in sets:
+        key = ds.deployment.key
+        t1 = time.perf_counter()
+        fit = fit_deployment(ds, pooled, max_nfev)
+        seconds[key] = round(time.perf_counter() - t1, 3)
+        fits[key] = fit
+        if fit.warning:
+            warnings.append(fit.warning)
+        if not with_residuals or (residual_keys is not None and key not in residual_keys):
+            residuals[key], per_level[key] = {}, []
+            continue
+        cost = ds.cost.with_coeffs(fit.coefficients(key))
+        kinds: dict[str, dict[str, list[float]]] = {k: {} for k in KINDS}
+        rows: list[dict[str, Any]] = []
+        rest = [o for o in sets if o is not ds]
+        lodo_theta = None
+        if rest and lodo:
+            pool_wo = refine_pooled(rest, fit_pooled(rest), max_nfev) if refine_pool else fit_pooled(rest)
+            lodo_theta = pool_wo.theta_for(ds.arch)[0]
+        for i, lv in enumerate(ds.levels):
+            row: dict[str, Any] = {
+                "level": lv.name,
+                "measured": {k: round(v, 9) for k, v in lv.measured().items()},
+                "ttft_stat": lv.ttft_stat(),
+                "notes": lv.notes,
+            }
+            ins = residuals_of(predict_level(cost, ds.limits, lv, float(fit.theta[6])), lv)
+            _collect(kinds["in_sample"], ins)
+            row["in_sample"] = _rounded(ins)
+            row["leave_one_level_out"] = None
+            if fit.basis == "calibrated" and lolo:
+                others = [o for j, o in enumerate(ds.levels) if j != i]
+                if identifiability(ds.cost, others, ds.limits) is None:
+                    t_wo, _ = fit_levels(ds, others, lolo_nfev)
+                    c = ds.cost.with_coeffs(Coefficients(tuple(float(v) for v in t_wo[:6]), "calibrated", "lolo"))  # type: ignore[arg-type]
+                    lolo_res = residuals_of(predict_level(c, ds.limits, lv, float(t_wo[6])), lv)
+                    _collect(kinds["leave_one_level_out"], lolo_res)
+                    row["leave_one_level_out"] = _rounded(lolo_res)
+            row["leave_one_deployment_out"] = None
+            if lodo_theta is not None:
+                c = ds.cost.with_coeffs(Coefficients(tuple(float(v) for v in lodo_theta[:6]), "transferred", "lodo"))  # type: ignore[arg-type]
+                lodo_res = residuals_of(predict_level(c, ds.limits, lv, float(lodo_theta[6])), lv)
+                _collect(kinds["leave_one_deployment_out"], lodo_res)
+                row["leave_one_deployment_out"] = _rounded(lodo_res)
+            rows.append(row)
+        for kind, vals in kinds.items():
+            for metric, v in vals.items():
+                all_kinds[kind].setdefault(metric, []).extend(v)
+        residuals[key] = {kind: summarize(vals) for kind, vals in kinds.items()}
+        per_level[key] = rows
+    pooled_res = {kind: summarize(vals) for kind, vals in all_kinds.items()}
+    seconds["total"] = round(time.perf_counter() - t0, 3)
+    settings = {
+        "refine_passes": max_nfev,
+        "lolo_passes": lolo_nfev if lolo else None,
+        "lodo": lodo,
+        "pooled_refined": refine_pool,
+    }
+    return Calibration(sets, fits, pooled, residuals, per_level, pooled_res, warnings, seconds, settings)
+
+
+def _rounded(d: dict[str, float]) -> dict[str, float]:
+    return {k: round(v, 6) for k, v in d.items()}
+
+
+def calibrate(
+    paths: list[Path],
+    manifests: list[Path] | None = None,
+    root: Path | None = None,
+    max_nfev: int = REFINE_NFEV,
+    lolo_nfev: int | None = None,
+    lodo: bool = True,
+    with_residuals: bool = True,
+    lolo: bool = True,
+) -> Calibration:
+    """`sizing calibrate PATH...`: read and check every sweep, fit, and measure the residuals (nothing written).
+    `with_residuals=False` fits only (what `sizing predict/simulate --calibrate` need)."""
+    sets = deployment_sets(paths, manifests, root)
+    if not sets or not any(ds.levels for ds in sets):
+        raise InputError(f"{', '.join(p.as_posix() for p in paths)}: no measured levels to calibrate on")
+    return calibrate_sets(sets, max_nfev, lolo_nfev, lodo, with_residuals, lolo)
+
+
+# ------------------------------------------------------------------------------------------- predict
+
+PREDICT_CLOSED_REQUESTS = 10
+"""Closed loop: measured requests per concurrent slot (at least 200), after one slot's worth of warm-up."""
+PREDICT_OPEN_SECONDS = 300.0
+"""Open loop: requests of this many seconds at the rate (500 to 5,000 requests)."""
+MAX_LOG_LENGTHS = 4096
+
+
+def lengths_from_log(log: str | Path, params_path: Path | None = None) -> tuple[np.ndarray, np.ndarray, str]:
+    """The input/output lengths of a traffic log (every request, then an even stride down to MAX_LOG_LENGTHS)."""
+    from pipeline.sim.trace import load_trace
+
+    trace, window = load_trace(log, "all", params_path)
+    ins = np.asarray(trace.input_tokens, np.int64)
+    outs = np.asarray(trace.output_tokens, np.int64)
+    if len(ins) > MAX_LOG_LENGTHS:
+        idx = np.linspace(0, len(ins) - 1, MAX_LOG_LENGTHS).round().astype(np.int64)
+        ins, outs = ins[idx], outs[idx]
+    return ins, outs, f"{log}: {window.requests:,} requests ({len(ins):,} lengths replayed)"
+
+
+def _stats_ms(values: np.ndarray, shift_s: float = 0.0) -> dict[str, float | None]:
+    v = values[np.isfinite(values)]
+    if not len(v):
+        return dict.fromkeys(("mean", "p50", "p95", "p99"))
+    v = (v + shift_s) * 1e3
+    return {
+        "mean": round(float(v.mean()), 6),
+        **{f"p{q}": round(float(np.percentile(v, q)), 6) for q in (50, 95, 99)},
+    }
+
+
+def _interval(level: dict[str, Any], res: dict[str, dict[str, Any]] | None, source: str) -> dict[str, Any]:
+    """predicted x [1 / (1 + p90), 1 / (1 + p10)] of the residuals (the measured value's 10th-90th band)."""
+    if not res:
+        return {"source": source, "output_tokens_per_s": None, "itl_ms_mean": None, "ttft_ms": None}
+
+    def band(value: float | None, metric: str) -> dict[str, float] | None:
+        s = res.get(metric) or {}
+        if value is None or not s.get("n"):
+            return None
+        lo, hi = 1.0 + s["p90_rel"], 1.0 + s["p10_rel"]
+        if lo <= 0 or hi <= 0:
+            return None
+        return {"low": round(value / lo, 6), "high": round(value / hi, 6), "n": s["n"]}
+
+    return {
+        "source": source,
+        "output_tokens_per_s": band(level["output_tokens_per_s"], "throughput"),
+        "itl_ms_mean": band(level["itl_ms"]["mean"], "itl_mean"),
+        "ttft_ms": band(level["ttft_ms"]["p99"], "ttft"),
+    }
+
+
+def predict(
+    model_name: str,
+    gpu_name: str,
+    tp: int,
+    weights: str,
+    kv: str,
+    input_tokens: float | None,
+    output_tokens: float | None,
+    concurrency: list[int] | None = None,
+    request_rate: list[float] | None = None,
+    pp: int = 1,
+    calibrate_paths: list[Path] | None = None,
+    manifests: list[Path] | None = None,
+    lengths_from: str | Path | None = None,
+    engine: str | None = None,
+    params_path: Path | None = None,
+    lolo_nfev: int = 8,
+) -> dict[str, Any]:
+    """`sizing predict`: the deployment's curve at the given loads through the simulator, with the basis
+    (calibrated / transferred / roofline), the coefficients and the prediction interval of that basis."""
+    from pipeline import catalog, paths, quantization
+    from pipeline.sim.cost import for_deployment
+
+    for c in concurrency or []:
+        if isinstance(c, bool) or not isinstance(c, int) or c < 1:
+            raise InputError(f"--concurrency = {c!r}; expected integers >= 1 (concurrent requests)")
+    for r in request_rate or []:
+        if not (isinstance(r, int | float) and math.isfinite(r) and r > 0):
+            raise InputError(f"--request-rate = {r!r}; expected finite rates > 0 (requests/s)")
+    if not concurrency and not request_rate:
+        raise InputError("--concurrency: no load given; expected --concurrency N[,N...] and/or --request-rate R[,R...]")
+    model = catalog.load_model(model_name, paths.ROOT if not Path(model_name).exists() else Path.cwd())
+    gpu = catalog.find_gpu(gpu_name, catalog.load_gpus())
+    quantization.precision(weights, "weights")
+    quantization.precision(kv, "kv")
+    prior_cost = for_deployment(model, gpu, weights, kv, tp, pp)
+    if isinstance(prior_cost, str):
+        raise InputError(f"deployment {model.name} on {gpu.name} TP{tp} w-{weights}/kv-{kv}: {prior_cost}")
+    compute = str(quantization.check(gpu, weights, kv).compute)
+    if lengths_from is not None:
+        ins, outs, lengths_source = lengths_from_log(lengths_from, params_path)
+    else:
+        for flag, v in (("--input-tokens", input_tokens), ("--output-tokens", output_tokens)):
+            if v is None or not math.isfinite(v) or v < 1:
+                raise InputError(f"{flag} = {v!r}; expected a token count >= 1 (or --lengths-from LOG)")
+        ins = np.array([round(float(input_tokens))], np.int64)  # type: ignore[arg-type]
+        outs = np.array([round(float(output_tokens))], np.int64)  # type: ignore[arg-type]
+        lengths_source = f"constant {int(ins[0])} in / {int(outs[0])} out"
+    manifest = {"engine": engine or "vllm", "weight_dtype": weights, "kv_dtype": kv, "notes": ""}
+    limits = engine_limits(manifest, model, gpu, prior_cost, tp, pp)
+    _check_starts(model, gpu, weights, kv, tp, pp, float((ins + outs).max()), limits)
+    basis, theta = "roofline", prior_theta(prior_cost)
+    interval_res: dict[str, dict[str, Any]] | None = None
+    interval_src = "none: the roofline prior has no measured residuals"
+    calib: dict[str, Any] = {
+        "source": prior_cost.coeffs.source,
+        "prior_coefficients": dict(zip(TERMS, prior_cost.coeffs.b, strict=True)),
+        "warnings": [],
+    }
+    if calibrate_paths:
+        sets = deployment_sets(list(calibrate_paths), manifests)
+        mine = next((d for d in sets if d.deployment.matches(model.name, gpu.name, tp, pp, weights, kv, engine)), None)
+        # the interval needs the matched deployment's leave-one-level-out residuals, or (transferred) every
+        # deployment's leave-one-deployment-out residuals
+        own = mine is not None and identifiability(mine.cost, mine.levels, mine.limits) is None
+        cal = calibrate_sets(
+            sets,
+            lolo_nfev=lolo_nfev,
+            lodo=not own,
+            lolo=own,
+            residual_keys={mine.deployment.key} if own and mine is not None else None,
+        )
+        calib["files"] = sorted({f for d in sets for f in d.files})
+        calib["deployments"] = [d.deployment.key for d in sets]
+        calib["warnings"] = list(cal.warnings)
+        if mine is not None:
+            key = mine.deployment.key
+            fit = cal.fits[key]
+            theta, limits = fit.theta, mine.limits
+            basis = fit.basis
+            calib["deployment_key"] = key
+            calib["source"] = f"calibrated on {key}" if basis == "calibrated" else str(fit.warning)
+            if basis == "calibrated":
+                interval_res = cal.residuals[key].get("leave_one_level_out")
+                interval_src = f"leave-one-level-out residuals of {key}"
+            else:
+                interval_res = cal.pooled_residuals.get("leave_one_deployment_out")
+                interval_src = "leave-one-deployment-out residuals of the pooled fit"
+        else:
+            theta, how = cal.pooled.theta_for(gpu.arch)
+            basis = "transferred"
+            calib["source"] = f"{how}, over {len(sets)} deployment(s)"
+            interval_res = cal.pooled_residuals.get("leave_one_deployment_out")
+            interval_src = "leave-one-deployment-out residuals of the pooled fit"
+    calib.update(_theta_dict(theta))
+    calib["engine_limits"] = limits.as_dict()
+    cost = prior_cost.with_coeffs(Coefficients(tuple(float(v) for v in theta[:6]), basis, calib["source"]))  # type: ignore[arg-type]
+    h = float(theta[6])
+    levels = []
+    from pipeline.sim.engine import Trace
+
+    for c in concurrency or []:
+        n = max(200, PREDICT_CLOSED_REQUESTS * c)
+        reps = math.ceil((n + 2 * c) / len(ins))
+        res = simulate(cost, limits, "closed", (np.tile(ins, reps), np.tile(outs, reps), c, n))
+        levels.append(_level_out({"concurrency": c}, res, h, True))
+    for r in request_rate or []:
+        n = int(min(max(500, r * PREDICT_OPEN_SECONDS), 5000))
+        rng = np.random.default_rng(0)
+        arr = np.cumsum(rng.exponential(1.0 / r, n))
+        arr -= arr[0]
+        if n > 1 and arr[-1] > 0:
+            arr *= (n - 1) / r / arr[-1]
+        reps = math.ceil(n / len(ins))
+        trace = Trace(arr, np.tile(ins, reps)[:n], np.tile(outs, reps)[:n])
+        res = simulate(cost, limits, "open", trace)
+        levels.append(_level_out({"request_rate": r}, res, h, False))
+    for lv in levels:
+        lv["interval"] = _interval(lv, interval_res, interval_src)
+    deployment = {
+        "model": model.name,
+        "gpu": gpu.name,
+        "gpu_arch": gpu.arch,
+        "tp": tp,
+        "pp": pp,
+        "weight_dtype": weights,
+        "kv_dtype": kv,
+        "compute_dtype": compute,
+        "engine": engine,
+        "lengths": {
+            "source": lengths_source,
+            "input_tokens_mean": round(float(ins.mean()), 3),
+            "output_tokens_mean": round(float(outs.mean()), 3),
+        },
+    }
+    return {"basis": basis, "deployment": deployment, "levels": levels, "calibration": calib}
+
+
+def _level_out(load: dict[str, Any], res: Any, h: float, closed: bool) -> dict[str, Any]:
+    s = res.summary()
+    e2e = float(np.mean(res.e2e_s)) if len(res.e2e_s) else math.nan
+    scale = e2e / (e2e + h) if closed and e2e > 0 else 1.0
+    gaps = res.itl_gaps_s if res.itl_gaps_s is not None else res.itl_mean_s
+    return {
+        **load,
+        "ttft_ms": _stats_ms(res.ttft_s, h),
+        "itl_ms": _stats_ms(np.asarray(gaps)),
+        "e2e_ms": _stats_ms(res.e2e_s, h),
+        "rps": round(float(s["rps"] or 0.0) * scale, 6),
+        "output_tokens_per_s": round(float(s["output_tokens_per_s"] or 0.0) * scale, 6),
+    }
+
+
+def _check_starts(
+    model: Any, gpu: Any, weights: str, kv: str, tp: int, pp: int, context: float, limits: EngineLimits
+) -> None:
+    """InputError when the engine would refuse to start (the memory stage's engine profile), before simulating."""
+    from pipeline import memory, parallelism
+
+    settings = memory.EngineSettings(
+        max_num_batched_tokens=limits.max_num_batched_tokens, max_num_seqs=limits.max_num_seqs
+    )
+    prof = memory.engine_profile(
+        model, gpu, weights, kv, tp, pp, parallelism.expert_parallel(model, tp), max(context, 1.0), settings
+    )
+    if not prof.fits:
+        raise InputError(
+            f"deployment {model.name} on {tp * pp}x {gpu.name} TP{tp} PP{pp} w-{weights}/kv-{kv}: the engine would not "
+            f"start ({prof.refusal}: {prof.kv_cache_gib:.2f} GiB for KV per GPU); expected a deployment that fits "
+            "(check `sizing memory`)"
+        )
+
+
+def _num(v: float | None, width: int, digits: int) -> str:
+    return f"{'-':>{width}}" if v is None else f"{v:{width}.{digits}f}"
+
+
+def describe_prediction(pred: dict[str, Any]) -> str:
+    """The human table of `sizing predict`."""
+    d = pred["deployment"]
+    cal = pred["calibration"]
+    lines = [
+        f"{d['model']} on {d['gpu']} TP{d['tp']} PP{d['pp']} w-{d['weight_dtype']}/kv-{d['kv_dtype']}: basis "
+        f"{pred['basis']} ({cal['source']})",
+        f"  lengths: {d['lengths']['source']}; request overhead {1e3 * cal['request_overhead_s']:.1f} ms",
+        f"  {'load':>12}  {'TTFT p50':>9}  {'TTFT p99':>9}  {'ITL mean':>9}  {'ITL p99':>8}  {'E2E p50':>9}  "
+        f"{'req/s':>8}  {'out tok/s':>10}  interval (out tok/s)",
+    ]
+    for lv in pred["levels"]:
+        load = f"c={lv['concurrency']}" if "concurrency" in lv else f"{lv['request_rate']:g}/s"
+        band = lv["interval"]["output_tokens_per_s"]
+        band_text = f"{band['low']:,.0f}..{band['high']:,.0f}" if band else "-"
+        t, i, e = lv["ttft_ms"], lv["itl_ms"], lv["e2e_ms"]
+        lines.append(
+            f"  {load:>12}  {_num(t['p50'], 9, 1)}  {_num(t['p99'], 9, 1)}  {_num(i['mean'], 9, 2)}  "
+            f"{_num(i['p99'], 8, 2)}  {_num(e['p50'], 9, 0)}  {lv['rps']:8.3f}  {lv['output_tokens_per_s']:10.1f}  "
+            f"{band_text}"
+        )
+    lines += [f"  warning: {w}" for w in cal.get("warnings", [])]
+    return "\n".join(lines) + "\n"
+
+
+__all__ = [
+    "KINDS",
+    "METRICS",
+    "Calibration",
+    "Deployment",
+    "DeploymentFit",
+    "DeploymentSet",
+    "EngineLimits",
+    "LevelData",
+    "PooledFit",
+    "calibrate",
+    "calibrate_sets",
+    "decode_terms",
+    "deployment_sets",
+    "describe_prediction",
+    "fit_aggregates",
+    "fit_deployment",
+    "fit_pooled",
+    "identifiability",
+    "level_rows",
+    "predict",
+    "predict_level",
+    "prefill_terms",
+    "refine",
+    "replay_trace",
+    "sim_metrics",
+    "simulate",
+    "summarize",
+]
