@@ -2,15 +2,19 @@
 
 The log is scanned by DuckDB (CSV, Parquet incl. hive partitions, JSON lines; files, folders,
 globs), validated by a great-expectations suite that DuckDB evaluates over the whole log in one
-aggregate (quality.run_sql_suite), and written as one sorted Parquet file. It is never loaded
-into pandas; DuckDB's memory is capped by workload.memory_limit.
+aggregate (quality.run_sql_suite), and written as one sorted Parquet file: a log already in that
+order (one streamed first pass tells) is written as read, with no sort, and the same bytes. It is
+never loaded into pandas; DuckDB's memory is capped by workload.memory_limit. Progress (rows, rate,
+ETA of each pass) goes to stderr only (Progress).
 """
 
 from __future__ import annotations
 
+import contextlib
 import re
 import sys
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,6 +58,7 @@ class Ingested:
     duplicate_rows: int
     validation: quality.ValidationSummary
     warnings: list[dict[str, Any]] = field(default_factory=list)
+    written: str = "sorted"  # how requests.parquet was written: sorted, or as read (already in order); same bytes
 
     def provenance(self, root: Path | None = None) -> dict[str, Any]:
         """Which files, layout and mapping produced the request table."""
@@ -71,24 +76,122 @@ class Ingested:
         }
 
 
-class Progress:
-    """Rows and files read, on stderr: one updating line on a terminal, a few lines otherwise."""
+PLAIN_EVERY_S = 10.0  # off a terminal: one progress line per pass at most this often (plus its last line)
+POLL_S = 0.25  # how often DuckDB's progress of a running pass is read
 
-    def __init__(self, enabled: bool = True, stream: Any = None) -> None:
+
+class Progress:
+    """Ingest progress on stderr, never stdout or any output file: one line per step and, for each pass over
+    the log, its rows, rate and ETA. On a terminal the pass is a tqdm bar; otherwise (a log file, CI, a
+    notebook kernel) a few plain lines: one every PLAIN_EVERY_S seconds at most, and the pass's total."""
+
+    def __init__(self, enabled: bool = True, stream: Any = None, every_s: float = PLAIN_EVERY_S) -> None:
         self.stream = stream or sys.stderr
         self.enabled = enabled
         self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
-        self._last_line = ""
+        self.every_s = every_s
 
     def __call__(self, message: str, final: bool = False) -> None:
-        if not self.enabled:
-            return
-        if self.tty:
-            self.stream.write("\r" + message.ljust(len(self._last_line)) + ("\n" if final else ""))
-        else:
+        """One step's line (`final` is accepted for old callers; every line ends the line)."""
+        if self.enabled:
             self.stream.write(message + "\n")
-        self._last_line = "" if final else message
-        self.stream.flush()
+            self.stream.flush()
+
+    def track(self, what: str, total: int | None) -> PassProgress:
+        """A pass over `total` rows (None: not known yet): call .update(rows_done) as it runs, .close() at its end."""
+        return PassProgress(self, what, total)
+
+
+class PassProgress:
+    """One pass's rows, rate and ETA (Progress.track)."""
+
+    def __init__(self, owner: Progress, what: str, total: int | None) -> None:
+        self.owner, self.what, self.total = owner, what, total
+        self.start = self.last_line = time.monotonic()
+        self.done = 0
+        self.bar = None
+        if owner.enabled and owner.tty:
+            import shutil
+
+            from tqdm import tqdm
+
+            self.bar = tqdm(
+                total=total,
+                desc=f"  {what}",
+                unit=" rows",
+                unit_scale=True,
+                file=owner.stream,
+                leave=False,
+                mininterval=0.5,
+                # 80 x 24 where the terminal reports no size: tqdm would draw nothing
+                ncols=shutil.get_terminal_size().columns,
+                nrows=shutil.get_terminal_size().lines,
+            )
+
+    def update(self, done: int, line: bool = True) -> None:
+        """`done` rows of the pass are through (a running total); `line`: a plain line may be due."""
+        done = max(self.done, min(done, self.total) if self.total else done)
+        if self.bar is not None:
+            self.bar.update(done - self.done)
+        self.done = done
+        now = time.monotonic()
+        if line and self.owner.enabled and not self.owner.tty and now - self.last_line >= self.owner.every_s:
+            self.last_line = now
+            self.owner(f"  {self.what}: {self._figures(now)}")
+
+    def _figures(self, now: float, final: bool = False) -> str:
+        elapsed = max(now - self.start, 1e-9)
+        rate = self.done / elapsed
+        if final:
+            return f"{self.done:,} rows in {elapsed:,.1f} s ({_rate(rate)})"
+        if not self.total:
+            return f"{self.done:,} rows, {_rate(rate)}"
+        left = f", about {(self.total - self.done) / rate:,.0f} s left" if rate > 0 else ""
+        return f"{self.done:,} of {self.total:,} rows ({self.done / self.total:.0%}), {_rate(rate)}{left}"
+
+    def stop(self) -> None:
+        """The pass ended early (an error follows): the bar goes, no last line."""
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+    def close(self, done: int | None = None) -> None:
+        """The pass is over (`done`: its final row count): its last line, with rows and rate."""
+        if done is not None:
+            self.total = self.total or done
+            self.update(done, line=False)
+        if self.bar is not None:
+            self.bar.close()
+        self.owner(f"  {self.what}: {self._figures(time.monotonic(), final=True)}")
+
+
+def _rate(rows_per_s: float) -> str:
+    if rows_per_s >= 1e6:
+        return f"{rows_per_s / 1e6:,.2f}M rows/s"
+    return f"{rows_per_s:,.0f} rows/s"
+
+
+def _polling(con: duckdb.DuckDBPyConnection, bar: PassProgress, run: Callable[[], Any]) -> Any:
+    """Run one DuckDB statement (`run`) while a thread reads its progress (DuckDB's query_progress, percent)."""
+    stop = threading.Event()
+
+    def poll() -> None:
+        while not stop.wait(POLL_S):
+            with contextlib.suppress(duckdb.Error, RuntimeError):
+                pct = con.query_progress()
+                if pct > 0 and bar.total:
+                    bar.update(int(bar.total * pct / 100))
+
+    watcher = threading.Thread(target=poll, daemon=True)
+    watcher.start()
+    try:
+        return run()
+    except BaseException:
+        bar.stop()
+        raise
+    finally:
+        stop.set()
+        watcher.join()
 
 
 def _describe(con: duckdb.DuckDBPyConnection, scan: str, label: str) -> list[tuple[str, str]]:
@@ -250,8 +353,7 @@ def scan_label(scan: str) -> str:
 def check_hash_ids(con: duckdb.DuckDBPyConnection, scan: str, column: str, label: str) -> None:
     """Every hash_ids value is a list of integers (or empty); else one error with example rows."""
     ident = sql_ident(column)
-    c = f"TRY_CAST({ident} AS BIGINT[])"
-    bad = f"{ident} IS NOT NULL AND ({c} IS NULL OR len({c}) != len(list_filter({c}, lambda e: e IS NOT NULL)))"
+    bad = _hash_ids_bad_sql(column)
     try:
         rows = con.execute(
             f"SELECT count(*) OVER (), r, CAST(v AS VARCHAR) FROM (SELECT row_number() OVER () AS r, {ident} AS v, "
@@ -300,17 +402,107 @@ SPAN_AND_DUPLICATES = (
     "SELECT min(arrival_s), max(arrival_s), count(*) FILTER (WHERE output_tokens = 0), "
     "count(*) - count(DISTINCT (arrival_s, input_tokens, output_tokens))"
 )
+STREAM_BATCH_ROWS = 1_000_000
 
 
-def _early_aggregate(
-    con: duckdb.DuckDBPyConnection, scan: str, mapping: dict[str, str], types: dict[str, str], unit: str
-) -> tuple[str, tuple[Any, ...]] | None:
-    """(unit, first/last arrival, failed rows, duplicate rows) of the normalized log, run while great-expectations
-    loads; None on any error, so every check reports in its own order afterwards (this only saves time)."""
+@dataclass
+class FirstPass:
+    """What one streamed pass over the normalized log's arrivals and token counts, in file order, found.
+
+    `ordered`: the rows already stand in the written order (OUTPUT_ORDER, ascending, every column a sort
+    key), so the sorted write needs no sort: arrival, input and output never decrease from one row to the
+    next, and where all three repeat, no other written column exists (or the pass cannot prove the order
+    and `ordered` is False). `span`: first and last arrival, rows with 0 output tokens, and duplicate rows
+    (count minus distinct (arrival, input, output)): adjacent repeats once the three never decrease, else
+    DuckDB's count(DISTINCT).
+    """
+
+    unit: str
+    mapping: dict[str, str]
+    rows: int
+    span: tuple[float, float, int, int]
+    ordered: bool
+    bad_hash_ids: int | None  # rows whose hash_ids are not lists of integers (None: no hash_ids column)
+    first_zero_row: int | None  # the first row with 0 output tokens, counted from 0 in file order (None: none)
+
+
+def _hash_ids_bad_sql(column: str) -> str:
+    ident = sql_ident(column)
+    c = f"TRY_CAST({ident} AS BIGINT[])"
+    return f"{ident} IS NOT NULL AND ({c} IS NULL OR len({c}) != list_count({c}))"
+
+
+def _stream_order(
+    con: duckdb.DuckDBPyConnection, norm: str, rows: int, other_keys: bool, bar: PassProgress
+) -> tuple[bool, tuple[float, float, int, int | None], int | None] | None:
+    """(ordered, (first, last, zero-output rows, duplicates or None), first zero-output row) from one
+    streamed pass; None if any arrival or token count is NULL (validation then reports it)."""
+    import numpy as np
+
+    reader = con.sql(f"SELECT arrival_s, input_tokens, output_tokens FROM ({norm}) AS norm").to_arrow_reader(
+        STREAM_BATCH_ROWS
+    )
+    first, last, zero, inversions, repeats, done = np.inf, -np.inf, 0, 0, 0, 0
+    first_zero: int | None = None
+    prev: tuple[Any, Any, Any] | None = None
+    for batch in reader:
+        a, i, o = (np.asarray(batch.column(k).to_numpy(zero_copy_only=False), dtype=np.float64) for k in range(3))
+        if not len(a):
+            continue
+        if np.isnan(a).any() or np.isnan(i).any() or np.isnan(o).any():
+            return None
+        first, last = min(first, float(a.min())), max(last, float(a.max()))
+        zeros = np.flatnonzero(o == 0)
+        if len(zeros) and first_zero is None:
+            first_zero = done + int(zeros[0])
+        zero += len(zeros)
+        done += len(a)
+        if prev is not None:
+            a, i, o = np.concatenate((prev[0], a)), np.concatenate((prev[1], i)), np.concatenate((prev[2], o))
+        prev = (a[-1:], i[-1:], o[-1:])
+        same_a, same_i = a[1:] == a[:-1], i[1:] == i[:-1]
+        less = (a[1:] < a[:-1]) | (same_a & ((i[1:] < i[:-1]) | (same_i & (o[1:] < o[:-1]))))
+        inversions += int(np.count_nonzero(less))
+        repeats += int(np.count_nonzero(same_a & same_i & (o[1:] == o[:-1])))
+        bar.update(done)
+    if done != rows:
+        return None
+    ordered = inversions == 0 and (repeats == 0 or not other_keys)
+    return ordered, (first, last, zero, repeats if inversions == 0 else None), first_zero
+
+
+def _first_pass(
+    con: duckdb.DuckDBPyConnection,
+    scan: str,
+    mapping: dict[str, str],
+    types: dict[str, str],
+    unit: str,
+    progress: Progress,
+) -> FirstPass | None:
+    """The log's row count, span, duplicates, order and bad hash_ids, while great-expectations loads; None on
+    any error or NULL, so that every check reports in its own order afterwards (this pass only saves time)."""
     try:
         unit, _ = _resolve_unit(con, scan, mapping["arrival_s"], types[mapping["arrival_s"]], unit)
-        norm = _normalized_sql(scan, mapping, unit, False)
-        return unit, con.execute(f"{SPAN_AND_DUPLICATES} FROM ({norm}) AS norm").fetchall()[0]
+        rows = con.execute(f"SELECT count(*) FROM {scan}").fetchall()[0][0]
+        if not rows:
+            return None
+        norm = _normalized_sql(scan, {k: v for k, v in mapping.items() if k != "hash_ids"}, unit, False)
+        written = [c for c in OUTPUT_ORDER if c in mapping or c in REQUIRED]
+        bar, found = progress.track("reading", rows), None
+        try:
+            found = _stream_order(con, norm, rows, len(written) > 3, bar)
+        finally:
+            bar.stop() if found is None else bar.close(rows)
+        if found is None:
+            return None
+        ordered, (first, last, zero, dupes), first_zero = found
+        if dupes is None:
+            dupes = con.execute(f"{SPAN_AND_DUPLICATES} FROM ({norm}) AS norm").fetchall()[0][3]
+        bad_hash = None
+        if "hash_ids" in mapping:
+            bad = _hash_ids_bad_sql(mapping["hash_ids"])
+            bad_hash = con.execute(f"SELECT count(*) FILTER (WHERE {bad}) FROM {scan}").fetchall()[0][0]
+        return FirstPass(unit, dict(mapping), rows, (first, last, zero, dupes), ordered, bad_hash, first_zero)
     except (InputError, duckdb.Error, KeyError):
         return None
 
@@ -333,17 +525,26 @@ def ingest(
     progress: Callable[..., None] | None = None,
     memory_limit: str = "1GB",
 ) -> Ingested:
-    """Read, validate and write the normalized request table (sorted, byte-stable Parquet)."""
+    """Read, validate and write the normalized request table (sorted, byte-stable Parquet).
+
+    `progress`: a Progress (steps, and rows, rate and ETA of each pass, on stderr), or any callable taking
+    one line (steps only), or None (silent).
+    """
     from pipeline import quality
 
+    tracker = progress if isinstance(progress, Progress) else Progress(enabled=False)  # the passes' rows, rate, ETA
     say = progress or (lambda *a, **k: None)
     # great-expectations takes 1-2 s to import (pure Python): it loads on a thread while DuckDB, which
-    # releases the GIL, runs the log's first aggregate (see _early_aggregate)
+    # releases the GIL, makes the log's first pass (see _first_pass)
     gx_loading = threading.Thread(target=quality._gx, daemon=True)
     gx_loading.start()
     # DuckDB's memory is capped (workload.memory_limit): a larger sort spills beside the output, and
     # DuckDB removes that folder when the connection closes. chunk_rows is no longer used.
     con = quality.ingest_connection(memory_limit, out_path.with_name(out_path.name + io.SPILL_SUFFIX))
+    if tracker.enabled:  # DuckDB's own progress, read by Progress (its bar printing stays off: stdout is data)
+        with contextlib.suppress(duckdb.Error):
+            con.execute("SET enable_progress_bar_print = false")
+            con.execute("SET enable_progress_bar = true")
     label = source.label
     say(
         f"reading {label}: {len(source.files)} file{'s' if len(source.files) != 1 else ''}, "
@@ -369,23 +570,29 @@ def ingest(
     expected = {**mapping, **(columns or {})} if layout.name == "generic" else mapping
     early = None
     if all(c in available for c in expected.values()):  # the schema suite will pass
-        early = _early_aggregate(
+        early = _first_pass(
             con,
             scan,
             {**mapping, **{k: v for k, v in layout.optional.items() if v in available}},
             types,
             layout.timestamp_unit if timestamp_unit == "auto" else timestamp_unit,
+            tracker,
         )
     gx_loading.join()
     quality.check_columns(f"{label} (format '{layout.name}')", available, expected, hint)
     mapping.update({k: v for k, v in layout.optional.items() if v in available})
     unit = layout.timestamp_unit if timestamp_unit == "auto" else timestamp_unit
     unit, unit_note = _resolve_unit(con, scan, mapping["arrival_s"], types[mapping["arrival_s"]], unit)
+    if early is not None and (early.unit, early.mapping) != (unit, mapping):
+        early = None
 
-    try:
-        rows_read = con.execute(f"SELECT count(*) FROM {scan}").fetchall()[0][0]
-    except duckdb.Error as exc:
-        raise InputError(f"{label}: cannot be read: {_first_line(exc)}") from None
+    if early is not None:
+        rows_read = early.rows
+    else:
+        try:
+            rows_read = con.execute(f"SELECT count(*) FROM {scan}").fetchall()[0][0]
+        except duckdb.Error as exc:
+            raise InputError(f"{label}: cannot be read: {_first_line(exc)}") from None
     if rows_read == 0:
         raise InputError(f"{label}: has a header but no rows; expected one row per request")
 
@@ -394,17 +601,19 @@ def ingest(
     checked_sql = _normalized_sql(scan, {k: v for k, v in mapping.items() if k != "hash_ids"}, unit, True)
 
     say(f"validating {rows_read:,} rows from {len(source.files)} file(s) (great-expectations suite, run by DuckDB)")
+    bar = tracker.track("validating", rows_read)
     try:
-        summary = quality.validate_sql(label, con, checked_sql, mapping, rules)
+        summary = _polling(con, bar, lambda: quality.validate_sql(label, con, checked_sql, mapping, rules))
     except duckdb.Error as exc:
         raise InputError(f"{label}: cannot be read: {_first_line(exc)}") from None
+    bar.close(rows_read)
 
-    if "hash_ids" in mapping:
+    if "hash_ids" in mapping and (early is None or early.bad_hash_ids != 0):
         check_hash_ids(con, scan, mapping["hash_ids"], label)
     norm = _normalized_sql(scan, mapping, unit, False)
     con.execute(f"CREATE TEMP VIEW norm AS {norm}")
-    if early is not None and early[0] == unit:
-        first, last, zero, dupes = early[1]
+    if early is not None:
+        first, last, zero, dupes = early.span
     else:
         first, last, zero, dupes = con.execute(f"{SPAN_AND_DUPLICATES} FROM norm").fetchall()[0]
     span_days = (last - first) / 86400
@@ -444,14 +653,24 @@ def ingest(
             select.append(f"CAST({c} AS BIGINT) AS {c}")
         else:
             select.append(c)
-    order = ", ".join(present)
+    # Every written column is a sort key, so the order is total and the file byte-stable. A log already in
+    # that order (the first pass proved it) is written as read, without the sort that spills under
+    # workload.memory_limit: DuckDB keeps the insertion order, and the bytes are the sorted write's as long
+    # as the row groups are too (checked; else the log is written again, sorted). Rows with 0 output tokens
+    # before the last row group's start would move its boundaries (_row_groups_as_sorted): such a log is sorted.
     rows_written = rows_read - zero
+    written = "sorted"
+    if early is not None and early.ordered:
+        last_group = (rows_written - 1) // ROW_GROUP_VECTORS_ROWS * ROW_GROUP_VECTORS_ROWS
+        if early.first_zero_row is None or early.first_zero_row >= last_group:
+            written = "as read (already in order)"
     with io.atomic_path(out_path, ".parquet") as tmp:
-        con.execute(
-            f"COPY (SELECT {', '.join(select)} FROM norm WHERE output_tokens > 0 ORDER BY {order}) "
-            "TO ? (FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE 1000000)",
-            [str(tmp)],
-        )
+        if written != "sorted":
+            _write(con, select, "", tmp, tracker.track("writing", rows_read), rows_read)
+            if not _row_groups_as_sorted(con, tmp, rows_written):
+                written = "sorted (the unsorted write's row groups differed)"
+        if written.startswith("sorted"):
+            _write(con, select, f" ORDER BY {', '.join(present)}", tmp, tracker.track("writing", rows_read), rows_read)
     say(f"wrote {rows_written:,} requests")
     con.close()
     return Ingested(
@@ -465,4 +684,49 @@ def ingest(
         duplicate_rows=dupes,
         validation=summary,
         warnings=warnings,
+        written=written,
     )
+
+
+ROW_GROUP_ROWS = 1_000_000  # requests.parquet's ROW_GROUP_SIZE
+VECTOR_ROWS = int(getattr(duckdb, "__standard_vector_size__", 2048))
+ROW_GROUP_VECTORS_ROWS = -(-ROW_GROUP_ROWS // VECTOR_ROWS) * VECTOR_ROWS  # a row group of the sorted write
+
+
+def _write(
+    con: duckdb.DuckDBPyConnection, select: list[str], order: str, path: Path, bar: PassProgress, rows: int
+) -> None:
+    """COPY the served rows of the `norm` view to `path` (zstd Parquet), in `order` (SQL; '': as read).
+
+    `path` is atomic_path's temp file, so it exists: DuckDB would write a `tmp_<name>` beside it first, which
+    a `kill -9` would orphan under a name no cleanup knows (USE_TMP_FILE false; the bytes are the same).
+    """
+    _polling(
+        con,
+        bar,
+        lambda: con.execute(
+            f"COPY (SELECT {', '.join(select)} FROM norm WHERE output_tokens > 0{order}) "
+            f"TO ? (FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE {ROW_GROUP_ROWS}, USE_TMP_FILE false)",
+            [str(path)],
+        ),
+    )
+    bar.close(rows)
+
+
+def _row_groups_as_sorted(con: duckdb.DuckDBPyConnection, path: Path, rows: int) -> bool:
+    """Whether `path` has the row groups of the sorted write of `rows` rows.
+
+    The sort hands the writer full vectors (duckdb.__standard_vector_size__ rows), so each row group but
+    the last holds the vectors that first reach ROW_GROUP_ROWS. A write as read can hand it part vectors
+    (rows with 0 output tokens filtered out), which moves the boundaries; within a row group the bytes do not
+    depend on how its rows arrived. One row group (up to ROW_GROUP_ROWS rows) always matches.
+    """
+    full = ROW_GROUP_VECTORS_ROWS
+    sizes = [
+        int(r[0])
+        for r in con.execute(
+            "SELECT any_value(row_group_num_rows) FROM parquet_metadata(?) GROUP BY row_group_id ORDER BY row_group_id",
+            [str(path)],
+        ).fetchall()
+    ]
+    return sum(sizes) == rows and all(n == full for n in sizes[:-1]) and (not sizes or sizes[-1] <= full)
