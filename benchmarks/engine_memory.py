@@ -26,6 +26,7 @@ ERRORS = {
     "kv_tokens_err_pct": "KV tokens (end to end)",
     "tokens_from_log_gib_err_pct": "KV tokens from the logged KV GiB",
     "kv_needed_err_pct": "KV one max_model_len request needs",
+    "cuda_graph_err_pct": "CUDA-graph GiB (the prior vs the log)",
 }
 
 
@@ -39,11 +40,11 @@ def summary(table: pd.DataFrame) -> list[str]:
             vals = [abs(v) for v in part[col].dropna()]
             if vals:
                 lines.append(
-                    f"  {label:<36} n={len(vals):<2} median |err| {statistics.median(vals):6.2f}%  max {max(vals):7.2f}%"
+                    f"  {label:<38} n={len(vals):<2} median |err| {statistics.median(vals):6.2f}%  max {max(vals):7.2f}%"
                 )
         agree = part["fits_agrees"].dropna()
         if len(agree):
-            lines.append(f"  {'starts vs refuses':<36} {int(agree.sum())} of {len(agree)} agree")
+            lines.append(f"  {'starts vs refuses':<38} {int(agree.sum())} of {len(agree)} agree")
     return lines
 
 
@@ -67,6 +68,7 @@ def main() -> int:
         "kv_tokens_err_pct",
         "tokens_from_log_gib_err_pct",
         "kv_needed_err_pct",
+        "cuda_graph_err_pct",
         "fits_pred",
         "outcome_log",
     ]
@@ -76,12 +78,17 @@ def main() -> int:
     models = {m["model"]: catalog.load_model(m["model"]) for m in logs}
     fitted = memory.fit_calibration(logs, models, {g: catalog.find_gpu(g, gpus) for g in {m["gpu"] for m in logs}})
     in_code = {
-        "V1_WEIGHT_SLACK_FRAC": memory.V1_WEIGHT_SLACK_FRAC,
+        "NON_TORCH_ARCH_SCALE[hopper]": memory.NON_TORCH_ARCH_SCALE["hopper"],
+        "NON_TORCH_MULTI_GPU_ARCH_SCALE[hopper]": memory.NON_TORCH_MULTI_GPU_ARCH_SCALE["hopper"],
+        "V1_SAMPLER_BYTES_PER_SEQ_VOCAB[hopper]": memory.V1_SAMPLER_BYTES_PER_SEQ_VOCAB["hopper"],
         "NON_TORCH_ARCH_SCALE[ampere]": memory.NON_TORCH_ARCH_SCALE["ampere"],
+        "NON_TORCH_MULTI_GPU_ARCH_SCALE[ampere]": memory.NON_TORCH_MULTI_GPU_ARCH_SCALE["ampere"],
+        "V1_WEIGHT_SLACK_FRAC": memory.V1_WEIGHT_SLACK_FRAC,
+        "CUDA_GRAPH_GIB_PRIOR": memory.CUDA_GRAPH_GIB_PRIOR,
     }
     print("calibration constants (refit on the fit rows | in pipeline/memory.py):")
     for k, v in fitted.items():
-        print(f"  {k:<30} {v:.4f} | {in_code[k]:.4f}")
+        print(f"  {k:<40} {v:.4f} | {in_code[k]:.4f}")
     print()
     print("\n".join(summary(table)))
     return 0

@@ -3,8 +3,9 @@
 Guide (method.md): total = weights + KV at peak + activations (20% of 16-bit weights)
 + framework overhead (share of VRAM per GPU, or a fixed figure) + LoRA adapters; min GPUs =
 ceil(total / usable VRAM). Engine: vLLM reserves gpu_memory_utilization x visible memory and
-gives what is left after weights, peak activations, non-torch memory (per GPU family, plus NCCL
-buffers and V1's allocator slack) and CUDA graphs (vLLM >= 0.21) to KV blocks, laid out as vLLM's
+gives what is left after weights, peak activations (on Hopper-class GPUs V1's sampler run over
+max_num_seqs x vocabulary), non-torch memory (per engine and GPU family, plus NCCL buffers and V1's
+allocator slack) and CUDA graphs (vLLM >= 0.21) to KV blocks, laid out as vLLM's
 KV cache manager does (hybrid models: one block table per layer group). It refuses to start when
 that is <= 0 or cannot hold one request of max_model_len (`fits` is false exactly then). The
 capacity axis (6a) is how many sequences of the p95 context fit in those blocks. Constants are
@@ -206,33 +207,61 @@ def memory_floor(
 # start-up logs in tests/data/vllm_startup_logs (PROVENANCE.md quotes every line); the `holdout` rows only
 # check them. Re-run that script after adding logs.
 #
-# Non-torch memory (CUDA context growth, cuBLAS/attention workspaces) differs by GPU family: 1.79 GiB on an
-# H100 (vLLM PR #10511) but a fraction of that elsewhere (0.2-0.35 GiB on GeForce logs; the A100 log leaves
-# 0.07 GiB once the allocator slack is counted). It is `engine.non_torch_gib`
-# (the Hopper figure) times this per-architecture factor.
+# Non-torch memory (CUDA context growth, cuBLAS/attention workspaces, NCCL) differs by engine and GPU family.
+# `engine.non_torch_gib` (1.8) and `engine.non_torch_gib_multi_gpu` (3.6) are vLLM's V0 figures on an H100
+# (PR #10511: 1.79 / 3.58 GiB) and the V0 profile uses them as they are. The V1 profile (vLLM >= 0.9) keeps far
+# less outside torch: it is those figures times a per-family factor, fitted by benchmarks/engine_memory.py on the
+# `fit` rows of the start-up logs: Hopper from the non-torch figure the H100 V1 fit rows log (0.13 GiB; 0.54 GiB
+# with TP 2), Ampere from the A100 fit rows' KV shortfall. Ada, Blackwell and CDNA have no log that states the
+# split and take the figure of the nearest family (Ada: Ampere; Blackwell, CDNA: Hopper).
 NON_TORCH_ARCH_SCALE: dict[str, float] = {
-    "hopper": 1.0,
-    "blackwell": 1.0,
-    "cdna3": 1.0,
-    "cdna4": 1.0,
-    "ampere": 0.037,
-    "ada": 0.037,
+    "hopper": 0.0722,
+    "blackwell": 0.0722,
+    "cdna3": 0.0722,
+    "cdna4": 0.0722,
+    "ampere": 0.0,
+    "ada": 0.0,
+}
+# What a replica spanning GPUs adds under V1 (NCCL communicators, custom all-reduce buffers), as a share of
+# engine.non_torch_gib_multi_gpu - engine.non_torch_gib: an H100 pair adds 0.41 GiB, an A100 pair without P2P
+# (custom all-reduce off, vLLM 0.10.1) almost nothing.
+NON_TORCH_MULTI_GPU_ARCH_SCALE: dict[str, float] = {
+    "hopper": 0.2278,
+    "blackwell": 0.2278,
+    "cdna3": 0.2278,
+    "cdna4": 0.2278,
+    "ampere": 0.0406,
+    "ada": 0.0406,
+}
+# V1's profile run samples max_num_seqs dummy requests over the whole vocabulary. On Hopper (vLLM 0.9-0.11, 1,024
+# sequences by default) its peak is ~39 B per (sequence x vocabulary entry), whatever the model: 4.76 GiB for
+# Llama-3.1-8B, 5.64 GiB for Qwen3-32B at TP 1 and 2, 7.38 GiB for gpt-oss-20b (llm-d H100 logs). The activation
+# peak is the larger of that and the forward pass (activation_peak_bytes). Ampere logs show no such peak (the
+# forward pass plus fp32 logits x 2 = 8 B per entry match them). Fitted on the Hopper V1 dense fit rows.
+V1_SAMPLER_BYTES_PER_SEQ_VOCAB: dict[str, float] = {
+    "hopper": 39.33,
+    "blackwell": 39.33,
+    "cdna3": 39.33,
+    "cdna4": 39.33,
 }
 # vLLM V1 counts everything the CUDA driver holds beyond torch's live tensors as non-torch memory, which
 # includes the caching allocator's slack after MoE experts are repacked and padded at load (a dense model
-# shows none: the A100 Llama log matches without it). A share of the routed-expert bytes per GPU, fitted on
-# the 120B H100 log (V0 measured non-torch before loading: none).
-V1_WEIGHT_SLACK_FRAC = 0.0563
+# shows none). A share of the routed-expert bytes per GPU: the mean over the MoE fit rows, which disagree (the
+# gpt-oss-20b A100 log leaves 0.06 of its experts, the gpt-oss-120b H100 log of vLLM 0.10.1 none once the sampler
+# peak is counted; that row keeps a -2 GiB residual). A model where the activation peak reuses the slack fits
+# both but misses more held-out logs (median KV GiB error 2.5% against 0.9%), so the simple share stays.
+V1_WEIGHT_SLACK_FRAC = 0.0307
 # vLLM pads MXFP4 expert matrices to its kernels' tile sizes: (hidden, intermediate) alignment per backend.
 # Marlin (chips without FP4 kernels, and vLLM <= 0.10 on Hopper) pads gpt-oss's 2880 x 2880 experts to
 # 3072 x 2944 (w13 (32, 5888, 1536) / w2 (32, 3072, 1472) bytes in a public vLLM dump); the Triton kernels
 # (Hopper, vLLM >= 0.11) round each GPU's intermediate size up to 256 and keep the hidden size.
 MXFP4_ALIGN: dict[str, tuple[int, int]] = {"marlin": (256, 128), "triton": (1, 256)}
-# CUDA-graph memory per GPU when no figure is given: vLLM's own estimates in public logs run 0.36-0.65 GiB
-# (PR #21489: 0.65 GiB for gemma-3-4b; gpustack/runner #251: 0.36 GiB). vLLM >= 0.21 subtracts it from the
-# KV budget (VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS, on by default); older releases took it from the
-# headroom above gpu_memory_utilization.
-CUDA_GRAPH_GIB_PRIOR = 0.5
+# CUDA-graph memory per GPU when no figure is given: the mean of the captured-graph sizes the fit rows log
+# ("Graph capturing finished in N secs, took X GiB": 0.50 and 0.65 GiB, vLLM 0.10.1, A100); held-out logs run
+# 0.50-1.88 GiB, and vLLM's own estimates elsewhere 0.17-0.65 GiB (PR #21489, gpustack/runner #251,
+# club-3090 #127). vLLM >= 0.21 subtracts it from the KV budget (VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS,
+# on by default); older releases took it from the headroom above gpu_memory_utilization.
+CUDA_GRAPH_GIB_PRIOR = 0.575
 
 
 @dataclass(frozen=True)
@@ -345,11 +374,13 @@ def routed_expert_bytes(
     return _weight_parts(model, weight_dtype, tp, pp, ep, gpu, settings)[1]
 
 
-def activation_peak_bytes(model: Model, settings: EngineSettings) -> float:
+def activation_peak_bytes(model: Model, settings: EngineSettings, gpu: GPU | None = None) -> float:
     """Peak activation memory of vLLM's profiling run (not split by TP: measured flat from TP1 to TP2).
 
     Forward: max_num_batched_tokens x 2 B x (4 x hidden + q/k/v width + 3 x MLP width) for the largest
     layer, plus fp32 logits and probabilities for min(max_num_seqs, max_num_batched_tokens) sequences.
+    V1 on a GPU family in V1_SAMPLER_BYTES_PER_SEQ_VOCAB: the larger of that and the dummy sampler run's
+    bytes per (sequence x vocabulary entry) x sequences x vocabulary.
     """
     t = settings.max_num_batched_tokens
     qkv = (model.heads + 2 * model.kv_heads) * model.head_dim
@@ -359,15 +390,24 @@ def activation_peak_bytes(model: Model, settings: EngineSettings) -> float:
     per_token = (4 * model.hidden + qkv + 3 * mlp) * 2
     rows = min(settings.max_num_seqs, settings.max_num_batched_tokens)
     logits = rows * model.vocab * 4 * 2
-    return t * per_token + logits
+    forward = t * per_token + logits
+    sampler = V1_SAMPLER_BYTES_PER_SEQ_VOCAB.get(gpu.arch, 0.0) if gpu is not None and settings.engine == "v1" else 0.0
+    return max(forward, sampler * rows * model.vocab)
 
 
 def non_torch_gib(gpu: GPU, tp: int, pp: int, settings: EngineSettings, expert_gib: float = 0.0) -> float:
-    """Memory outside torch on one GPU: the GPU family's CUDA context and workspaces, NCCL and custom
-    all-reduce buffers when the replica spans GPUs (engine.non_torch_gib_multi_gpu - non_torch_gib), and
-    (V1) the allocator's slack after loading `expert_gib` of routed experts."""
-    base = settings.non_torch_gib * NON_TORCH_ARCH_SCALE.get(gpu.arch, 1.0)
-    multi = max(0.0, settings.non_torch_gib_multi_gpu - settings.non_torch_gib) if tp * pp > 1 else 0.0
+    """Memory outside torch on one GPU: the CUDA context and workspaces, NCCL and custom all-reduce buffers
+    when the replica spans GPUs (engine.non_torch_gib_multi_gpu - non_torch_gib), and (V1) the allocator's
+    slack after loading `expert_gib` of routed experts. V0 takes the engine figures as they are; V1 scales
+    them by the GPU family's NON_TORCH_ARCH_SCALE and NON_TORCH_MULTI_GPU_ARCH_SCALE."""
+    v0 = settings.engine == "v0"
+    base = settings.non_torch_gib * (1.0 if v0 else NON_TORCH_ARCH_SCALE.get(gpu.arch, 1.0))
+    multi = (
+        max(0.0, settings.non_torch_gib_multi_gpu - settings.non_torch_gib)
+        * (1.0 if v0 else NON_TORCH_MULTI_GPU_ARCH_SCALE.get(gpu.arch, 1.0))
+        if tp * pp > 1
+        else 0.0
+    )
     return base + multi + settings.slack_frac * expert_gib
 
 
@@ -536,7 +576,7 @@ def engine_profile(
     budget = visible * settings.gpu_memory_utilization
     weight_bytes, expert_bytes = _weight_parts(model, weight_dtype, tp, pp, ep, gpu, settings)
     weights = weight_bytes / GIB
-    act = activation_peak_bytes(model, settings) / GIB
+    act = activation_peak_bytes(model, settings, gpu) / GIB
     non_torch = non_torch_gib(gpu, tp, pp, settings, expert_bytes / GIB)
     graphs = cuda_graph_gib(settings)
     kv_gib = budget - weights - act - non_torch - (graphs if settings.cuda_graph_in_budget else 0.0)
@@ -601,9 +641,22 @@ def engine_profile(
             "weights_gib": f"{weight_dtype} linear layers, 16-bit embeddings/norms/router, split over TP {tp} x PP {pp}"
             + (f", experts over EP {ep}" if ep > 1 else ""),
             "activation_peak_gib": f"{settings.max_num_batched_tokens} batched tokens x (4h + qkv + 3 x MLP) x 2 B + "
-            f"fp32 logits x 2 for {min(settings.max_num_seqs, settings.max_num_batched_tokens)} sequences",
-            "non_torch_gib": f"{settings.non_torch_gib:g} GiB x {NON_TORCH_ARCH_SCALE.get(gpu.arch, 1.0):g} ({gpu.arch})"
-            + (" + NCCL/all-reduce buffers (TP/PP > 1)" if tp * pp > 1 else "")
+            f"fp32 logits x 2 for {min(settings.max_num_seqs, settings.max_num_batched_tokens)} sequences"
+            + (
+                f", or {V1_SAMPLER_BYTES_PER_SEQ_VOCAB[gpu.arch]:g} B per sequence x vocabulary entry (V1 sampler run, "
+                f"{gpu.arch}) if larger"
+                if settings.engine == "v1" and gpu.arch in V1_SAMPLER_BYTES_PER_SEQ_VOCAB
+                else ""
+            ),
+            "non_torch_gib": f"{settings.non_torch_gib:g} GiB"
+            + ("" if settings.engine == "v0" else f" x {NON_TORCH_ARCH_SCALE.get(gpu.arch, 1.0):g} ({gpu.arch}, V1)")
+            + (
+                " + NCCL/all-reduce buffers (TP/PP > 1"
+                + ("" if settings.engine == "v0" else f", x {NON_TORCH_MULTI_GPU_ARCH_SCALE.get(gpu.arch, 1.0):g}")
+                + ")"
+                if tp * pp > 1
+                else ""
+            )
             + (
                 f" + {settings.slack_frac:g} x routed-expert weights (allocator slack, V1)"
                 if settings.slack_frac and expert_bytes
@@ -677,12 +730,25 @@ def measurement_settings(m: dict[str, Any], settings: EngineSettings) -> EngineS
         gpu_memory_utilization=m.get("gpu_memory_utilization") or settings.gpu_memory_utilization,
         max_num_batched_tokens=int(m.get("max_num_batched_tokens") or settings.max_num_batched_tokens),
         max_num_seqs=int(m.get("max_num_seqs") or settings.max_num_seqs),
+        block_size=int(m.get("block_size") or settings.block_size),
         max_model_len=int(m["max_model_len"]) if m.get("max_model_len") else settings.max_model_len,
         visible_memory_gib=None,
         engine=str(m.get("engine") or settings.engine),
         mxfp4_backend=(m.get("mxfp4_backend") or None) or settings.mxfp4_backend,
         cuda_graph_in_budget=graphs_counted,
     )
+
+
+def _logged_ep(m: dict[str, Any], model: Model, tp: int) -> int:
+    """The expert-parallel degree a logged run used: the log's `ep` column, else 1 for the engine rows (vLLM keeps
+    experts tensor-parallel unless --enable-expert-parallel is given), else the sizing layout (older catalog rows)."""
+    from pipeline.parallelism import expert_parallel
+
+    if m.get("ep"):
+        return int(m["ep"])
+    if m.get("engine") in ("v0", "v1") and "log_id" in m:
+        return 1
+    return expert_parallel(model, tp)
 
 
 def _version_at_least(version: str, floor: tuple[int, int]) -> bool:
@@ -700,16 +766,14 @@ def compare_to_measurement(m: dict[str, Any], model: Model, gpu: GPU, settings: 
 
     Rows: weights, non-torch and activation GiB (where logged), available KV GiB, KV tokens predicted end
     to end, KV tokens from the logged KV GiB (the block arithmetic alone), the KV one max_model_len request
-    needs, and whether the engine starts.
+    needs, the CUDA-graph prior against the logged graph pool, and whether the engine starts.
     """
-    from pipeline.parallelism import expert_parallel
-
     if "engine" not in m:
         # A row of the older catalog file (no engine column): PR #10511's V0 accounting, graphs outside.
         m = {**m, "engine": "v0", "vllm_version": "0.6"}
     s = measurement_settings(m, settings)
     tp = int(m.get("tp") or 1)
-    ep = expert_parallel(model, tp)
+    ep = _logged_ep(m, model, tp)
     ctx = float(s.max_model_len or 1)
     prof = engine_profile(
         model, gpu, m["weights"], m["kv"], tp, 1, ep, ctx, s, total_memory_gib=m.get("total_gpu_memory_gib")
@@ -744,6 +808,9 @@ def compare_to_measurement(m: dict[str, Any], model: Model, gpu: GPU, settings: 
         add("kv_cache_tokens (from the logged KV GiB)", layout.tokens(float(logged_kv) * GIB), logged_tokens)
     if wanted("kv_needed") and not legacy:
         add("kv_needed_gib", prof.kv_needed_gib, m.get("logged_kv_needed_gib"))
+    if wanted("cuda_graph") and not legacy:
+        # The prior (the engine profile's figure when none is given) against the graph pool the log reports.
+        add("cuda_graph_gib", cuda_graph_gib(replace(s, cuda_graph_gib=None)), m.get("logged_cuda_graph_gib"))
     for r in rows:
         r["error_pct"] = (r["predicted"] / r["measured"] - 1) * 100 if r["measured"] else None
     if "fits" in checks and m.get("outcome") in ("started", "refused"):
@@ -770,39 +837,116 @@ def compare_to_measurement(m: dict[str, Any], model: Model, gpu: GPU, settings: 
 def fit_calibration(logs: list[dict[str, Any]], models: dict[str, Model], gpus: dict[str, GPU]) -> dict[str, float]:
     """Fit the calibration constants on the `fit` rows of the start-up logs (closed form, in this order).
 
-    1. V1_WEIGHT_SLACK_FRAC: on Hopper V1 MoE runs, the logged KV's shortfall against the profile without
-       slack, as a share of the predicted routed-expert bytes.
-    2. NON_TORCH_ARCH_SCALE[ampere/ada]: on those GPUs, what is left of the shortfall after the slack, as a
-       share of engine.non_torch_gib (not below 0).
-    Each constant is the mean over its rows; a constant without rows keeps its current value.
+    Only V1 rows take part (the V0 rows check the engine figures as they are). "Gap" is the profile's available
+    KV minus the logged one with the constants fitted so far (and the ones still to fit at 0).
+    1. NON_TORCH_ARCH_SCALE[hopper]: the non-torch GiB single-GPU Hopper rows log, over engine.non_torch_gib.
+    2. NON_TORCH_MULTI_GPU_ARCH_SCALE[hopper]: what multi-GPU Hopper rows log beyond that, over
+       engine.non_torch_gib_multi_gpu - engine.non_torch_gib.
+    3. V1_SAMPLER_BYTES_PER_SEQ_VOCAB[hopper]: on dense Hopper rows, what the logged KV leaves for the activation
+       peak, per (max_num_seqs x vocabulary entry).
+    4. NON_TORCH_ARCH_SCALE[ampere]: the gap of dense single-GPU Ampere rows, over engine.non_torch_gib.
+    5. NON_TORCH_MULTI_GPU_ARCH_SCALE[ampere]: the gap of multi-GPU Ampere rows, over the multi-GPU difference.
+    6. V1_WEIGHT_SLACK_FRAC: the gap of MoE rows, as a share of their routed-expert bytes per GPU.
+    7. CUDA_GRAPH_GIB_PRIOR: the mean captured-graph GiB the fit rows log.
+    Each constant is the mean over its rows (not below 0); a constant without rows keeps its current value.
+    The tables are restored before returning.
     """
-    from pipeline.parallelism import expert_parallel
-
     base = EngineSettings()
-    fit = [m for m in logs if m.get("role") == "fit"]
+    extra = base.non_torch_gib_multi_gpu - base.non_torch_gib
+    fit = [m for m in logs if m.get("role") == "fit" and m.get("engine") == "v1"]
+    with_kv = [m for m in fit if m.get("logged_available_kv_gib") not in (None, "")]
+    tables = (NON_TORCH_ARCH_SCALE, NON_TORCH_MULTI_GPU_ARCH_SCALE, V1_SAMPLER_BYTES_PER_SEQ_VOCAB)
+    saved = [dict(t) for t in tables]
+    out = {
+        "NON_TORCH_ARCH_SCALE[hopper]": NON_TORCH_ARCH_SCALE["hopper"],
+        "NON_TORCH_MULTI_GPU_ARCH_SCALE[hopper]": NON_TORCH_MULTI_GPU_ARCH_SCALE["hopper"],
+        "V1_SAMPLER_BYTES_PER_SEQ_VOCAB[hopper]": V1_SAMPLER_BYTES_PER_SEQ_VOCAB["hopper"],
+        "NON_TORCH_ARCH_SCALE[ampere]": NON_TORCH_ARCH_SCALE["ampere"],
+        "NON_TORCH_MULTI_GPU_ARCH_SCALE[ampere]": NON_TORCH_MULTI_GPU_ARCH_SCALE["ampere"],
+        "V1_WEIGHT_SLACK_FRAC": V1_WEIGHT_SLACK_FRAC,
+    }
 
-    def shortfall(m: dict[str, Any], slack: float) -> tuple[float, float, GPU]:
+    def arch(m: dict[str, Any]) -> str:
+        return gpus[m["gpu"]].arch
+
+    def tp_of(m: dict[str, Any]) -> int:
+        return int(m.get("tp") or 1)
+
+    def profile(m: dict[str, Any], slack: float) -> tuple[EngineProfile, float]:
         model, gpu = models[m["model"]], gpus[m["gpu"]]
-        tp = int(m.get("tp") or 1)
         s = replace(measurement_settings(m, base), weight_slack_frac=slack)
-        ctx = float(s.max_model_len or 1)
-        ep = expert_parallel(model, tp)
-        prof = engine_profile(model, gpu, m["weights"], m["kv"], tp, 1, ep, ctx, s)
-        experts = routed_expert_bytes(model, m["weights"], tp, 1, ep, gpu, s) / GIB
-        return prof.kv_cache_gib - float(m["logged_available_kv_gib"]), experts, gpu
+        ep = _logged_ep(m, model, tp_of(m))
+        prof = engine_profile(
+            model,
+            gpu,
+            m["weights"],
+            m["kv"],
+            tp_of(m),
+            1,
+            ep,
+            float(s.max_model_len or 1),
+            s,
+            total_memory_gib=m.get("total_gpu_memory_gib"),
+        )
+        return prof, routed_expert_bytes(model, m["weights"], tp_of(m), 1, ep, gpu, s) / GIB
 
-    with_kv = [m for m in fit if m.get("engine") == "v1" and m.get("logged_available_kv_gib") not in (None, "")]
-    slacks = []
-    for m in with_kv:
-        gap, experts, gpu = shortfall(m, 0.0)
-        if gpu.arch == "hopper" and experts > 0:
-            slacks.append(gap / experts)
-    slack = sum(slacks) / len(slacks) if slacks else V1_WEIGHT_SLACK_FRAC
-    scales = []
-    for m in with_kv:
-        gap, _, gpu = shortfall(m, slack)
-        if gpu.arch in ("ampere", "ada"):
-            current = NON_TORCH_ARCH_SCALE.get(gpu.arch, 1.0)
-            scales.append(max(0.0, current + gap / base.non_torch_gib))
-    scale = sum(scales) / len(scales) if scales else NON_TORCH_ARCH_SCALE["ampere"]
-    return {"V1_WEIGHT_SLACK_FRAC": slack, "NON_TORCH_ARCH_SCALE[ampere]": scale}
+    def gap(m: dict[str, Any], slack: float = 0.0) -> float:
+        return profile(m, slack)[0].kv_cache_gib - float(m["logged_available_kv_gib"])
+
+    def mean(vals: list[float], default: float) -> float:
+        return max(0.0, sum(vals) / len(vals)) if vals else default
+
+    def dense(m: dict[str, Any]) -> bool:
+        return not models[m["model"]].is_moe
+
+    try:
+        for family in ("hopper", "ampere"):
+            for t in tables:
+                if family in t:
+                    t[family] = 0.0
+        # 1-2: Hopper non-torch from the logged figure.
+        hop = [m for m in fit if arch(m) == "hopper" and m.get("logged_non_torch_gib") not in (None, "")]
+        single = [float(m["logged_non_torch_gib"]) for m in hop if tp_of(m) == 1]
+        scale = mean([v / base.non_torch_gib for v in single], out["NON_TORCH_ARCH_SCALE[hopper]"])
+        NON_TORCH_ARCH_SCALE["hopper"] = out["NON_TORCH_ARCH_SCALE[hopper]"] = scale
+        multi = [(float(m["logged_non_torch_gib"]) - scale * base.non_torch_gib) / extra for m in hop if tp_of(m) > 1]
+        NON_TORCH_MULTI_GPU_ARCH_SCALE["hopper"] = out["NON_TORCH_MULTI_GPU_ARCH_SCALE[hopper]"] = mean(
+            multi, out["NON_TORCH_MULTI_GPU_ARCH_SCALE[hopper]"]
+        )
+        # 3: the Hopper V1 sampler peak from what the logged KV leaves on dense rows.
+        ks = []
+        for m in (m for m in with_kv if arch(m) == "hopper" and dense(m)):
+            prof, _ = profile(m, 0.0)
+            model = models[m["model"]]
+            s = measurement_settings(m, base)
+            left = prof.activation_peak_gib + gap(m)
+            ks.append(left * GIB / (min(s.max_num_seqs, s.max_num_batched_tokens) * model.vocab))
+        V1_SAMPLER_BYTES_PER_SEQ_VOCAB["hopper"] = out["V1_SAMPLER_BYTES_PER_SEQ_VOCAB[hopper]"] = mean(
+            ks, out["V1_SAMPLER_BYTES_PER_SEQ_VOCAB[hopper]"]
+        )
+        # 4-5: Ampere non-torch from the KV shortfall of dense rows.
+        amp = [m for m in with_kv if arch(m) == "ampere" and dense(m)]
+        NON_TORCH_ARCH_SCALE["ampere"] = out["NON_TORCH_ARCH_SCALE[ampere]"] = mean(
+            [gap(m) / base.non_torch_gib for m in amp if tp_of(m) == 1], out["NON_TORCH_ARCH_SCALE[ampere]"]
+        )
+        NON_TORCH_MULTI_GPU_ARCH_SCALE["ampere"] = out["NON_TORCH_MULTI_GPU_ARCH_SCALE[ampere]"] = mean(
+            [gap(m) / extra for m in amp if tp_of(m) > 1], out["NON_TORCH_MULTI_GPU_ARCH_SCALE[ampere]"]
+        )
+        # 6: allocator slack from the MoE rows.
+        slacks = []
+        for m in (m for m in with_kv if not dense(m)):
+            _, experts = profile(m, 0.0)
+            if experts > 0:
+                slacks.append(gap(m, 0.0) / experts)
+        out["V1_WEIGHT_SLACK_FRAC"] = mean(slacks, out["V1_WEIGHT_SLACK_FRAC"])
+    finally:
+        for t, old in zip(tables, saved, strict=True):
+            t.clear()
+            t.update(old)
+    graphs = [
+        float(m["logged_cuda_graph_gib"])
+        for m in logs
+        if m.get("role") == "fit" and m.get("logged_cuda_graph_gib") not in (None, "")
+    ]
+    out["CUDA_GRAPH_GIB_PRIOR"] = sum(graphs) / len(graphs) if graphs else CUDA_GRAPH_GIB_PRIOR
+    return out

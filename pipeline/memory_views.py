@@ -363,6 +363,8 @@ def startup_log_table(
                 "kv_tokens_err_pct": pick("kv_cache_tokens", "error_pct"),
                 "tokens_from_log_gib_err_pct": pick("kv_cache_tokens (from the logged KV GiB)", "error_pct"),
                 "kv_needed_err_pct": pick("kv_needed_gib", "error_pct"),
+                "cuda_graph_gib_log": pick("cuda_graph_gib", "measured"),
+                "cuda_graph_err_pct": pick("cuda_graph_gib", "error_pct"),
                 "fits_pred": fits["predicted"] if fits else None,
                 "outcome_log": fits["measured"] if fits else m["outcome"],
                 "fits_agrees": fits["agrees"] if fits else None,

@@ -18,14 +18,34 @@ LOGS = {m["log_id"]: m for m in memory_views.load_startup_logs(ROOT / memory_vie
 # Held-out figures the model misses, with why (benchmarks/engine_memory.py prints them). They are not asserted
 # against the targets; every other logged figure is.
 KNOWN_MISSES = {
-    # util not stated in the row we have (0.9 assumed): predicted KV +26%.
+    # util not stated in the row we have (0.9 assumed): predicted KV +26.5%.
     ("pr17122-llama31-8b-l40s-tp1", "kv_cache_tokens"),
-    # LMCache connector running, 4 ranks (the logged rank is not the one with the fewest blocks): -6% / -8%.
+    # LMCache connector running, 4 ranks (the logged rank is not the one with the fewest blocks): +2.7% GiB, +3.9%
+    # tokens (the GiB is inside the target).
     ("issue21348-qwen3-235b-fp8-h100-tp4", "kv_cache_tokens"),
-    ("issue21348-qwen3-235b-fp8-h100-tp4", "kv_cache_gib"),
-    # The Triton MXFP4 path on vLLM 0.11 leaves 2.2 GiB less than the Marlin-calibrated profile: +129% on 1.71 GiB.
+    # vLLM 0.11 (Triton MXFP4) with 1,024 batched tokens at util 0.95: 1.23 GiB predicted against 1.71 (-28%); the
+    # refusal agrees (4.54 GiB needed). The llm-d row of the same model, GPU and release disagrees the other way.
     ("issue27508-gptoss120b-h100-util095", "kv_cache_gib"),
+    # The published figures of this row do not add up (64.38 weights + 7.38 activation + 0.13 non-torch + 3.33 KV =
+    # 75.22 GiB > the 71.26 GiB budget; its activation/non-torch look copied from gpt-oss-20b), while the profile,
+    # with the 7.5 GiB sampler peak the other H100 rows show, leaves none: predicted -2.8 GiB and a refusal.
+    ("llmd-gptoss120b-h100-v0110", "kv_cache_gib"),
+    ("llmd-gptoss120b-h100-v0110", "fits"),
+    # A refusal with -1.44 GiB logged: the profile says -1.35 GiB (0.09 GiB off, 6.6% of a small negative figure);
+    # the refusal itself agrees.
+    ("llmd-llama33-70b-fp8-h100-tp1-v0110", "kv_cache_gib"),
+    # In-sample, but the two MoE fit rows disagree on the allocator slack (this one wants none, the gpt-oss-20b A100
+    # one 6% of its experts); their mean leaves this row 2.0 GiB low (-4.12 against -2.14 GiB); it still refuses.
+    ("issue23278-gptoss120b-h100-v0101", "kv_cache_gib"),
+    # TP 2 over two nodes (Ray, inter-node NCCL, PyTorch-native sampler because FlashInfer is missing there): 0.9 GiB
+    # more outside torch than the same pair in one node (the fit row), so predicted KV is +8.3%.
+    ("dennislee22-qwen2-7b-a100-40gb-tp2-2nodes", "kv_cache_tokens"),
+    ("dennislee22-qwen2-7b-a100-40gb-tp2-2nodes", "kv_cache_gib"),
 }
+# The CUDA-graph figure is a prior (the mean of the fit rows' captured graphs), not a fitted model: it is checked
+# against its own definition in test_the_calibration_constants_are_the_fit_of_the_fit_rows and reported per log by
+# benchmarks/engine_memory.py (held out: +15%, -42%, -69%), not held to the 3% target.
+PRIOR_ONLY = {"cuda_graph_gib"}
 TARGET_PCT = {
     "weights_gib": 1.0,
     "kv_cache_tokens": 3.0,
@@ -48,7 +68,7 @@ def compare(log_id: str) -> dict[str, dict]:
 
 
 def test_the_fixtures_are_real_logs_with_links():
-    assert len(LOGS) >= 11
+    assert len(LOGS) >= 16
     for m in LOGS.values():
         assert m["source"].startswith("https://"), m["log_id"]
         assert m["gpu"] in GPUS and model(m["model"])
@@ -57,6 +77,15 @@ def test_the_fixtures_are_real_logs_with_links():
     assert LOGS["issue23278-gptoss120b-h100-v0101"]["logged_weights_gib"] == 65.9651
     assert LOGS["issue27508-gptoss120b-h100-util095"]["logged_available_kv_gib"] == 1.71
     assert LOGS["ilseokoh-llama31-8b-a100-40gb-v0151"]["logged_kv_tokens"] == 157_936
+    assert LOGS["dennislee22-gptoss120b-a100-80gb-tp4"]["logged_kv_tokens"] == 2_640_144
+    assert LOGS["dennislee22-qwen2-7b-a100-80gb-tp2"]["logged_cuda_graph_gib"] == 0.65
+    # Every figure that misses its target is listed with its reason, and every listed one is a real row's figure;
+    # only one is in-sample (the fit cannot serve two MoE rows that disagree).
+    for log_id, name in KNOWN_MISSES:
+        assert name in compare(log_id), (log_id, name)
+    assert [k for k in KNOWN_MISSES if LOGS[k[0]]["role"] == "fit"] == [
+        ("issue23278-gptoss120b-h100-v0101", "kv_cache_gib")
+    ]
 
 
 @pytest.mark.parametrize("log_id", sorted(LOGS))
@@ -66,9 +95,13 @@ def test_each_log_is_reproduced_within_target(log_id):
     assert rows, log_id
     for name, r in rows.items():
         if name == "fits":
-            assert r["agrees"], (log_id, r)
+            assert r["agrees"] or (log_id, name) in KNOWN_MISSES, (log_id, r)
+            continue
+        if name in PRIOR_ONLY:
             continue
         if (log_id, name) in KNOWN_MISSES:
+            # A listed miss must still miss (else the list goes stale and hides nothing).
+            assert abs(r["error_pct"]) > TARGET_PCT[name], (log_id, name, r["error_pct"])
             continue
         assert abs(r["error_pct"]) <= TARGET_PCT[name], (log_id, name, r["predicted"], r["measured"])
     if "fits" in checks and LOGS[log_id]["outcome"] in ("started", "refused"):
@@ -116,8 +149,8 @@ def test_the_boundary_one_block_either_side():
     s = replace(memory.EngineSettings(), gpu_memory_utilization=0.97, max_num_seqs=100, max_model_len=87_040)
     prof = memory.engine_profile(m, GPUS["H100-SXM"], "mxfp4", "bf16", 1, 1, 1, 8000, s)
     assert prof.fits  # #33155: v0.11.2 serves 85K on one H100 at util 0.97
-    # At util 0.94 the longest request that fits is shorter than the model's 131,072: start at it, refuse past it.
-    s = replace(s, gpu_memory_utilization=0.94)
+    # At util 0.91 the longest request that fits is shorter than the model's 131,072: start at it, refuse past it.
+    s = replace(s, gpu_memory_utilization=0.91)
     edge = memory.engine_profile(m, GPUS["H100-SXM"], "mxfp4", "bf16", 1, 1, 1, 8000, s).estimated_max_model_len
     assert 87_040 < edge < 131_072
     at = memory.engine_profile(m, GPUS["H100-SXM"], "mxfp4", "bf16", 1, 1, 1, 8000, replace(s, max_model_len=edge))
@@ -157,8 +190,77 @@ def test_mxfp4_weights_follow_the_kernel_padding():
 def test_the_calibration_constants_are_the_fit_of_the_fit_rows():
     logs = list(LOGS.values())
     fitted = memory.fit_calibration(logs, {m["model"]: model(m["model"]) for m in logs}, {g: GPUS[g] for g in GPUS})
-    assert fitted["V1_WEIGHT_SLACK_FRAC"] == pytest.approx(memory.V1_WEIGHT_SLACK_FRAC, abs=5e-4)
-    assert fitted["NON_TORCH_ARCH_SCALE[ampere]"] == pytest.approx(memory.NON_TORCH_ARCH_SCALE["ampere"], abs=5e-4)
+    in_code = {
+        "V1_WEIGHT_SLACK_FRAC": memory.V1_WEIGHT_SLACK_FRAC,
+        "NON_TORCH_ARCH_SCALE[hopper]": memory.NON_TORCH_ARCH_SCALE["hopper"],
+        "NON_TORCH_MULTI_GPU_ARCH_SCALE[hopper]": memory.NON_TORCH_MULTI_GPU_ARCH_SCALE["hopper"],
+        "NON_TORCH_ARCH_SCALE[ampere]": memory.NON_TORCH_ARCH_SCALE["ampere"],
+        "NON_TORCH_MULTI_GPU_ARCH_SCALE[ampere]": memory.NON_TORCH_MULTI_GPU_ARCH_SCALE["ampere"],
+    }
+    for name, value in in_code.items():
+        assert fitted[name] == pytest.approx(value, abs=5e-4), name
+    assert fitted["V1_SAMPLER_BYTES_PER_SEQ_VOCAB[hopper]"] == pytest.approx(
+        memory.V1_SAMPLER_BYTES_PER_SEQ_VOCAB["hopper"], abs=0.01
+    )
+    # By hand: the H100 V1 non-torch factor is the logged 0.13 GiB over engine.non_torch_gib (1.8 GiB), and the
+    # multi-GPU one the TP 2 row's 0.54 GiB less that, over 3.6 - 1.8 GiB.
+    assert fitted["NON_TORCH_ARCH_SCALE[hopper]"] == pytest.approx(0.13 / 1.8)
+    assert fitted["NON_TORCH_MULTI_GPU_ARCH_SCALE[hopper]"] == pytest.approx((0.54 - 0.13) / 1.8)
+    # The graph prior is the mean of the two fit rows' "Graph capturing finished ..., took X GiB" lines.
+    assert fitted["CUDA_GRAPH_GIB_PRIOR"] == memory.CUDA_GRAPH_GIB_PRIOR == (0.50 + 0.65) / 2
+    # Held-out rows do not move the fit: marking them all `holdout` except the fit rows gives the same constants.
+    only_fit = [m for m in logs if m["role"] == "fit"]
+    assert memory.fit_calibration(only_fit, {m["model"]: model(m["model"]) for m in only_fit}, GPUS) == fitted
+
+
+def test_an_a100_pair_without_p2p_keeps_almost_nothing_outside_torch():
+    # dennislee22 TP 2 on one node (custom all-reduce off): 0.5 x 79.15 GiB - 7.1217 weights - 31.83 KV leaves
+    # 0.62 GiB for the activation peak and non-torch memory; an H100 pair (PR #10511) keeps 3.58 GiB outside torch.
+    m = model("Qwen2.5-7B")
+    s = replace(memory.EngineSettings(), gpu_memory_utilization=0.5, max_num_batched_tokens=2048, max_model_len=16384)
+    nt = memory.non_torch_gib(GPUS["A100-80GB"], 2, 1, s)
+    act = memory.activation_peak_bytes(m, s) / GIB
+    assert nt == pytest.approx(
+        1.8 * memory.NON_TORCH_ARCH_SCALE["ampere"] + 1.8 * memory.NON_TORCH_MULTI_GPU_ARCH_SCALE["ampere"]
+    )
+    # (the fit uses the predicted 7.09 GiB of weights, so the sum is within the 0.03 GiB the weights differ)
+    assert abs((act + nt) - (0.5 * 79.15 - 7.1217 - 31.83)) < 0.05
+    # An H100 pair under V1 keeps 0.54 GiB outside torch (llm-d's Qwen3-32B TP 2 log); the V0 figure is 3.6 GiB.
+    assert memory.non_torch_gib(GPUS["H100-SXM"], 2, 1, s) == pytest.approx(0.54)
+    assert memory.non_torch_gib(GPUS["H100-SXM"], 2, 1, replace(s, engine="v0")) == pytest.approx(3.6)
+
+
+def test_the_h100_v1_profile_peak_is_the_sampler_run():
+    # llm-d H100 logs (vLLM 0.11, 1,024 sequences): Llama-3.1-8B 4.76 GiB activation + 0.13 GiB non-torch;
+    # Qwen3-32B 5.64 + 0.14 GiB. By hand: 39.33 B x 1,024 x 128,256 (Llama vocabulary) = 4.81 GiB and
+    # x 151,936 (Qwen) = 5.70 GiB, each larger than the forward pass; non-torch 1.8 x 0.0722 = 0.13 GiB.
+    s = replace(memory.EngineSettings(), max_num_seqs=1024, max_num_batched_tokens=8192)
+    h100, a100 = GPUS["H100-SXM"], GPUS["A100-80GB"]
+    llama = memory.activation_peak_bytes(model("Llama-3.1-8B"), s, h100)
+    assert llama == pytest.approx(memory.V1_SAMPLER_BYTES_PER_SEQ_VOCAB["hopper"] * 1024 * 128_256)
+    assert abs(llama / GIB - 4.76) < 0.1
+    qwen = memory.activation_peak_bytes(model("Qwen3-32B"), s, h100)
+    assert abs(qwen / GIB - 5.64) < 0.1
+    assert memory.non_torch_gib(h100, 1, 1, s) == pytest.approx(0.13, abs=0.001)
+    # Without a GPU, under V0 or on an A100 the forward pass stands (the published A100 logs show no sampler peak).
+    forward = memory.activation_peak_bytes(model("Llama-3.1-8B"), s)
+    assert memory.activation_peak_bytes(model("Llama-3.1-8B"), s, a100) == forward < llama
+    assert memory.activation_peak_bytes(model("Llama-3.1-8B"), replace(s, engine="v0"), h100) == forward
+
+
+def test_logged_moe_runs_keep_experts_tensor_parallel():
+    # vLLM splits each expert over TP unless --enable-expert-parallel is given: gpt-oss-120b on 4 A100s (Marlin)
+    # pads each GPU's 720-wide expert slice to 768 and the hidden size 2880 to 3072 (not whole experts per GPU).
+    m = model("gpt-oss-120b")
+    log = LOGS["dennislee22-gptoss120b-a100-80gb-tp4"]
+    assert memory._logged_ep(log, m, 4) == 1
+    plain = m.params.routed_experts * (0.5 + 1 / 32)
+    tp_split = memory.routed_expert_bytes(m, "mxfp4", 4, 1, 1, GPUS["A100-80GB"], memory.EngineSettings())
+    assert tp_split == pytest.approx(plain / 4 * 3072 * 768 / (2880 * 720))
+    # Logged 17.2217 GiB; whole experts per GPU (EP 4) would give 0.7 GiB less and miss by 4%.
+    assert abs(compare("dennislee22-gptoss120b-a100-80gb-tp4")["weights_gib"]["error_pct"]) < 1.0
+    ep4 = memory.engine_weight_bytes(m, "mxfp4", 4, 1, 4, GPUS["A100-80GB"], memory.EngineSettings()) / GIB
+    assert abs(ep4 / 17.2217 - 1) > 0.03
 
 
 def test_kv_capacity_for_the_simulator():
@@ -174,7 +276,7 @@ def test_kv_capacity_for_the_simulator():
     # Non-torch memory is per GPU family: the A100 keeps far less outside torch than the H100.
     a100 = memory.non_torch_gib(GPUS["A100-80GB"], 1, 1, s)
     assert a100 == pytest.approx(1.8 * memory.NON_TORCH_ARCH_SCALE["ampere"]) and a100 < 0.5
-    assert memory.non_torch_gib(GPUS["H100-SXM"], 2, 1, s) == pytest.approx(3.6)
+    assert memory.non_torch_gib(GPUS["H100-SXM"], 2, 1, replace(s, engine="v0")) == pytest.approx(3.6)
 
 
 def sizing(*args: str) -> subprocess.CompletedProcess:
