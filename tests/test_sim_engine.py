@@ -321,3 +321,49 @@ def test_bad_input():
         simulate_open(c, EngineConfig(kv_blocks=0), tr)
     with pytest.raises(InputError, match="KV blocks"):
         simulate_closed(c, EngineConfig(kv_blocks=1), np.array([100]), np.array([2]), concurrency=1)
+
+
+def _two_requests() -> Trace:
+    # A: 10 prompt tokens, 3 output tokens at t = 0; B: 10 prompt tokens, 2 output tokens at t = 0.025
+    return Trace(np.array([0.0, 0.025]), np.array([10, 10], np.int64), np.array([3, 2], np.int64))
+
+
+def test_mixed_prefill_vllm_by_hand():
+    # vLLM V1 (mixed_prefill, the default). toy: 10 ms + 1 ms per token.
+    # it1: A's prefill (10 tok) 0.020 -> A tok1 at 0.020; it2: B not yet arrived, A decodes (1 tok) 0.011 -> 0.031;
+    # it3: A decodes + B's prefill (11 tok) 0.021 -> 0.052: A's 3rd token (E2E 0.052), B's first (TTFT 0.027);
+    # it4: B decodes 0.011 -> 0.063 (B's E2E 0.038).
+    r = simulate_open(toy(), EngineConfig(), _two_requests())
+    assert r.ttft_s == pytest.approx([0.020, 0.027], abs=1e-12)
+    assert r.e2e_s == pytest.approx([0.052, 0.038], abs=1e-12)
+    assert r.iterations == 4
+
+
+def test_separate_prefill_sglang_by_hand():
+    # SGLang default (mixed_prefill False): a prefill batch runs alone, first.
+    # it1: A's prefill 0.020; it2: nothing to prefill, A decodes 0.011 -> 0.031; it3: B waits, so B's prefill runs
+    # alone (10 tok) 0.020 -> 0.051 (B's TTFT 0.026) and A gets no token; it4: A and B decode (2 tok) 0.012 -> 0.063:
+    # A's 3rd token (E2E 0.063, its gaps 0.011 and 0.032), B's 2nd (E2E 0.038).
+    cfg = EngineConfig(mixed_prefill=False)
+    r = simulate_open(toy(), cfg, _two_requests())
+    assert r.ttft_s == pytest.approx([0.020, 0.026], abs=1e-12)
+    assert r.e2e_s == pytest.approx([0.063, 0.038], abs=1e-12)
+    assert r.itl_mean_s[0] == pytest.approx((0.011 + 0.032) / 2, abs=1e-12)
+    assert r.iterations == 4
+    # the fleet kernel honours the same knob: one replica behind any router is the lone engine
+    from pipeline.sim.router import simulate_fleet
+
+    f = simulate_fleet(toy(), cfg, _two_requests(), 1, "round-robin")
+    assert f.result.e2e_s == pytest.approx([0.063, 0.038], abs=1e-12)
+
+
+def test_separate_prefill_closed_loop_by_hand():
+    # closed loop, 2 clients, every request 10 in / 2 out, SGLang scheduling: it1 prefills both (20 tok, 0.030);
+    # it2 decodes both (2 tok, 0.012) -> both finish at 0.042 and are replaced; it3 prefills the two new ones
+    # (0.030 -> 0.072); it4 decodes them (0.084). E2E 0.042 each; vLLM gives the same here (no overlap to mix).
+    ins = np.full(4, 10, np.int64)
+    outs = np.full(4, 2, np.int64)
+    for mixed in (False, True):
+        r = simulate_closed(toy(), EngineConfig(mixed_prefill=mixed), ins, outs, concurrency=2, requests=4)
+        assert r.e2e_s == pytest.approx([0.042] * 4, abs=1e-12)
+        assert r.ttft_s == pytest.approx([0.030] * 4, abs=1e-12)

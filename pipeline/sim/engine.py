@@ -28,6 +28,13 @@ contributes L); kv_tokens = sum over the scheduled sequences of their context af
 iteration; `_windowed` = the same capped at the model's sliding window; seqs = sequences
 scheduled.
 
+Prefill/decode mixing (`EngineConfig.mixed_prefill`): True (the default) is vLLM V1's chunked
+prefill, steps 1-3 above in one iteration. False is SGLang's default scheduler (without
+`--enable-mixed-chunk`): each iteration first tries to form a prefill batch (step 2, then step 3,
+under the same token budget); when one forms it runs *alone* and the decoding requests wait (no
+token, so their next inter-token gap includes it); only when no prefill can be scheduled does the
+decode batch (step 1) run. Prefill-first: lower TTFT, higher ITL under load.
+
 Prefix caching (simplifications, documented):
 - Granularity is the trace's hash block (`Trace.hash_block_tokens`, 512 for Mooncake/AIPerf
   hash_ids), not the engine block: a request's leading hash ids that are resident (stopping
@@ -120,6 +127,7 @@ class EngineConfig:
     block_size: int = 16
     kv_blocks: int = 10**9  # capacity in blocks (from the memory stage's engine profile)
     enable_prefix_caching: bool = True
+    mixed_prefill: bool = True  # vLLM V1: prefill chunks ride in decode iterations; False: SGLang's default
 
     def check(self) -> None:
         """InputError unless every knob is a positive integer."""
@@ -427,6 +435,54 @@ def _preempt(
 
 
 @njit(cache=True)
+def _decode_phase(
+    running: np.ndarray,
+    nrun: np.int64,
+    comp: np.ndarray,
+    target: np.ndarray,
+    gen: np.ndarray,
+    held: np.ndarray,
+    npre: np.ndarray,
+    status: np.ndarray,
+    inp: np.ndarray,
+    qnext: np.ndarray,
+    gi: np.ndarray,
+    bs: np.int64,
+    budget: np.int64,
+    sched_r: np.ndarray,
+    sched_k: np.ndarray,
+    ns: np.int64,
+) -> tuple[np.int64, np.int64, np.int64, bool]:
+    """Schedule one decode token for every running request past its prefill, in admission order, preempting the
+    most recently admitted running request when no block is free; returns (nrun, ns, budget, preempted)."""
+    preempted = False
+    i = 0
+    while i < nrun and budget > 0:
+        r = running[i]
+        if comp[r] >= target[r]:
+            need = 1 if comp[r] + 1 > held[r] * bs else 0
+            self_out = False
+            while need > gi[G_FREE]:
+                v = running[nrun - 1]
+                nrun -= 1
+                _preempt(v, comp, target, gen, held, npre, status, inp, qnext, gi)
+                preempted = True
+                if v == r:
+                    self_out = True
+                    break
+            if self_out:
+                break
+            gi[G_FREE] -= need
+            held[r] += need
+            sched_r[ns] = r
+            sched_k[ns] = 1
+            ns += 1
+            budget -= 1
+        i += 1
+    return nrun, ns, budget, preempted
+
+
+@njit(cache=True)
 def _run(
     c: np.ndarray,
     icfg: np.ndarray,
@@ -464,9 +520,11 @@ def _run(
     """Advance the engine until the next iteration would start at or after stop_time, or nothing is left.
 
     icfg = [max_num_seqs, max_num_batched_tokens, block_size, kv_blocks, prefix (0/1), hash_block_tokens,
-    mode]: mode 0 = open loop (the kernel queues arrivals from `arr`), 1 = closed loop (a finish releases the
+    mode, mixed]: mode 0 = open loop (the kernel queues arrivals from `arr`), 1 = closed loop (a finish releases the
     next request), 2 = external (a router queues requests; an idle engine returns). Every argument after
-    `measure` is state, updated in place, so a call can resume. gapn[0] counts the gaps written to `gaps`."""
+    `measure` is state, updated in place, so a call can resume. gapn[0] counts the gaps written to `gaps`.
+    mixed (icfg[7], 1 when absent) = 1: decodes and prefill chunks share an iteration (vLLM V1); 0: an iteration
+    runs either a prefill batch (first) or the decode batch (SGLang's default scheduler)."""
     max_seqs = icfg[0]
     max_tokens = icfg[1]
     bs = icfg[2]
@@ -475,6 +533,7 @@ def _run(
     hbt = icfg[5]
     closed = icfg[6] == 1
     own_arrivals = icfg[6] == 0
+    mixed = len(icfg) < 8 or icfg[7] != 0
     window = c[N_CONST - 1]
     n = len(arr)
     keep_gaps = len(gaps) > 0
@@ -503,30 +562,11 @@ def _run(
         ns = 0
         it = gi[G_ITERS] + 1
         preempted = False
-        # 1. decodes, in admission order
-        i = 0
-        while i < nrun and budget > 0:
-            r = running[i]
-            if comp[r] >= target[r]:
-                need = 1 if comp[r] + 1 > held[r] * bs else 0
-                self_out = False
-                while need > gi[G_FREE]:
-                    v = running[nrun - 1]
-                    nrun -= 1
-                    _preempt(v, comp, target, gen, held, npre, status, inp, qnext, gi)
-                    preempted = True
-                    if v == r:
-                        self_out = True
-                        break
-                if self_out:
-                    break
-                gi[G_FREE] -= need
-                held[r] += need
-                sched_r[ns] = r
-                sched_k[ns] = 1
-                ns += 1
-                budget -= 1
-            i += 1
+        # 1. decodes, in admission order (mixed batches: vLLM V1; SGLang runs them only when no prefill runs)
+        if mixed:
+            nrun, ns, budget, preempted = _decode_phase(
+                running, nrun, comp, target, gen, held, npre, status, inp, qnext, gi, bs, budget, sched_r, sched_k, ns
+            )
         # 2. running requests part-way through their prefill
         i = 0
         while i < nrun and budget > 0:
@@ -595,6 +635,11 @@ def _run(
             sched_k[ns] = k
             ns += 1
             budget -= k
+        if not mixed and ns == 0:  # SGLang: no prefill batch this iteration, so the decode batch runs
+            nrun, ns, budget, dec_preempted = _decode_phase(
+                running, nrun, comp, target, gen, held, npre, status, inp, qnext, gi, bs, budget, sched_r, sched_k, ns
+            )
+            preempted = preempted or dec_preempted
         gi[G_NRUN] = nrun
         if ns == 0:  # nothing could run (cannot happen with consistent state): wait for the next arrival
             if own_arrivals and gi[G_NEXT] < n:
@@ -704,6 +749,7 @@ class _Engine:
                 int(prefix),
                 hash_block_tokens,
                 int(closed),
+                int(cfg.mixed_prefill),
             ],
             dtype=np.int64,
         )

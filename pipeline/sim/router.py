@@ -253,7 +253,16 @@ def simulate_fleet(
     hbt = trace.hash_block_tokens
     slots = eng._lru_slots(cfg, hbt, len(hval)) if cfg.enable_prefix_caching and len(hval) else 0
     icfg = np.array(
-        [cfg.max_num_seqs, cfg.max_num_batched_tokens, cfg.block_size, cfg.kv_blocks, int(slots > 0), hbt, 2],
+        [
+            cfg.max_num_seqs,
+            cfg.max_num_batched_tokens,
+            cfg.block_size,
+            cfg.kv_blocks,
+            int(slots > 0),
+            hbt,
+            2,
+            int(cfg.mixed_prefill),
+        ],
         dtype=np.int64,
     )
     arr = np.ascontiguousarray(trace.arrival_s, np.float64) / scale
