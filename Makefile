@@ -25,15 +25,19 @@ $(STAMP): requirements.lock pyproject.toml
 repro: $(STAMP)
 	$(BIN)/dvc repro
 
+# Test files run in parallel, one worker per core (pytest-xdist; a file's tests stay together, so a module's
+# pipeline run is shared by its tests). TEST_WORKERS=0 runs them in one process.
+TEST_WORKERS ?= auto
+
 ## test: lint, then the test suite (unit, reader conformance, end-to-end dvc repro)
 test: $(STAMP)
 	$(BIN)/ruff check pipeline tests benchmarks
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 ## test-fast: the unit and reader tests, no end-to-end runs (pytest -m "not e2e"; under 90 s)
 test-fast: $(STAMP)
 	$(BIN)/ruff check pipeline tests benchmarks
-	$(BIN)/python -m pytest -m "not e2e"
+	$(BIN)/python -m pytest -m "not e2e" -n $(TEST_WORKERS) --dist loadfile
 
 lint: $(STAMP)
 	$(BIN)/ruff check pipeline tests benchmarks

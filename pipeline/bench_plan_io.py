@@ -173,9 +173,9 @@ def _tier_table(requests: Path, params_path: Path, tiers: set[str]) -> dict[str,
             raise InputError(f"{requests}: {missing[0]}: column missing; expected the normalized request table")
         expr, _, values = workload.tier_expression(cols, settings)
         pick = "arrival_s, input_tokens, output_tokens" + (", hash_ids" if "hash_ids" in cols else "")
-        tier_sql = expr or "'all'"
+        case_sql = expr or "'all'"  # workload.tier_expression: a CASE over quoted columns, its values bound below
         df = con.execute(
-            f"SELECT {pick}, {tier_sql} AS tier FROM {scan} ORDER BY arrival_s",
+            f"SELECT {pick}, {case_sql} AS tier FROM {scan} ORDER BY arrival_s",
             {"path": str(requests), **values},
         ).df()
     except duckdb.Error as exc:

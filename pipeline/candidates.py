@@ -9,16 +9,14 @@ overlays on measured ones.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
-from pipeline import catalog, io, memory, parallelism, paths, quantization, roofline
+from pipeline import catalog, io, memory, parallelism, quantization, roofline
 from pipeline.catalog import GPU, Model
 from pipeline.errors import InputError, ParamsError
 
-MEMORY_JSON = "metrics/memory.json"
-PREDICTED_CURVE = "data/interim/predicted_curve.parquet"
 QUALITY_ORDER = ("fp32", "bf16", "fp16", "fp8", "int8", "mxfp4", "fp4", "int4")
 
 
@@ -373,13 +371,15 @@ def resolve_gpus(names: list[str], gpus: dict[str, GPU]) -> list[GPU]:
 def plan(
     profile: dict[str, Any],
     sections: dict[str, dict[str, Any]],
-    root: Path | None = None,
-    gpus: dict[str, GPU] | None = None,
+    gpus: dict[str, GPU],
+    load_model: Callable[[str], Model],
 ) -> Plan:
-    """Evaluate every candidate for every target (whole workload and each tier)."""
-    root = root or paths.ROOT
+    """Evaluate every candidate for every target (whole workload and each tier).
+
+    `sections`: the validated params sections (SECTIONS); `gpus`: the GPU catalog; `load_model(name)`:
+    the catalog's model of that name (the memory stage reads both; this module reads no file).
+    """
     settings = Settings.from_params(sections)
-    gpus = gpus if gpus is not None else catalog.load_gpus(root)
     chosen = resolve_gpus(sections["hardware"]["gpus"], gpus)
     for key, what in (("weights", "weights"), ("kv", "kv")):
         allowed = quantization.WEIGHT_DTYPES if what == "weights" else quantization.KV_DTYPES
@@ -401,7 +401,7 @@ def plan(
     def model_for(tier: str) -> Model:
         name = model_cfg["tiers"].get(tier, model_cfg["name"])
         if name not in cache:
-            cache[name] = catalog.load_model(name, root)
+            cache[name] = load_model(name)
         return cache[name]
 
     model_by_tier = {t.tier: model_for(t.tier) for t in targets}
@@ -429,44 +429,3 @@ def plan(
 
 
 SECTIONS = ("hardware", "model", "quantization", "memory", "lora", "engine", "parallelism", "roofline", "slo")
-
-
-def _inputs(sections: dict[str, dict[str, Any]], root: Path) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
-    """The workload profile (metrics/workload.json) and the validated params sections."""
-    import json
-
-    from pipeline import params
-
-    profile_path = root / "metrics" / "workload.json"
-    if not profile_path.exists():
-        raise ParamsError(f"{profile_path} not found: run the workload stage first (dvc repro)")
-    profile = json.loads(profile_path.read_text(encoding="utf-8"))
-    return profile, {name: params.validate_section(name, sections.get(name)) for name in SECTIONS}
-
-
-def run_stage(sections: dict[str, dict[str, Any]], root: Path | None = None) -> Plan:
-    """The memory stage: validate the catalogs (great-expectations), plan, write metrics and curves."""
-    from pipeline import quality
-
-    root = root or paths.ROOT
-    profile, sections = _inputs(sections, root)
-    quality.validate_catalog(root / "data" / "catalog" / catalog.GPUS_CSV)
-    result = plan(profile, sections, root)
-    io.write_json(root / MEMORY_JSON, result.metrics())
-    _write_curve(root / PREDICTED_CURVE, result.curve_rows())
-    return result
-
-
-def load_plan(sections: dict[str, dict[str, Any]], root: Path | None = None) -> Plan:
-    """The same plan, recomputed without writing (for the step 4-6 notebooks after run_stage wrote the outputs)."""
-    root = root or paths.ROOT
-    return plan(*_inputs(sections, root), root)
-
-
-def _write_curve(path: Path, rows: list[dict[str, Any]]) -> None:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    table = pa.Table.from_pylist(rows) if rows else pa.table({"candidate": pa.array([], pa.string())})
-    with io.atomic_path(path, ".parquet") as tmp:
-        pq.write_table(table, tmp, compression="zstd")

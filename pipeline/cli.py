@@ -14,6 +14,7 @@
                  --concurrency N[,N...] [--request-rate R[,R...]] [--calibrate PATH...] [--manifest FILE]
                  [--lengths-from LOG] [--json]
     sizing calibrate PATH... [--manifest FILE] [--json]
+    sizing bench-plan [--candidate ID] [--out DIR] [--root DIR] [--top N] [--burst-multiplier X]
 
 Bad input prints one message (file, column, examples, what was expected) and exits 1.
 """
@@ -201,7 +202,9 @@ def cmd_curve(args: argparse.Namespace) -> int:
         if not (args.input_tokens and args.output_tokens):
             raise InputError("--input-tokens and --output-tokens go together (the workload's p95 lengths)")
         workload = final_curve.Workload(input_p95=args.input_tokens, output_p95=args.output_tokens)
-    res = final_curve.from_paths(
+    from pipeline.stages import curve as curve_stage
+
+    res = curve_stage.from_paths(
         [Path(p) for p in args.paths], args.ttft_p99_ms, args.itl_p99_ms, data, paths.ROOT, workload
     )
     m = res.metrics()
@@ -235,7 +238,11 @@ def cmd_fleet(args: argparse.Namespace) -> int:
     candidate = args.params or paths.PARAMS
     data = params.load(candidate) if (args.params or candidate.exists()) else {}
     fp = params.validate_section("fleet", data.get("fleet"))
-    for flag, value in (("--peak-rps", args.peak_rps), ("--usable-rps", args.usable_rps), ("--burst-rps", args.burst_rps)):
+    for flag, value in (
+        ("--peak-rps", args.peak_rps),
+        ("--usable-rps", args.usable_rps),
+        ("--burst-rps", args.burst_rps),
+    ):
         if value is not None and not math.isfinite(value):
             raise InputError(f"{flag} = {value!r}; expected a finite number (not NaN or infinity)")
     if args.burst_rps is not None and args.burst_rps < 0:
@@ -366,14 +373,36 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
-    """The engine-model coefficients per deployment and pooled, with the residual table."""
+    """The engine-model coefficients per deployment and pooled, with the residual table (`--json`: the document
+    the calibrate stage writes to metrics/calibration.json, targets included)."""
     from pipeline import io
     from pipeline.sim import calibrate
+    from pipeline.stages import calibrate as calibrate_stage
 
     cal = calibrate.calibrate(
         [Path(p) for p in args.paths], args.manifest, max_nfev=int(args.refine_passes), lolo_nfev=int(args.lolo_passes)
     )
-    sys.stdout.write(io.dumps(cal.as_dict()) if args.json else cal.describe())
+    if args.json:
+        sys.stdout.write(io.dumps(calibrate_stage.build(cal, " ".join(args.paths), Path.cwd())))
+    else:
+        sys.stdout.write(cal.describe())
+    return 0
+
+
+def cmd_bench_plan(args: argparse.Namespace) -> int:
+    """Step 7's input side: trace, commands and manifest for the chosen and the top benchmark_next candidates."""
+    from pipeline import bench_plan_io, paths
+
+    root = Path(args.root) if args.root else paths.ROOT
+    out = Path(args.out) if args.out else root / "data" / "benchmark_plan"
+    plans = bench_plan_io.build_plans(root, args.candidate, int(args.top), float(args.burst_multiplier))
+    for folder, plan in zip(bench_plan_io.write_plans(plans, out), plans, strict=True):
+        f = plan.facts
+        print(
+            f"{plan.candidate.id} ({plan.candidate.role}): {paths.display_path(folder, root)}/ "
+            f"trace {f['trace_requests']} requests, sweep {','.join(str(x) for x in f['levels'])}, "
+            f"burst {f['burst_multiplier']:g} x {f['peak_rps']:g} req/s"
+        )
     return 0
 
 
@@ -564,9 +593,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME=COLUMN",
         help="map a normalized name to your column when it cannot be detected, repeatable",
     )
-    i.add_argument(
-        "--timestamp-unit", choices=[u for u in TIMESTAMP_UNITS if u != "auto"], help="default: detected"
-    )
+    i.add_argument("--timestamp-unit", choices=[u for u in TIMESTAMP_UNITS if u != "auto"], help="default: detected")
     i.set_defaults(func=cmd_init)
 
     sm = sub.add_parser(
@@ -577,9 +604,7 @@ def build_parser() -> argparse.ArgumentParser:
     sm.add_argument("log", help="a traffic log (any supported layout) or a normalized requests.parquet")
     sm.add_argument("--model", required=True, help="a data/catalog/models name or a path to a config.json")
     sm.add_argument("--gpu", required=True, help="a data/catalog/gpus.csv name or alias")
-    sm.add_argument(
-        "--tp", type=_number("--tp", 1, 64, open_low=False, integer=True), required=True, help="TP degree"
-    )
+    sm.add_argument("--tp", type=_number("--tp", 1, 64, open_low=False, integer=True), required=True, help="TP degree")
     sm.add_argument("--weights", required=True, help="weight precision: bf16 fp16 fp8 int8 int4 fp4 mxfp4")
     sm.add_argument("--kv", required=True, help="KV-cache precision: bf16 fp16 fp8")
     sm.add_argument(
@@ -595,7 +620,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--rate-scale", type=_number("--rate-scale", 0, 1e6), default=1.0, help="arrival rate multiplier (default 1)"
     )
     sm.add_argument(
-        "--window", default="busiest-hour", help="busiest-hour (default), all, or START:END seconds from the first arrival"
+        "--window",
+        default="busiest-hour",
+        help="busiest-hour (default), all, or START:END seconds from the first arrival",
     )
     sm.add_argument(
         "--calibrate", nargs="+", type=Path, metavar="PATH", help="sweeps to fit the coefficients on (sizing calibrate)"
@@ -611,9 +638,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     pr.add_argument("--model", required=True, help="a data/catalog/models name or a path to a config.json")
     pr.add_argument("--gpu", required=True, help="a data/catalog/gpus.csv name or alias")
-    pr.add_argument(
-        "--tp", type=_number("--tp", 1, 64, open_low=False, integer=True), required=True, help="TP degree"
-    )
+    pr.add_argument("--tp", type=_number("--tp", 1, 64, open_low=False, integer=True), required=True, help="TP degree")
     pr.add_argument(
         "--pp", type=_number("--pp", 1, 1024, open_low=False, integer=True), default=1, help="PP degree (default 1)"
     )
@@ -627,9 +652,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument(
         "--request-rate", type=_rate_list("--request-rate"), help="open-loop levels: requests/s, R[,R...] (Poisson)"
     )
-    pr.add_argument(
-        "--calibrate", nargs="+", type=Path, metavar="PATH", help="result files or sweep folders to fit on"
-    )
+    pr.add_argument("--calibrate", nargs="+", type=Path, metavar="PATH", help="result files or sweep folders to fit on")
     pr.add_argument(
         "--manifest",
         action="append",
@@ -670,6 +693,30 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ca.add_argument("--json", action="store_true", help="print the calibration as JSON")
     ca.set_defaults(func=cmd_calibrate)
+
+    bp = sub.add_parser(
+        "bench-plan",
+        help="step 7's input side: a mooncake_trace sampled from the log, vLLM/AIPerf commands and a manifest.yaml "
+        "for the chosen and the top benchmark_next candidates",
+    )
+    bp.add_argument(
+        "--candidate", metavar="ID", help="one candidate id of metrics/tco.json (e.g. all/H100-SXM/w-fp8/kv-fp8)"
+    )
+    bp.add_argument("--out", metavar="DIR", help="output folder (default: data/benchmark_plan)")
+    bp.add_argument("--root", metavar="DIR", help="project folder with metrics/, data/interim/ and params.yaml")
+    bp.add_argument(
+        "--top",
+        type=_number("--top", 0, 1000, open_low=False, integer=True),
+        default=3,
+        help="benchmark_next candidates to plan per tier (default 3)",
+    )
+    bp.add_argument(
+        "--burst-multiplier",
+        type=_number("--burst-multiplier", 2, 3, open_low=False),
+        default=2.5,
+        help="the step burst's rate as a multiple of the peak rate, 2 to 3 (default 2.5)",
+    )
+    bp.set_defaults(func=cmd_bench_plan)
     return ap
 
 

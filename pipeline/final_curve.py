@@ -9,7 +9,6 @@ optimizations) outranks baseline sweeps. Closed- and open-loop capacities are bo
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,13 +17,11 @@ from typing import Any
 import pandas as pd
 
 from pipeline import curve as cv
-from pipeline import io, paths, recommend
-from pipeline.benchmarks import LOAD_MODES, Sweep, read_paths, read_source
-from pipeline.benchmarks.common import COLUMNS
-from pipeline.errors import InputError, ParamsError
+from pipeline import io, recommend
+from pipeline.benchmarks import LOAD_MODES, Sweep
+from pipeline.errors import InputError
+from pipeline.layout import display_path
 
-CURVES_PARQUET = "data/interim/curves.parquet"
-OPERATING_POINT_JSON = "metrics/operating_point.json"
 SECTIONS = ("curve", "recommend", "slo", "roofline", "parallelism")
 MANIFEST_EXAMPLE = (
     "model: Llama-3.1-70B\ngpu: H100-SXM\ngpu_count: 4\ntp: 4\nweight_dtype: fp8\nkv_dtype: fp8\nengine: vllm\n"
@@ -275,7 +272,7 @@ def analyze(
     step 3) gets its own pick among the sweeps of its tier or, failing those, of its model.
 
     `validate=False` only for the step 8-10 notebooks, which recompute what the stage's first notebook
-    (run_stage) already validated and wrote.
+    (pipeline/stages/curve.py `run`) already validated and wrote.
     """
     from pipeline import quality
 
@@ -287,7 +284,7 @@ def analyze(
     for sw in sweeps:
         if sw.manifest is None:
             msg = (
-                f"{paths.display_path(sw.path, root)}: no manifest.yaml. Benchmark files rarely say which model, GPU, "
+                f"{display_path(sw.path, root)}: no manifest.yaml. Benchmark files rarely say which model, GPU, "
                 f"TP and precision produced them, and sizing never guesses: add a manifest.yaml beside the results, "
                 f"e.g.\n{MANIFEST_EXAMPLE}"
             )
@@ -316,7 +313,7 @@ def analyze(
             replicas_of[c] = int((sw.manifest or {}).get("replicas", 1))
     table = pd.concat(frames, ignore_index=True).sort_values(["curve", "load"], kind="stable").reset_index(drop=True)
     if validate:  # one suite run over every sweep: the examples name each offending file
-        where = {paths.display_path(sw.path, root) for sw in sweeps}
+        where = {display_path(sw.path, root) for sw in sweeps}
         label = where.pop() if len(where) == 1 else f"({len(sweeps)} sweeps: {', '.join(sw.name for sw in sweeps)})"
         validation.append(quality.validate_curve(table, label))
     points: dict[str, cv.OperatingPoint] = {}
@@ -601,49 +598,11 @@ def recommendations(
     ]
 
 
-def _sections(sections: dict[str, Any]) -> dict[str, Any]:
-    from pipeline import params
+def overlays(result: CurveResult, sec: dict[str, Any], root: Path) -> dict[str, pd.DataFrame | None]:
+    """Per curve, the roofline of its sweep's benchmarked deployment at each measured level (predicted_vs_measured).
 
-    return {name: params.validate_section(name, sections.get(name)) for name in SECTIONS}
-
-
-def load_workload(root: Path) -> Workload:
-    p = root / "metrics" / "workload.json"
-    if not p.exists():
-        raise ParamsError(f"{p} not found: run the workload stage first (dvc repro)")
-    return Workload.from_profile(json.loads(p.read_text(encoding="utf-8")))
-
-
-def compute(sections: dict[str, Any], root: Path | None = None, validate: bool = True) -> CurveResult:
-    """The stage's result without writing anything (the notebooks after the first call this, validate=False)."""
-    root = root or paths.ROOT
-    sec = _sections(sections)
-    settings = cv.Settings.from_params(sec["curve"], sec["slo"])
-    sweeps = read_source(root / sec["curve"]["source"], root)
-    from pipeline import routing
-
-    demands = routing.read(root)["tiers"]
-    return analyze(
-        sweeps, load_workload(root), settings, sec, root, require_manifest=True, validate=validate, tier_demands=demands
-    )
-
-
-def run_stage(sections: dict[str, Any], root: Path | None = None) -> CurveResult:
-    """The curve stage: compute, then write curves.parquet and metrics/operating_point.json atomically."""
-    root = root or paths.ROOT
-    result = compute(sections, root)
-    write_table(root / CURVES_PARQUET, result.table)
-    io.write_json(root / OPERATING_POINT_JSON, result.metrics())
-    from pipeline import plots
-
-    slo = {"ttft_p99_ms": result.settings.ttft_p99_ms, "itl_p99_ms": result.settings.itl_p99_ms}
-    plots.write_curve(root, plots.latency_vs_load(result.table, overlays(result, sections, root), slo))
-    return result
-
-
-def overlays(result: CurveResult, sections: dict[str, Any], root: Path) -> dict[str, pd.DataFrame | None]:
-    """Per curve, the roofline of its sweep's benchmarked deployment at each measured level (predicted_vs_measured)."""
-    sec = _sections(sections)
+    `sec`: the validated params sections (SECTIONS).
+    """
     manifests = {s.name: s.manifest for s in result.sweeps}
     out: dict[str, pd.DataFrame | None] = {}
     for curve in sorted(result.table["curve"].unique()):
@@ -651,43 +610,3 @@ def overlays(result: CurveResult, sections: dict[str, Any], root: Path) -> dict[
         levels = result.table[result.table["curve"] == curve]
         out[curve] = predicted_vs_measured(levels, dict(manifest), sec, root)[0] if manifest else None
     return out
-
-
-def write_table(path: Path, table: pd.DataFrame) -> None:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    df = table[list(COLUMNS)].copy()
-    for col in df.columns:
-        if col not in (
-            "curve",
-            "tool",
-            "file",
-            "load_kind",
-            "itl_kind",
-            "e2e_source",
-            "dataset",
-            "goodput_source",
-            "saturation",
-        ):
-            df[col] = pd.to_numeric(df[col], errors="coerce").astype("float64")
-    df["saturation"] = df["saturation"].astype(bool)
-    for col in ("curve", "tool", "file", "load_kind", "itl_kind", "e2e_source", "dataset", "goodput_source"):
-        df[col] = df[col].astype("object").where(df[col].notna(), None)
-    with io.atomic_path(path, ".parquet") as tmp:
-        pq.write_table(pa.Table.from_pandas(df, preserve_index=False), tmp, compression="zstd")
-
-
-def from_paths(
-    paths_: list[Path],
-    ttft_ms: float,
-    itl_ms: float | None,
-    sections: dict[str, Any],
-    root: Path,
-    workload: Workload | None = None,
-) -> CurveResult:
-    """`sizing curve PATH...`: files or folders; folders are sweeps, loose files form one sweep."""
-    sec = _sections({**sections, "slo": {"ttft_p99_ms": ttft_ms, "itl_p99_ms": itl_ms}})
-    settings = cv.Settings.from_params(sec["curve"], sec["slo"])
-    sweeps = read_paths(paths_)  # a folder of sweeps (data/raw/benchmarks/) is read as its sweeps
-    return analyze(sweeps, workload or Workload(), settings, sec, root, require_manifest=False)

@@ -11,6 +11,7 @@ p95 input; circuit breaker at factor x (TTFT SLO seconds x arrival rate) queued 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -216,7 +217,6 @@ def guardrails(
     }
 
 
-FLEET_JSON = "metrics/fleet.json"
 SECTIONS = ("fleet", "routing", "slo")
 
 
@@ -226,7 +226,7 @@ def size_demand(
     p: dict[str, Any],
     slo: dict[str, Any],
     critical: bool,
-    root: Any = None,
+    load_model: Callable[[str], Any],
     span_s: float | None = None,
     observed_hours: list[str] | None = None,
 ) -> dict[str, Any]:
@@ -235,9 +235,10 @@ def size_demand(
     `span_s` is the whole log's span and `observed_hours` the hours of day it covers (metrics/workload.json):
     a log under an hour gives no schedule (`schedule` None, `schedule_note` says why); a log under a
     day fills the hours it does not cover by FILL_RULE. Without them (a caller that does not know the
-    log) the demand's own hours are taken as observed.
+    log) the demand's own hours are taken as observed. `load_model(name)`: the catalog's model of that
+    name (the stage reads it; this module reads no file).
     """
-    from pipeline import catalog, memory
+    from pipeline import memory
     from pipeline.errors import InputError
 
     manifest = op.get("manifest") or {}
@@ -253,7 +254,7 @@ def size_demand(
     tp, pp = int(manifest["tp"]), int(manifest.get("pp", 1))
     usable = float(op["usable_rps"])
     size_ = size(sizing, usable, tp, pp, p["safety_factor"], room, spares)
-    model = catalog.load_model(str(manifest["model"]), root)
+    model = load_model(str(manifest["model"]))
     weight_bytes = memory.engine_weight_bytes(model, manifest["weight_dtype"])
     cold = cold_start_s(weight_bytes, p["load_path"], p["init_s"])
     note = no_schedule_reason(span_s) if span_s is not None else None
@@ -338,7 +339,7 @@ def plan(
     p: dict[str, Any],
     routing_p: dict[str, Any],
     slo: dict[str, Any],
-    root: Any = None,
+    load_model: Callable[[str], Any],
 ) -> dict[str, Any]:
     """metrics/fleet.json: the pooled fleet, one fleet per tier where each has a curve, and which plan the guide's rules pick.
 
@@ -351,7 +352,7 @@ def plan(
     pooled_d = routing.Demand.from_dict(tiers_json["pooled"])
     span = workload.get("span_s")
     observed = sorted(pooled_d.hourly_p95_rps)
-    pooled = size_demand(pooled_d, op, p, slo, p["critical"], root, span, observed)
+    pooled = size_demand(pooled_d, op, p, slo, p["critical"], load_model, span, observed)
     critical = set(tiers_json.get("critical_tiers") or [])
     routed: dict[str, dict[str, Any]] = {}
     unsized: dict[str, str] = {}
@@ -362,7 +363,7 @@ def plan(
         elif "error" in t_op:
             unsized[name] = t_op["error"]
         else:
-            routed[name] = size_demand(d, t_op, p, slo, p["critical"] or name in critical, root, span, observed)
+            routed[name] = size_demand(d, t_op, p, slo, p["critical"] or name in critical, load_model, span, observed)
     share = float((tiers_json.get("simple_share") or {}).get("value", 0.0))
     verdict = routing.verdict(routing_p["mode"], pooled["gpus"], share, unsized, len(demands), routing_p)
     adopted = routed if verdict["adopted"] else {"all": pooled}
@@ -394,17 +395,3 @@ def plan(
         "warnings": (["a curve that sized the fleet is SYNTHETIC (sample data)"] if synthetic else [])
         + sorted({t["schedule_note"] for t in adopted.values() if t.get("schedule_note")}),
     }
-
-
-def run_stage(sections: dict[str, Any], root: Any = None) -> dict[str, Any]:
-    """The fleet stage: read the profile, the tiers and the operating points, write metrics/fleet.json atomically."""
-    from pipeline import io, params, paths
-
-    root = root or paths.ROOT
-    sec = {name: params.validate_section(name, sections.get(name)) for name in SECTIONS}
-    inputs = io.read_metrics(root, ("workload", "tiers", "operating_point"))
-    result = plan(
-        inputs["workload"], inputs["operating_point"], inputs["tiers"], sec["fleet"], sec["routing"], sec["slo"], root
-    )
-    io.write_json(root / FLEET_JSON, result)
-    return result

@@ -67,21 +67,14 @@ from pydantic_core import PydanticCustomError
 
 from pipeline import paths
 from pipeline.errors import ParamsError
+from pipeline.rates import BURST_RATES, RATE_NAMES
 
 FILE = "params.yaml"  # how every message names the file
 SCHEMA_FILE = "params.schema.json"  # at the project root, generated from the models below
 
 FORMATS = ("auto", "generic", "azure", "burstgpt", "mooncake")
 TIMESTAMP_UNITS = ("auto", "s", "ms", "us", "ns", "datetime")
-SIZING_RATES = (
-    "mean",
-    "per_second_p95",
-    "per_second_p99",
-    "per_minute_p95",
-    "per_minute_p99",
-    "peak_1s",
-)
-BURST_RATES = SIZING_RATES[1:]  # a burst is a peak: every sizing rate but the mean
+SIZING_RATES = RATE_NAMES  # pipeline.rates.RateName: the one list of rate names
 NORMALIZED_COLUMNS = (
     "arrival_s",
     "input_tokens",
@@ -365,10 +358,14 @@ class Engine(Section):
     max_num_seqs: int = Field(256, ge=1, description="sequences in flight per replica")
     block_size: int = Field(16, ge=1, description="KV-cache block size (tokens)")
     non_torch_gib: Num = Field(
-        1.8, ge=0, description="memory outside torch, 1 GPU per replica (vLLM PR #10511: 1.79 GiB)"
+        1.8,
+        ge=0,
+        description="memory outside torch, 1 GPU per replica, vLLM V0 on an H100 (PR #10511: 1.79 GiB); the V1 engine scales it per GPU family, fitted on tests/data/vllm_startup_logs",
     )
     non_torch_gib_multi_gpu: Num = Field(
-        3.6, ge=0, description="the same with TP/PP > 1, NCCL buffers (PR #10511, TP 2: 3.58 GiB)"
+        3.6,
+        ge=0,
+        description="the same with TP/PP > 1, NCCL buffers, V0 on an H100 (PR #10511, TP 2: 3.58 GiB); V1 scales it per GPU family",
     )
     visible_memory_gib: dict[str, GiB] = Field(
         {}, description="GPU -> total memory torch reports (GiB), to override data/catalog/gpus.csv"
@@ -610,6 +607,24 @@ class Recommend(Section):
     kv_transfer_gbs: Num = Field(50.0, gt=0, description="prefill -> decode KV link, GB/s (400 Gb/s RDMA = 50 GB/s)")
     batch_work: bool = Field(False, description="the workload is batch work (KV offload to CPU only then)")
     offload_pcie_gbs: Num = Field(64.0, gt=0, description="CPU offload link, GB/s (PCIe 5 x16)")
+
+
+@register("calibration")
+class Calibration(Section):
+    """Step 7b: the engine model's coefficients fitted on every sweep of curve.source (metrics/calibration.json)."""
+
+    refine_passes: int = Field(
+        24,
+        ge=0,
+        description="simulator passes of each deployment's step-2 refinement (0 or 1: the step-1 fit alone; "
+        "`sizing calibrate` uses 60)",
+    )
+    lolo_passes: int = Field(
+        0,
+        ge=0,
+        description="refinement passes of each leave-one-level-out refit (0: its step-1 fit alone, ~0.1 s a level; "
+        "`sizing calibrate` uses 12)",
+    )
 
 
 def params_model() -> type[BaseModel]:

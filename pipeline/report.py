@@ -8,13 +8,11 @@ Every string that came from an input file (tenant, tier, model, GPU, file names)
 from __future__ import annotations
 
 from html import escape
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from pipeline import paths
-from pipeline.previous import previous_metrics  # report.previous_metrics: the name kept for callers
+from pipeline.previous import previous_metrics as previous_metrics  # report.previous_metrics: the name kept for callers
 
 METRIC_FILES = ("workload", "tiers", "memory", "operating_point", "fleet", "tco", "validation")
 SECTIONS = ("report", "slo", "fleet", "tco", "curve", "routing")
@@ -23,13 +21,6 @@ SECTIONS = ("report", "slo", "fleet", "tco", "curve", "routing")
 def esc(value: Any) -> str:
     """HTML-escape anything shown in the report (quotes too)."""
     return escape(str(value), quote=True)
-
-
-def load_metrics(root: Path) -> dict[str, dict[str, Any]]:
-    """metrics/*.json of this run; a missing one names the stage to run."""
-    from pipeline import io
-
-    return io.read_metrics(root, METRIC_FILES)
 
 
 def gpus_text(fleet: dict[str, Any]) -> str:
@@ -262,17 +253,6 @@ def headline_html(screen: list[tuple[str, str, str]], flags: list[str]) -> str:
     )
     items = "".join(f"<li>{esc(f)}</li>" for f in flags) or "<li>none</li>"
     return f'<div>{tiles}</div><h3>Risk flags</h3><ul style="color:#b00">{items}</ul>'
-
-
-def load(sections: dict[str, Any], root: Path | None = None) -> dict[str, Any]:
-    """Everything the finance notebook shows."""
-    from pipeline import params
-
-    root = root or paths.ROOT
-    sec = {name: params.validate_section(name, sections.get(name)) for name in SECTIONS}
-    m = load_metrics(root)
-    old, where = previous_metrics(sec["report"]["previous"], root)
-    return {"metrics": m, "sections": sec, "previous": old, "previous_where": where}
 
 
 def hourly_utilization(m: dict[str, dict[str, Any]]) -> pd.DataFrame:

@@ -10,15 +10,15 @@ fleet stage applies that rule once the pooled fleet is sized, step 12 (TCO) adds
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 from pipeline.errors import ParamsError
+from pipeline.rates import RATE_NAMES, SIZING_RATE_KEY
 
-TIERS_JSON = "metrics/tiers.json"
 SECTIONS = ("routing", "model")
-RATE_KEYS = ("mean", "per_second_p95", "per_second_p99", "per_minute_p95", "per_minute_p99", "peak_1s", "sizing_rate")
+RATE_KEYS = (*RATE_NAMES, SIZING_RATE_KEY)
 POOLED = "all"
 
 
@@ -190,15 +190,17 @@ def verdict(
     return {"mode": mode, "adopted": adopt, "why": why, "rules": rules, "rules_pass": rules_pass, "unsized": unsized}
 
 
-def plan(profile: dict[str, Any], sections: dict[str, Any], root: Path | None = None) -> dict[str, Any]:
-    """metrics/tiers.json: the pooled demand, the tier demands with their models, and the skew measure."""
-    from pipeline import catalog
+def plan(profile: dict[str, Any], sections: dict[str, Any], total_params: Callable[[str], float]) -> dict[str, Any]:
+    """metrics/tiers.json: the pooled demand, the tier demands with their models, and the skew measure.
 
+    `sections`: the validated `routing` and `model` sections; `total_params(model name)`: the model's
+    parameter count (the stage reads it from the catalog).
+    """
     p, model_p = sections["routing"], sections["model"]
     t = tiers(profile, model_p["name"], model_p["tiers"], p)
     pooled, demands = t["pooled"], t["tiers"]
     names = sorted({pooled.model, *(d.model for d in demands.values())})
-    params_b = {n: round(catalog.load_model(n, root).total_params / 1e9, 3) for n in names}
+    params_b = {n: round(total_params(n) / 1e9, 3) for n in names}
     skew = simple_share(pooled.model, demands, params_b, p["mode"])
     critical = sorted(set(p["critical_tiers"]))
     unknown = [c for c in critical if c not in demands]
@@ -223,22 +225,8 @@ def plan(profile: dict[str, Any], sections: dict[str, Any], root: Path | None = 
     }
 
 
-def run_stage(sections: dict[str, Any], root: Path | None = None) -> dict[str, Any]:
-    """The routing stage: read metrics/workload.json, write metrics/tiers.json atomically."""
-    from pipeline import io, params, paths
-
-    root = root or paths.ROOT
-    sec = {name: params.validate_section(name, sections.get(name)) for name in SECTIONS}
-    result = plan(io.read_metrics(root, ("workload",))["workload"], sec, root)
-    io.write_json(root / TIERS_JSON, result)
-    return result
-
-
-def read(root: Path) -> dict[str, Any]:
-    """metrics/tiers.json as Demand objects: {'pooled': Demand, 'tiers': {name: Demand}, ...}."""
-    from pipeline import io
-
-    t = io.read_metrics(root, ("tiers",))["tiers"]
+def demands(t: dict[str, Any]) -> dict[str, Any]:
+    """metrics/tiers.json's document with Demand objects: {'pooled': Demand, 'tiers': {name: Demand}, ...}."""
     return {
         **t,
         "pooled": Demand.from_dict(t["pooled"]),

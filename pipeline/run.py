@@ -51,6 +51,9 @@ STAGES: dict[str, Stage] = {
             "Step 6: parallelism and the roofline check",
         ),
     ),
+    "calibrate": Stage(  # step 7b: metrics/calibration.json (pipeline/stages/calibrate.py); reads curve.source only
+        ("07b_calibration",), ("calibration", "curve"), ("Step 7b: engine-model calibration",)
+    ),
     "curve": Stage(
         ("07_benchmark", "08_kv_cache", "09_batching", "10_final_curve"),
         ("curve", "recommend", "slo", "roofline", "parallelism"),

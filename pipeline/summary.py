@@ -14,6 +14,9 @@ with every key, declared as plain outputs. Every key carries its unit; flags are
 - `validation_recharacterize`: 1 production does not behave like the benchmark, 0 it does,
   -1 no production window to compare (validation.json status).
 - Short strings: `plan` (routed or pooled), `price_provider`, `sizing_rate_key` (which rate sizes the fleet).
+- `calibrated_deployments`: deployments whose engine-model coefficients come from their own sweeps
+  (metrics/calibration.json); `calibration_lolo_*_error_pct`: the pooled leave-one-level-out median
+  absolute error of the engine model, in percent (throughput, mean ITL, TTFT).
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ from pipeline import io
 
 SUMMARY_JSON = "metrics/summary.json"
 DOCUMENTS = ("workload", "operating_point", "fleet", "tco", "validation")
+OPTIONAL = ("calibration",)  # metrics/calibration.json (the calibrate stage); its figures are left out without it
+CALIBRATION_ERRORS = {"throughput": "throughput", "itl": "itl_mean", "ttft": "ttft"}  # key part -> residual metric
 
 
 def _flag(value: Any) -> int | None:
@@ -92,13 +97,28 @@ def build(docs: dict[str, dict[str, Any]]) -> dict[str, Any]:
     out["validation_recharacterize"] = (
         -1 if v.get("status") != "compared" or recharacterize is None else int(recharacterize)
     )
+    out |= _calibration(docs.get("calibration") or {})
     return {k: io.rounded(val) for k, val in out.items() if val is not None}
+
+
+def _calibration(cal: dict[str, Any]) -> dict[str, Any]:
+    """The calibrate stage's figures: calibrated deployments and the pooled leave-one-level-out errors (%)."""
+    if not cal:
+        return {}
+    lolo = ((cal.get("pooled") or {}).get("residuals") or {}).get("leave_one_level_out") or {}
+    out: dict[str, Any] = {"calibrated_deployments": cal.get("calibrated_deployments")}
+    for name, metric in CALIBRATION_ERRORS.items():
+        value = (lolo.get(metric) or {}).get("median_abs_rel")
+        out[f"calibration_lolo_{name}_error_pct"] = None if value is None else 100.0 * value
+    return out
 
 
 def write(root: Any) -> dict[str, Any]:
     """Read the stage documents under `root`/metrics, write metrics/summary.json (atomically); returns it."""
     from pathlib import Path
 
-    summary = build(io.read_metrics(root, DOCUMENTS))
+    docs = io.read_metrics(root, DOCUMENTS)
+    docs |= io.read_metrics(root, tuple(n for n in OPTIONAL if (Path(root) / "metrics" / f"{n}.json").exists()))
+    summary = build(docs)
     io.write_json(Path(root) / SUMMARY_JSON, summary)
     return summary

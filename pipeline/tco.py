@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, replace
-from pathlib import Path
 from typing import Any
 
-from pipeline import io, paths
+from pipeline import io  # io.rounded only: this module reads and writes no file
 from pipeline.catalog import PRICE_COLUMNS as PRICE_COLUMNS  # the price catalog lives in catalog; names kept here
 from pipeline.catalog import PRICES_CSV as PRICES_CSV
-from pipeline.catalog import Price, load_prices
+from pipeline.catalog import Price
+from pipeline.catalog import load_prices as load_prices  # tco.load_prices: the name kept for callers
 from pipeline.errors import InputError
 
 HOURS_PER_MONTH = 730
@@ -195,7 +195,6 @@ def cheapest(plans: dict[str, float]) -> dict[str, Any]:
     return out
 
 
-TCO_JSON = "metrics/tco.json"
 SECTIONS = ("tco", "fleet", "slo")
 
 
@@ -693,24 +692,3 @@ def with_tiers(
         out["plan"] = "pooled"
         out["totals"] = blend(list(out["per_tier"].values()), tiers_json["pooled"], p)
     return out
-
-
-def run_stage(sections: dict[str, Any], root: Path | None = None) -> dict[str, Any]:
-    """Step 12 (run by the report stage): read the memory, curve, fleet and tier metrics; write metrics/tco.json atomically."""
-    import pyarrow.parquet as pq
-
-    from pipeline import params
-
-    root = root or paths.ROOT
-    sec = {name: params.validate_section(name, sections.get(name)) for name in SECTIONS}
-    inputs = io.read_metrics(root, ("memory", "operating_point", "fleet", "tiers"))
-    curves: dict[str, list[dict[str, Any]]] = {}
-    for r in pq.read_table(root / "data" / "interim" / "predicted_curve.parquet").to_pylist():
-        curves.setdefault(r["candidate"], []).append(r)
-    pr = Pricing(inputs["memory"], curves, sec["tco"], sec["fleet"], sec["slo"], load_prices(root))
-    try:
-        result = plan(pr, inputs["operating_point"], inputs["fleet"], inputs["tiers"])
-    except ValueError as exc:  # fleet.size's own checks (a usable RPS of 0 or inf): one clear line, not a traceback
-        raise InputError(f"metrics/operating_point.json, metrics/fleet.json: {exc}") from None
-    io.write_json(root / TCO_JSON, result)
-    return result

@@ -16,10 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from pipeline import curve as cv
-from pipeline import io, paths
+from pipeline import io
 from pipeline.errors import InputError
+from pipeline.layout import display_path
 
-VALIDATION_JSON = "metrics/validation.json"
 COMPARED, NO_WINDOW = "compared", "no production window"  # metrics/validation.json `status`
 PRODUCTION_PARQUET = "data/interim/production.parquet"
 SECTIONS = ("validation", "slo", "workload")
@@ -55,7 +55,7 @@ def production_log(
     files = sorted(p for p in folder.glob("requests*") if p.suffix.lower() in LOG_SUFFIXES)
     if not files:
         return None
-    source = resolve(paths.display_path(files[0], root), None, root)
+    source = resolve(display_path(files[0], root), None, root)
     out = out or root / PRODUCTION_PARQUET
     ing = traffic.ingest(source, out, fmt=fmt, columns=columns)
     missing = [c for c in ("ttft_ms", "e2e_ms") if c not in ing.columns]
@@ -110,9 +110,7 @@ def scrape_figures(folder: Path, root: Path, coarse_ratio: float = 2.0) -> dict[
     from pipeline import quality
 
     scrapes = pm.read(files, root)
-    checked = quality.validate_scrapes(
-        pm.samples_frame(scrapes), f"under {paths.display_path(folder / 'scrapes', root)}"
-    )
+    checked = quality.validate_scrapes(pm.samples_frame(scrapes), f"under {display_path(folder / 'scrapes', root)}")
     wins = pm.windows(scrapes)
     out: dict[str, Any] = {"sources": {k: {"scrapes": len(w.scrapes), "seconds": w.seconds} for k, w in wins.items()}}
     out["validation"] = checked.as_dict()
@@ -328,7 +326,7 @@ def assess(
     return {"recharacterize": bool(reasons), "reasons": reasons, "metrics": m, "revisit": revisit}
 
 
-def run(sections: dict[str, Any], root: Path | None = None, scratch: Path | None = None) -> dict[str, Any]:
+def run(sections: dict[str, Any], root: Path, scratch: Path | None = None) -> dict[str, Any]:
     """metrics/validation.json from the production window, the curves and the fleet plan.
 
     `scratch`: where the normalized production log goes (default data/interim/production.parquet;
@@ -336,7 +334,6 @@ def run(sections: dict[str, Any], root: Path | None = None, scratch: Path | None
     """
     import pyarrow.parquet as pq
 
-    root = root or paths.ROOT
     p, slo, w = sections["validation"], sections["slo"], sections["workload"]
     if p["source"] is None:
         return no_window()
@@ -459,24 +456,6 @@ def table_text(result: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def run_stage(sections: dict[str, Any], root: Path | None = None) -> dict[str, Any]:
-    """The validation stage: compute, then write metrics/validation.json atomically."""
-    from pipeline import params
-
-    root = root or paths.ROOT
-    sec = {name: params.validate_section(name, sections.get(name)) for name in SECTIONS}
-    result = run(sec, root)
-    if result["inputs"]["log"] is None:  # scrapes only, or no window: the declared output exists all the same
-        write_empty_production(root / PRODUCTION_PARQUET)
-    if result["status"] == COMPARED and not _under(Path(sec["validation"]["source"]), root, root / "data" / "raw"):
-        result["warnings"].append(
-            f"{sec['validation']['source']} is outside data/raw/, which dvc tracks for this stage: after changing "
-            "the window, rerun step 13 with `dvc repro -f -s validation`"
-        )
-    io.write_json(root / VALIDATION_JSON, result)
-    return result
-
-
 def no_window() -> dict[str, Any]:
     """The result when validation.source is null: no production window yet, so nothing to re-characterize.
 
@@ -519,25 +498,16 @@ def write_empty_production(path: Path) -> None:
         pq.write_table(schema.empty_table(), tmp, compression="zstd")
 
 
-def _under(path: Path, root: Path, folder: Path) -> bool:
-    full = (path if path.is_absolute() else root / path).resolve()
-    return full.is_relative_to(folder.resolve())
-
-
-def benchmark_levels(window: dict[str, Any], ttft_percentile: str | None, root: Path | None = None) -> Any:
-    """The chart's benchmark line: the window's curve from data/interim/curves.parquet, RPS per replica.
+def benchmark_levels(window: dict[str, Any], ttft_percentile: str | None, curves: Any) -> Any:
+    """The chart's benchmark line: the window's curve from `curves` (data/interim/curves.parquet), RPS per replica.
 
     The sweep's RPS is divided by the replicas it ran on (window.benchmark_replicas); its best TTFT
     percentile (`ttft_percentile`, e.g. p99 or p95) is the `ttft_p99_ms` column the chart plots.
     Columns load, rps, ttft_p99_ms, sorted by RPS; None when the curve has no TTFT percentile.
     """
-    import pyarrow.parquet as pq
-
     if ttft_percentile is None:
         return None
-    path = (root or paths.ROOT) / paths.INTERIM.relative_to(paths.ROOT) / "curves.parquet"
-    levels = pq.read_table(path).to_pandas()
-    levels = levels[levels["curve"] == window["curve"]].sort_values("rps")
+    levels = curves[curves["curve"] == window["curve"]].sort_values("rps")
     levels["rps"] = levels["rps"] / window["benchmark_replicas"]
     levels = levels.assign(ttft_p99_ms=levels[f"ttft_{ttft_percentile}_ms"])
     return levels[["load", "rps", "ttft_p99_ms"]]

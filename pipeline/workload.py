@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import duckdb
 
 from pipeline.errors import InputError
+from pipeline.rates import RATE_DEFINITIONS, RATE_NAMES, SIZING_RATE_KEY
 from pipeline.traffic.sources import bound_view, connect, sql_ident
 
 if TYPE_CHECKING:
@@ -25,14 +26,7 @@ RESOLUTION_CANDIDATES_S = (3600.0, 60.0, 1.0, 0.1, 0.01, 0.001)
 EPOCH_2000_S = 946_684_800.0
 TIER_COLUMNS = ("tier", "model", "tenant")
 MAX_TIERS = 50
-RATE_KEYS = (
-    "mean",
-    "per_second_p95",
-    "per_second_p99",
-    "per_minute_p95",
-    "per_minute_p99",
-    "peak_1s",
-)
+RATE_KEYS = RATE_NAMES  # pipeline.rates.RateName: the one list of rate names
 MOONCAKE_BLOCK_TOKENS = 512
 PER_MINUTE_BUCKETS = (
     "clock minutes: each bucket is [hh:mm:00, hh:mm+1:00) UTC (for a trace-relative clock, [60k, 60k + 60) s "
@@ -808,9 +802,7 @@ def profile_requests(
     return out
 
 
-def tier_expression(
-    columns: list[str], settings: ProfileSettings
-) -> tuple[str | None, str | None, dict[str, Any]]:
+def tier_expression(columns: list[str], settings: ProfileSettings) -> tuple[str | None, str | None, dict[str, Any]]:
     """SQL that names each request's tier (from rules or a column), a sentence saying how, and its bound values.
 
     Tier names and map keys from params are `$tier_N` / `$value_N` parameters of the SQL, never literals in it.
@@ -995,44 +987,6 @@ class StageResult:
     charts: dict[str, pd.DataFrame]
 
 
-def run_stage(
-    workload: dict[str, Any], slo: dict[str, Any], root: Path | None = None, progress: bool = True
-) -> StageResult:
-    """The workload stage: ingest + validate + profile, then write requests.parquet and workload.json.
-
-    Both outputs are staged beside their targets and renamed only when everything succeeded.
-    """
-    from pipeline import io, params, paths, traffic
-
-    root = root or paths.ROOT
-    workload = params.validate_section("workload", workload)
-    slo = params.validate_section("slo", slo)
-    settings = ProfileSettings.from_params(workload, slo)
-    source = traffic.open_source(workload["source"], workload["pattern"], root)
-    requests_path = root / paths.REQUESTS_PARQUET.relative_to(paths.ROOT)
-    metrics_path = root / paths.WORKLOAD_JSON.relative_to(paths.ROOT)
-    with io.atomic_path(requests_path, ".parquet") as staged:
-        ingested = traffic.ingest(
-            source,
-            staged,
-            fmt=workload["format"],
-            columns=workload["columns"],
-            timestamp_unit=workload["timestamp_unit"],
-            max_failed_share=workload["max_failed_share"],
-            max_span_days=workload["max_span_days"],
-            chunk_rows=workload["chunk_rows"],
-            memory_limit=workload["memory_limit"],
-            progress=traffic.Progress(progress),
-        )
-        profile = build_profile(ingested, staged, settings, root)
-        charts = chart_data(staged)
-        io.write_json(metrics_path, profile)
-        from pipeline import plots
-
-        plots.write_workload(root, charts, profile)  # dvc.yaml plots: requests/s over time, length CDFs
-    return StageResult(profile, ingested, charts)
-
-
 def lengths_table(profile: dict[str, Any]) -> pd.DataFrame:
     """Token-length percentiles, one row per measure."""
     import pandas as pd
@@ -1047,15 +1001,7 @@ def rates_table(profile: dict[str, Any]) -> pd.DataFrame:
     """Arrival-rate figures (req/s) with how each is defined."""
     import pandas as pd
 
-    defs = {
-        "mean": "requests / (last - first arrival)",
-        "per_second_p95": "p95 of arrivals per 1-s bucket (empty = 0)",
-        "per_second_p99": "p99 of arrivals per 1-s bucket",
-        "per_minute_p95": "p95 of arrivals per 60-s bucket / 60",
-        "per_minute_p99": "p99 of arrivals per 60-s bucket / 60",
-        "peak_1s": "busiest single second",
-        "sizing_rate": f"the rate sizing uses: {profile['sizing_rate_key']}",
-    }
+    defs = {**RATE_DEFINITIONS, SIZING_RATE_KEY: f"the rate sizing uses: {profile['sizing_rate_key']}"}
     return pd.DataFrame(
         [{"rate": k, "req_per_s": profile["rps"].get(k), "definition": v} for k, v in defs.items()]
     ).set_index("rate")

@@ -78,3 +78,10 @@ def run_cmd(cmd: list[str], cwd: Path, check: bool = True) -> subprocess.Complet
     if check and proc.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
     return proc
+
+
+def catalog_model(name: str) -> Any:
+    """The project's catalog model `name`: what the stages pass to the step functions' `load_model`."""
+    from pipeline import catalog
+
+    return catalog.load_model(name, ROOT)

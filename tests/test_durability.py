@@ -187,10 +187,12 @@ def test_the_runner_journals_every_report_and_metrics_file_a_stage_writes():
 
 def test_no_production_window_writes_the_verdict_and_an_empty_production_table(tmp_path):
     from pipeline import params, validation
+    from pipeline.layout import Layout
+    from pipeline.stages import validation as validation_stage
 
     sections = {name: params.validate_section(name, None) for name in validation.SECTIONS}
     sections["validation"] = params.validate_section("validation", {"source": None})
-    result = validation.run_stage(sections, tmp_path)
+    result = validation_stage.run(sections, Layout(tmp_path))
     written = json.loads((tmp_path / "metrics" / "validation.json").read_text())
     assert written == result and result["status"] == "no production window"
     assert result["recharacterize"] is False and result["metrics"] == {} and result["window"] is None

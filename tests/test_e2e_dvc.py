@@ -146,7 +146,7 @@ def _svg_charts(html: str) -> list[str]:
 def test_every_chart_reaches_its_report_as_svg(project):
     """The runner turns each Vega-Lite output of the kernel into SVG: no spec and no JavaScript is left behind."""
     reports = sorted((project / "reports").glob("*.html"))
-    assert len(reports) == 15
+    assert len(reports) == 16
     charted = 0
     for path in reports:
         html = path.read_text()
@@ -156,7 +156,7 @@ def test_every_chart_reaches_its_report_as_svg(project):
         charted += bool(svgs)
     finance = (project / "reports" / "finance.html").read_text()
     assert len(_svg_charts(finance)) == 5  # pooled vs routed, cost by candidate, a schedule per fleet (2), utilization
-    assert charted == 15  # every step's report and both finance pages carry a chart
+    assert charted == 15  # every step's report and both finance pages carry a chart; 07b (calibration) is tables only
 
 
 def test_report_is_self_contained_and_offline(project):
@@ -186,6 +186,8 @@ def test_unchanged_rerun_runs_nothing_and_is_byte_identical(project):
         "data/interim/predicted_curve.parquet",
         "reports/04_memory.html",
         "reports/06_parallelism.html",
+        "metrics/calibration.json",
+        "reports/07b_calibration.html",
         "metrics/operating_point.json",
         "data/interim/curves.parquet",
         "reports/07_benchmark.html",
@@ -210,7 +212,7 @@ def test_unchanged_rerun_runs_nothing_and_is_byte_identical(project):
     assert "didn't change, skipping" in proc.stdout and "Running stage" not in proc.stdout
     proc = _run([str(BIN / "dvc"), "repro", "--force"], project)
     assert "Running stage 'workload'" in proc.stdout and "Running stage 'memory'" in proc.stdout
-    assert "Running stage 'curve'" in proc.stdout
+    assert "Running stage 'curve'" in proc.stdout and "Running stage 'calibrate'" in proc.stdout
     assert (project / "dvc.lock").read_bytes() == lock
     for p in outs:
         assert (project / p).read_bytes() == before[p], p
@@ -225,6 +227,7 @@ def test_changing_a_curve_param_reruns_only_the_curve_stage(project):
         proc = _run([str(BIN / "dvc"), "repro"], project)
         assert "Running stage 'curve'" in proc.stdout
         assert "Running stage 'memory'" not in proc.stdout and "Running stage 'workload'" not in proc.stdout
+        assert "Running stage 'calibrate'" not in proc.stdout  # it tracks curve.source only
         assert json.loads((project / "metrics" / "operating_point.json").read_text())["knee"] == 64
     finally:
         (project / "params.yaml").write_text(original)
@@ -254,6 +257,45 @@ def test_changing_only_a_price_reruns_only_tco_and_the_report(project):
         _run([str(BIN / "dvc"), "repro"], project)
 
 
+def test_calibrate_stage_writes_calibration_json(project):
+    """Step 7b on the sample: its 4 sweeps are 2 deployments (the three H100 sweeps share one manifest identity)."""
+    doc = json.loads((project / "metrics" / "calibration.json").read_text())
+    keys = [d["key"] for d in doc["deployments"]]
+    assert keys == [
+        "Llama-3.1-70B/H100-SXM/tp4-pp1/w-fp8/kv-fp8/c-fp8/vllm",
+        "Llama-3.1-8B/L40S/tp1-pp1/w-fp8/kv-fp8/c-fp8/vllm",
+    ]
+    h100, l40s = doc["deployments"]
+    assert h100["sweeps"] == [f"data/raw/benchmarks/sample_vllm_h100x4_{s}" for s in ("chat", "large", "long")]
+    assert (h100["levels"], l40s["levels"]) == (24, 8) and len(h100["levels_used"]) == 24
+    scales = doc["pooled"]["gpu_arch_scale"]
+    assert scales["hopper"] == 1.0 and set(scales) == {"ada", "hopper"}  # the family with the most rows is the anchor
+    assert doc["settings"]["refine_passes"] == 24 and doc["settings"]["lolo_passes"] == 0  # params.yaml calibration
+    assert len(doc["targets"]["rows"]) == 18
+    summary = json.loads((project / "metrics" / "summary.json").read_text())
+    lolo = doc["pooled"]["residuals"]["leave_one_level_out"]
+    assert summary["calibrated_deployments"] == doc["calibrated_deployments"]
+    assert summary["calibration_lolo_throughput_error_pct"] == round(100 * lolo["throughput"]["median_abs_rel"], 4)
+    assert "<title>Step 7b" in (project / "reports" / "07b_calibration.html").read_text()
+
+
+def test_editing_the_engine_model_flags_the_calibrate_stage(project):
+    """Exact deps: pipeline/sim/cost.py is imported by the calibrate stage (transitively), and by no other stage."""
+    cost = project / "pipeline" / "sim" / "cost.py"
+    saved = cost.read_text()
+    try:
+        cost.write_text(saved + "\n# edited\n")
+        status = json.loads(_run([str(BIN / "dvc"), "status", "--json"], project).stdout)
+        assert "calibrate" in status, status
+        flagged = [s for s in status if not s.startswith("data/")]
+        assert flagged == ["calibrate"] or set(flagged) == {"calibrate", "report"}, flagged
+        changed = [c for entry in status["calibrate"] for c in entry.get("changed deps", {})]
+        assert "pipeline/sim/cost.py" in changed, status["calibrate"]
+    finally:
+        cost.write_text(saved)
+    assert "calibrate" not in json.loads(_run([str(BIN / "dvc"), "status", "--json"], project).stdout)
+
+
 def test_roofline_params_feed_the_memory_and_curve_stages_only():
     stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
     assert [name for name, st in stages.items() if "roofline" in st.get("params", [])] == ["memory", "curve"]
@@ -277,7 +319,9 @@ def test_a_bad_key_anywhere_stops_the_first_stage_before_it_computes(project):
         assert "Traceback" not in proc.stderr and (project / "dvc.lock").read_bytes() == lock
     finally:
         (project / "params.yaml").write_text(original)
-        _run([str(BIN / "dvc"), "repro"], project)  # the failed run left the last good outputs; this reruns what changed
+        _run(
+            [str(BIN / "dvc"), "repro"], project
+        )  # the failed run left the last good outputs; this reruns what changed
 
 
 def test_a_misspelled_section_is_an_error_not_up_to_date(project):
@@ -297,6 +341,35 @@ def test_a_misspelled_section_is_an_error_not_up_to_date(project):
     assert "Running stage" not in proc.stdout
 
 
+def test_a_misspelled_section_stops_a_targeted_repro_too(project):
+    """`dvc repro fleet` reproduces fleet's upstream only; every stage depends on the params stage's stamp
+    (data/interim/params.ok), so the whole-file check is upstream of each, and a valid edit elsewhere reruns
+    the check alone (the stamp's bytes do not change)."""
+    dvc = str(BIN / "dvc")
+    original = (project / "params.yaml").read_text()
+    lock = (project / "dvc.lock").read_bytes()
+    try:
+        (project / "params.yaml").write_text(original + "fleets:\n  safety_factor: 1.5\n")
+        proc = _run([dvc, "repro", "fleet"], project, check=False)
+        assert proc.returncode != 0 and "up to date" not in proc.stdout, proc.stdout
+        assert re.findall(r"Running stage '(\w+)'", proc.stdout) == ["params"]  # it stops before any other stage
+        errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+        assert len(errors) == 1, proc.stderr  # one line, naming the key and the nearest valid name
+        assert errors[0].startswith("error: params.yaml: unknown section 'fleets' (did you mean 'fleet'?)"), errors
+        assert "Traceback" not in proc.stderr and (project / "dvc.lock").read_bytes() == lock
+
+        params = yaml.safe_load(original)
+        params["tco"]["planned_utilization"] = 0.75  # valid, and no stage upstream of fleet tracks tco
+        (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+        proc = _run([dvc, "repro", "fleet"], project)
+        assert re.findall(r"Running stage '(\w+)'", proc.stdout) == ["params"]  # the same stamp: fleet up to date
+    finally:
+        (project / "params.yaml").write_text(original)
+    proc = _run([dvc, "repro", "fleet"], project)
+    assert re.findall(r"Running stage '(\w+)'", proc.stdout) == ["params"]
+    assert (project / "data" / "interim" / "params.ok").read_text().startswith("params.yaml passed")
+
+
 def test_unknown_gpu_in_params_stops_the_memory_stage(project):
     original = (project / "params.yaml").read_text()
     params = yaml.safe_load(original)
@@ -309,7 +382,9 @@ def test_unknown_gpu_in_params_stops_the_memory_stage(project):
         assert "Traceback" not in proc.stderr
     finally:
         (project / "params.yaml").write_text(original)
-        _run([str(BIN / "dvc"), "repro"], project)  # the failed run left the last good outputs; this reruns what changed
+        _run(
+            [str(BIN / "dvc"), "repro"], project
+        )  # the failed run left the last good outputs; this reruns what changed
 
 
 def test_curve_stage_writes_the_operating_point_and_reports(project):
@@ -599,7 +674,9 @@ def test_quarterly_review_and_what_if_flows_from_the_readme(project):
         # planned $/1M scales with 1 / planned utilization: x 0.8 / 0.7
         assert planned["new"] == pytest.approx(planned["old"] * 0.8 / 0.7, rel=1e-3)
         assert "total_gpus" not in metrics["metrics/summary.json"]  # the fleet did not change
-        _assert_fits_a_terminal(_run([dvc, "metrics", "diff", "review-2026q3"], project).stdout, len(metrics["metrics/summary.json"]))
+        _assert_fits_a_terminal(
+            _run([dvc, "metrics", "diff", "review-2026q3"], project).stdout, len(metrics["metrics/summary.json"])
+        )
         # a git branch per scenario: edit params.yaml, dvc repro, commit, diff against the review tag
         _run(["git", "checkout", "-q", "-f", branch], project)
         _run([*git, "checkout", "-q", "-b", "whatif-reserved"], project)

@@ -263,7 +263,9 @@ def test_a_saturation_only_run_beside_a_sweep_is_a_warning_not_an_error(tmp_path
     from tests.test_benchmark_readers import guidellm_report
 
     (tmp_path / "benchmarks.json").write_text(json.dumps(guidellm_report("new")))
-    res = final_curve.from_paths([tmp_path], 300.0, None, {}, ROOT)
+    from pipeline.stages import curve as curve_stage
+
+    res = curve_stage.from_paths([tmp_path], 300.0, None, {}, ROOT)
     # concurrency 2 -> TTFT p99 120 ms, 8 -> 480 ms: C_max = 2 + (300 - 120) / (480 - 120) x 6 = 5
     assert res.chosen.load_kind == "concurrency" and res.chosen.c_max == pytest.approx(5.0)
     assert any("no usable open-loop curve" in w for w in res.warnings)

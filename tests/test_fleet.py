@@ -7,7 +7,7 @@ import json
 import pytest
 
 from pipeline import cli, fleet, params, tco
-from tests.conftest import METRICS_FIXTURE, ROOT
+from tests.conftest import METRICS_FIXTURE, catalog_model
 
 
 def test_worked_example_120_peak_12_usable_safety_1_3_tp4():
@@ -83,7 +83,7 @@ def test_a_log_under_an_hour_gives_no_schedule_and_the_cost_says_why():
 
     assert fleet.no_schedule_reason(3600.0) is None
     t = tiers_json()
-    f = fleet.plan({**PROFILE, "span_s": 3502.0}, op(TIER_OPS), t, FLEET, ROUTING, SLO, ROOT)
+    f = fleet.plan({**PROFILE, "span_s": 3502.0}, op(TIER_OPS), t, FLEET, ROUTING, SLO, catalog_model)
     for x in [f["pooled"], *f["routed"].values()]:
         assert x["schedule"] is None and "3,502 s, under an hour" in x["schedule_note"]
     assert any("under an hour" in w for w in f["warnings"]) and f["schedule_rule"]["min_span_s"] == 3600
@@ -101,7 +101,7 @@ def test_a_log_under_an_hour_gives_no_schedule_and_the_cost_says_why():
     assert "under an hour" in large["schedule_note"]
     assert out["totals"]["monthly_usd_with_schedule"] is None and "under an hour" in out["totals"]["schedule_note"]
     # a 2-hour log of the same profile: both hours observed, the other 22 billed at their mean
-    f2 = fleet.plan({**PROFILE, "span_s": 7200.0}, op(TIER_OPS), t, FLEET, ROUTING, SLO, ROOT)
+    f2 = fleet.plan({**PROFILE, "span_s": 7200.0}, op(TIER_OPS), t, FLEET, ROUTING, SLO, catalog_model)
     s = f2["pooled"]["schedule"]
     assert s["hours_observed"] == 2 and s["instance_hours_per_day"] == pytest.approx(s["observed_instance_hours"] * 12)
     assert "2 of 24 hours" in f2["pooled"]["schedule_note"]

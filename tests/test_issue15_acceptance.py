@@ -30,10 +30,11 @@ TRACES = SHARED / "traces"
 KILLED_INGEST = """
 import sys
 from pathlib import Path
-from pipeline import workload
-workload.run_stage(
-    {"source": sys.argv[2], "format": "generic", "timestamp_unit": "s", "memory_limit": "40MB"},
-    {}, Path(sys.argv[1]), progress=False,
+from pipeline.layout import Layout
+from pipeline.stages import workload as workload_stage
+workload_stage.run(
+    {"workload": {"source": sys.argv[2], "format": "generic", "timestamp_unit": "s", "memory_limit": "40MB"}},
+    Layout(Path(sys.argv[1])), progress=False,
 )
 """
 

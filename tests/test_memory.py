@@ -13,7 +13,7 @@ import pytest
 
 from pipeline import candidates, catalog, memory, parallelism, params, quality, quantization, roofline
 from pipeline.errors import InputError, ParamsError
-from tests.conftest import METRICS_FIXTURE, ROOT
+from tests.conftest import METRICS_FIXTURE, ROOT, catalog_model
 
 SHARED_REF = ROOT.parent / "shared" / "reference"
 GPUS = catalog.load_gpus(ROOT)
@@ -192,9 +192,9 @@ def test_unknown_gpu_in_params_names_the_key():
     sections = default_sections(hardware={"gpus": ["H100-SXM", "H300"]})
     profile = json.loads((METRICS_FIXTURE / "workload.json").read_text())
     with pytest.raises(ParamsError, match=r"hardware.gpus\[1\] = 'H300' .*allowed values: A100-40GB"):
-        candidates.plan(profile, sections, ROOT)
+        candidates.plan(profile, sections, GPUS, catalog_model)
     with pytest.raises(ParamsError, match=r"quantization.weights\[0\] = 'fp7'; allowed values: fp32"):
-        candidates.plan(profile, default_sections(quantization={"weights": ["fp7"]}), ROOT)
+        candidates.plan(profile, default_sections(quantization={"weights": ["fp7"]}), GPUS, catalog_model)
 
 
 # --------------------------------------------------------------------------- quantization and parallelism rules
@@ -347,7 +347,7 @@ def test_tp_allreduce_scales_the_step():
 
 def test_plan_on_the_sample_profile():
     profile = json.loads((METRICS_FIXTURE / "workload.json").read_text())
-    result = candidates.plan(profile, default_sections(), ROOT)
+    result = candidates.plan(profile, default_sections(), GPUS, catalog_model)
     metrics = result.metrics()
     assert set(metrics["recommended"]) == {"all", *profile["tiers"]}
     keys = {

@@ -132,6 +132,7 @@ DEFAULTS = {
         "batch_work": False,
         "offload_pcie_gbs": 64.0,
     },
+    "calibration": {"refine_passes": 24, "lolo_passes": 0},
 }
 
 

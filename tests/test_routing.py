@@ -10,14 +10,19 @@ from typing import Any
 
 import pytest
 
-from pipeline import fleet, params, routing, tco
+from pipeline import catalog, fleet, params, routing, tco
 from pipeline.errors import ParamsError
-from tests.conftest import ROOT
+from tests.conftest import ROOT, catalog_model
 
 ROUTING = params.validate_section("routing", {})
 FLEET = params.validate_section("fleet", {"safety_factor": 1.3, "expected_growth": 0.0})
 SLO = params.validate_section("slo", {})
 TCO = params.validate_section("tco", {"prices": {"H100-SXM": 4.0, "L40S": 2.0}})
+
+
+def total_params(name: str) -> int:
+    """A catalog model's parameter count (what the routing stage passes to routing.plan)."""
+    return catalog.load_model(name, ROOT).total_params
 
 
 def part(requests: int, sizing: float, mean: float, inp: float, out: float) -> dict[str, Any]:
@@ -61,7 +66,7 @@ TIER_OPS = {
 
 
 def tiers_json(mode: str = "auto", **overrides: Any) -> dict[str, Any]:
-    return routing.plan(PROFILE, {"routing": {**ROUTING, "mode": mode, **overrides}, "model": MODEL}, ROOT)
+    return routing.plan(PROFILE, {"routing": {**ROUTING, "mode": mode, **overrides}, "model": MODEL}, total_params)
 
 
 def test_route_demands_come_from_each_tiers_rows_with_its_model():
@@ -91,7 +96,7 @@ def test_bad_routing_params_name_the_key():
     with pytest.raises(ParamsError, match=r"routing\.critical_tiers names 'nope'"):
         tiers_json(critical_tiers=["nope"])
     with pytest.raises(ParamsError, match=r"model.tiers.tiny is not a tier of the workload; tiers: large, small"):
-        routing.plan(PROFILE, {"routing": ROUTING, "model": {**MODEL, "tiers": {"tiny": "Llama-3.1-8B"}}}, ROOT)
+        routing.plan(PROFILE, {"routing": ROUTING, "model": {**MODEL, "tiers": {"tiny": "Llama-3.1-8B"}}}, total_params)
     with pytest.raises(ParamsError, match=r"routing\.mode = 'sometimes'; allowed values: auto, route, pooled, cascade"):
         params.validate_section("routing", {"mode": "sometimes"})
 
@@ -117,7 +122,7 @@ def test_one_tier_means_one_fleet():
 
 
 def test_each_tier_is_sized_on_its_own_curve():
-    f = fleet.plan(PROFILE, op(TIER_OPS), tiers_json(), FLEET, ROUTING, SLO, ROOT)
+    f = fleet.plan(PROFILE, op(TIER_OPS), tiers_json(), FLEET, ROUTING, SLO, catalog_model)
     # pooled: ceil(170 / 12) = 15; ceil(15 x 1.3) = 20; + 1 spare = 21 instances x TP4 = 84 GPUs
     assert f["pooled"]["total_instances"] == 21 and f["pooled"]["gpus"] == 84
     # large: 120 / 12 = 10; x 1.3 = 13; + 1 = 14 x TP4 = 56 (the guide's worked example plus a spare)
@@ -131,13 +136,13 @@ def test_each_tier_is_sized_on_its_own_curve():
 
 
 def test_a_critical_tier_gets_two_spares():
-    f = fleet.plan(PROFILE, op(TIER_OPS), tiers_json(critical_tiers=["large"]), FLEET, ROUTING, SLO, ROOT)
+    f = fleet.plan(PROFILE, op(TIER_OPS), tiers_json(critical_tiers=["large"]), FLEET, ROUTING, SLO, catalog_model)
     assert f["per_tier"]["large"]["spares"] == 2 and f["per_tier"]["small"]["spares"] == 1
 
 
 def test_cascade_fleets_size_the_small_tier_for_all_traffic():
     t = tiers_json("cascade", cascade_small_model="Llama-3.1-8B", escalation=0.3)
-    f = fleet.plan(PROFILE, op(TIER_OPS), t, FLEET, {**ROUTING, "mode": "cascade"}, SLO, ROOT)
+    f = fleet.plan(PROFILE, op(TIER_OPS), t, FLEET, {**ROUTING, "mode": "cascade"}, SLO, catalog_model)
     # small: ceil(170 / 20) = 9; ceil(11.7) = 12; + 1 = 13 L40S
     assert f["per_tier"]["small"]["gpus"] == 13
     # large: ceil(51 / 12) = 5; ceil(6.5) = 7; + 1 = 8 instances x TP4 = 32 H100
@@ -148,7 +153,7 @@ def test_cascade_fleets_size_the_small_tier_for_all_traffic():
 def test_a_tier_without_a_curve_keeps_one_pooled_fleet():
     ops = copy.deepcopy(TIER_OPS)
     ops["small"] = {"model": "Llama-3.1-8B", "error": "no benchmark sweep for model Llama-3.1-8B"}
-    f = fleet.plan(PROFILE, op(ops), tiers_json(), FLEET, ROUTING, SLO, ROOT)
+    f = fleet.plan(PROFILE, op(ops), tiers_json(), FLEET, ROUTING, SLO, catalog_model)
     assert f["plan"] == "pooled" and list(f["per_tier"]) == ["all"] and f["total_gpus"] == 84
     assert "no benchmark sweep" in f["routing"]["unsized"]["small"]
 
@@ -186,7 +191,7 @@ def test_blend_sums_cost_and_divides_by_the_tokens_users_receive():
 
 def test_routed_plan_is_priced_per_tier_and_compared_with_the_pooled_one():
     t = tiers_json()
-    f = fleet.plan(PROFILE, op(TIER_OPS), t, FLEET, ROUTING, SLO, ROOT)
+    f = fleet.plan(PROFILE, op(TIER_OPS), t, FLEET, ROUTING, SLO, catalog_model)
     chosen = {
         "candidate": "all/H100-SXM/w-fp8/kv-fp8",
         "gpus": 84,

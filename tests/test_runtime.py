@@ -44,7 +44,15 @@ def _run(python: Path, args: list[str], cwd: Path) -> subprocess.CompletedProces
     return subprocess.run([str(python), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
 
 
-@pytest.mark.parametrize("entry", [["-m", "pipeline.run", "workload"], ["-m", "pipeline.params"], ["-m", "pipeline"]])
+@pytest.mark.parametrize(
+    "entry",
+    [
+        ["-m", "pipeline.run", "workload"],
+        ["-m", "pipeline.params"],
+        ["-m", "pipeline.check_params"],
+        ["-m", "pipeline"],
+    ],
+)
 def test_without_a_venv_one_line_says_how_to_activate(bare_python: Path, tmp_path: Path, entry: list[str]) -> None:
     """No `.venv` anywhere above the project: exit 1, one line naming the interpreter and the fix, nothing written."""
     root = _copy_package(tmp_path / "project")
@@ -107,7 +115,7 @@ def test_dvc_stage_commands_use_python3() -> None:
     """`python` is absent from a fresh shell on many systems (Debian, macOS); `python3` is in every venv too."""
     stages = yaml.safe_load((ROOT / "dvc.yaml").read_text(encoding="utf-8"))["stages"]
     assert {name: st["cmd"].split()[:3] for name, st in stages.items()} == {
-        name: ["python3", "-m", "pipeline.params" if name == "params" else "pipeline.run"] for name in stages
+        name: ["python3", "-m", "pipeline.check_params" if name == "params" else "pipeline.run"] for name in stages
     }
 
 

@@ -6,7 +6,7 @@ import pytest
 
 from pipeline import params, tco
 from pipeline.errors import InputError, ParamsError
-from tests.conftest import ROOT
+from tests.conftest import ROOT, catalog_model
 
 
 def test_cost_per_hour_month_year_and_per_million_tokens():
@@ -113,7 +113,7 @@ def _pooled_plan(memory_tp: int = 2, bench_ttft_ms: float = 300.0, prices=PRICES
 
     t = tiers_json()
     o = op({})
-    f = fleet.plan(PROFILE, o, t, FLEET, ROUTING, SLO, ROOT)
+    f = fleet.plan(PROFILE, o, t, FLEET, ROUTING, SLO, catalog_model)
     memory = {
         "candidates": {
             "all/H100-SXM/w-fp8/kv-fp8": _entry("H100-SXM", memory_tp),
@@ -201,7 +201,7 @@ def test_a_zero_usable_rps_is_a_clear_error_not_a_division():
     from tests.test_routing import FLEET, PROFILE, ROUTING, SLO, op, tiers_json
 
     t, o = tiers_json(), op({})
-    f = fleet.plan(PROFILE, o, t, FLEET, ROUTING, SLO, ROOT)
+    f = fleet.plan(PROFILE, o, t, FLEET, ROUTING, SLO, catalog_model)
     pr = tco.Pricing({"candidates": {}}, {}, params.validate_section("tco", {}), FLEET, SLO, PRICES)
     with pytest.raises(InputError, match=r"operating_point.json usable_rps = 0.0; expected a finite usable RPS > 0"):
         tco.plan(pr, {**o, "usable_rps": 0.0}, f, t)

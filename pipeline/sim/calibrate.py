@@ -410,11 +410,15 @@ def shared_prefix(notes: str) -> tuple[int, int] | None:
     return int(m.group(1)), int(m.group(2))
 
 
-def _raw_records(file: str, cache: dict[str, list[Any]]) -> list[Any]:
+def _raw_records(file: str, cache: dict[str, list[Any]], root: Path | None = None) -> list[Any]:
+    """The raw records of a result file; `file` is the level's display name, relative to `root` when one is given
+    (so the per-request lengths are found whatever the working directory)."""
     from pipeline.benchmarks.common import read_json_records
 
     if file not in cache:
         p = Path(file)
+        if not p.is_absolute() and root is not None:
+            p = Path(root) / p
         cache[file] = read_json_records(p, file) if p.suffix.lower() in (".json", ".jsonl") and p.exists() else []
     return cache[file]
 
@@ -459,11 +463,13 @@ def _shuffle_pair(a: np.ndarray, b: np.ndarray, seed: int) -> tuple[np.ndarray, 
     return a, b[rng.permutation(len(b))]
 
 
-def _level_data(lv: Any, manifest: dict[str, Any], cache: dict[str, list[Any]], deployment: str) -> LevelData | None:
+def _level_data(
+    lv: Any, manifest: dict[str, Any], cache: dict[str, list[Any]], deployment: str, root: Path | None = None
+) -> LevelData | None:
     """One normalized level as LevelData (per replica); None for a level with no usable measurement."""
     r = lv.row
     file = r["file"]
-    for rec in _raw_records(file, cache):  # the file's own field names first
+    for rec in _raw_records(file, cache, root):  # the file's own field names first
         _scan_nonfinite(rec, file)
     for col in MEASURED_FIELDS:
         v = r.get(col)
@@ -507,7 +513,7 @@ def _level_data(lv: Any, manifest: dict[str, Any], cache: dict[str, list[Any]], 
     if not ttft and not itl_ms and not tps:
         return None
     completed = int(r["completed"] or 0) // replicas or int(r["completed"] or 0)
-    lengths = _vllm_lengths(_raw_records(file, cache)) if r["tool"] == "vllm" else None
+    lengths = _vllm_lengths(_raw_records(file, cache, root)) if r["tool"] == "vllm" else None
     n = max(completed, 1)
     if lengths is not None:
         ins, outs = lengths
@@ -614,7 +620,7 @@ def deployment_sets(
             )
         ds = groups[dep.key]
         for lv in s.levels:
-            data = _level_data(lv, m, cache, dep.key)
+            data = _level_data(lv, m, cache, dep.key, root)
             if data is not None:
                 ds.levels.append(data)
                 if lv.row["file"] not in ds.files:

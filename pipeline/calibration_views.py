@@ -1,0 +1,111 @@
+"""Report tables and the sentence for step 7b (notebooks/07b_calibration.ipynb), from metrics/calibration.json.
+
+Pure: each function takes the document the calibrate stage wrote (`pipeline.stages.calibrate`) and
+returns a pandas table or a string; nothing is read or computed beyond reshaping and percentages.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+
+KIND_LABELS = {
+    "in_sample": "in-sample",
+    "leave_one_level_out": "leave one level out",
+    "leave_one_deployment_out": "leave one deployment out",
+}
+
+
+def _pct(v: float | None) -> float | None:
+    return None if v is None else round(100.0 * v, 1)
+
+
+def coefficients_table(doc: dict[str, Any]) -> pd.DataFrame:
+    """One row per deployment, then the pooled fit: basis, levels, b0..b5 (4 significant digits) and the overhead (ms)."""
+    terms = list(doc["terms"])
+    rows = []
+    for d in doc["deployments"]:
+        rows.append(
+            {
+                "deployment": d["key"],
+                "basis": d["basis"],
+                "levels": d["levels"],
+                **{t: f"{d['coefficients'][t]:.4g}" for t in terms},
+                "overhead (ms)": round(1e3 * d["request_overhead_s"], 2),
+            }
+        )
+    p = doc["pooled"]
+    scales = ", ".join(f"{a} x{s:g}" for a, s in sorted(p["gpu_arch_scale"].items()))
+    rows.append(
+        {
+            "deployment": f"pooled ({scales})",
+            "basis": "transferred",
+            "levels": sum(d["levels"] for d in doc["deployments"]),
+            **{t: f"{p['coefficients'][t]:.4g}" for t in terms},
+            "overhead (ms)": round(1e3 * p["request_overhead_s"], 2),
+        }
+    )
+    return pd.DataFrame(rows)
+
+
+def residuals_table(doc: dict[str, Any]) -> pd.DataFrame:
+    """Per deployment (and pooled), kind and metric: n, median |error| and the 10th-90th percentile interval (%)."""
+    scopes = [(d["key"], d.get("residuals") or {}) for d in doc["deployments"]]
+    scopes.append(("pooled", doc["pooled"].get("residuals") or {}))
+    rows = []
+    for scope, res in scopes:
+        for kind, label in KIND_LABELS.items():
+            for metric, s in (res.get(kind) or {}).items():
+                if not s or not s.get("n"):
+                    continue
+                rows.append(
+                    {
+                        "deployment": scope,
+                        "residuals": label,
+                        "metric": metric,
+                        "n": s["n"],
+                        "median |error| (%)": _pct(s["median_abs_rel"]),
+                        "p10 (%)": _pct(s["p10_rel"]),
+                        "p90 (%)": _pct(s["p90_rel"]),
+                    }
+                )
+    return pd.DataFrame(rows)
+
+
+def targets_table(doc: dict[str, Any]) -> pd.DataFrame:
+    """The targets block: held-out median |error| against issue 13's target, met or missed."""
+    rows = [
+        {
+            "basis": r["basis"],
+            "residuals": KIND_LABELS[r["kind"]],
+            "metric": r["metric"],
+            "deployment": r["scope"],
+            "median |error| (%)": _pct(r["median_abs_rel"]),
+            "target (%)": _pct(r["target_median_abs_rel"]),
+            "verdict": "not measured" if r["met"] is None else ("met" if r["met"] else "missed"),
+        }
+        for r in doc["targets"]["rows"]
+    ]
+    return pd.DataFrame(rows)
+
+
+def sentence(doc: dict[str, Any]) -> str:
+    """One paragraph: how many deployments were calibrated, the pooled held-out errors, targets met."""
+    lolo = (doc["pooled"].get("residuals") or {}).get("leave_one_level_out") or {}
+
+    def err(metric: str) -> str:
+        v = (lolo.get(metric) or {}).get("median_abs_rel")
+        return "not measured" if v is None else f"{100 * v:.1f}%"
+
+    t = doc["targets"]
+    n = len(doc["deployments"])
+    fallback = n - doc["calibrated_deployments"]
+    text = (
+        f"{doc['calibrated_deployments']} of {n} deployment(s) calibrated on their own sweeps"
+        + (f", {fallback} fell back to the pooled coefficients (see the warnings)" if fallback else "")
+        + f". Held out one level at a time, the model's median error is {err('throughput')} on throughput, "
+        f"{err('itl_mean')} on mean ITL and {err('ttft')} on TTFT; {t['met']} of "
+        f"{t['met'] + t['missed']} measured targets are met."
+    )
+    return text

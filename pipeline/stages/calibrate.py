@@ -1,0 +1,187 @@
+"""The calibrate stage (step 7b): every sweep of curve.source -> metrics/calibration.json.
+
+The engine model's coefficients (b0..b5 of `pipeline.sim.cost.TERMS`, plus the per-request overhead h)
+fitted per deployment (the manifest identity: several sweeps of one deployment are fitted together) and
+pooled over all of them with a scale per GPU family, by `pipeline.sim.calibrate`, with the residual
+tables (in-sample, leave-one-level-out, leave-one-deployment-out) and a `targets` block that compares
+the held-out figures with issue 13's targets. The document is `sizing calibrate --json`'s, plus the
+units of the terms, the sweeps and levels each deployment was fitted on, and the targets; floats are
+rounded to 6 significant digits and nothing in it depends on the clock, so the same sweeps give the
+same bytes. A deployment whose levels cannot identify its coefficients falls back to the pooled ones
+and says so (its `warning`); a missing manifest, a contradicting one or a NaN is an InputError naming
+the file, raised before anything is written.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from pathlib import Path
+from typing import Any
+
+from pipeline import io, params, paths
+from pipeline.errors import InputError
+from pipeline.layout import Layout
+
+SECTIONS = ("calibration", "curve")  # curve: only `source` (dvc.yaml tracks curve.source alone)
+CALIBRATION_JSON = "metrics/calibration.json"
+DIGITS = 6  # significant digits of every float in the document
+
+TERM_UNITS = {
+    "fixed_s": "b0: seconds per iteration",
+    "flops": "b1: x (FLOPs / peak FLOPS) seconds; 1 / MFU (roofline prior 1 / roofline.prefill_mfu)",
+    "weight_bytes": "b2: x (weight bytes / HBM bandwidth) seconds; 1 / bandwidth efficiency",
+    "kv_bytes": "b3: x (KV bytes read / HBM bandwidth) seconds; 1 / bandwidth efficiency",
+    "seqs": "b4: seconds per sequence in the batch",
+    "allreduce": "b5: x TP all-reduce seconds (bytes over link bandwidth + per-call latency)",
+    "request_overhead_s": "h: seconds per request outside the engine (HTTP, tokenization, client), on TTFT and E2E",
+}
+
+# issue 13, "How good it must be": median absolute relative error of the held-out predictions
+TARGETS: dict[str, dict[str, float]] = {
+    "leave_one_level_out": {"throughput": 0.05, "itl_mean": 0.05, "ttft": 0.10},
+    "leave_one_deployment_out": {"throughput": 0.15, "itl_mean": 0.15, "ttft": 0.15},
+}
+TARGET_NAMES = {"leave_one_level_out": "calibrated", "leave_one_deployment_out": "transferred"}
+
+
+def validated(sections: dict[str, Any]) -> dict[str, Any]:
+    """The stage's params sections, validated once (defaults filled in)."""
+    return {name: params.validate_section(name, sections.get(name)) for name in SECTIONS}
+
+
+def significant(value: Any, digits: int = DIGITS) -> Any:
+    """Floats rounded to `digits` significant digits, recursively (tiny coefficients such as b0 ~ 1e-6 survive)."""
+    if isinstance(value, dict):
+        return {k: significant(v, digits) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [significant(v, digits) for v in value]
+    if isinstance(value, float):
+        if not math.isfinite(value) or value == 0.0:
+            return value if math.isfinite(value) else None
+        return float(f"{value:.{digits}g}")
+    return value
+
+
+def _median(residuals: dict[str, Any], kind: str, metric: str) -> tuple[int, float | None]:
+    s = (residuals.get(kind) or {}).get(metric) or {}
+    n = int(s.get("n") or 0)
+    return n, (s.get("median_abs_rel") if n else None)
+
+
+def targets(pooled: dict[str, Any], per_deployment: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The held-out residuals against issue 13's targets: one row per (kind, metric, scope), pooled first.
+
+    `pooled` and each of `per_deployment` are residual tables (kind -> metric -> {n, median_abs_rel, ...}).
+    `met` is None where the kind was not measured (a single deployment has no leave-one-deployment-out).
+    """
+    rows = []
+    scopes = [("pooled", pooled), *sorted(per_deployment.items())]
+    for kind, metrics in TARGETS.items():
+        for metric, target in metrics.items():
+            for scope, res in scopes:
+                n, value = _median(res, kind, metric)
+                met = None if value is None else bool(value <= target)
+                rows.append(
+                    {
+                        "kind": kind,
+                        "basis": TARGET_NAMES[kind],
+                        "metric": metric,
+                        "scope": scope,
+                        "n": n,
+                        "median_abs_rel": value,
+                        "target_median_abs_rel": target,
+                        "met": met,
+                        "missed_by": None if met is not False else value - target,  # type: ignore[operator]
+                    }
+                )
+    return {
+        "source": "issue 13 'How good it must be': median absolute relative error, held out",
+        "met": sum(r["met"] is True for r in rows),
+        "missed": sum(r["met"] is False for r in rows),
+        "not_measured": sum(r["met"] is None for r in rows),
+        "rows": rows,
+    }
+
+
+def _relative(name: str, root: Path | None) -> str:
+    p = Path(name)
+    if root is not None and p.is_absolute() and p.is_relative_to(root):
+        return p.relative_to(root).as_posix()
+    return p.as_posix()
+
+
+def build(cal: Any, source: str, root: Path | None = None) -> dict[str, Any]:
+    """metrics/calibration.json from a `pipeline.sim.calibrate.Calibration` (pure: reads and writes nothing).
+
+    The Calibration's own document (`as_dict`, what `sizing calibrate --json` prints) with, per deployment,
+    the sweeps (folders) and the levels it was fitted on and its warnings; the units of the terms; the
+    source; and the targets block. Deployments in key order, floats to 6 significant digits.
+    """
+    doc = cal.as_dict()
+    levels = {ds.deployment.key: [_relative(lv.name, root) for lv in ds.levels] for ds in cal.sets}
+    deployments = []
+    for d in sorted(doc["deployments"], key=lambda d: d["key"]):
+        files = sorted(_relative(f, root) for f in d.get("files") or [])
+        deployments.append(
+            {
+                **d,
+                "files": files,
+                "sweeps": sorted({Path(f).parent.as_posix() for f in files}),
+                "levels_used": levels.get(d["key"], []),
+                "warnings": [d["warning"]] if d.get("warning") else [],
+            }
+        )
+    residuals = {d["key"]: d.get("residuals") or {} for d in deployments}
+    settings = dict(doc.get("settings") or {})
+    notes = []
+    if settings.get("lolo_passes") is not None and settings["lolo_passes"] <= 1:
+        notes.append(
+            "leave-one-level-out refits are step 1 (the NNLS on per-level aggregates) without the simulator "
+            "refinement (calibration.lolo_passes <= 1), for time; `sizing calibrate` refines them too"
+        )
+    out = {
+        **doc,
+        "source": source,
+        "settings": settings,
+        "term_units": TERM_UNITS,
+        "deployments": deployments,
+        "calibrated_deployments": sum(d["basis"] == "calibrated" for d in deployments),
+        "targets": targets((doc.get("pooled") or {}).get("residuals") or {}, residuals),
+        "notes": notes,
+    }
+    return significant(io.clean_json(out))
+
+
+def compute(sections: dict[str, Any], layout: Layout | None = None) -> dict[str, Any]:
+    """The document without writing anything: read and check every sweep, fit, measure the residuals."""
+    from pipeline.sim import calibrate
+
+    layout = layout or Layout(paths.ROOT)
+    sec = validated(sections)
+    source = sec["curve"]["source"]
+    folder = Path(source) if Path(source).is_absolute() else layout.root / source
+    if not folder.exists():
+        raise InputError(f"{source}: benchmarks folder not found (curve.source); put one folder per sweep there")
+    c = sec["calibration"]
+    # from the root: the sweeps' level names are root-relative (the same bytes in any checkout), and
+    # pipeline.sim.calibrate reopens a result file by that name for its per-request lengths
+    with contextlib.chdir(layout.root):
+        cal = calibrate.calibrate(
+            [folder], None, layout.root, max_nfev=int(c["refine_passes"]), lolo_nfev=int(c["lolo_passes"])
+        )
+    return build(cal, source, layout.root)
+
+
+def run(sections: dict[str, Any], layout: Layout | None = None) -> dict[str, Any]:
+    """The stage: compute, then write metrics/calibration.json atomically; returns the document."""
+    layout = layout or Layout(paths.ROOT)
+    doc = compute(sections, layout)
+    io.write_json(layout.metrics_json("calibration"), doc)
+    return doc
+
+
+def read(layout: Layout | None = None) -> dict[str, Any]:
+    """metrics/calibration.json as the stage wrote it (the notebook shows it; a missing file says to run dvc repro)."""
+    layout = layout or Layout(paths.ROOT)
+    return io.read_metrics(layout.root, ("calibration",))["calibration"]

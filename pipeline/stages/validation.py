@@ -1,0 +1,45 @@
+"""The validation stage (step 13): a production window against the benchmark -> metrics/validation.json."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pipeline import io, params, paths, validation
+from pipeline.layout import Layout
+
+
+def validated(sections: dict[str, Any]) -> dict[str, Any]:
+    """The stage's params sections, validated once (defaults filled in)."""
+    return {name: params.validate_section(name, sections.get(name)) for name in validation.SECTIONS}
+
+
+def run(sections: dict[str, Any], layout: Layout | None = None) -> dict[str, Any]:
+    """Compare the window (validation.source), write metrics/validation.json and production.parquet atomically."""
+    layout = layout or Layout(paths.ROOT)
+    sec = validated(sections)
+    result = validation.run(sec, layout.root, layout.production_parquet)
+    if result["inputs"]["log"] is None:  # scrapes only, or no window: the declared output exists all the same
+        validation.write_empty_production(layout.production_parquet)
+    if result["status"] == validation.COMPARED and not _under(Path(sec["validation"]["source"]), layout):
+        result["warnings"].append(
+            f"{sec['validation']['source']} is outside data/raw/, which dvc tracks for this stage: after changing "
+            "the window, rerun step 13 with `dvc repro -f -s validation`"
+        )
+    io.write_json(layout.validation_json, result)
+    return result
+
+
+def benchmark_levels(window: dict[str, Any], ttft_percentile: str | None, layout: Layout | None = None) -> Any:
+    """The chart's benchmark line (validation.benchmark_levels) from data/interim/curves.parquet; None without a percentile."""
+    import pyarrow.parquet as pq
+
+    if ttft_percentile is None:
+        return None
+    layout = layout or Layout(paths.ROOT)
+    return validation.benchmark_levels(window, ttft_percentile, pq.read_table(layout.curves_parquet).to_pandas())
+
+
+def _under(path: Path, layout: Layout) -> bool:
+    full = (path if path.is_absolute() else layout.root / path).resolve()
+    return full.is_relative_to(layout.raw.resolve())

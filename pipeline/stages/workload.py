@@ -1,0 +1,41 @@
+"""The workload stage (step 1): the traffic log (workload.source) -> data/interim/requests.parquet,
+metrics/workload.json and the step 1 plot data (requests/s over time, the length CDFs)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pipeline import io, params, paths, plots, traffic, workload
+from pipeline.layout import Layout
+
+SECTIONS = ("workload", "slo")
+
+
+def run(sections: dict[str, Any], layout: Layout | None = None, progress: bool = True) -> workload.StageResult:
+    """Ingest + validate + profile, then write requests.parquet, workload.json and the plots.
+
+    Both outputs are staged beside their targets and renamed only when everything succeeded.
+    """
+    layout = layout or Layout(paths.ROOT)
+    w = params.validate_section("workload", sections.get("workload"))
+    slo = params.validate_section("slo", sections.get("slo"))
+    settings = workload.ProfileSettings.from_params(w, slo)
+    source = traffic.open_source(w["source"], w["pattern"], layout.root)
+    with io.atomic_path(layout.requests_parquet, ".parquet") as staged:
+        ingested = traffic.ingest(
+            source,
+            staged,
+            fmt=w["format"],
+            columns=w["columns"],
+            timestamp_unit=w["timestamp_unit"],
+            max_failed_share=w["max_failed_share"],
+            max_span_days=w["max_span_days"],
+            chunk_rows=w["chunk_rows"],
+            memory_limit=w["memory_limit"],
+            progress=traffic.Progress(progress),
+        )
+        profile = workload.build_profile(ingested, staged, settings, layout.root)
+        charts = workload.chart_data(staged)
+        io.write_json(layout.workload_json, profile)
+        plots.write_workload(layout.root, charts, profile)  # dvc.yaml plots: requests/s over time, length CDFs
+    return workload.StageResult(profile, ingested, charts)
