@@ -143,4 +143,4 @@ def test_dvc_repro_from_a_fresh_shell_runs_the_stage_in_the_venv(bare_python: Pa
     (project / ".venv").symlink_to(PROJECT_VENV)
     proc = subprocess.run([dvc, "repro", "params"], cwd=project, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "Running stage 'params'" in proc.stdout and "> python3 -m pipeline.params" in proc.stdout
+    assert "Running stage 'params'" in proc.stdout and "> python3 -m pipeline.check_params" in proc.stdout
