@@ -103,18 +103,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
     source = traffic.open_source(wl_params["source"], wl_params["pattern"], Path.cwd())
     with tempfile.TemporaryDirectory(prefix="sizing-profile-") as tmp:
         req = Path(tmp) / "requests.parquet"
-        ingested = traffic.ingest(
-            source,
-            req,
-            fmt=wl_params["format"],
-            columns=wl_params["columns"],
-            timestamp_unit=wl_params["timestamp_unit"],
-            max_failed_share=wl_params["max_failed_share"],
-            max_span_days=wl_params["max_span_days"],
-            chunk_rows=wl_params["chunk_rows"],
-            memory_limit=wl_params["memory_limit"],
-            progress=traffic.Progress(not args.quiet),
-        )
+        ingested = traffic.ingest_with(source, req, wl_params, traffic.Progress(not args.quiet))
         profile = workload.build_profile(ingested, req, settings)
     sys.stdout.write(io.dumps(profile) if args.json else workload.describe(profile) + "\n")
     return 0

@@ -180,18 +180,7 @@ def detect(
     settings = workload.ProfileSettings.from_params(wl, slo)
     with tempfile.TemporaryDirectory(prefix="sizing-init-") as tmp:
         req = Path(tmp) / "requests.parquet"
-        ingested = traffic.ingest(
-            source,
-            req,
-            fmt=wl["format"],
-            columns=wl["columns"],
-            timestamp_unit=wl["timestamp_unit"],
-            max_failed_share=wl["max_failed_share"],
-            max_span_days=wl["max_span_days"],
-            chunk_rows=wl["chunk_rows"],
-            memory_limit=wl["memory_limit"],
-            progress=None,
-        )
+        ingested = traffic.ingest_with(source, req, wl, None)
         profile = workload.build_profile(ingested, req, settings, root)
     detected = Detected(source_param, layout.name, wl["columns"], unit, tier_column, profile)
     if note:

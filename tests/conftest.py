@@ -85,3 +85,27 @@ def catalog_model(name: str) -> Any:
     from pipeline import catalog
 
     return catalog.load_model(name, ROOT)
+
+
+def toy_step_cost(fixed_s: float = 0.01, per_token_s: float = 0.001):
+    """A hand-computable iteration cost for the simulator tests: t = fixed_s + per_token_s x tokens scheduled
+    (b0 = fixed_s, b1 = 1 on one FLOP per token over a 1/per_token_s peak; every other term is zero)."""
+    from pipeline.sim import cost
+
+    return cost.StepCost(
+        linear_flops_per_token=1.0,
+        attn_flops_full_per_pair=0.0,
+        attn_flops_sliding_per_pair=0.0,
+        peak_flops=1.0 / per_token_s,
+        dense_weight_bytes=0.0,
+        routed_weight_bytes=0.0,
+        expert_share=0.0,
+        kv_full_bytes_per_token=0.0,
+        kv_sliding_bytes_per_token=0.0,
+        hbm_bw=1.0,
+        allreduce_bytes_per_token=0.0,
+        link_bw=0.0,
+        allreduce_latency_s=0.0,
+        window=cost.BIG_WINDOW,
+        coeffs=cost.Coefficients((fixed_s, 1.0, 1.0, 1.0, 0.0, 0.0)),
+    )

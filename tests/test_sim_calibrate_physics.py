@@ -13,27 +13,9 @@ from pipeline import catalog
 from pipeline.sim import calibrate as C
 from pipeline.sim import cost as K
 from pipeline.sim.engine import Trace
+from tests.conftest import toy_step_cost
 
-
-def toy(fixed_s: float = 0.01, per_token_s: float = 0.001) -> K.StepCost:
-    """t = fixed_s + per_token_s x tokens (b0 = fixed_s, b1 = 1 on 1 FLOP per token over a 1/per_token_s peak)."""
-    return K.StepCost(
-        linear_flops_per_token=1.0,
-        attn_flops_full_per_pair=0.0,
-        attn_flops_sliding_per_pair=0.0,
-        peak_flops=1.0 / per_token_s,
-        dense_weight_bytes=0.0,
-        routed_weight_bytes=0.0,
-        expert_share=0.0,
-        kv_full_bytes_per_token=0.0,
-        kv_sliding_bytes_per_token=0.0,
-        hbm_bw=1.0,
-        allreduce_bytes_per_token=0.0,
-        link_bw=0.0,
-        allreduce_latency_s=0.0,
-        window=K.BIG_WINDOW,
-        coeffs=K.Coefficients((fixed_s, 1.0, 1.0, 1.0, 0.0, 0.0)),
-    )
+toy = toy_step_cost  # t = fixed_s + per_token_s x tokens (tests/conftest.py)
 
 
 def level(**over: object) -> C.LevelData:

@@ -125,18 +125,7 @@ def _ingest(log: str, work: Path, params_path: Path | None) -> Path:
     wl = params.validate_section("workload", {**wl, "source": log, "pattern": None})
     source = traffic.open_source(wl["source"], wl["pattern"], Path.cwd())
     out = work / "requests.parquet"
-    traffic.ingest(
-        source,
-        out,
-        fmt=wl["format"],
-        columns=wl["columns"],
-        timestamp_unit=wl["timestamp_unit"],
-        max_failed_share=wl["max_failed_share"],
-        max_span_days=wl["max_span_days"],
-        chunk_rows=wl["chunk_rows"],
-        memory_limit=wl["memory_limit"],
-        progress=traffic.Progress(False),
-    )
+    traffic.ingest_with(source, out, wl, traffic.Progress(False))
     return out
 
 

@@ -22,18 +22,7 @@ def run(sections: dict[str, Any], layout: Layout | None = None, progress: bool =
     settings = workload.ProfileSettings.from_params(w, slo)
     source = traffic.open_source(w["source"], w["pattern"], layout.root)
     with io.atomic_path(layout.requests_parquet, ".parquet") as staged:
-        ingested = traffic.ingest(
-            source,
-            staged,
-            fmt=w["format"],
-            columns=w["columns"],
-            timestamp_unit=w["timestamp_unit"],
-            max_failed_share=w["max_failed_share"],
-            max_span_days=w["max_span_days"],
-            chunk_rows=w["chunk_rows"],
-            memory_limit=w["memory_limit"],
-            progress=traffic.Progress(progress),
-        )
+        ingested = traffic.ingest_with(source, staged, w, traffic.Progress(progress))
         profile = workload.build_profile(ingested, staged, settings, layout.root)
         charts = workload.chart_data(staged)
         io.write_json(layout.workload_json, profile)

@@ -512,6 +512,26 @@ def open_source(source: str, pattern: str | None = None, root: Path | None = Non
     return sources.resolve(source, pattern, root)
 
 
+def ingest_with(
+    source: Source, out_path: Path, workload: dict[str, Any], progress: Callable[..., None] | None = None
+) -> Ingested:
+    """`ingest` with the settings of a validated `workload` params section (the stage, the CLI, init and the
+    simulator's trace loader all read a log the same way)."""
+    w = workload
+    return ingest(
+        source,
+        out_path,
+        fmt=w["format"],
+        columns=w["columns"],
+        timestamp_unit=w["timestamp_unit"],
+        max_failed_share=w["max_failed_share"],
+        max_span_days=w["max_span_days"],
+        chunk_rows=w["chunk_rows"],
+        memory_limit=w["memory_limit"],
+        progress=progress,
+    )
+
+
 def ingest(
     source: Source,
     out_path: Path,
