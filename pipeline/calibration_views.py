@@ -109,3 +109,32 @@ def sentence(doc: dict[str, Any]) -> str:
         f"{t['met'] + t['missed']} measured targets are met."
     )
     return text
+
+
+METRIC_LABELS = {"throughput": "throughput", "itl_mean": "mean ITL", "ttft": "TTFT (tail)", "ttft_p50": "TTFT p50"}
+CLIP_PCT = 200.0
+
+
+def level_residuals_frame(doc: dict[str, Any]) -> pd.DataFrame:
+    """One row per deployment, level, metric and kind: the residual (%), clipped at +-CLIP_PCT for the chart
+    (`clipped` says which), sorted so the chart data is byte-stable."""
+    rows = []
+    for d in doc["deployments"]:
+        for lv in d.get("level_residuals") or []:
+            for kind, label in KIND_LABELS.items():
+                for metric, v in (lv.get(kind) or {}).items():
+                    if v is None or metric not in METRIC_LABELS:
+                        continue
+                    pct = 100.0 * v
+                    rows.append(
+                        {
+                            "deployment": d["key"],
+                            "level": lv["level"].rsplit("/", 1)[-1],
+                            "metric": METRIC_LABELS[metric],
+                            "kind": label,
+                            "error_pct": round(max(-CLIP_PCT, min(CLIP_PCT, pct)), 2),
+                            "clipped": abs(pct) > CLIP_PCT,
+                        }
+                    )
+    cols = ["deployment", "level", "metric", "kind", "error_pct", "clipped"]
+    return pd.DataFrame(rows, columns=cols).sort_values(cols[:4], kind="stable").reset_index(drop=True)

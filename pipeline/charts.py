@@ -330,6 +330,30 @@ def cost_by_candidate(table: pd.DataFrame, chosen: str) -> alt.Chart:
     )
 
 
+def calibration_residuals(data: pd.DataFrame, clip_pct: float) -> alt.Chart:
+    """Predicted / measured - 1 per level (points), per metric (rows) and deployment (columns), coloured by
+    in-sample / leave-one-level-out / leave-one-deployment-out; 0 and the +-5% / +-15% bands as rules."""
+    base = alt.Chart().encode(  # no data of its own: the facet's rows, split per deployment
+        x=alt.X("error_pct:Q", title=f"predicted / measured - 1 (%, clipped at +-{clip_pct:g})"),
+        y=alt.Y("metric:N", title=None),
+    )
+    points = base.mark_point(filled=True, opacity=0.7, size=40).encode(
+        color=alt.Color("kind:N", title=None, legend=alt.Legend(orient="bottom")),
+        shape=alt.Shape("kind:N", title=None),
+        tooltip=["deployment", "level", "metric", "kind", alt.Tooltip("error_pct:Q", format="+.1f"), "clipped"],
+    )
+    bands = (
+        alt.Chart(pd.DataFrame({"x": [-15.0, -5.0, 0.0, 5.0, 15.0]}))
+        .mark_rule(color=GREY, strokeDash=[2, 3])
+        .encode(x="x:Q")
+    )
+    return (
+        alt.layer(bands, points)
+        .properties(width=260, height=110)
+        .facet(column=alt.Column("deployment:N", title=None, header=alt.Header(labelLimit=260)), data=data)
+    )
+
+
 def utilization(data: pd.DataFrame, trap_below: float) -> alt.Chart:
     """Hourly utilization of the static and the scheduled fleet, with the utilization-trap line."""
     lines = (

@@ -156,7 +156,7 @@ def test_every_chart_reaches_its_report_as_svg(project):
         charted += bool(svgs)
     finance = (project / "reports" / "finance.html").read_text()
     assert len(_svg_charts(finance)) == 5  # pooled vs routed, cost by candidate, a schedule per fleet (2), utilization
-    assert charted == 15  # every step's report and both finance pages carry a chart; 07b (calibration) is tables only
+    assert charted == 16  # every step's report and both finance pages carry a chart
 
 
 def test_report_is_self_contained_and_offline(project):

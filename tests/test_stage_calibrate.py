@@ -168,3 +168,59 @@ def test_sizing_calibrate_json_prints_the_stage_document(project: Path, doc: dic
     monkeypatch.chdir(project)
     assert cli.main(["calibrate", "data/raw/benchmarks", "--json", "--refine-passes", "2", "--lolo-passes", "0"]) == 0
     assert json.loads(capsys.readouterr().out) == doc
+
+
+def test_level_residuals_frame_for_the_chart_by_hand() -> None:
+    """Two levels of one deployment: residuals become percentages, +-200% clips (and says so), rows are sorted."""
+    from pipeline import calibration_views as views
+
+    doc = {
+        "deployments": [
+            {
+                "key": "M/G/tp1",
+                "level_residuals": [
+                    {
+                        "level": "sweeps/a/vllm-8concurrency.json (c 8)",
+                        "in_sample": {"throughput": 0.0123, "ttft": 3.5},
+                        "leave_one_level_out": {"throughput": -0.05, "itl_mean": None},
+                    },
+                    {"level": "sweeps/a/vllm-1concurrency.json (c 1)", "in_sample": {"itl_mean": -0.1}},
+                ],
+            }
+        ]
+    }
+    f = views.level_residuals_frame(doc)
+    assert f.to_dict("records") == [
+        {
+            "deployment": "M/G/tp1",
+            "level": "vllm-1concurrency.json (c 1)",
+            "metric": "mean ITL",
+            "kind": "in-sample",
+            "error_pct": -10.0,
+            "clipped": False,
+        },
+        {
+            "deployment": "M/G/tp1",
+            "level": "vllm-8concurrency.json (c 8)",
+            "metric": "TTFT (tail)",
+            "kind": "in-sample",
+            "error_pct": 200.0,
+            "clipped": True,
+        },
+        {
+            "deployment": "M/G/tp1",
+            "level": "vllm-8concurrency.json (c 8)",
+            "metric": "throughput",
+            "kind": "in-sample",
+            "error_pct": 1.23,
+            "clipped": False,
+        },
+        {
+            "deployment": "M/G/tp1",
+            "level": "vllm-8concurrency.json (c 8)",
+            "metric": "throughput",
+            "kind": "leave one level out",
+            "error_pct": -5.0,
+            "clipped": False,
+        },
+    ]
