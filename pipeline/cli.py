@@ -340,6 +340,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from pipeline import io
     from pipeline.sim import calibrate
 
+    if args.engine is not None and args.engine.lower() not in calibrate.ENGINE_DEFAULTS:
+        raise InputError(
+            f"--engine {args.engine!r}: unknown engine; expected one of {', '.join(calibrate.ENGINE_DEFAULTS)}"
+        )
     pred = calibrate.predict(
         args.model,
         args.gpu,

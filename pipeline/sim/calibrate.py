@@ -1711,15 +1711,22 @@ def predict(
     return {"basis": basis, "deployment": deployment, "levels": levels, "calibration": calib}
 
 
+def _summary_ms(stats: dict[str, Any]) -> dict[str, float | None]:
+    """A SimResult.summary() latency block (already in ms) in the shape of _stats_ms."""
+    return {k: (None if stats.get(k) is None else round(float(stats[k]), 6)) for k in ("mean", "p50", "p95", "p99")}
+
+
 def _level_out(load: dict[str, Any], res: Any, h: float, closed: bool) -> dict[str, Any]:
     s = res.summary()
     e2e = float(np.mean(res.e2e_s)) if len(res.e2e_s) else math.nan
     scale = e2e / (e2e + h) if closed and e2e > 0 else 1.0
-    gaps = res.itl_gaps_s if res.itl_gaps_s is not None else res.itl_mean_s
+    itl = (
+        _stats_ms(np.asarray(res.itl_gaps_s)) if res.itl_gaps_s is not None else _summary_ms(s["itl_ms"])
+    )  # every inter-token gap; beyond the exact buffer, the simulator's gap histogram (never per-request means)
     return {
         **load,
         "ttft_ms": _stats_ms(res.ttft_s, h),
-        "itl_ms": _stats_ms(np.asarray(gaps)),
+        "itl_ms": itl,
         "e2e_ms": _stats_ms(res.e2e_s, h),
         "rps": round(float(s["rps"] or 0.0) * scale, 6),
         "output_tokens_per_s": round(float(s["output_tokens_per_s"] or 0.0) * scale, 6),

@@ -295,6 +295,9 @@ def for_deployment(
     """The step cost of a stated deployment (a manifest), or why the hardware rules refuse it."""
     from pipeline import parallelism, quantization
 
+    problem = parallelism.tp_problem(model, tp)  # vLLM refuses a TP that does not divide the heads
+    if problem is not None:
+        return problem
     compat = quantization.check(gpu, weights, kv)
     if not compat.allowed:
         return "; ".join(compat.reasons)

@@ -110,10 +110,11 @@ def slo_figures(result: Any, slo: dict[str, Any]) -> dict[str, Any]:
     tpot_ms = result.itl_mean_s * 1e3
     ok_ttft = ttft_ms <= ttft_slo if ttft_slo is not None else np.ones(len(ttft_ms), bool)
     ok_itl = ~(tpot_ms > itl_slo) if itl_slo is not None else np.ones(len(ttft_ms), bool)  # NaN (1 token) passes
-    n = max(len(ttft_ms), 1)
+    rejected = int(getattr(result, "rejected", 0) or 0)  # never served (longer than the KV cache): a miss each
+    n = max(len(ttft_ms) + rejected, 1)
     p99_ttft = s["ttft_ms"]["p99"]
     p99_itl = s["itl_ms"]["p99"]
-    met = p99_ttft is not None and (ttft_slo is None or p99_ttft <= ttft_slo)
+    met = rejected == 0 and p99_ttft is not None and (ttft_slo is None or p99_ttft <= ttft_slo)
     met = met and (itl_slo is None or (p99_itl is not None and p99_itl <= itl_slo))
     return {
         "ttft_p99_ms": ttft_slo,

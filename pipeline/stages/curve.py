@@ -54,11 +54,13 @@ def run(sections: dict[str, Any], layout: Layout | None = None) -> final_curve.C
     layout = layout or Layout(paths.ROOT)
     sec = validated(sections)
     result = compute(sec, layout)
-    write_table(layout.curves_parquet, result.table)
-    io.write_json(layout.operating_point_json, result.metrics())
     slo = {"ttft_p99_ms": result.settings.ttft_p99_ms, "itl_p99_ms": result.settings.itl_p99_ms}
-    overlays = final_curve.overlays(result, sec, layout.root)
-    plots.write_curve(layout.root, plots.latency_vs_load(result.table, overlays, slo))
+    overlays = final_curve.overlays(result, sec, layout.root)  # everything that can fail, before the first write
+    plot_data = plots.latency_vs_load(result.table, overlays, slo)
+    document = result.metrics()
+    write_table(layout.curves_parquet, result.table)
+    io.write_json(layout.operating_point_json, document)
+    plots.write_curve(layout.root, plot_data)
     return result
 
 

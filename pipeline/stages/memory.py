@@ -43,8 +43,9 @@ def run(sections: dict[str, Any], layout: Layout | None = None) -> candidates.Pl
     result = candidates.plan(
         prof, sec, catalog.load_gpus(layout.root), lambda name: catalog.load_model(name, layout.root)
     )
-    io.write_json(layout.memory_json, result.metrics())
-    write_curve(layout.predicted_curve_parquet, result.curve_rows())
+    document, rows = result.metrics(), result.curve_rows()  # both computed before the first write
+    io.write_json(layout.memory_json, document)
+    write_curve(layout.predicted_curve_parquet, rows)
     return result
 
 

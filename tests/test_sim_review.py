@@ -1,0 +1,59 @@
+"""Regression tests for the review of the engine model: each failed on the code before its fix."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pipeline import catalog
+from pipeline.sim import calibrate, cost, engine, replay
+from tests.conftest import toy_step_cost
+
+
+def test_a_tp_vllm_refuses_is_refused_by_the_engine_model():
+    """TP 3 does not divide Llama-3.1-70B's 64 heads: vLLM will not start it, so no curve is predicted."""
+    h100 = catalog.load_gpus()["H100-SXM"]
+    why = cost.for_deployment(catalog.load_model("Llama-3.1-70B"), h100, "fp8", "fp8", 3)
+    assert isinstance(why, str) and "TP 3 does not divide the 64 attention heads" in why
+    assert not isinstance(cost.for_deployment(catalog.load_model("Llama-3.1-70B"), h100, "fp8", "fp8", 4), str)
+
+
+def test_interval_bounds_by_hand():
+    """Residual = predicted / measured - 1 with p10 -10%, p90 +20%: measured lies in [v / 1.2, v / 0.9]."""
+    res = {"throughput": {"n": 5, "p10_rel": -0.1, "p90_rel": 0.2}}
+    level = {"output_tokens_per_s": 120.0, "itl_ms": {"mean": 10.0}, "ttft_ms": {"p99": 100.0}}
+    band = calibrate._interval(level, res, "test")["output_tokens_per_s"]
+    assert band == {"low": 100.0, "high": pytest.approx(133.333333), "n": 5}
+    assert band["low"] <= 120.0 <= band["high"]
+
+
+def test_itl_percentiles_beyond_the_exact_gap_buffer_come_from_the_gap_histogram(monkeypatch):
+    """Past MAX_EXACT_GAPS the level's ITL is the gap histogram's, not per-request means (which hide the tail)."""
+    cfg = engine.EngineConfig(max_num_seqs=8, max_num_batched_tokens=64, kv_blocks=10**6)
+    ins = np.array([60, 8, 8, 8], dtype=np.int64)
+    outs = np.array([4, 40, 40, 40], dtype=np.int64)
+    exact = engine.simulate_closed(toy_step_cost(), cfg, ins, outs, concurrency=4, requests=40)
+    monkeypatch.setattr(engine, "MAX_EXACT_GAPS", 0)
+    hist = engine.simulate_closed(toy_step_cost(), cfg, ins, outs, concurrency=4, requests=40)
+    assert exact.itl_gaps_s is not None and hist.itl_gaps_s is None
+    want = float(np.percentile(exact.itl_gaps_s, 99)) * 1e3  # every gap, exactly
+    got = calibrate._level_out({"concurrency": 4}, hist, 0.0, True)["itl_ms"]["p99"]
+    per_request = float(np.nanpercentile(hist.itl_mean_s, 99)) * 1e3
+    assert got == pytest.approx(want, rel=0.01)  # the histogram's bins are <= 0.39% wide
+    assert abs(per_request - want) > abs(got - want)
+
+
+def test_a_request_the_fleet_never_serves_is_an_slo_miss():
+    """One of four requests needs more KV than the engine has: it is rejected, counted as a miss, and the SLO
+    is not met even though every served request was fast."""
+    cfg = engine.EngineConfig(max_num_seqs=8, max_num_batched_tokens=64, block_size=16, kv_blocks=4)
+    trace = engine.Trace(
+        arrival_s=np.array([0.0, 1.0, 2.0, 3.0]),
+        input_tokens=np.array([10, 10, 500, 10], dtype=np.int64),
+        output_tokens=np.array([2, 2, 2, 2], dtype=np.int64),
+    )
+    res = engine.simulate_open(toy_step_cost(), cfg, trace)
+    assert res.rejected == 1
+    slo = replay.slo_figures(res, {"ttft_p99_ms": 10_000.0, "itl_p99_ms": 10_000.0})
+    assert slo["met"] is False
+    assert slo["attainment"] == pytest.approx(3 / 4)
