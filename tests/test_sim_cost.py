@@ -111,7 +111,7 @@ def test_moe_touched_share_and_tp_allreduce(h100):
     s70 = cost.for_deployment(catalog.load_model("Llama-3.1-70B"), h100, "fp8", "fp8", 4)
     # 2 all-reduces per layer x 80 layers x hidden 8192 x 2 B x ring 2(4-1)/4 = 3,932,160 B per token.
     assert s70.allreduce_bytes_per_token == 2 * 80 * 8192 * 2 * 1.5
-    assert s70.link_bw == 900e9
+    assert s70.link_bw == 450e9  # NVLink 4: 900 GB/s both directions, 450 each way
     assert s70.allreduce_latency_s == pytest.approx(2 * 80 * cost.ALLREDUCE_LATENCY_S["fast"])
 
 

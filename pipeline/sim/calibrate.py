@@ -1521,7 +1521,8 @@ def calibrate(
 # ------------------------------------------------------------------------------------------- predict
 
 PREDICT_CLOSED_REQUESTS = 10
-"""Closed loop: measured requests per concurrent slot (at least 200), after one slot's worth of warm-up."""
+"""Closed loop: measured requests per concurrent slot (at least 200). No warm-up: every slot starts at t = 0, as
+`vllm bench serve --max-concurrency` measures it, so TTFT p99 includes that start-up burst."""
 PREDICT_OPEN_SECONDS = 300.0
 """Open loop: requests of this many seconds at the rate (500 to 5,000 requests)."""
 MAX_LOG_LENGTHS = 4096
@@ -1589,7 +1590,7 @@ def predict(
     lengths_from: str | Path | None = None,
     engine: str | None = None,
     params_path: Path | None = None,
-    lolo_nfev: int = 8,
+    lolo_nfev: int = LOLO_NFEV,
 ) -> dict[str, Any]:
     """`sizing predict`: the deployment's curve at the given loads through the simulator, with the basis
     (calibrated / transferred / roofline), the coefficients and the prediction interval of that basis."""

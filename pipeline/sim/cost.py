@@ -13,7 +13,7 @@ One engine iteration takes
 - B: HBM bandwidth per GPU;
 - n: sequences in the batch;
 - A: TP all-reduce seconds: 2 all-reduces per layer, each moving 2(TP-1)/TP x hidden x 2 B
-  per token over the link, plus a per-call latency.
+  per token over the link (per direction: half the datasheet figure), plus a per-call latency.
 
 The physics (F, P, W, K, B, A) come from the model config, the GPU and the deployment: the
 `StepCost` constants. The coefficients b come from calibration (pipeline/sim/calibrate.py);
@@ -85,7 +85,7 @@ class StepCost:
     kv_sliding_bytes_per_token: float  # per GPU, the window-capped layers
     hbm_bw: float  # bytes/s per GPU
     allreduce_bytes_per_token: float  # bytes over the link per scheduled token (all layers, ring factor)
-    link_bw: float  # bytes/s per GPU on the TP fabric
+    link_bw: float  # bytes/s per GPU and direction on the TP fabric (half the datasheet's bidirectional figure)
     allreduce_latency_s: float  # per iteration: calls x per-call latency (0 at TP 1)
     window: int  # sliding window in tokens (BIG_WINDOW when none)
     coeffs: Coefficients = field(default_factory=Coefficients.prior)
@@ -216,7 +216,7 @@ def step_cost(
         ring = 2.0 * (tp - 1) / tp
         ar_bytes = 2 * model.layers * model.hidden * 2.0 * ring
         ar_latency = 2 * model.layers * ALLREDUCE_LATENCY_S["fast" if fast else "pcie"]
-        link = link_gbs * 1e9
+        link = link_gbs * 1e9 / 2  # datasheet NVLink/PCIe figures are both directions; a ring step uses one
     else:
         ar_bytes, ar_latency, link = 0.0, 0.0, 0.0
     return StepCost(
