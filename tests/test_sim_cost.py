@@ -9,8 +9,6 @@ vocab 128256, untied embeddings. Parameters: attention 32 x (2 x 4096^2 + 2 x 40
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pytest
 
@@ -119,8 +117,3 @@ def test_hardware_refusal_is_a_reason():
     a100 = catalog.load_gpus()["A100-80GB"]
     why = cost.for_deployment(catalog.load_model("Llama-3.1-8B"), a100, "fp8", "bf16", 1)
     assert isinstance(why, str) and "FP8" in why
-
-
-def test_finite_positive():
-    assert cost.is_finite_positive(1.5) and not cost.is_finite_positive(math.nan)
-    assert not cost.is_finite_positive(0) and not cost.is_finite_positive(math.inf)

@@ -29,7 +29,6 @@ calls once per iteration; `StepCost.terms` is the same arithmetic in numpy for c
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
@@ -37,7 +36,7 @@ import numpy as np
 from numba import njit
 
 from pipeline.catalog import GPU, Model
-from pipeline.memory import engine_weight_bytes, kv_shape
+from pipeline.memory import engine_weight_bytes, kv_shape, routed_expert_bytes
 
 TERMS = ("fixed_s", "flops", "weight_bytes", "kv_bytes", "seqs", "allreduce")
 """The six terms of the iteration time, in the order of the coefficient vector b."""
@@ -204,10 +203,8 @@ def step_cost(
     routed = 0.0
     share = 0.0
     if model.is_moe and model.num_experts:
-        stripped = replace(model, params=replace(model.params, routed_experts=0, routed_experts_active=0))
-        dense = engine_weight_bytes(stripped, weight_dtype, tp, pp, ep) * pp
-        routed = weights - dense
-        weights = dense
+        routed = routed_expert_bytes(model, weight_dtype, tp, pp, ep) * pp  # the share a batch touches varies
+        weights -= routed
         share = model.experts_per_token / model.num_experts
     shape = kv_shape(model, kv_dtype, tp, 1)
     fast = gpu.interconnect in FAST_FABRICS and tp <= gpu.nvlink_domain
@@ -303,8 +300,3 @@ def for_deployment(
         return "; ".join(compat.reasons)
     ep = parallelism.expert_parallel(model, tp)
     return step_cost(model, gpu, weights, kv, compat.compute, tp, pp, ep, coeffs)
-
-
-def is_finite_positive(x: float) -> bool:
-    """True for a finite number > 0 (the checks every measured field passes before a fit)."""
-    return isinstance(x, int | float) and math.isfinite(x) and x > 0

@@ -517,17 +517,16 @@ def ingest_with(
 ) -> Ingested:
     """`ingest` with the settings of a validated `workload` params section (the stage, the CLI, init and the
     simulator's trace loader all read a log the same way)."""
-    w = workload
     return ingest(
         source,
         out_path,
-        fmt=w["format"],
-        columns=w["columns"],
-        timestamp_unit=w["timestamp_unit"],
-        max_failed_share=w["max_failed_share"],
-        max_span_days=w["max_span_days"],
-        chunk_rows=w["chunk_rows"],
-        memory_limit=w["memory_limit"],
+        fmt=workload["format"],
+        columns=workload["columns"],
+        timestamp_unit=workload["timestamp_unit"],
+        max_failed_share=workload["max_failed_share"],
+        max_span_days=workload["max_span_days"],
+        chunk_rows=workload["chunk_rows"],
+        memory_limit=workload["memory_limit"],
         progress=progress,
     )
 
