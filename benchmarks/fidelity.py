@@ -2,6 +2,14 @@
 
     .venv/bin/python benchmarks/fidelity.py [--json] [--nfev N] [--lolo-nfev N] [--only NAME ...]
                                             [--fixtures PATH] [--render RESULT.json] [--levels]
+                                            [--form additive|overlap|overlap-phase] [--no-lolo-warm]
+                                            [--pool step1|median-of-fits] [--refine-pool]
+
+`--form` runs every fit, the prior and the simulator in another iteration-time form (pipeline/sim/cost.py
+STEP_FORMS; default cost.STEP_FORM), `--no-lolo-warm` starts the LOLO refits from their own step 1 only: both for
+before/after comparisons. `--pool` makes the pooled fit another way (calibrate.POOLS; default calibrate.POOL)
+and `--refine-pool` refines the step-1 pool through the simulator (calibrate.refine_pooled, ~4x the time).
+`--only NAME ...` runs a subset (with the dev deployment a check deployment names).
 
 Loads every deployment of benchmarks/fidelity/deployments.yaml: the real benchmark fixtures of
 ../shared/fixtures/benchmarks (read in place, with the manifests in benchmarks/fidelity/manifests/) and the
@@ -503,7 +511,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     cal = None
     t1 = time.perf_counter()
     if dev:
-        cal = calibrate.calibrate_sets([e.ds for e in dev], args.nfev, args.lolo_nfev)
+        cal = calibrate.calibrate_sets(
+            [e.ds for e in dev],
+            args.nfev,
+            args.lolo_nfev,
+            lolo_warm=not getattr(args, "no_lolo_warm", False),
+            pool=getattr(args, "pool", None) or calibrate.POOL,
+            refine_pool=bool(getattr(args, "refine_pool", False)),
+        )
         for e in dev:
             for mine, theirs in zip(per_level[e.name], cal.level_residuals[e.ds.deployment.key], strict=True):
                 for kind in ("in_sample", "leave_one_level_out", "leave_one_deployment_out"):
@@ -550,6 +565,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 "basis": fit.basis if fit is not None else None,
                 "warning": fit.warning if fit is not None else None,
                 "theta": [float(v) for v in fit.theta] if fit is not None else None,
+                "fit_seconds": cal.seconds.get(e.ds.deployment.key) if fit is not None and cal is not None else None,
                 "notes": e.notes,
                 "excluded_levels": e.excluded,
                 "figures": figures(per_level[e.name]),
@@ -560,8 +576,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "dev": figures([r for e in dev for r in per_level[e.name]]),
         "holdout": figures([r for e in others if e.role == "holdout" for r in per_level[e.name]]),
     }
+    from pipeline.sim import cost
+
     return {
         "ablate": sorted(ablate),
+        "form": cost.STEP_FORM,
+        "lolo_warm": not getattr(args, "no_lolo_warm", False),
+        "pool": (cal.settings.get("pool") if cal is not None else None),
+        "refine_pool": bool(getattr(args, "refine_pool", False)),
         "nfev": args.nfev,
         "lolo_nfev": args.lolo_nfev,
         "targets": {KIND_LABEL[k]: v for k, v in TARGETS.items()},
@@ -604,7 +626,10 @@ def render(result: dict[str, Any], levels: bool = False) -> str:
     """The plain-text table (with every level's residuals when `levels`)."""
     lines = [
         f"engine-model fidelity (simulator replay; refinement nfev {result['nfev']}, LOLO nfev "
-        f"{result['lolo_nfev']}; ablated: {', '.join(result.get('ablate') or []) or 'nothing'}); error = predicted / measured - 1 per level; |e| = median absolute, e = median signed",
+        f"{result['lolo_nfev']}; step form {result.get('form', 'additive')}; LOLO warm start "
+        f"{'on' if result.get('lolo_warm') else 'off'}; pool {result.get('pool') or 'step1'}"
+        f"{' refined' if result.get('refine_pool') else ''}; ablated: {', '.join(result.get('ablate') or []) or 'nothing'}); "
+        "error = predicted / measured - 1 per level; |e| = median absolute, e = median signed",
         "figures: roofline = prior coefficients; in-sample / LOLO = the deployment's own fit (LOLO refitted without "
         "the level); LODO / transferred = pooled fit without the deployment; calibrated* = the fit of the same "
         "deployment's other sweep (role check)",
@@ -635,6 +660,7 @@ def render(result: dict[str, Any], levels: bool = False) -> str:
                 f"  basis {d['basis']}; b0..b5 = "
                 + ", ".join(f"{v:.3g}" for v in d["theta"][:6])
                 + f"; request overhead {1e3 * d['theta'][6]:.1f} ms"
+                + (f"; fitted in {d['fit_seconds']:.2f} s" if d.get("fit_seconds") is not None else "")
             )
         if d["warning"]:
             lines.append(f"  warning: {d['warning']}")
@@ -687,6 +713,21 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only", nargs="+", metavar="NAME", help="only these registry deployments")
     ap.add_argument("--fixtures", default=str(FIXTURES), help="the shared benchmark fixtures folder")
     ap.add_argument(
+        "--form",
+        default=None,
+        help="the iteration-time form (pipeline/sim/cost.py STEP_FORMS; default cost.STEP_FORM): fits, prior and "
+        "simulator all use it",
+    )
+    ap.add_argument(
+        "--no-lolo-warm",
+        action="store_true",
+        help="leave-one-level-out refits start from their own step 1 only (calibrate.LOLO_WARM off)",
+    )
+    ap.add_argument("--pool", default=None, help="how the pooled fit is made (calibrate.POOLS; default calibrate.POOL)")
+    ap.add_argument(
+        "--refine-pool", action="store_true", help="refine the step-1 pool through the simulator (~4x the time)"
+    )
+    ap.add_argument(
         "--ablate",
         nargs="+",
         default=[],
@@ -704,6 +745,16 @@ def main(argv: list[str] | None = None) -> int:
             f"error: pipeline/sim/calibrate.py is not importable ({exc}); the fidelity benchmark uses its fits",
             file=sys.stderr,
         )
+        return 1
+    from pipeline.sim import cost
+
+    if args.form is not None:
+        if args.form not in cost.STEP_FORMS:
+            print(f"error: --form = {args.form!r}; allowed: {', '.join(cost.STEP_FORMS)}", file=sys.stderr)
+            return 1
+        cost.STEP_FORM = args.form
+    if args.pool is not None and args.pool not in calibrate.POOLS:
+        print(f"error: --pool = {args.pool!r}; allowed: {', '.join(calibrate.POOLS)}", file=sys.stderr)
         return 1
     if args.nfev is None:
         args.nfev = calibrate.REFINE_NFEV

@@ -12,12 +12,12 @@ import json
 import math
 import shutil
 import subprocess
-import sys
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
+from forkrun import run_module
 
 from pipeline import catalog
 from pipeline.errors import InputError
@@ -120,26 +120,52 @@ def sweeps(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def sizing(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "pipeline.cli", *args], capture_output=True, text=True, cwd=ROOT, timeout=600
-    )
+    """`python -m pipeline.cli ARGS` in a real child process (forked from a warm interpreter: tests/forkrun.py)."""
+    return run_module(["pipeline.cli", *args], ROOT, timeout=600)
 
 
 # ------------------------------------------------------------------------------------------------ fitting
 
 
-def test_fit_recovers_the_coefficients_the_simulator_generated(sweeps: Path) -> None:
-    cal = C.calibrate([sweeps / "full"], lodo=False, lolo=False)
+def _check_recovered(cal: C.Calibration, b3_rel: float) -> None:
     (ds,) = cal.sets
     fit = cal.fits[ds.deployment.key]
     assert fit.basis == "calibrated" and fit.warning is None
     # identified terms (TP1: no all-reduce; the generated b0 and b4 are 0 and stay ~0)
-    for k in (1, 2, 3):
+    for k in (1, 2):
         assert fit.theta[k] == pytest.approx(TRUE_B[k], rel=0.05), (k, fit.theta)
+    assert fit.theta[3] == pytest.approx(TRUE_B[3], rel=b3_rel), fit.theta
     assert fit.theta[6] == pytest.approx(TRUE_H, rel=0.05)
     assert fit.theta[0] < 1e-5 and fit.theta[4] < 1e-5
+    # every level's context is about the same (inputs 100..2000, outputs 50..400), so the KV bytes read are nearly
+    # proportional to the batch: the sweep identifies b3 K/B + b4 n at each decode batch, tightly
+    for lv in ds.levels:
+        if not lv.itl_s:
+            continue
+        n = lv.decode_batch(ds.limits)
+        k_s = ds.cost.kv_full_bytes_per_token * n * (lv.input_mean + lv.output_mean / 2) / ds.cost.hbm_bw
+        assert fit.theta[3] * k_s + fit.theta[4] * n == pytest.approx(TRUE_B[3] * k_s, rel=0.02), lv.name
     for metric in C.METRICS:
         assert cal.residuals[ds.deployment.key]["in_sample"][metric]["median_abs_rel"] < 0.01, metric
+
+
+def test_fit_recovers_the_coefficients_the_simulator_generated(sweeps: Path) -> None:
+    """In the default form (cost.STEP_FORM, overlap-phase): b1, b2, h within 5%; b3 within 10% (the split of the KV
+    time between b3 and the per-sequence b4 is weakly identified by this sweep; their sum is within 2%)."""
+    _check_recovered(C.calibrate([sweeps / "full"], lodo=False, lolo=False), 0.10)
+
+
+def test_fit_recovers_the_coefficients_the_simulator_generated_additive(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same sweep generated and fitted in the additive form (method.md 7b as first written): b3 within 5%."""
+    from pipeline.sim import cost
+
+    monkeypatch.setattr(cost, "STEP_FORM", "additive")
+    write_sweep(tmp_path / "full", LOADS)
+    cal = C.calibrate([tmp_path / "full"], lodo=False, lolo=False)
+    assert cal.sets[0].cost.coeffs.form == "additive"
+    _check_recovered(cal, 0.05)
 
 
 def test_leave_one_level_out_on_a_perturbed_level(sweeps: Path) -> None:
@@ -152,7 +178,12 @@ def test_leave_one_level_out_on_a_perturbed_level(sweeps: Path) -> None:
     assert row["leave_one_level_out"]["itl_mean"] == pytest.approx(1 / 1.1 - 1, abs=0.02)
     assert abs(row["in_sample"]["itl_mean"]) < abs(row["leave_one_level_out"]["itl_mean"])
     others = [r for r in rows if r is not row]
-    assert all(abs(r["leave_one_level_out"]["itl_mean"]) < 0.03 for r in others)
+    inside = [r for r in others if not r["level"].endswith("(c 64)")]
+    assert all(abs(r["leave_one_level_out"]["itl_mean"]) < 0.03 for r in inside)
+    # c = 64, the largest batch, left out is an extrapolation from c <= 16 (one of them 10% off): measured 0.3%
+    # (additive), 3.6% (overlap-phase, cold LOLO start) and 6.5% (overlap-phase, warm start from the full fit)
+    (top,) = [r for r in others if r["level"].endswith("(c 64)")]
+    assert abs(top["leave_one_level_out"]["itl_mean"]) < 0.08
 
 
 def test_unidentifiable_deployment_falls_back_to_pooled_with_a_warning(sweeps: Path) -> None:
@@ -166,6 +197,88 @@ def test_unidentifiable_deployment_falls_back_to_pooled_with_a_warning(sweeps: P
     assert np.array_equal(single.theta, cal.pooled.theta_for("hopper")[0])
     assert cal.warnings == [single.warning]
     assert cal.fits[keys["H100-SXM"]].basis == "calibrated"
+
+
+def test_pool_is_the_median_of_the_own_fits_and_lodo_uses_the_others(sweeps: Path, tmp_path: Path) -> None:
+    """calibrate.POOL = median-of-fits: the pooled theta is the per-parameter median of the deployments' own fits
+    (two deployments: their mean), and leave-one-deployment-out predicts each deployment with the OTHER's own fit
+    (one hopper deployment left: the anchor, scale 1). Before, LODO used the step-1 NNLS pool of the rest, and the
+    pooled theta was that NNLS over both."""
+    write_sweep(tmp_path / "h200", LOADS, b=(0.0, 1.2, 1.1, 1.2, 0.0, 1.0), h=0.01, gpu="H200")
+    cal = C.calibrate([sweeps / "full", tmp_path / "h200"], max_nfev=4, lolo=False)
+    a, b = cal.sets
+    ta, tb = cal.fits[a.deployment.key].theta, cal.fits[b.deployment.key].theta
+    assert cal.fits[a.deployment.key].basis == cal.fits[b.deployment.key].basis == "calibrated"
+    assert not np.allclose(ta, tb)
+    assert cal.pooled.form == "median-of-fits" and cal.settings["pool"] == "median-of-fits"
+    np.testing.assert_allclose(cal.pooled.theta, (ta + tb) / 2, rtol=1e-12)
+    assert cal.pooled.scale == {"hopper": 1.0}
+    for ds, other in ((a, tb), (b, ta)):
+        c = ds.cost.with_coeffs(Coefficients(tuple(float(v) for v in other[:6]), "transferred", "t"))  # type: ignore[arg-type]
+        for row, lv in zip(cal.level_residuals[ds.deployment.key], ds.levels, strict=True):
+            want = C.residuals_of(C.predict_level(c, ds.limits, lv, float(other[6])), lv)
+            assert row["leave_one_deployment_out"] == pytest.approx(want, abs=2e-6)
+    step1 = C.calibrate_sets(cal.sets, 4, lolo=False, pool="step1")
+    assert step1.pooled.form == "step1"
+    np.testing.assert_allclose(step1.pooled.theta, C.fit_pooled(cal.sets).theta, rtol=1e-12)
+    with pytest.raises(InputError, match=r"calibration\.pool = 'mean'"):
+        C.calibrate_sets(cal.sets, 0, pool="mean")
+
+
+def test_fit_aggregates_holds_a_fixed_parameter() -> None:
+    """`fixed` holds b4 at its value and fits the rest: rows made from a known theta (b4 = 2e-5) give it back
+    exactly without prior pull (weight 0), and with b4 held at 2e-5 the fit is the same."""
+    rng = np.random.default_rng(1)
+    truth = np.array([1e-4, 1.0, 1.5, 1.2, 2e-5, 1.0, 0.0])
+    dec = rng.uniform(0.1, 1.0, (12, 7))
+    dec[:, 1] = dec[:, 6] = 0.0
+    dec[:, 4] *= 1e4
+    dec /= (dec @ truth)[:, None]  # each row's model value at the truth is 1
+    pre = np.zeros((4, 7))
+    pre[:, 1] = rng.uniform(0.5, 1.0, 4)
+    pre[:, 6] = rng.uniform(1.0, 5.0, 4)
+    pre[:, 1] /= pre[:, 1] * truth[1] + pre[:, 6] * truth[6]
+    prior = np.array([0.0, 2.2, 1.25, 1.25, 0.0, 1.0, 0.0])
+    fixed = C.fit_aggregates(dec, pre, prior, weight=0.0, fixed={4: 2e-5})
+    assert fixed[4] == 2e-5
+    np.testing.assert_allclose(fixed[[0, 2, 3, 5]], truth[[0, 2, 3, 5]], rtol=1e-6)
+    held = C.fit_aggregates(dec, pre, prior, weight=0.0, fixed={4: 0.0})
+    assert held[4] == 0.0 and not np.allclose(held[[0, 2, 3, 5]], truth[[0, 2, 3, 5]], rtol=1e-3)
+
+
+def test_calibrate_stage_takes_the_pool_from_params(sweeps: Path, tmp_path: Path) -> None:
+    """calibration.pool reaches the fit: metrics/calibration.json's settings.pool and pooled.form follow it."""
+    from pipeline.layout import Layout
+    from pipeline.stages import calibrate as stage
+
+    shutil.copytree(sweeps / "full", tmp_path / "bench" / "full")
+    sec = {"curve": {"source": "bench"}}
+    for pool in ("step1", "median-of-fits"):
+        doc = stage.compute({**sec, "calibration": {"refine_passes": 0, "pool": pool}}, Layout(tmp_path))
+        assert doc["settings"]["pool"] == pool and doc["pooled"]["form"] == pool
+    assert stage.validated({})["calibration"]["pool"] == "median-of-fits"
+
+
+def test_band_notes_flag_a_refined_fit_outside_its_step1_band() -> None:
+    """metrics/calibration.json notes where a deployment's in-sample median residual (the refined fit its curves use)
+    lies outside its leave-one-level-out p10..p90 band while those refits are step 1 (lolo_passes <= 1): the
+    sample's 70B sweep has in-sample throughput +10.5% against a band of -7.5..+3.6%. Inside the band, a transferred
+    deployment, or refined LOLO refits (lolo_passes 8): no note."""
+    from pipeline.stages.calibrate import band_notes
+
+    def dep(key: str, ins: float, lo: float, hi: float, basis: str = "calibrated") -> dict:
+        s = {"in_sample": {"throughput": {"p50_rel": ins}, "itl_mean": {"p50_rel": -0.01}}}
+        s["leave_one_level_out"] = {
+            "throughput": {"p10_rel": lo, "p90_rel": hi},
+            "itl_mean": {"p10_rel": -0.05, "p90_rel": 0.0},
+        }
+        return {"key": key, "basis": basis, "residuals": s}
+
+    deps = [dep("A", 0.105, -0.075, 0.036), dep("B", 0.01, -0.075, 0.036), dep("C", 0.5, 0.0, 0.1, "transferred")]
+    (note,) = band_notes(deps, {"lolo_passes": 0})
+    assert note.startswith("A: the fit's in-sample median throughput residual +10.5% lies outside its")
+    assert "band -7.5..+3.6%" in note
+    assert band_notes(deps, {"lolo_passes": 8}) == []
 
 
 def test_identifiability_reasons(sweeps: Path) -> None:
@@ -330,6 +443,21 @@ def test_predict_roofline_shape_and_hand_values() -> None:
     assert pred["calibration"]["request_overhead_s"] == 0.0
 
 
+def test_predict_reads_the_roofline_section_of_params(tmp_path: Path) -> None:
+    """`sizing predict --params P` takes its roofline prior from P's `roofline` section: prefill_mfu 0.5 and
+    bandwidth_efficiency 0.64 give b1 = 1 / 0.5 = 2 and b2 = b3 = 1 / 0.64 = 1.5625 (before: 1/0.45 and 1/0.8
+    whatever params.yaml said), and TTFT at N=1 is the prefill at that prior."""
+    p = tmp_path / "params.yaml"
+    p.write_text("roofline:\n  prefill_mfu: 0.5\n  bandwidth_efficiency: 0.64\n  decode_mfu: 0.3\n")
+    pred = _predict("--input-tokens", "1000", "--output-tokens", "100", "--concurrency", "1", "--params", str(p))
+    prior = pred["calibration"]["prior_coefficients"]
+    assert (prior["flops"], prior["weight_bytes"], prior["kv_bytes"]) == (2.0, 1.5625, 1.5625)
+    model, gpu = catalog.load_model("Llama-3.1-8B"), catalog.find_gpu("H100-SXM", catalog.load_gpus())
+    cost = for_deployment(model, gpu, "bf16", "bf16", 1, roofline={"prefill_mfu": 0.5, "bandwidth_efficiency": 0.64})
+    assert not isinstance(cost, str)
+    assert pred["levels"][0]["ttft_ms"]["p50"] == pytest.approx(1e3 * cost.prefill_s(1000, 8192), rel=1e-6)
+
+
 def test_predict_basis_calibrated_and_transferred(sweeps: Path) -> None:
     common = ("--input-tokens", "800", "--output-tokens", "200", "--concurrency", "4", "--calibrate")
     mine = _predict(*common, str(sweeps / "full"))
@@ -431,8 +559,11 @@ def test_real_sglang_sweep() -> None:
     rate1 = next(lv for lv in ds.levels if lv.load == 1.0 and lv.input_mean > 500)
     assert rate1.lengths_source.startswith("input uniform 1..1024")
     cal = C.calibrate_sets([ds], max_nfev=12, lodo=False, lolo=False)
-    res = cal.residuals[ds.deployment.key]["in_sample"]  # regression guards (measured 15%, 13%, 19%)
-    assert res["throughput"]["median_abs_rel"] < 0.25 and res["itl_mean"]["median_abs_rel"] < 0.25
+    # regression guards: measured 15%, 13%, 19% in the additive form; 4.1%, 32.7% and under 35% in overlap-phase
+    # (cost.STEP_FORM), whose step-1 decode row is the *mean* gap (a mixture of decode and the prefill batches SGLang
+    # runs alone) while this file states the *median* gap. Not refitted: this deployment is the fidelity holdout.
+    res = cal.residuals[ds.deployment.key]["in_sample"]
+    assert res["throughput"]["median_abs_rel"] < 0.25 and res["itl_mean"]["median_abs_rel"] < 0.35
     assert res["ttft"]["median_abs_rel"] < 0.35
 
 

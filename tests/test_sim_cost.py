@@ -41,9 +41,18 @@ def test_llama8b_constants_by_hand(h100):
     assert s.window == cost.BIG_WINDOW
 
 
+def additive(s: cost.StepCost) -> cost.StepCost:
+    """The same deployment at the roofline prior in the additive form (method.md 7b as first written)."""
+    return s.with_coeffs(cost.Coefficients.prior(form="additive"))
+
+
 def test_prior_decode_step_by_hand(h100):
-    """One sequence at 1000 tokens: weights + KV over 0.8 x bandwidth, FLOPs over 0.45 x peak, summed."""
-    s = cost.for_deployment(catalog.load_model("Llama-3.1-8B"), h100, "bf16", "bf16", 1)
+    """One sequence at 1000 tokens: weights + KV over 0.8 x bandwidth, FLOPs over 0.45 x peak, summed (additive);
+    the overlap-phase form (the default) keeps the larger side of each phase: weights (5.99273e-3 s, against
+    3.6074e-5 s of linear FLOPs) and KV (4.8907e-5 s, against 1.1776e-6 s of attention FLOPs)."""
+    default = cost.for_deployment(catalog.load_model("Llama-3.1-8B"), h100, "bf16", "bf16", 1)
+    assert not isinstance(default, str)
+    s = additive(default)
     flops = 2 * PARAMS_8B + ATTN_PAIR_8B * 1000  # 16,584,810,496
     expected = flops / PEAK / 0.45 + (PARAMS_8B * 2) / BW / 0.8 + KV_8B_BF16 * 1000 / BW / 0.8
     assert s.decode_step_s(1, 1000) == pytest.approx(expected, rel=1e-12)
@@ -53,6 +62,11 @@ def test_prior_decode_step_by_hand(h100):
     # A second sequence adds its token's FLOPs and its KV, not the weights again.
     extra = (2 * PARAMS_8B + ATTN_PAIR_8B * 1000) / PEAK / 0.45 + KV_8B_BF16 * 1000 / BW / 0.8
     assert s.decode_step_s(2, 1000) - s.decode_step_s(1, 1000) == pytest.approx(extra, rel=1e-9)
+    if cost.STEP_FORM == "overlap-phase":
+        assert default.decode_step_s(1, 1000) == pytest.approx(
+            (PARAMS_8B * 2) / BW / 0.8 + KV_8B_BF16 * 1000 / BW / 0.8, rel=1e-12
+        )
+        assert default.decode_step_s(1, 1000) == pytest.approx(5.99273e-3 + 4.8907e-5, rel=1e-4)
 
 
 def test_numba_step_time_equals_numpy_terms(h100):
@@ -62,10 +76,15 @@ def test_numba_step_time_equals_numpy_terms(h100):
         ("Gemma-2-9B", 1, "bf16", "bf16"),
     ):
         s = cost.for_deployment(catalog.load_model(name), h100, w, kv, tp)
-        s = s.with_coeffs(cost.Coefficients((1e-3, 1.7, 1.2, 1.4, 2e-5, 1.1), "calibrated", "test"))
-        packed = s.packed()
-        for agg in ((1, 1000, 1000, 1000, 1000, 1), (300, 5e5, 4e5, 2e6, 1e6, 40), (8192, 3e7, 1e7, 8192, 4096, 1)):
-            assert cost.step_time(packed, *map(float, agg)) == pytest.approx(float(s.step_s(*agg)), rel=1e-12)
+        for form in cost.STEP_FORMS:
+            s = s.with_coeffs(cost.Coefficients((1e-3, 1.7, 1.2, 1.4, 2e-5, 1.1), "calibrated", "test", form))
+            packed = s.packed()
+            for agg in (
+                (1, 1000, 1000, 1000, 1000, 1),
+                (300, 5e5, 4e5, 2e6, 1e6, 40),
+                (8192, 3e7, 1e7, 8192, 4096, 1),
+            ):
+                assert cost.step_time(packed, *map(float, agg)) == pytest.approx(float(s.step_s(*agg)), rel=1e-12)
 
 
 def test_terms_vectorized_shape_and_coefficients(h100):
@@ -75,6 +94,7 @@ def test_terms_vectorized_shape_and_coefficients(h100):
     assert list(t[:, 0]) == [1.0, 1.0]  # the fixed term is one per iteration (b0 in seconds)
     assert list(t[:, 4]) == [1.0, 2.0]  # sequences
     assert cost.Coefficients.prior(0.5, 0.8).b == (0.0, 2.0, 1.25, 1.25, 0.0, 1.0)
+    assert cost.Coefficients.prior().form == cost.STEP_FORM
 
 
 def test_pair_sums_by_hand():
@@ -86,7 +106,7 @@ def test_pair_sums_by_hand():
 
 
 def test_prefill_in_chunks_sums_its_iterations(h100):
-    s = cost.for_deployment(catalog.load_model("Llama-3.1-8B"), h100, "bf16", "bf16", 1)
+    s = additive(cost.for_deployment(catalog.load_model("Llama-3.1-8B"), h100, "bf16", "bf16", 1))
     whole = s.prefill_s(3000, 8192)
     chunks = s.prefill_s(3000, 1024)
     # Three chunks read the weights three times (memory-bound part x3); the FLOPs are the same.

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -57,3 +59,17 @@ def test_a_request_the_fleet_never_serves_is_an_slo_miss():
     slo = replay.slo_figures(res, {"ttft_p99_ms": 10_000.0, "itl_p99_ms": 10_000.0})
     assert slo["met"] is False
     assert slo["attainment"] == pytest.approx(3 / 4)
+
+
+def test_the_kernel_cache_is_keyed_by_every_numba_source():
+    """numba's cache ignores edits to inlined callees (cost.step_time inside engine/router kernels): the cache
+    folder must change whenever any of the three sources does, or an old step time would run silently."""
+    import hashlib
+
+    import numba
+
+    import pipeline.sim as sim
+
+    here = Path(sim.__file__).resolve().parent
+    digest = hashlib.sha256(b"".join((here / n).read_bytes() for n in ("cost.py", "engine.py", "router.py")))
+    assert str(here / "__pycache__" / f"numba-{digest.hexdigest()[:12]}") == numba.config.CACHE_DIR

@@ -17,6 +17,11 @@ outside the engine (HTTP, tokenization, the client) that TTFT and E2E carry: a 3
    weighted equally is the other candidate; the lower balanced loss wins. A weak pull toward the
    roofline prior (rows of weight `PRIOR_WEIGHT`) splits what one deployment cannot tell apart (the
    fixed cost and the weight bytes are both constant per iteration).
+   In an overlap form of the iteration time (cost.STEP_FORMS: a max of the FLOPs and the memory reads) a row is
+   piecewise linear in b: `fit_step1` builds every row on the side of each max that the current b makes the
+   larger (the prior's first), refits, and rebuilds, until the sides stop changing (ACTIVE_ROUNDS); and a decode
+   row is a mixture of the iterations that carry a prefill chunk and those that do not (a mean of maxes is not
+   the max of the mean iteration; `_mixture_terms`).
 2. **Replay.** Every level is replayed through the simulator (pipeline/sim/engine.py: closed loop
    at its concurrency, open loop at its rate with seeded Poisson arrivals, an unlimited rate as every
    request at t = 0) with the benchmark's own lengths (per-request lengths when the file has them,
@@ -29,11 +34,11 @@ Physical bounds (a refinement of method.md 7b, which asks only b >= 0): b1 >= 1,
 (`PHYSICAL_LOWER`), in both steps and for the pooled fit (a GPU-family scale below 1 is clipped at the bounds).
 An iteration cannot run its FLOPs above the GPU's peak (MFU <= 100%) nor read weights or KV above the HBM
 bandwidth. Without the bounds the fit reached b1 = 0.12-0.36 on several real deployments (3-8x peak), the
-prefill time then carried by the per-request overhead h (16-38 ms); with them b1 sits at its bound on most
-real deployments: the measured TTFTs want a prefill faster than this additive model gives at peak. Two known
-reasons, neither a FLOPs undercount (the prefill FLOPs already hold the causal attention term, cost.py: 4 x
-width x pairs per layer): the model adds the weight-read time (b2 W/B) to the FLOPs time where real kernels
-overlap them, and prefix-cache hits shorten prefills in the sets whose prompts repeat.
+prefill time then carried by the per-request overhead h (16-38 ms). In the additive form b1 sat at its bound on 6
+of the 7 dev deployments of benchmarks/fidelity.py: that form adds the weight-read time (b2 W/B) to the FLOPs
+time where real kernels overlap them. In the overlap-phase form (cost.STEP_FORM) b1 leaves the bound on 3 of the 6
+calibrated ones (1.04-2.03); it stays at 1 where prefix-cache hits the replay does not know of shorten prefills
+(the Qwen console sweep) and on the A100 70B and H100 70B TP4 sweeps.
 
 Prefix caching: where a manifest's notes state the workload's shared prefix (inference-perf shared_prefix:
 "system prompt N ... G system prompts x U users"), each level's replay carries one prefix hash block of N tokens
@@ -47,10 +52,11 @@ them; KV blocks come from the memory stage's engine profile. Prefill/decode mixi
 engine: vLLM mixes prefill chunks into decode iterations; SGLang's default scheduler (no
 `--enable-mixed-chunk` in the notes) runs prefill batches alone, prefill first (EngineConfig.mixed_prefill).
 
-Pooled coefficients: one joint step-1 fit over every deployment's rows with a scale per GPU family
-(`gpu.arch`) on the six terms, alternated with the closed-form scale (`refine_pooled` can refine it
-on every deployment's levels replayed; off by default, see REFINE_POOL); they serve deployments
-without a sweep (basis `transferred`). Residuals, relative (predicted / measured - 1) per metric: in-sample,
+Pooled coefficients (POOL): by default the per-parameter median of the deployments' own refined fits, with
+the closed-form scale per GPU family (`gpu.arch`) on the six terms at that theta (`pool_of_fits`); or
+(pool "step1") one joint step-1 fit over every deployment's rows with that scale alternated
+(`fit_pooled`; `refine_pooled` can refine it on every deployment's levels replayed; off by default, see
+REFINE_POOL). They serve deployments without a sweep (basis `transferred`). Residuals, relative (predicted / measured - 1) per metric: in-sample,
 leave-one-level-out (refitted without the level) and leave-one-deployment-out (pooled fit without
 the deployment). Their 10th-90th percentiles are the prediction interval.
 
@@ -113,9 +119,32 @@ REFINE_POOL = False
 """Refine the pooled fit through the simulator too (`refine_pooled`). Off by default: on the three real fixtures it
 moved the leave-one-deployment-out medians from 11/21/76% to 14/28/81% (throughput/ITL/TTFT) at 4x the time."""
 
+POOL = "median-of-fits"
+"""How the pooled fit (deployments without a sweep, and leave-one-deployment-out) is made (`POOLS`): "step1", the
+joint NNLS over every deployment's aggregates (`fit_pooled`); "median-of-fits", the per-parameter median of the
+deployments' own refined fits with the step-1 family scale at it (`pool_of_fits`). On the fidelity benchmark's 7 dev
+deployments (benchmarks/fidelity.py) the median moved leave-one-deployment-out from 3.7/31.5/42.2% to 2.3/20.2/40.0%
+(throughput/ITL/TTFT p99): the step-1 pool's per-sequence term b4 (6.3e-5 s, against a median of 7e-6 s over the
+refined fits) made ITL too high at large batches."""
+
+POOLS = ("step1", "median-of-fits")
+
 LOLO_NFEV = 12
 """Passes of each leave-one-level-out refit (`sizing calibrate --lolo-passes`): step 1 on the other levels, then
 this many refinement passes (fewer than the fit's own, for time; the fidelity benchmark can use the same number)."""
+
+LOLO_WARM = True
+"""Leave-one-level-out refits with refinement passes (lolo_passes > 1) also consider the full fit's theta as their
+starting point, and start from the better of it and their own step 1 on the remaining levels (scored in one pass
+each). Cold starts at 8 passes left the sample chat sweep's interval under-converged (+9.8..+28.2% throughput)."""
+
+
+def _step_form() -> str:
+    """The iteration-time form new coefficients take (cost.STEP_FORM, read when called)."""
+    from pipeline.sim import cost as _cost
+
+    return _cost.STEP_FORM
+
 
 MAX_REPLAY_REQUESTS = 2000
 """Requests replayed per level (the first ones of the measured count; saturation runs keep theirs up to 3x)."""
@@ -579,9 +608,10 @@ def apply_manifests(sweeps: list[Any], manifests: list[Path] | None) -> None:
 
 
 def deployment_sets(
-    paths: list[Path], manifests: list[Path] | None = None, root: Path | None = None
+    paths: list[Path], manifests: list[Path] | None = None, root: Path | None = None, roofline: Any = None
 ) -> list[DeploymentSet]:
-    """Every sweep under `paths` (as the curve stage reads them), grouped by deployment; checked before any fit."""
+    """Every sweep under `paths` (as the curve stage reads them), grouped by deployment; checked before any fit.
+    `roofline`: params.yaml's section, the prior every deployment's fit is pulled toward (defaults when None)."""
     from pipeline import catalog, quantization
     from pipeline.benchmarks import read_paths
     from pipeline.sim.cost import for_deployment
@@ -611,7 +641,7 @@ def deployment_sets(
             str(compat.compute),
             str(m["engine"]),
         )
-        cost = for_deployment(model, gpu, m["weight_dtype"], m["kv_dtype"], dep.tp, dep.pp)
+        cost = for_deployment(model, gpu, m["weight_dtype"], m["kv_dtype"], dep.tp, dep.pp, roofline=roofline)
         if isinstance(cost, str):
             raise InputError(f"{m['file']}: deployment {dep.key}: {cost}")
         if dep.key not in groups:
@@ -674,8 +704,11 @@ def _pairs(lens: np.ndarray, window: int, cached: int = 0) -> tuple[float, float
     return float(full.mean()), float(capped.mean())
 
 
-def decode_terms(cost: StepCost, lv: LevelData, limits: EngineLimits) -> np.ndarray | None:
-    """The seven columns (six terms, h) of the mean iteration behind the level's ITL, or None without an ITL."""
+def decode_terms(
+    cost: StepCost, lv: LevelData, limits: EngineLimits, theta: np.ndarray | None = None
+) -> np.ndarray | None:
+    """The seven columns (six terms, h) of the mean iteration behind the level's ITL, or None without an ITL; in an
+    overlap form (cost.STEP_FORMS) the active side of each max at theta's b (the prior's when None)."""
     if not lv.itl_s:
         return None
     n = lv.decode_batch(limits)
@@ -687,20 +720,70 @@ def decode_terms(cost: StepCost, lv: LevelData, limits: EngineLimits) -> np.ndar
     p_tok = min(rate * computed * lv.itl_s, float(limits.max_num_batched_tokens))
     full, capped = _pairs(lv.input_lens, w, cached)
     per_tok_full, per_tok_cap = full / computed, capped / computed
-    t = cost.terms(
+    if cost.coeffs.form != "additive" and p_tok > 0:
+        return np.append(
+            _mixture_terms(cost, lv, limits, theta, n, ctx, rate, computed, p_tok, per_tok_full, per_tok_cap), 0.0
+        )
+    t = cost.active_terms(
         n + p_tok,
         n * ctx + p_tok * per_tok_full,
         n * min(ctx, w) + p_tok * per_tok_cap,
         n * ctx + p_tok,
         n * min(ctx, w) + min(p_tok, w),
         n + p_tok / computed,
+        b=None if theta is None else theta[:6],
     )
     return np.append(t, 0.0)
 
 
-def prefill_terms(cost: StepCost, lv: LevelData, limits: EngineLimits) -> np.ndarray | None:
+def _mixture_terms(
+    cost: StepCost,
+    lv: LevelData,
+    limits: EngineLimits,
+    theta: np.ndarray | None,
+    n: float,
+    ctx: float,
+    rate: float,
+    computed: float,
+    p_tok: float,
+    per_tok_full: float,
+    per_tok_cap: float,
+) -> np.ndarray:
+    """The decode row of an overlap form: a mean of maxes is not the max of the mean iteration, so the iterations
+    are split into those carrying a prefill chunk (a share f = 1 - exp(-rate x ITL x chunks per prompt), at least
+    enough to carry the p_tok prefill tokens per iteration within the budget) and pure decode ones. vLLM mixes the
+    chunk into the decode iteration: (1 - f) x decode + f x (decode + chunk); SGLang's unmixed scheduler runs it
+    alone between decode iterations: decode + f x chunk."""
+    b = None if theta is None else theta[:6]
+    w = cost.window
+    budget = max(float(limits.max_num_batched_tokens) - n, 1.0)
+    chunks = max(math.ceil(computed / budget), 1)
+    f = 1.0 - math.exp(-rate * float(lv.itl_s or 0.0) * chunks)
+    f = min(max(f, p_tok / float(limits.max_num_batched_tokens), 1e-9), 1.0)
+    q = p_tok / f  # prefill tokens in an iteration that carries some
+    dec = cost.active_terms(n, n * ctx, n * min(ctx, w), n * ctx, n * min(ctx, w), n, b=b)
+    if not limits.mixed_prefill:
+        alone = cost.active_terms(q, q * per_tok_full, q * per_tok_cap, q, min(q, w), q / computed, b=b)
+        return dec + f * alone
+    mixed = cost.active_terms(
+        n + q,
+        n * ctx + q * per_tok_full,
+        n * min(ctx, w) + q * per_tok_cap,
+        n * ctx + q,
+        n * min(ctx, w) + min(q, w),
+        n + q / computed,
+        b=b,
+    )
+    return (1.0 - f) * dec + f * mixed
+
+
+def prefill_terms(
+    cost: StepCost, lv: LevelData, limits: EngineLimits, theta: np.ndarray | None = None
+) -> np.ndarray | None:
     """The seven columns behind the level's (mean, else median) TTFT: the prompt's prefill iterations with the
-    decoding batch riding along, half an iteration of waiting for the one in flight, and h."""
+    decoding batch riding along, half an iteration of waiting for the one in flight, and h. In an overlap form each
+    of the prompt's iterations (an even share of the prompt plus the riding batch) takes the active side of its
+    max at theta's b (the prior's when None)."""
     ttft = lv.ttft_typical_s()
     if ttft is None:
         return None
@@ -713,6 +796,20 @@ def prefill_terms(cost: StepCost, lv: LevelData, limits: EngineLimits) -> np.nda
     computed = np.maximum(lens - cached, 1)  # a cached shared prefix is not prefilled
     iters = float(np.ceil(computed / budget).mean())
     full, capped = _pairs(lens, w, cached)
+    if cost.coeffs.form != "additive":
+        b = None if theta is None else theta[:6]
+        k = max(iters, 1.0)
+        chunk = cost.active_terms(
+            float(computed.mean()) / k + n,
+            full / k + n * ctx,
+            capped / k + n * min(ctx, w),
+            float(lens.mean()) / k + n * ctx,
+            float(np.minimum(lens, w).mean()) / k + n * min(ctx, w),
+            1.0 + n,
+            b=b,
+        )
+        riding = cost.active_terms(n, n * ctx, n * min(ctx, w), n * ctx, n * min(ctx, w), n, b=b)
+        return np.append(chunk * k + 0.5 * riding, 1.0)
     riding = cost.terms(n, n * ctx, n * min(ctx, w), n * ctx, n * min(ctx, w), n)
     prompt = cost.terms(
         float(computed.mean()), full, capped, float(lens.mean()), float(np.minimum(lens, w).mean()), 1.0
@@ -758,23 +855,39 @@ def _bounded_nnls(a: np.ndarray, y: np.ndarray) -> np.ndarray:
     return PHYSICAL_LOWER + sol
 
 
-def prior_theta(cost: StepCost) -> np.ndarray:
-    """The roofline prior b with h = 0."""
-    return np.append(np.asarray(cost.coeffs.b, dtype=np.float64), 0.0)
+def prior_theta(cost: StepCost, roofline: Any = None) -> np.ndarray:
+    """The roofline prior b with h = 0: the cost's own prior coefficients (those `for_deployment(...,
+    roofline=...)` built from params.yaml's `roofline` section), or the prior of `roofline` when given (a mapping
+    or the params section: prefill_mfu, bandwidth_efficiency)."""
+    from pipeline.sim.cost import roofline_prior
+
+    b = cost.coeffs.b if roofline is None else roofline_prior(roofline).b
+    return np.append(np.asarray(b, dtype=np.float64), 0.0)
 
 
 def fit_aggregates(
-    decode: np.ndarray, prefill: np.ndarray, prior: np.ndarray, weight: float = PRIOR_WEIGHT, rounds: int = 8
+    decode: np.ndarray,
+    prefill: np.ndarray,
+    prior: np.ndarray,
+    weight: float = PRIOR_WEIGHT,
+    rounds: int = 8,
+    fixed: dict[int, float] | None = None,
 ) -> np.ndarray:
     """Step 1 on relative rows (each divided by its measured value, target 1), decode and prefill in turn: the
     decode rows fit b0, b2..b5 with the FLOPs term and h held; the prefill rows then fit the FLOPs term and h
-    with the rest held. One joint NNLS would let the many decode rows zero the prefill term."""
+    with the rest held. One joint NNLS would let the many decode rows zero the prefill term. `fixed`: parameters
+    held at these values (index -> value; the pooled fit's per-sequence term, POOL_B4)."""
+    fixed = fixed or {}
     theta = prior.copy()
+    for k, v in fixed.items():
+        theta[k] = v
+    dec_free = [k for k in (0, 2, 3, 4, 5) if k not in fixed]
+    pre_free = [k for k in (1, 6) if k not in fixed]
     for _ in range(rounds):
-        if len(decode):
-            theta = _nnls_free(decode, theta, prior, [0, 2, 3, 4, 5], weight)
-        if len(prefill):
-            theta = _nnls_free(prefill, theta, prior, [1, 6], weight)
+        if len(decode) and dec_free:
+            theta = _nnls_free(decode, theta, prior, dec_free, weight)
+        if len(prefill) and pre_free:
+            theta = _nnls_free(prefill, theta, prior, pre_free, weight)
     # the alternation can lock in (a FLOPs term the prefill rows want that the decode rows cannot carry zeroes the
     # rest): a joint NNLS with each group's rows weighted to the same total is the other candidate; the one with
     # the lower balanced loss wins
@@ -782,11 +895,54 @@ def fit_aggregates(
     if len(groups) == 2:
         stacked = np.vstack([g / math.sqrt(len(g)) for g in groups])
         rhs = np.concatenate([np.ones(len(g)) / math.sqrt(len(g)) for g in groups])
-        pa, py = _prior_rows(prior, weight, list(range(NPAR)))
-        joint = _bounded_nnls(np.vstack([stacked, pa]), np.concatenate([rhs, py]))
+        if fixed:
+            held = np.zeros(NPAR)
+            for k, v in fixed.items():
+                held[k] = v
+            free = [k for k in range(NPAR) if k not in fixed]
+            pa, py = _prior_rows(prior, weight, free)
+            a = np.vstack([stacked, pa])
+            y = np.concatenate([rhs - stacked @ held, py - pa @ held])
+            low = PHYSICAL_LOWER[free]
+            sol, _ = nnls(a[:, free], y - a[:, free] @ low, maxiter=5000)
+            joint = held.copy()
+            joint[free] = low + sol
+        else:
+            pa, py = _prior_rows(prior, weight, list(range(NPAR)))
+            joint = _bounded_nnls(np.vstack([stacked, pa]), np.concatenate([rhs, py]))
         if balanced_loss(joint, groups, prior, weight) < balanced_loss(theta, groups, prior, weight):
             theta = joint
     return theta
+
+
+ACTIVE_ROUNDS = 8
+"""Rounds of the active-set iteration of step 1 in an overlap form (cost.STEP_FORMS): the rows take the side of each
+max that the current b makes the larger, NNLS refits b on them, until the sides stop changing."""
+
+
+def fit_step1(
+    cost: StepCost, levels: list[LevelData], limits: EngineLimits, prior: np.ndarray, weight: float = PRIOR_WEIGHT
+) -> np.ndarray:
+    """Step 1 of one deployment on some of its levels: `fit_aggregates` on their rows. In an overlap form the
+    iteration time is piecewise linear in b (each max takes one side), so the rows are built at the current b (the
+    prior first), refitted, and rebuilt, for at most ACTIVE_ROUNDS rounds; the b with the lowest balanced loss on
+    its own rows (the model's exact loss there) wins."""
+    dec, pre, _, _ = level_rows(cost, levels, limits, prior)
+    theta = fit_aggregates(dec, pre, prior, weight)
+    if cost.coeffs.form == "additive":
+        return theta
+    best, best_loss = theta, math.inf
+    for _ in range(ACTIVE_ROUNDS):
+        dec, pre, _, _ = level_rows(cost, levels, limits, theta)
+        groups = [g for g in (dec, pre) if len(g)]
+        loss = balanced_loss(theta, groups, prior, weight)
+        if loss < best_loss - 1e-15:
+            best, best_loss = theta, loss
+        new = fit_aggregates(dec, pre, prior, weight)
+        if np.allclose(new, theta, rtol=1e-9, atol=1e-15):
+            break
+        theta = new
+    return best
 
 
 def balanced_loss(theta: np.ndarray, groups: list[np.ndarray], prior: np.ndarray, weight: float) -> float:
@@ -796,9 +952,10 @@ def balanced_loss(theta: np.ndarray, groups: list[np.ndarray], prior: np.ndarray
 
 
 def level_rows(
-    cost: StepCost, levels: list[LevelData], limits: EngineLimits
+    cost: StepCost, levels: list[LevelData], limits: EngineLimits, theta: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray, list[int], list[int]]:
-    """Relative decode and prefill rows (seven columns) of some levels, with the level indices they come from."""
+    """Relative decode and prefill rows (seven columns) of some levels, with the level indices they come from (in an
+    overlap form, each row's active sides at theta's b; the prior's when None)."""
     dec, pre, di, pi = [], [], [], []
     curve_min: dict[str, float] = {}
     for lv in levels:
@@ -806,13 +963,13 @@ def level_rows(
         if t is not None and not lv.saturation:
             curve_min[lv.curve] = min(curve_min.get(lv.curve, math.inf), t)
     for i, lv in enumerate(levels):
-        d = decode_terms(cost, lv, limits)
+        d = decode_terms(cost, lv, limits, theta)
         if d is not None and lv.itl_s:
             dec.append(d / lv.itl_s)
             di.append(i)
         t = lv.ttft_typical_s()
         if t is not None and not lv.saturation and t <= LOW_LOAD_TTFT * curve_min[lv.curve]:
-            p = prefill_terms(cost, lv, limits)
+            p = prefill_terms(cost, lv, limits, theta)
             if p is not None:
                 pre.append(p / t)
                 pi.append(i)
@@ -1063,6 +1220,7 @@ def refine(
     theta0: np.ndarray,
     prior: np.ndarray,
     max_nfev: int = REFINE_NFEV,
+    starts: list[np.ndarray] | None = None,
 ) -> np.ndarray:
     """Step 2: theta refined on every level replayed through the simulator, minimising the sum of absolute
     relative errors (throughput, ITL, TTFT p50 and p99), from the step-1 solution, in at most `max_nfev` simulator
@@ -1072,15 +1230,30 @@ def refine(
     where the replayed metrics are smooth in theta; then a derivative-free pattern search with the rest (all six
     b's together, then each parameter alone), which still moves where a level's queue (TTFT above capacity) makes
     the objective piecewise and least squares stalls. The best point seen wins. Parameters step 1 left at zero
-    with a zero prior stay at zero."""
+    with a zero prior stay at zero.
+
+    `starts`: other starting points (a warm start: the full fit's theta for a leave-one-level-out refit); each is
+    scored in one pass against theta0 and the search starts from the lowest sum of |errors| (the passes count)."""
     max_nfev = refine_passes(levels, max_nfev)
     active = _active(cost, theta0, prior)
     if not active or max_nfev <= 1:
         return theta0
+    replays = _Replays(cost, limits, levels)
+    if starts:
+
+        def score(t: np.ndarray) -> float:
+            r = np.nan_to_num(np.asarray(replays.residuals(t), dtype=np.float64), nan=10.0, posinf=10.0, neginf=-10.0)
+            return float(np.sum(np.abs(r)))
+
+        scored = [(score(np.maximum(t, PHYSICAL_LOWER)), i, t) for i, t in enumerate([theta0, *starts])]
+        max_nfev -= len(scored)
+        theta0 = min(scored, key=lambda x: (x[0], x[1]))[2]
+        active = _active(cost, theta0, prior)
+        if not active or max_nfev <= 1:
+            return np.maximum(theta0, PHYSICAL_LOWER)
     base = np.maximum(theta0, PHYSICAL_LOWER).copy()
     for k in active:
         base[k] = max(base[k], FLOOR[k])
-    replays = _Replays(cost, limits, levels)
 
     def theta_of(x: np.ndarray) -> np.ndarray:
         t = base.copy()
@@ -1098,7 +1271,7 @@ def refine_pooled(sets: list[DeploymentSet], pooled: PooledFit, max_nfev: int = 
     the family with the most rows keeps scale 1. Deployments whose levels cannot identify b take part too."""
     if not sets:
         return pooled
-    prior = np.append(np.asarray(Coefficients.prior().b, dtype=np.float64), 0.0)
+    prior = prior_theta(sets[0].cost)
     all_levels = [lv for ds in sets for lv in ds.levels]
     max_nfev = refine_passes(all_levels, max_nfev)
     active = [k for k in range(NPAR) if pooled.theta[k] > FLOOR[k] or prior[k] > 0]
@@ -1146,13 +1319,14 @@ class DeploymentFit:
 
 
 def fit_levels(
-    ds: DeploymentSet, levels: list[LevelData], max_nfev: int = REFINE_NFEV
+    ds: DeploymentSet, levels: list[LevelData], max_nfev: int = REFINE_NFEV, warm: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(step-2 theta, step-1 theta) of a deployment on some of its levels."""
+    """(step-2 theta, step-1 theta) of a deployment on some of its levels. `warm`: another starting point of the
+    refinement (a leave-one-level-out refit starts from the better of its own step 1 and the full fit)."""
     prior = prior_theta(ds.cost)
-    dec, pre, _, _ = level_rows(ds.cost, levels, ds.limits)
-    t1 = fit_aggregates(dec, pre, prior)
-    return refine(ds.cost, ds.limits, levels, t1, prior, max_nfev), t1
+    t1 = fit_step1(ds.cost, levels, ds.limits, prior)
+    starts = [warm] if warm is not None else None
+    return refine(ds.cost, ds.limits, levels, t1, prior, max_nfev, starts), t1
 
 
 @dataclass
@@ -1164,6 +1338,7 @@ class PooledFit:
     deployments: list[str]
     anchor: str = ""  # the GPU family whose scale is 1
     refined: bool = False  # step 2 (replayed through the simulator) done
+    form: str = "step1"  # how theta was made (POOLS; refine_pooled keeps "step1")
 
     def theta_for(self, arch: str) -> tuple[np.ndarray, str]:
         """theta (b0..b5, h) for a GPU family, and how its scale was found."""
@@ -1185,20 +1360,28 @@ class PooledFit:
             "gpu_arch_scale": dict(sorted(self.scale.items())),
             "scale_anchor": self.anchor,
             "refined": self.refined,
+            "form": self.form,
             "deployments": self.deployments,
         }
 
 
-def fit_pooled(sets: list[DeploymentSet], rounds: int = 8) -> PooledFit:
+def fit_pooled(sets: list[DeploymentSet], rounds: int = 8, fixed: dict[int, float] | None = None) -> PooledFit:
     """Step 1 over every deployment's relative rows jointly, with a scale per GPU family on the six terms,
     alternated with the closed-form scale (least squares of s x r ~ 1 over the family's rows); the family with
-    the most rows keeps scale 1."""
-    prior = np.append(np.asarray(Coefficients.prior().b, dtype=np.float64), 0.0)
-    rows: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-    for ds in sets:
-        dec, pre, _, _ = level_rows(ds.cost, ds.levels, ds.limits)
-        d0, p0 = rows.get(ds.arch, (np.zeros((0, NPAR)), np.zeros((0, NPAR))))
-        rows[ds.arch] = (np.vstack([d0, dec]), np.vstack([p0, pre]))
+    the most rows keeps scale 1. `fixed`: parameters held (index -> value), as `fit_aggregates` takes them."""
+    prior = prior_theta(sets[0].cost) if sets else np.append(np.asarray(Coefficients.prior().b, np.float64), 0.0)
+    overlap = any(ds.cost.coeffs.form != "additive" for ds in sets)
+
+    def build(theta: np.ndarray | None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        # the rows' active sides (overlap forms) do not depend on a family's scale: it multiplies both sides of a max
+        out: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        for ds in sets:
+            dec, pre, _, _ = level_rows(ds.cost, ds.levels, ds.limits, theta)
+            d0, p0 = out.get(ds.arch, (np.zeros((0, NPAR)), np.zeros((0, NPAR))))
+            out[ds.arch] = (np.vstack([d0, dec]), np.vstack([p0, pre]))
+        return out
+
+    rows = build(prior)
     archs = sorted(rows)
     if not archs:
         return PooledFit(prior, {}, [])
@@ -1211,11 +1394,14 @@ def fit_pooled(sets: list[DeploymentSet], rounds: int = 8) -> PooledFit:
         return out
 
     theta = prior.copy()
-    for _ in range(rounds):
+    for i in range(rounds):
+        if overlap and i > 0:
+            rows = build(theta)
         theta = fit_aggregates(
             np.vstack([scaled(rows[a][0], scale[a]) for a in archs]),
             np.vstack([scaled(rows[a][1], scale[a]) for a in archs]),
             prior,
+            fixed=fixed,
         )
         for a in archs:
             if a == anchor:
@@ -1225,6 +1411,32 @@ def fit_pooled(sets: list[DeploymentSet], rounds: int = 8) -> PooledFit:
             if float(np.sum(r * r)) > 0:
                 scale[a] = max(float(np.sum(r * (1 - h)) / np.sum(r * r)), 1e-3)
     return PooledFit(theta, scale, [ds.deployment.key for ds in sets], anchor)
+
+
+def pool_of_fits(sets: list[DeploymentSet], thetas: dict[str, np.ndarray], fallback: PooledFit) -> PooledFit:
+    """The pooled fit as the typical refined deployment (POOL = "median-of-fits"): theta (b0..b5, h) is the
+    per-parameter median of the step-2 thetas of the deployments of `sets` that `thetas` holds (those with their
+    own calibration, by Deployment.key), and each GPU family's scale is `fit_pooled`'s closed form (least squares
+    of s x r ~ 1 over the family's step-1 rows at that theta; the family with the most rows keeps 1). The step-1
+    pool fits one b to every model's aggregates, and its per-sequence term b4 grows to carry the models' other
+    differences (ITL too high at large batches where it is transferred); the refined fits each replay their own
+    levels. `fallback` (the step-1 pool) when no deployment of `sets` has its own fit."""
+    own = [thetas[ds.deployment.key] for ds in sets if ds.deployment.key in thetas]
+    if not own:
+        return fallback
+    theta = np.median(np.array(own, dtype=np.float64), axis=0)
+    rows: dict[str, list[np.ndarray]] = {}
+    for ds in sets:
+        dec, pre, _, _ = level_rows(ds.cost, ds.levels, ds.limits, theta)
+        rows.setdefault(ds.arch, []).extend([dec, pre])
+    stacked = {a: np.vstack(m) for a, m in rows.items()}
+    anchor = max(sorted(stacked), key=lambda a: (len(stacked[a]), a))
+    scale = {}
+    for a, m in sorted(stacked.items()):
+        r, h = m[:, :6] @ theta[:6], m[:, 6] * theta[6]
+        ok = a != anchor and float(np.sum(r * r)) > 0
+        scale[a] = max(float(np.sum(r * (1 - h)) / np.sum(r * r)), 1e-3) if ok else 1.0
+    return PooledFit(theta, scale, [ds.deployment.key for ds in sets], anchor, True, "median-of-fits")
 
 
 def fit_deployment(ds: DeploymentSet, pooled: PooledFit, max_nfev: int = REFINE_NFEV) -> DeploymentFit:
@@ -1422,25 +1634,43 @@ def calibrate_sets(
     lolo: bool = True,
     residual_keys: set[str] | None = None,
     refine_pool: bool = REFINE_POOL,
+    lolo_warm: bool = LOLO_WARM,
+    pool: str = POOL,
 ) -> Calibration:
     """Fit every deployment and the pool, and measure the three kinds of residuals (`with_residuals=False`: the fits
-    only, for callers that need the coefficients and not the table; `residual_keys`: only those deployments')."""
+    only, for callers that need the coefficients and not the table; `residual_keys`: only those deployments').
+    `pool`: how the pooled fit is made (POOLS); `refine_pool`: the step-1 pool refined through the simulator (pool
+    "step1", or where no other deployment has its own fit)."""
+    if pool not in POOLS:
+        raise InputError(f"calibration.pool = {pool!r}; expected one of {', '.join(POOLS)}")
     lolo_nfev = LOLO_NFEV if lolo_nfev is None else lolo_nfev
     seconds: dict[str, float] = {}
     t0 = time.perf_counter()
-    pooled = refine_pooled(sets, fit_pooled(sets), max_nfev) if refine_pool else fit_pooled(sets)
+
+    def step1_pool(of: list[DeploymentSet]) -> PooledFit:
+        return refine_pooled(of, fit_pooled(of), max_nfev) if refine_pool else fit_pooled(of)
+
+    # refine_pool refines the step-1 pool; the median of the fits needs step 1 only for the fits' fallback
+    pooled = step1_pool(sets) if pool == "step1" else fit_pooled(sets)
     seconds["pooled"] = round(time.perf_counter() - t0, 3)
     fits: dict[str, DeploymentFit] = {}
+    for ds in sets:
+        t1 = time.perf_counter()
+        fits[ds.deployment.key] = fit_deployment(ds, pooled, max_nfev)
+        seconds[ds.deployment.key] = round(time.perf_counter() - t1, 3)
+    own = {k: f.theta for k, f in fits.items() if f.basis == "calibrated"}
+    if pool == "median-of-fits":
+        pooled = pool_of_fits(sets, own, pooled)
+        for ds in sets:  # the unidentifiable deployments fall back to this pool
+            if fits[ds.deployment.key].basis != "calibrated":
+                fits[ds.deployment.key] = fit_deployment(ds, pooled, max_nfev)
     residuals: dict[str, dict[str, dict[str, dict[str, Any]]]] = {}
     per_level: dict[str, list[dict[str, Any]]] = {}
     warnings: list[str] = []
     all_kinds: dict[str, dict[str, list[float]]] = {k: {} for k in KINDS}
     for ds in sets:
         key = ds.deployment.key
-        t1 = time.perf_counter()
-        fit = fit_deployment(ds, pooled, max_nfev)
-        seconds[key] = round(time.perf_counter() - t1, 3)
-        fits[key] = fit
+        fit = fits[key]
         if fit.warning:
             warnings.append(fit.warning)
         if not with_residuals or (residual_keys is not None and key not in residual_keys):
@@ -1452,7 +1682,12 @@ def calibrate_sets(
         rest = [o for o in sets if o is not ds]
         lodo_theta = None
         if rest and lodo:
-            pool_wo = refine_pooled(rest, fit_pooled(rest), max_nfev) if refine_pool else fit_pooled(rest)
+            # the other deployments' own fits never saw this one's levels
+            rest_own = {o.deployment.key: own[o.deployment.key] for o in rest if o.deployment.key in own}
+            if pool == "median-of-fits" and rest_own:
+                pool_wo = pool_of_fits(rest, rest_own, pooled)
+            else:
+                pool_wo = step1_pool(rest)
             lodo_theta = pool_wo.theta_for(ds.arch)[0]
         for i, lv in enumerate(ds.levels):
             row: dict[str, Any] = {
@@ -1468,7 +1703,7 @@ def calibrate_sets(
             if fit.basis == "calibrated" and lolo:
                 others = [o for j, o in enumerate(ds.levels) if j != i]
                 if identifiability(ds.cost, others, ds.limits) is None:
-                    t_wo, _ = fit_levels(ds, others, lolo_nfev)
+                    t_wo, _ = fit_levels(ds, others, lolo_nfev, fit.theta if lolo_warm else None)
                     c = ds.cost.with_coeffs(Coefficients(tuple(float(v) for v in t_wo[:6]), "calibrated", "lolo"))  # type: ignore[arg-type]
                     lolo_res = residuals_of(predict_level(c, ds.limits, lv, float(t_wo[6])), lv)
                     _collect(kinds["leave_one_level_out"], lolo_res)
@@ -1492,6 +1727,9 @@ def calibrate_sets(
         "lolo_passes": lolo_nfev if lolo else None,
         "lodo": lodo,
         "pooled_refined": refine_pool,
+        "pool": pool,
+        "lolo_warm_start": bool(lolo_warm and lolo and lolo_nfev > 1),
+        "step_form": _step_form(),
     }
     return Calibration(sets, fits, pooled, residuals, per_level, pooled_res, warnings, seconds, settings)
 
@@ -1509,13 +1747,17 @@ def calibrate(
     lodo: bool = True,
     with_residuals: bool = True,
     lolo: bool = True,
+    roofline: Any = None,
+    pool: str = POOL,
+    refine_pool: bool = REFINE_POOL,
 ) -> Calibration:
     """`sizing calibrate PATH...`: read and check every sweep, fit, and measure the residuals (nothing written).
-    `with_residuals=False` fits only (what `sizing predict/simulate --calibrate` need)."""
-    sets = deployment_sets(paths, manifests, root)
+    `with_residuals=False` fits only (what `sizing predict/simulate --calibrate` need); `roofline`: params.yaml's
+    section, the prior (defaults when None); `pool`, `refine_pool`: how the pooled fit is made (`calibrate_sets`)."""
+    sets = deployment_sets(paths, manifests, root, roofline)
     if not sets or not any(ds.levels for ds in sets):
         raise InputError(f"{', '.join(p.as_posix() for p in paths)}: no measured levels to calibrate on")
-    return calibrate_sets(sets, max_nfev, lolo_nfev, lodo, with_residuals, lolo)
+    return calibrate_sets(sets, max_nfev, lolo_nfev, lodo, with_residuals, lolo, refine_pool=refine_pool, pool=pool)
 
 
 # ------------------------------------------------------------------------------------------- predict
@@ -1591,6 +1833,7 @@ def predict(
     engine: str | None = None,
     params_path: Path | None = None,
     lolo_nfev: int = LOLO_NFEV,
+    roofline: Any = None,
 ) -> dict[str, Any]:
     """`sizing predict`: the deployment's curve at the given loads through the simulator, with the basis
     (calibrated / transferred / roofline), the coefficients and the prediction interval of that basis."""
@@ -1609,7 +1852,7 @@ def predict(
     gpu = catalog.find_gpu(gpu_name, catalog.load_gpus())
     quantization.precision(weights, "weights")
     quantization.precision(kv, "kv")
-    prior_cost = for_deployment(model, gpu, weights, kv, tp, pp)
+    prior_cost = for_deployment(model, gpu, weights, kv, tp, pp, roofline=roofline)
     if isinstance(prior_cost, str):
         raise InputError(f"deployment {model.name} on {gpu.name} TP{tp} w-{weights}/kv-{kv}: {prior_cost}")
     compute = str(quantization.check(gpu, weights, kv).compute)
@@ -1634,7 +1877,7 @@ def predict(
         "warnings": [],
     }
     if calibrate_paths:
-        sets = deployment_sets(list(calibrate_paths), manifests)
+        sets = deployment_sets(list(calibrate_paths), manifests, roofline=roofline)
         mine = next((d for d in sets if d.deployment.matches(model.name, gpu.name, tp, pp, weights, kv, engine)), None)
         # the interval needs the matched deployment's leave-one-level-out residuals, or (transferred) every
         # deployment's leave-one-deployment-out residuals

@@ -1,8 +1,13 @@
 """Step 7b: the iteration-time model of a continuous-batching engine (method.md 7b).
 
-One engine iteration takes
+One engine iteration takes, in the form the coefficients name (`STEP_FORMS`, default `STEP_FORM`),
 
-    t = b0 + b1*F/P + b2*W/B + b3*K/B + b4*n + b5*A            (all b >= 0)
+    additive:       t = b0 + b1*F/P + b2*W/B + b3*K/B + b4*n + b5*A            (all b >= 0)
+    overlap:        t = b0 + max(b1*F/P, b2*W/B + b3*K/B) + b4*n + b5*A
+    overlap-phase:  t = b0 + max(b1*F_lin/P, b2*W/B) + max(b1*F_attn/P, b3*K/B) + b4*n + b5*A
+
+(real kernels overlap their weight and KV reads with their FLOPs: a GEMM over a batch of tokens is bound by the
+larger of the two, not their sum; F_lin = the linear layers' FLOPs, F_attn = attention's, F = F_lin + F_attn).
 
 - F: FLOPs of the iteration per GPU (linear layers for every scheduled token, plus causal
   attention over each token's context; sliding-window layers capped at the window);
@@ -23,8 +28,11 @@ b1 = 1 / prefill MFU, b2 = b3 = 1 / bandwidth efficiency, b4 = 0, b5 = 1.
 PP: one iteration passes every stage in turn, so the iteration time is the sum over stages;
 the constants describe the whole layer stack split over the TP group only.
 
-The packed constant vector (`StepCost.packed()`) and `step_time` are what the numba engine
-calls once per iteration; `StepCost.terms` is the same arithmetic in numpy for calibration.
+The packed constant vector (`StepCost.packed()`: the physics, b0..b5, the form code) and `step_time` are what
+the numba engine calls once per iteration; `StepCost.step_s` is the same arithmetic in numpy for calibration.
+`StepCost.terms` gives the six raw terms (the additive form's columns); `StepCost.active_terms` the columns with
+each max's losing side set to zero at given b, so that t = active_terms . b in every form (piecewise linear in b:
+what calibration's NNLS fits, one active set at a time).
 """
 
 from __future__ import annotations
@@ -42,7 +50,26 @@ TERMS = ("fixed_s", "flops", "weight_bytes", "kv_bytes", "seqs", "allreduce")
 """The six terms of the iteration time, in the order of the coefficient vector b."""
 
 N_CONST = 14
-"""Length of the physics part of the packed vector; b0..b5 follow it."""
+"""Length of the physics part of the packed vector; b0..b5 follow it, then the form code (FORM_CODE)."""
+
+STEP_FORMS = ("additive", "overlap", "overlap-phase")
+"""How the FLOPs and the memory terms combine in one iteration:
+
+- `additive` (method.md 7b as first written): b1 F/P + b2 W/B + b3 K/B, every term paid in turn;
+- `overlap`: max(b1 F/P, b2 W/B + b3 K/B), the FLOPs overlapping the weight and KV reads (one roofline per
+  iteration);
+- `overlap-phase`: max(b1 F_lin/P, b2 W/B) + max(b1 F_attn/P, b3 K/B), a roofline per phase: the linear layers'
+  GEMMs against their weight reads, attention against its KV reads (F = F_lin + F_attn).
+
+b0, b4 n and b5 A are added in every form."""
+FORM_CODE = {f: float(i) for i, f in enumerate(STEP_FORMS)}
+
+STEP_FORM = "overlap-phase"
+"""The form every new Coefficients takes unless it names one: the calibration fits and the prior use it.
+
+Chosen on the dev deployments of benchmarks/fidelity.py only (never the holdout), by the sum over the six
+LOLO/LODO target cells of median |error| / target, refinement and LOLO passes 60, cold LOLO starts: additive 9.25
+(2 of 6 targets met), overlap 9.41 (2), overlap-phase 8.99 (3: LOLO mean ITL 10.0% -> 4.0%)."""
 
 # Per-call all-reduce latency priors (s): NVLink-class fabric vs PCIe. Physics inputs, not fitted
 # coefficients (b5 scales the whole all-reduce term). NCCL small-message latency on 8x H100 NVLink is
@@ -52,21 +79,70 @@ FAST_FABRICS = ("nvlink", "infinity-fabric", "nvlink-bridge")
 BIG_WINDOW = 1 << 40
 
 
+def _default_form() -> str:
+    return STEP_FORM
+
+
+PRIOR_PREFILL_MFU = 0.45
+"""params.yaml `roofline.prefill_mfu` default: the prior's b1 = 1 / this (pipeline/params.py Roofline)."""
+PRIOR_BANDWIDTH_EFFICIENCY = 0.8
+"""params.yaml `roofline.bandwidth_efficiency` default: the prior's b2 = b3 = 1 / this."""
+
+
 @dataclass(frozen=True)
 class Coefficients:
-    """b0..b5 of the iteration time, with where they came from."""
+    """b0..b5 of the iteration time, with where they came from and the form they belong to (STEP_FORMS)."""
 
     b: tuple[float, float, float, float, float, float]
     basis: str = "roofline"  # roofline | calibrated | transferred
     source: str = "prior: roofline efficiencies"
+    form: str = field(default_factory=_default_form)
+
+    def __post_init__(self) -> None:
+        if self.form not in FORM_CODE:
+            raise ValueError(f"Coefficients.form = {self.form!r}; allowed: {', '.join(STEP_FORMS)}")
 
     def as_dict(self) -> dict[str, Any]:
-        return {"b": dict(zip(TERMS, self.b, strict=True)), "basis": self.basis, "source": self.source}
+        return {
+            "b": dict(zip(TERMS, self.b, strict=True)),
+            "basis": self.basis,
+            "source": self.source,
+            "form": self.form,
+        }
 
     @classmethod
-    def prior(cls, prefill_mfu: float = 0.45, bandwidth_efficiency: float = 0.8) -> Coefficients:
-        """The uncalibrated roofline: b1 = 1/MFU, b2 = b3 = 1/bandwidth efficiency, b5 = 1."""
-        return cls((0.0, 1 / prefill_mfu, 1 / bandwidth_efficiency, 1 / bandwidth_efficiency, 0.0, 1.0))
+    def prior(
+        cls,
+        prefill_mfu: float = PRIOR_PREFILL_MFU,
+        bandwidth_efficiency: float = PRIOR_BANDWIDTH_EFFICIENCY,
+        form: str | None = None,
+    ) -> Coefficients:
+        """The uncalibrated roofline: b1 = 1/MFU, b2 = b3 = 1/bandwidth efficiency, b5 = 1 (the efficiencies are
+        params.yaml's `roofline` section where a caller passes them; `roofline_prior` reads them from a mapping)."""
+        source = "prior: roofline efficiencies"
+        if (prefill_mfu, bandwidth_efficiency) != (PRIOR_PREFILL_MFU, PRIOR_BANDWIDTH_EFFICIENCY):
+            source += f" (prefill MFU {prefill_mfu:g}, bandwidth efficiency {bandwidth_efficiency:g})"
+        return cls(
+            (0.0, 1 / prefill_mfu, 1 / bandwidth_efficiency, 1 / bandwidth_efficiency, 0.0, 1.0),
+            "roofline",
+            source,
+            form or STEP_FORM,
+        )
+
+
+def roofline_prior(roofline: Any = None) -> Coefficients:
+    """Coefficients.prior from params.yaml's `roofline` section (a mapping or the pydantic section; None: the
+    defaults): prefill_mfu and bandwidth_efficiency."""
+    if roofline is None:
+        return Coefficients.prior()
+
+    def get(key: str, default: float) -> float:
+        v = roofline.get(key, default) if isinstance(roofline, dict) else getattr(roofline, key, default)
+        return float(default if v is None else v)
+
+    return Coefficients.prior(
+        get("prefill_mfu", PRIOR_PREFILL_MFU), get("bandwidth_efficiency", PRIOR_BANDWIDTH_EFFICIENCY)
+    )
 
 
 @dataclass(frozen=True)
@@ -94,7 +170,7 @@ class StepCost:
         return replace(self, coeffs=coeffs)
 
     def packed(self) -> np.ndarray:
-        """The float64 vector `step_time` reads: N_CONST physics constants, then b0..b5."""
+        """The float64 vector `step_time` reads: N_CONST physics constants, b0..b5, then the form code."""
         phys = [
             self.linear_flops_per_token,
             self.attn_flops_full_per_pair,
@@ -111,7 +187,7 @@ class StepCost:
             self.allreduce_latency_s,
             float(self.window),
         ]
-        return np.asarray(phys + list(self.coeffs.b), dtype=np.float64)
+        return np.asarray(phys + list(self.coeffs.b) + [FORM_CODE[self.coeffs.form]], dtype=np.float64)
 
     def terms(
         self,
@@ -130,30 +206,64 @@ class StepCost:
         kv_tokens: sum over the batch's sequences of the context whose KV is read;
         kv_tokens_windowed: the same capped at the window; seqs: sequences in the batch.
         """
-        t, pairs, pairs_w, kv_t, kv_w, n = np.broadcast_arrays(
-            *(
-                np.asarray(x, dtype=np.float64)
-                for x in (tokens, attn_pairs, attn_pairs_windowed, kv_tokens, kv_tokens_windowed, seqs)
-            )
+        ones, lin, attn, weights, kv, n, allreduce = self._raw(
+            tokens, attn_pairs, attn_pairs_windowed, kv_tokens, kv_tokens_windowed, seqs
         )
-        flops = (
-            self.linear_flops_per_token * t
-            + self.attn_flops_full_per_pair * pairs
-            + self.attn_flops_sliding_per_pair * pairs_w
-        )
+        return np.stack([ones, lin + attn, weights, kv, n, allreduce], axis=-1)
+
+    def _raw(self, *aggregates: np.ndarray | float) -> tuple[np.ndarray, ...]:
+        """The physics of iterations before b: 1, linear and attention FLOPs over peak, weight and KV bytes over
+        the bandwidth (s), sequences, all-reduce seconds (broadcast arrays)."""
+        t, pairs, pairs_w, kv_t, kv_w, n = np.broadcast_arrays(*(np.asarray(x, dtype=np.float64) for x in aggregates))
+        lin = self.linear_flops_per_token * t / self.peak_flops
+        attn = (self.attn_flops_full_per_pair * pairs + self.attn_flops_sliding_per_pair * pairs_w) / self.peak_flops
         touched = np.where(t > 0, 1.0 - (1.0 - self.expert_share) ** t, 0.0) if self.expert_share > 0 else 0.0 * t
-        weights = self.dense_weight_bytes + self.routed_weight_bytes * touched
-        kv = self.kv_full_bytes_per_token * kv_t + self.kv_sliding_bytes_per_token * kv_w
+        weights = (self.dense_weight_bytes + self.routed_weight_bytes * touched) / self.hbm_bw
+        kv = (self.kv_full_bytes_per_token * kv_t + self.kv_sliding_bytes_per_token * kv_w) / self.hbm_bw
         if self.link_bw > 0:
             allreduce = self.allreduce_bytes_per_token * t / self.link_bw + self.allreduce_latency_s
         else:
             allreduce = 0.0 * t
-        cols = [np.ones_like(t), flops / self.peak_flops, weights / self.hbm_bw, kv / self.hbm_bw, n, allreduce]
+        return np.ones_like(t), lin, attn, weights, kv, n, allreduce
+
+    def active_terms(
+        self,
+        tokens: np.ndarray | float,
+        attn_pairs: np.ndarray | float,
+        attn_pairs_windowed: np.ndarray | float,
+        kv_tokens: np.ndarray | float,
+        kv_tokens_windowed: np.ndarray | float,
+        seqs: np.ndarray | float,
+        b: Any = None,
+        form: str | None = None,
+    ) -> np.ndarray:
+        """The six columns of `terms` with, in an overlap form, the side of each max that b does not make the
+        larger set to zero, so that the iteration time is exactly active_terms . b (b: these coefficients by
+        default; form: theirs). Additive: `terms` itself. Ties go to the FLOPs side."""
+        form = form or self.coeffs.form
+        bb = np.asarray(self.coeffs.b if b is None else b, dtype=np.float64)[:6]
+        ones, lin, attn, weights, kv, n, allreduce = self._raw(
+            tokens, attn_pairs, attn_pairs_windowed, kv_tokens, kv_tokens_windowed, seqs
+        )
+        zero = np.zeros_like(ones)
+        if form == "additive":
+            cols = [ones, lin + attn, weights, kv, n, allreduce]
+        elif form == "overlap":
+            compute = bb[1] * (lin + attn) >= bb[2] * weights + bb[3] * kv
+            cols = [ones, np.where(compute, lin + attn, zero), np.where(compute, zero, weights)]
+            cols += [np.where(compute, zero, kv), n, allreduce]
+        elif form == "overlap-phase":
+            lin_c = bb[1] * lin >= bb[2] * weights
+            attn_c = bb[1] * attn >= bb[3] * kv
+            flops = np.where(lin_c, lin, zero) + np.where(attn_c, attn, zero)
+            cols = [ones, flops, np.where(lin_c, zero, weights), np.where(attn_c, zero, kv), n, allreduce]
+        else:
+            raise ValueError(f"form = {form!r}; allowed: {', '.join(STEP_FORMS)}")
         return np.stack(cols, axis=-1)
 
     def step_s(self, *aggregates: np.ndarray | float) -> np.ndarray:
-        """Iteration seconds = terms . b (same arguments as `terms`)."""
-        return self.terms(*aggregates) @ np.asarray(self.coeffs.b)
+        """Iteration seconds = active_terms . b (same arguments as `terms`), in the coefficients' form."""
+        return self.active_terms(*aggregates) @ np.asarray(self.coeffs.b)
 
     def decode_step_s(self, batch: float, context: float) -> float:
         """One decode iteration of `batch` sequences at `context` tokens each (the ITL of a steady batch)."""
@@ -187,8 +297,10 @@ def step_cost(
     pp: int = 1,
     ep: int = 1,
     coeffs: Coefficients | None = None,
+    roofline: Any = None,
 ) -> StepCost:
-    """The physics constants of one deployment (model x GPU x dtypes x TP/PP/EP)."""
+    """The physics constants of one deployment (model x GPU x dtypes x TP/PP/EP), with `coeffs`, else the roofline
+    prior of params.yaml's `roofline` section when given (`roofline_prior`), else the default prior."""
     width = (
         model.heads * (model.qk_nope_head_dim + model.qk_rope_head_dim + model.v_head_dim) / 2
         if model.is_mla
@@ -231,7 +343,7 @@ def step_cost(
         link_bw=link,
         allreduce_latency_s=ar_latency,
         window=int(model.sliding_window) if model.sliding_window else BIG_WINDOW,
-        coeffs=coeffs or Coefficients.prior(),
+        coeffs=coeffs or roofline_prior(roofline),
         deployment=f"{model.name} on {tp * pp}x {gpu.name} TP{tp} PP{pp} {weight_dtype}/{kv_dtype}",
     )
 
@@ -265,8 +377,10 @@ def step_time(
     kv_tokens_windowed: float,
     seqs: float,
 ) -> float:
-    """Iteration seconds from the packed vector `c` (StepCost.packed) and the iteration's aggregates."""
-    flops = c[0] * tokens + c[1] * attn_pairs + c[2] * attn_pairs_windowed
+    """Iteration seconds from the packed vector `c` (StepCost.packed) and the iteration's aggregates, in the form
+    its last entry codes (STEP_FORMS: 0 additive, 1 overlap, 2 overlap-phase), as StepCost.step_s computes it."""
+    lin = c[0] * tokens
+    attn = c[1] * attn_pairs + c[2] * attn_pairs_windowed
     touched = 0.0
     if c[6] > 0.0 and tokens > 0.0:
         touched = 1.0 - (1.0 - c[6]) ** tokens
@@ -276,20 +390,33 @@ def step_time(
     if c[11] > 0.0:
         allreduce = c[10] * tokens / c[11] + c[12]
     b = N_CONST
-    return (
-        c[b]
-        + c[b + 1] * flops / c[3]
-        + c[b + 2] * weights / c[9]
-        + c[b + 3] * kv / c[9]
-        + c[b + 4] * seqs
-        + c[b + 5] * allreduce
-    )
+    form = c[b + 6]
+    t_lin = c[b + 1] * lin / c[3]
+    t_attn = c[b + 1] * attn / c[3]
+    t_w = c[b + 2] * weights / c[9]
+    t_kv = c[b + 3] * kv / c[9]
+    if form == 0.0:
+        core = t_lin + t_attn + t_w + t_kv
+    elif form == 1.0:
+        core = max(t_lin + t_attn, t_w + t_kv)
+    else:
+        core = max(t_lin, t_w) + max(t_attn, t_kv)
+    return c[b] + core + c[b + 4] * seqs + c[b + 5] * allreduce
 
 
 def for_deployment(
-    model: Model, gpu: GPU, weights: str, kv: str, tp: int, pp: int = 1, coeffs: Coefficients | None = None
+    model: Model,
+    gpu: GPU,
+    weights: str,
+    kv: str,
+    tp: int,
+    pp: int = 1,
+    coeffs: Coefficients | None = None,
+    roofline: Any = None,
 ) -> StepCost | str:
-    """The step cost of a stated deployment (a manifest), or why the hardware rules refuse it."""
+    """The step cost of a stated deployment (a manifest), or why the hardware rules refuse it. Without `coeffs` it
+    carries the roofline prior: of `roofline` (params.yaml's section, a mapping or the pydantic model) when given,
+    else the defaults (0.45 prefill MFU, 0.8 bandwidth efficiency)."""
     from pipeline import parallelism, quantization
 
     problem = parallelism.tp_problem(model, tp)  # vLLM refuses a TP that does not divide the heads
@@ -299,4 +426,4 @@ def for_deployment(
     if not compat.allowed:
         return "; ".join(compat.reasons)
     ep = parallelism.expert_parallel(model, tp)
-    return step_cost(model, gpu, weights, kv, compat.compute, tp, pp, ep, coeffs)
+    return step_cost(model, gpu, weights, kv, compat.compute, tp, pp, ep, coeffs, roofline)

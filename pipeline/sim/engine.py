@@ -26,7 +26,9 @@ decoding sequence; attn_pairs = sum over scheduled tokens of the context each at
 (a chunk covering positions s+1..s+k contributes `pair_sums(s, k)`, a decode at position L
 contributes L); kv_tokens = sum over the scheduled sequences of their context after this
 iteration; `_windowed` = the same capped at the model's sliding window; seqs = sequences
-scheduled.
+scheduled. How the FLOPs and memory terms combine (additive, or overlapping as a max) is the
+coefficients' form, the last entry of the packed vector (cost.STEP_FORMS). numba's cache does not
+see edits to cost.py: an edit to `cost.step_time` needs this file touched too (its kernels inline it).
 
 Prefill/decode mixing (`EngineConfig.mixed_prefill`): True (the default) is vLLM V1's chunked
 prefill, steps 1-3 above in one iteration. False is SGLang's default scheduler (without

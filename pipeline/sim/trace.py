@@ -103,6 +103,19 @@ def busiest_hour(arrival_s: np.ndarray) -> tuple[float, float]:
     return start, start + 3600.0
 
 
+def window_bounds(arrivals: np.ndarray, window: str) -> tuple[str, float, float]:
+    """(kind, lo, hi): the window's [lo, hi) in the log's own seconds, from the sorted finite arrivals (>= 1)."""
+    kind, w_lo, w_hi = parse_window(window)
+    first = float(arrivals[0])
+    if kind == "busiest-hour":
+        lo, hi = busiest_hour(arrivals)
+    elif kind == "all":
+        lo, hi = first, math.inf
+    else:
+        lo, hi = first + w_lo, first + w_hi
+    return kind, lo, hi
+
+
 def _is_normalized(path: Path) -> bool:
     if path.is_file() and path.suffix.lower() in (".parquet", ".pq"):
         import pyarrow.parquet as pq
@@ -129,34 +142,36 @@ def _ingest(log: str, work: Path, params_path: Path | None) -> Path:
     return out
 
 
-def _table_trace(path: Path, lo: float, hi: float, origin: float) -> Trace:
-    """Rows of a normalized table with lo <= arrival_s < hi, arrivals relative to origin (row group by row group)."""
-    import pyarrow.compute as pc
-    import pyarrow.parquet as pq
+def trace_from_arrow(t: Any, lo: float, hi: float, origin: float) -> Trace:
+    """The rows of an Arrow table (arrival_s, input_tokens, output_tokens, optional hash_ids) with
+    lo <= arrival_s < hi and output_tokens > 0, arrivals relative to origin, sorted by arrival (stable)."""
+    return _assemble([p for p in [_part(t, lo, hi, origin)] if p is not None])
 
-    f = pq.ParquetFile(path)
-    cols = [*NORMALIZED, *(["hash_ids"] if "hash_ids" in f.schema_arrow.names else [])]
-    parts: list[dict[str, np.ndarray]] = []
-    for g in range(f.num_row_groups):
-        t = f.read_row_group(g, columns=cols)
-        a = t.column("arrival_s")
-        # rows with 0 output tokens are failed requests (the ingest stage drops them too)
-        mask = pc.and_(pc.and_(pc.greater_equal(a, lo), pc.less(a, hi)), pc.greater(t.column("output_tokens"), 0))
-        t = t.filter(mask)
-        if t.num_rows == 0:
-            continue
-        part = {
-            "arrival_s": t.column("arrival_s").to_numpy().astype(np.float64) - origin,
-            "input_tokens": t.column("input_tokens").to_numpy(zero_copy_only=False).astype(np.int64),
-            "output_tokens": t.column("output_tokens").to_numpy(zero_copy_only=False).astype(np.int64),
-        }
-        if "hash_ids" in cols:
-            h = t.column("hash_ids").combine_chunks()
-            h = pc.fill_null(h, [])  # type: ignore[arg-type]
-            lens = pc.list_value_length(h).to_numpy(zero_copy_only=False).astype(np.int64)
-            part["hash_len"] = lens
-            part["hash_values"] = pc.list_flatten(h).to_numpy(zero_copy_only=False).astype(np.int64)
-        parts.append(part)
+
+def _part(t: Any, lo: float, hi: float, origin: float) -> dict[str, np.ndarray] | None:
+    import pyarrow.compute as pc
+
+    a = t.column("arrival_s")
+    # rows with 0 output tokens are failed requests (the ingest stage drops them too)
+    mask = pc.and_(pc.and_(pc.greater_equal(a, lo), pc.less(a, hi)), pc.greater(t.column("output_tokens"), 0))
+    t = t.filter(mask)
+    if t.num_rows == 0:
+        return None
+    part = {
+        "arrival_s": t.column("arrival_s").to_numpy().astype(np.float64) - origin,
+        "input_tokens": t.column("input_tokens").to_numpy(zero_copy_only=False).astype(np.int64),
+        "output_tokens": t.column("output_tokens").to_numpy(zero_copy_only=False).astype(np.int64),
+    }
+    if "hash_ids" in t.column_names:
+        h = t.column("hash_ids").combine_chunks()
+        h = pc.fill_null(h, [])  # type: ignore[arg-type]
+        lens = pc.list_value_length(h).to_numpy(zero_copy_only=False).astype(np.int64)
+        part["hash_len"] = lens
+        part["hash_values"] = pc.list_flatten(h).to_numpy(zero_copy_only=False).astype(np.int64)
+    return part
+
+
+def _assemble(parts: list[dict[str, np.ndarray]]) -> Trace:
     if not parts:
         return Trace(np.zeros(0), np.zeros(0, np.int64), np.zeros(0, np.int64), hash_block_tokens=HASH_BLOCK_TOKENS)
     cat = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
@@ -174,6 +189,16 @@ def _table_trace(path: Path, lo: float, hi: float, origin: float) -> Trace:
     return Trace(arr, inp, out, hash_block_tokens=HASH_BLOCK_TOKENS)
 
 
+def _table_trace(path: Path, lo: float, hi: float, origin: float) -> Trace:
+    """Rows of a normalized table with lo <= arrival_s < hi, arrivals relative to origin (row group by row group)."""
+    import pyarrow.parquet as pq
+
+    f = pq.ParquetFile(path)
+    cols = [*NORMALIZED, *(["hash_ids"] if "hash_ids" in f.schema_arrow.names else [])]
+    parts = [_part(f.read_row_group(g, columns=cols), lo, hi, origin) for g in range(f.num_row_groups)]
+    return _assemble([p for p in parts if p is not None])
+
+
 def _arrivals(path: Path) -> np.ndarray:
     import pyarrow.parquet as pq
 
@@ -185,7 +210,7 @@ def load_trace(log: str | Path, window: str = "busiest-hour", params_path: Path 
     """The requests of `log` in `window` as a Trace (arrivals from the window's start), and the window.
 
     InputError (one line) when the log cannot be read or the window holds no arrivals."""
-    kind, w_lo, w_hi = parse_window(window)
+    parse_window(window)
     path = Path(log)
     with tempfile.TemporaryDirectory(prefix="sizing-simulate-") as tmp:
         table = path if _is_normalized(path) else _ingest(str(log), Path(tmp), params_path)
@@ -194,12 +219,7 @@ def load_trace(log: str | Path, window: str = "busiest-hour", params_path: Path 
         if len(arrivals) == 0:
             raise InputError(f"{log}: no requests; expected a traffic log with arrivals")
         first = float(arrivals[0])
-        if kind == "busiest-hour":
-            lo, hi = busiest_hour(arrivals)
-        elif kind == "all":
-            lo, hi = first, math.inf
-        else:
-            lo, hi = first + w_lo, first + w_hi
+        kind, lo, hi = window_bounds(arrivals, window)
         count = int(np.count_nonzero((arrivals >= lo) & (arrivals < hi)))
         if count == 0:
             span = float(arrivals[-1] - first)

@@ -23,7 +23,8 @@ from pipeline import io, params, paths
 from pipeline.errors import InputError
 from pipeline.layout import Layout
 
-SECTIONS = ("calibration", "curve")  # curve: only `source` (dvc.yaml tracks curve.source alone)
+SECTIONS = ("calibration", "curve", "roofline")  # curve: only `source` (dvc.yaml tracks curve.source alone)
+# roofline: the prior the fits are pulled toward (b1 = 1 / prefill_mfu, b2 = b3 = 1 / bandwidth_efficiency)
 CALIBRATION_JSON = "metrics/calibration.json"
 DIGITS = 6  # significant digits of every float in the document
 
@@ -104,6 +105,36 @@ def targets(pooled: dict[str, Any], per_deployment: dict[str, dict[str, Any]]) -
     }
 
 
+BAND_METRICS = ("throughput", "itl_mean")  # the metrics issue 14's bands on C_max / usable RPS take
+
+
+def band_notes(deployments: list[dict[str, Any]], settings: dict[str, Any]) -> list[str]:
+    """Where a deployment's fit (the one its curves use) has an in-sample median residual outside its own
+    leave-one-level-out p10..p90 band on throughput or ITL, while those refits are step 1 only (lolo_passes <= 1):
+    then the band describes the step-1 fits, not the refined one, and understates the curve's error there. One
+    note per (deployment, metric), in the order given."""
+    lp = settings.get("lolo_passes")
+    if lp is None or lp > 1:
+        return []
+    out = []
+    for d in deployments:
+        if d.get("basis") != "calibrated":
+            continue
+        res = d.get("residuals") or {}
+        for metric in BAND_METRICS:
+            ins = (res.get("in_sample") or {}).get(metric) or {}
+            lolo = (res.get("leave_one_level_out") or {}).get(metric) or {}
+            x, lo, hi = ins.get("p50_rel"), lolo.get("p10_rel"), lolo.get("p90_rel")
+            if None in (x, lo, hi) or lo <= x <= hi:
+                continue
+            out.append(
+                f"{d['key']}: the fit's in-sample median {metric} residual {100 * x:+.1f}% lies outside its "
+                f"leave-one-level-out band {100 * lo:+.1f}..{100 * hi:+.1f}% (step-1 refits, calibration.lolo_passes "
+                f"{lp}): the band describes the step-1 fits and understates the refined fit's {metric} error"
+            )
+    return out
+
+
 def _relative(name: str, root: Path | None) -> str:
     p = Path(name)
     if root is not None and p.is_absolute() and p.is_relative_to(root):
@@ -140,6 +171,7 @@ def build(cal: Any, source: str, root: Path | None = None) -> dict[str, Any]:
             "leave-one-level-out refits are step 1 (the NNLS on per-level aggregates) without the simulator "
             "refinement (calibration.lolo_passes <= 1), for time; `sizing calibrate` refines them too"
         )
+    notes += band_notes(deployments, settings)
     out = {
         **doc,
         "source": source,
@@ -168,7 +200,14 @@ def compute(sections: dict[str, Any], layout: Layout | None = None) -> dict[str,
     # pipeline.sim.calibrate reopens a result file by that name for its per-request lengths
     with contextlib.chdir(layout.root):
         cal = calibrate.calibrate(
-            [folder], None, layout.root, max_nfev=int(c["refine_passes"]), lolo_nfev=int(c["lolo_passes"])
+            [folder],
+            None,
+            layout.root,
+            max_nfev=int(c["refine_passes"]),
+            lolo_nfev=int(c["lolo_passes"]),
+            roofline=sec["roofline"],
+            pool=str(c["pool"]),
+            refine_pool=bool(c["refine_pool"]),
         )
     return build(cal, source, layout.root)
 
