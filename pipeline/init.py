@@ -119,6 +119,7 @@ def detect(
 ) -> Detected:
     """Detect layout, mapping, unit and tiers, and profile the log for real (nothing is written)."""
     from pipeline import params, traffic, workload
+    from pipeline.stages import workload as workload_stage
     from pipeline.traffic import layouts
 
     source_param = _source_param(log, root)
@@ -181,7 +182,7 @@ def detect(
     with tempfile.TemporaryDirectory(prefix="sizing-init-") as tmp:
         req = Path(tmp) / "requests.parquet"
         ingested = traffic.ingest_with(source, req, wl, None)
-        profile = workload.build_profile(ingested, req, settings, root)
+        profile = workload.build_profile(ingested, req, settings, workload_stage.log_inputs(ingested, root))
     detected = Detected(source_param, layout.name, wl["columns"], unit, tier_column, profile)
     if note:
         detected.notes.append(note["message"])

@@ -14,11 +14,12 @@ import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any
 
 from pipeline.errors import InputError, ParamsError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 INTEGER_RE = r"^\s*[+-]?\d+(\.0*)?\s*$"
 # 2100-01-01T00:00:00Z: anything later is a wrong unit (ms read as s), not a timestamp.
@@ -121,6 +122,8 @@ class ValidationSummary:
 
     def table(self) -> pd.DataFrame:
         """One row per expectation: column, rule, rows checked, rows failed."""
+        import pandas as pd
+
         return pd.DataFrame(
             [
                 {
@@ -178,6 +181,8 @@ def _run_suite(name: str, rules: list[Rule], frame: pd.DataFrame) -> list[tuple[
 
 def check_columns(label: str, available: list[str], required: dict[str, str], hint: str = "") -> None:
     """GX suite 'source_schema': every mapped source column exists in the file."""
+    import pandas as pd
+
     gx = _gx()
 
     rules = [
@@ -509,6 +514,8 @@ CATALOG_RANGES = {
 
 def validate_catalog(path: Path) -> ValidationSummary:
     """GX suite 'gpu_catalog' over data/catalog/gpus.csv: names unique, numbers in range, a source on every row."""
+    import pandas as pd
+
     gx = _gx()
 
     from pipeline.catalog import GPU_REQUIRED, INTERCONNECTS, read_gpu_rows
@@ -607,6 +614,8 @@ def validate_catalog(path: Path) -> ValidationSummary:
 
 def validate_curve(frame: pd.DataFrame, label: str) -> ValidationSummary:
     """GX suite 'benchmark_curve' over the normalized curve table: one row per load, sane latencies and counts."""
+    import pandas as pd
+
     gx = _gx()
 
     E = gx.expectations

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import pytest
+from forkrun import run_module
 
 from pipeline import cli
 from pipeline.errors import InputError
@@ -121,13 +119,7 @@ def test_cli_reports_error_without_traceback(tmp_path, capsys):
 
 def test_cli_subprocess_has_no_traceback(tmp_path):
     path = write_csv(tmp_path / "neg.csv", HEADER, ["0,5,5", "x,5,5"])
-    proc = subprocess.run(
-        [sys.executable, "-m", "pipeline", "profile", str(path), "--timestamp-unit", "s", "--quiet"],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=120,
-    )
+    proc = run_module(["pipeline", "profile", str(path), "--timestamp-unit", "s", "--quiet"], ROOT, timeout=120)
     assert proc.returncode == 1
     assert "Traceback" not in proc.stderr
     assert "column 'arrival_s': 1 of 2 rows are empty or cannot be parsed as seconds" in proc.stderr

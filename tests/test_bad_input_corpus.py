@@ -8,7 +8,8 @@ file and the field, no traceback, and nothing written. tests/test_bad_input.py c
 messages in detail in-process; the few traffic-log cases here check the same promise at the command line.
 
 The subprocesses import the code of this checkout (PYTHONPATH), so the module can be run against another
-tree of the project to see which cases fail there.
+tree of the project to see which cases fail there. They are forked from a warm interpreter that has imported
+the third-party libraries once (tests/forkrun.py; FORKRUN=0 runs each as a plain `python -m`).
 """
 
 from __future__ import annotations
@@ -18,13 +19,13 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import yaml
+from forkrun import run_module
 
 ROOT = Path(__file__).resolve().parent.parent
 CATALOG = ROOT / "data" / "catalog"
@@ -652,14 +653,7 @@ def _run_case(case: Case, tmp: Path) -> tuple[subprocess.CompletedProcess[str], 
     tmp.mkdir(parents=True)
     argv = case.build(tmp)
     before = _snapshot(tmp)
-    proc = subprocess.run(
-        [sys.executable, "-m", *argv],
-        cwd=tmp,
-        env=_env(case.env(tmp) if case.env else {}),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    proc = run_module(argv, tmp, _env(case.env(tmp) if case.env else {}), timeout=120)
     return proc, _snapshot(tmp) == before
 
 
@@ -695,13 +689,13 @@ def test_a_folder_of_sweeps_is_read_as_its_sweeps() -> None:
     """`sizing curve data/raw/benchmarks/` (4 sweeps, each with its manifest) once failed with "32 of 32 levels
     repeat a load"; read as 4 sweeps it picks the 6000/1000 sweep for those lengths, as the curve stage does:
     usable RPS 1.563 (C_max 61.63 concurrent / E2E), the figure metrics/operating_point.json records."""
-    cmd = [sys.executable, "-m", "pipeline", "curve", str(ROOT / "data" / "raw" / "benchmarks")]
+    cmd = ["pipeline", "curve", str(ROOT / "data" / "raw" / "benchmarks")]
     cmd += ["--ttft-p99-ms", "2000", "--itl-p99-ms", "50", "--input-tokens", "6000", "--output-tokens", "1000"]
-    proc = subprocess.run(cmd, cwd=ROOT, env=_env({}), capture_output=True, text=True, timeout=120)
+    proc = run_module(cmd, ROOT, _env({}), timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert "curve: sample_vllm_h100x4_long (closed loop) (several sweeps)" in proc.stdout
     assert "usable RPS 1.563 req/s per replica" in proc.stdout
-    proc = subprocess.run([*cmd, "--json"], cwd=ROOT, env=_env({}), capture_output=True, text=True, timeout=120)
+    proc = run_module([*cmd, "--json"], ROOT, _env({}), timeout=120)
     m = json.loads(proc.stdout)
     assert {name.split(" (")[0] for name in m["curves"]} == {
         "sample_vllm_h100x4_chat",

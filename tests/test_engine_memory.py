@@ -4,10 +4,10 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 from dataclasses import replace
 
 import pytest
+from forkrun import run_module
 
 from pipeline import catalog, memory, memory_views
 from tests.conftest import ROOT
@@ -280,9 +280,7 @@ def test_kv_capacity_for_the_simulator():
 
 
 def sizing(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "pipeline", "memory", *args], cwd=ROOT, capture_output=True, text=True, timeout=120
-    )
+    return run_module(["pipeline", "memory", *args], ROOT, timeout=120)  # a real child process (tests/forkrun.py)
 
 
 BASE = ["--model", "gpt-oss-120b", "--gpu", "H100", "--weights", "mxfp4", "--tp", "1", "--concurrency", "4"]

@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import io
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import duckdb
+from forkrun import run_module
 
 from pipeline import traffic
 from tests.conftest import ROOT, write_csv
@@ -120,13 +119,7 @@ def test_sizing_profile_reports_progress_on_a_non_tty_stderr_and_keeps_stdout_js
     rate of each pass; stdout is the JSON profile alone, with no rate or time in it."""
     rows = [f"{1767571200 + i * 0.5:.1f},{10 + i % 50},{5 + i % 20}" for i in range(3000)]
     log = write_csv(tmp_path / "log.csv", "arrival_s,input_tokens,output_tokens", rows)
-    proc = subprocess.run(
-        [sys.executable, "-m", "pipeline", "profile", str(log), "--json", "--tier-column", "none"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    proc = run_module(["pipeline", "profile", str(log), "--json", "--tier-column", "none"], ROOT, timeout=300)
     assert proc.returncode == 0, proc.stderr
     profile = json.loads(proc.stdout)
     assert profile["requests"] == 3000

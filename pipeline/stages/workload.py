@@ -3,9 +3,10 @@ metrics/workload.json and the step 1 plot data (requests/s over time, the length
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
-from pipeline import io, params, paths, plots, traffic, workload
+from pipeline import io, params, paths, traffic, workload
 from pipeline.layout import Layout
 
 SECTIONS = ("workload", "slo")
@@ -16,6 +17,8 @@ def run(sections: dict[str, Any], layout: Layout | None = None, progress: bool =
 
     Both outputs are staged beside their targets and renamed only when everything succeeded.
     """
+    from pipeline import plots  # pandas: imported when the stage writes its plots, not by `sizing profile`
+
     layout = layout or Layout(paths.ROOT)
     w = params.validate_section("workload", sections.get("workload"))
     slo = params.validate_section("slo", sections.get("slo"))
@@ -23,8 +26,17 @@ def run(sections: dict[str, Any], layout: Layout | None = None, progress: bool =
     source = traffic.open_source(w["source"], w["pattern"], layout.root)
     with io.atomic_path(layout.requests_parquet, ".parquet") as staged:
         ingested = traffic.ingest_with(source, staged, w, traffic.Progress(progress))
-        profile = workload.build_profile(ingested, staged, settings, layout.root)
+        profile = workload.build_profile(ingested, staged, settings, log_inputs(ingested, layout.root))
         charts = workload.chart_data(staged)
         io.write_json(layout.workload_json, profile)
         plots.write_workload(layout.root, charts, profile)  # dvc.yaml plots: requests/s over time, length CDFs
     return workload.StageResult(profile, ingested, charts)
+
+
+def log_inputs(ingested: Any, root: Path | None = None) -> dict[str, Any]:
+    """Where an ingested log came from, as metrics/workload.json's provenance opens: its files (relative to
+    `root`, default the project), layout, column mapping and timestamp unit, and whether it is the shipped
+    sample (the reports' SAMPLE banner)."""
+    from pipeline import sample
+
+    return {**ingested.provenance(root), "sample": sample.is_sample(ingested.source.files, root)}
