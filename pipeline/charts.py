@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from typing import Any
 
@@ -21,23 +22,85 @@ def spec_bundle(spec: dict[str, Any], **_: Any) -> dict[str, Any]:
     return {f"application/vnd.vegalite.{alt.SCHEMA_VERSION.split('.')[0]}+json": spec}
 
 
+THEME = "sizing"
+
+
+def theme() -> dict[str, Any]:
+    """The reports' chart config: labels that never collide (greedy overlap removal with a gap, a
+    bounded tick count), legends shown in full (no label or symbol limit), titles never cut."""
+    axis = {
+        "labelOverlap": "greedy",
+        "labelSeparation": 8,
+        "labelFlush": True,
+        "labelLimit": 260,
+        "tickCount": 6,
+        "titleLimit": 600,
+        "labelFontSize": 11,
+        "titleFontSize": 12,
+    }
+    return {
+        "config": {
+            "view": {"continuousWidth": 520, "continuousHeight": 240},
+            "axis": axis,
+            "axisX": {"labelAngle": 0},
+            "legend": {"labelLimit": 0, "symbolLimit": 0, "titleLimit": 0, "labelFontSize": 11},
+            "title": {"limit": 0, "anchor": "start", "fontSize": 13},
+            "header": {"labelLimit": 0, "titleLimit": 0},
+        }
+    }
+
+
 def enable() -> None:
-    """How charts leave the kernel, and no row limit for tables.
+    """How charts and tables leave the kernel, and no row limit for tables.
 
     Under the stage runner: as Vega-Lite specs, which the runner turns into SVG, keeping vl-convert's
     engine start-up (about a second) off the kernel's path (it warms the engine while the kernel boots).
     Anywhere else (a notebook opened in Jupyter): as SVG rendered here, offline, as before.
+    Every DataFrame displayed afterwards renders through the one table layer (pipeline.tables), and
+    every chart gets the reports' theme (`theme()`).
     """
+    from pipeline import tables
+
     alt.renderers.register("spec", spec_bundle)
     alt.renderers.enable("spec" if os.environ.get(CHART_SPECS_ENV) == "1" else "svg")
     alt.data_transformers.disable_max_rows()
+    alt.theme.register(THEME, enable=True)(theme)
     pd.set_option("display.max_colwidth", None)
+    tables.register()
 
 
-def _rule(axis: str, field: str, value: float, color: str = RED, dashed: bool = True) -> alt.Chart:
-    """One threshold line (an SLO, a floor, a static fleet) across a chart: red and dashed unless told."""
-    mark = {"color": color, "strokeDash": [4, 3]} if dashed else {"color": color}
-    return alt.Chart(pd.DataFrame({field: [value]})).mark_rule(**mark).encode(**{axis: f"{field}:Q"})
+def _rule(
+    axis: str,
+    field: str,
+    value: float,
+    color: str = RED,
+    dashed: bool = True,
+    label: str | None = None,
+) -> alt.LayerChart:
+    """One threshold line (an SLO, a floor, a static fleet) across a chart: red and dashed unless told.
+
+    The axis's domain is stretched 12% past the line (an invisible point), so the line never lies on the
+    chart's frame; `label` is written just above (a y line, at the left) or beside (an x line, at the top).
+    """
+    mark = {"color": color, "strokeDash": [4, 3], "strokeWidth": 2} if dashed else {"color": color, "strokeWidth": 2}
+    data = pd.DataFrame({field: [value]})
+    layers: list[Any] = [alt.Chart(data).mark_rule(**mark).encode(**{axis: f"{field}:Q"})]
+    pad = pd.DataFrame({field: [value * 1.12 if value > 0 else value - 1]})
+    layers.append(alt.Chart(pad).mark_point(opacity=0).encode(**{axis: f"{field}:Q"}))
+    if label:
+        text = pd.DataFrame({field: [value], "label": [label]})
+        if axis == "y":
+            enc = {"y": f"{field}:Q", "x": alt.value(4)}
+            opts = {"align": "left", "baseline": "bottom", "dy": -3}
+        else:
+            enc = {"x": f"{field}:Q", "y": alt.value(2)}
+            opts = {"align": "left", "baseline": "top", "dx": 4}
+        layers.append(alt.Chart(text).mark_text(color=color, fontSize=11, **opts).encode(text="label:N", **enc))
+    return alt.layer(*layers)
+
+
+def _ms(value: float) -> str:
+    return f"{value:,.0f} ms" if value >= 10 else f"{value:g} ms"
 
 
 def length_cdf(cdf: pd.DataFrame, stats: dict[str, dict[str, Any]]) -> alt.Chart:
@@ -174,7 +237,7 @@ def kv_vs_concurrency(data: pd.DataFrame, concurrency_p95: float) -> alt.Chart:
             color=alt.Color("context:N", sort=None, title="context"),
         )
     )
-    rule = _rule("x", "concurrency", concurrency_p95)
+    rule = _rule("x", "concurrency", concurrency_p95, label=f"p95 concurrency {concurrency_p95:,.0f}")
     return alt.layer(lines, rule).properties(width=520, height=260)
 
 
@@ -214,7 +277,7 @@ def predicted_curve(curve: pd.DataFrame, slo_ms: float, y: str, title: str) -> a
             color=alt.Color("label:N", title="candidate"),
         )
     )
-    rule = _rule("y", y, slo_ms)
+    rule = _rule("y", y, slo_ms, label=f"SLO {_ms(slo_ms)}")
     return alt.layer(lines, rule).properties(width=520, height=260)
 
 
@@ -246,12 +309,10 @@ def slo_curve(
     )
     layers: list[Any] = [
         lines,
-        _rule("y", "ms", slo_ms),
+        _rule("y", "ms", slo_ms, label=f"SLO {_ms(slo_ms)}"),
     ]
     if c_max is not None:
-        layers.append(
-            alt.Chart(pd.DataFrame({"load": [c_max]})).mark_rule(color=ORANGE, strokeWidth=2).encode(x="load:Q")
-        )
+        layers.append(_rule("x", "load", c_max, ORANGE, dashed=False, label=f"C_max {c_max:,.1f}"))
     if predicted is not None and predicted_column is not None and not predicted.empty:
         pred = predicted[["load", predicted_column]].rename(columns={predicted_column: "ms"})
         layers.append(alt.Chart(pred).mark_line(color=GREY, strokeDash=[6, 3]).encode(x="load:Q", y="ms:Q"))
@@ -278,17 +339,21 @@ def throughput_curve(
     layers: list[Any] = [lines]
     if c_max is not None and usable_rps is not None:
         pt = pd.DataFrame(
-            {"load": [c_max], "rps": [usable_rps], "label": [f"usable {usable_rps:.2f} req/s at C_max {c_max:.1f}"]}
+            {
+                "load": [c_max],
+                "rps": [usable_rps],
+                "label": [f"\u25cf usable {usable_rps:.2f} req/s at C_max {c_max:.1f}"],
+            }
         )
         layers.append(
             alt.Chart(pt)
             .mark_point(color=ORANGE, size=140, filled=True)
             .encode(x="load:Q", y="rps:Q", tooltip=["label:N"])
         )
-        layers.append(
+        layers.append(  # in the plot's top-left corner, where a rising throughput curve never is
             alt.Chart(pt)
-            .mark_text(align="left", dx=8, dy=-8, color=ORANGE)
-            .encode(x="load:Q", y="rps:Q", text="label:N")
+            .mark_text(align="left", baseline="top", color=ORANGE, fontSize=12, fontWeight="bold")
+            .encode(x=alt.value(6), y=alt.value(4), text=alt.Text("label:N"))
         )
     if predicted is not None and "predicted_rps" in predicted and predicted["predicted_rps"].notna().any():
         layers.append(
@@ -310,24 +375,202 @@ def schedule(hours: pd.DataFrame, static_instances: int) -> alt.Chart:
             tooltip=["hour", "instances", alt.Tooltip("rps:Q", format=".2f", title="p95 req/s")],
         )
     )
-    rule = _rule("y", "instances", static_instances)
+    rule = _rule("y", "instances", static_instances, label=f"static fleet {static_instances}")
     return alt.layer(bars, rule).properties(width=520, height=220)
 
 
-def cost_by_candidate(table: pd.DataFrame, chosen: str) -> alt.Chart:
-    """Monthly cost per priced candidate (horizontal bars), the chosen one in orange."""
-    data = table[["candidate", "monthly_usd", "basis"]].assign(chosen=lambda d: d["candidate"] == chosen)
-    return (
+USD_AXIS = alt.Axis(format="$~s", tickCount=5)  # "$90k", "$100k": short labels that never run together
+
+
+def cost_by_candidate(table: pd.DataFrame, chosen: str | list[str], label: str = "chosen") -> alt.Chart:
+    """Monthly cost per priced candidate (horizontal bars), the chosen one(s) in orange, named `label` in the legend.
+
+    With a `tier` column of more than one value (the adopted routed plan), one panel per tier, each with
+    its own axes: the candidates that could serve that tier, its adopted deployment in orange.
+    """
+    picked = [chosen] if isinstance(chosen, str) else list(chosen)
+    cols = ["candidate", "monthly_usd", "basis"] + (["tier"] if "tier" in table.columns else [])
+    data = table[cols].assign(plan=lambda d: d["candidate"].map(lambda c: label if c in picked else "alternative"))
+    chart = (
         alt.Chart(data)
         .mark_bar()
         .encode(
-            y=alt.Y("candidate:N", sort="x", title=None),
-            x=alt.X("monthly_usd:Q", title="$ per month (static fleet)"),
-            color=alt.condition(alt.datum.chosen, alt.value(ORANGE), alt.value(BLUE)),
-            tooltip=["candidate", alt.Tooltip("monthly_usd:Q", format=",.0f"), "basis"],
+            y=alt.Y("candidate:N", sort="x", title=None, axis=alt.Axis(labelLimit=0, labelOverlap=False)),
+            x=alt.X("monthly_usd:Q", title="$ per month (static fleet)", axis=USD_AXIS),
+            color=alt.Color(
+                "plan:N",
+                scale=alt.Scale(domain=[label, "alternative"], range=[ORANGE, BLUE]),
+                title=None,
+                legend=alt.Legend(orient="top"),
+            ),
+            tooltip=["candidate", alt.Tooltip("monthly_usd:Q", format="$,.0f"), "basis"],
         )
-        .properties(width=520, height=max(120, 16 * len(data)))
+        .properties(width=460, height=alt.Step(18))
     )
+    if "tier" in data.columns and data["tier"].nunique() > 1:
+        header = alt.Header(
+            labelAngle=0,
+            labelAlign="left",
+            labelAnchor="start",
+            labelOrient="top",
+            labelFontSize=13,
+            labelFontWeight="bold",
+            labelExpr="'tier ' + datum.value",
+        )
+        return chart.facet(row=alt.Row("tier:N", title=None, header=header)).resolve_scale(
+            y="independent", x="independent"
+        )
+    return chart
+
+
+def adopted_candidate(tco: dict[str, Any], tier: str) -> str | None:
+    """The candidate id the adopted plan runs on tier `tier` (tco.json per_tier, or the pooled candidate)."""
+    t = (tco.get("per_tier") or {}).get(tier)
+    if t and t.get("candidate"):
+        return str(t["candidate"])
+    if t and t.get("gpu"):
+        base = f"{tier}/{t['gpu']}/w-{t['weights']}/kv-{t['kv']}"
+        cands = ((tco.get("per_tier_candidates") or {}).get(tier) or {}).get("candidates") or []
+        ids = {c.get("candidate") for c in cands}
+        if base not in ids:  # benchmarked at another TP x PP: `<id>/tp<N>` (issue-14 interface)
+            alt_id = f"{base}/tp{t.get('tp')}" + (f"-pp{t['pp']}" if (t.get("pp") or 1) > 1 else "")
+            if alt_id in ids:
+                return alt_id
+        return base
+    pooled = tco.get("pooled") or {}
+    return pooled.get("candidate")
+
+
+def plan_cost_by_candidate(tco: dict[str, Any]) -> alt.Chart | None:
+    """Cost per candidate of the ADOPTED plan, one panel per tier (the pooled fleet's candidates when the
+    plan is pooled), the adopted deployment of each tier in orange. None when nothing is priced."""
+    table, chosen = adopted_plan_candidates(tco)
+    return None if table.empty else cost_by_candidate(table, chosen, label="adopted plan")
+
+
+def adopted_plan_candidates(tco: dict[str, Any]) -> tuple[pd.DataFrame, list[str]]:
+    """The priced candidates of the adopted plan's tiers (columns tier, candidate, monthly_usd, basis) and the
+    adopted candidate of each tier: per tier of a routed plan (tco.json per_tier_candidates), else the pooled
+    fleet's (per_candidate, tier `all`)."""
+    per_tier = tco.get("per_tier_candidates") or {}
+    routed = tco.get("plan", tco.get("chosen")) not in (None, "pooled") and bool(per_tier)
+    rows, chosen = [], []
+    for tier in sorted(per_tier) if routed else ["all"]:
+        found = (per_tier[tier].get("candidates") or []) if routed else (tco.get("per_candidate") or [])
+        rows += [
+            {"tier": tier, "candidate": r["candidate"], "monthly_usd": r["monthly_usd"], "basis": r.get("basis")}
+            for r in found
+            if r.get("monthly_usd") is not None
+        ]
+        pick = adopted_candidate(tco, tier)
+        if pick:
+            chosen.append(pick)
+    return pd.DataFrame(rows, columns=["tier", "candidate", "monthly_usd", "basis"]), chosen
+
+
+def pareto(
+    levels: pd.DataFrame,
+    itl_slo_ms: float,
+    adopted: list[str] | tuple[str, ...] = (),
+    frontier: bool = True,
+    label: str = "adopted",
+) -> alt.Chart:
+    """The latency-throughput trade-off: tokens/s per GPU (y) against tokens/s per user (x), every candidate.
+
+    `levels`: one row per candidate x load level with columns `candidate`, `output_tokens_per_s`
+    (the level's total), `itl_p50_ms`, `gpus_per_instance` (TP x PP), optionally `rps`, `concurrency`
+    and `itl_p99_ms` (then a level that breaks the ITL SLO is drawn hollow). tokens/s per user =
+    1000 / itl_p50_ms; tokens/s per GPU = output_tokens_per_s / gpus_per_instance. The SLO region is
+    x >= 1000 / itl_slo_ms (users decode at least as fast as the ITL SLO allows), shaded green; the grey
+    line is the upper-right Pareto frontier over all levels; `adopted` candidates are drawn thicker, in orange,
+    named `label` in the legend.
+    """
+    need = {"candidate", "output_tokens_per_s", "itl_p50_ms", "gpus_per_instance"}
+    missing = need - set(levels.columns)
+    if missing:
+        raise ValueError(f"pareto(): levels lacks columns {sorted(missing)}")
+    d = levels[levels["itl_p50_ms"].astype(float) > 0].copy()
+    d["tokens_per_s_per_user"] = 1000.0 / d["itl_p50_ms"].astype(float)
+    d["tokens_per_s_per_gpu"] = d["output_tokens_per_s"].astype(float) / d["gpus_per_instance"].astype(float)
+    if "itl_p99_ms" in d:
+        d["meets ITL SLO"] = d["itl_p99_ms"].astype(float) <= itl_slo_ms
+    else:
+        d["meets ITL SLO"] = d["tokens_per_s_per_user"] >= 1000.0 / itl_slo_ms
+    d["plan"] = d["candidate"].map(lambda c: label if c in adopted else "candidate")
+    d = d.sort_values(["candidate", "tokens_per_s_per_user"], kind="stable")
+    slo_x = 1000.0 / itl_slo_ms
+    x_max = max(float(d["tokens_per_s_per_user"].max()) if len(d) else slo_x, slo_x) * 1.1
+    y_max = (float(d["tokens_per_s_per_gpu"].max()) if len(d) else 1.0) * 1.1
+    region = (
+        alt.Chart(pd.DataFrame({"x": [slo_x], "x2": [x_max], "y": [0.0], "y2": [y_max]}))
+        .mark_rect(color="#2ca02c", opacity=0.08)
+        .encode(x="x:Q", x2="x2:Q", y="y:Q", y2="y2:Q")
+    )
+    x = alt.X("tokens_per_s_per_user:Q", title="output tokens/s per user (1000 / ITL p50)", scale=alt.Scale(zero=False))
+    y = alt.Y("tokens_per_s_per_gpu:Q", title="output tokens/s per GPU")
+    tooltip = [
+        "candidate",
+        alt.Tooltip("tokens_per_s_per_user:Q", format=".1f"),
+        alt.Tooltip("tokens_per_s_per_gpu:Q", format=",.0f"),
+    ] + [alt.Tooltip(f"{c}:Q", format=",.3g") for c in ("concurrency", "rps", "itl_p99_ms") if c in d]
+    plan_color = alt.Color(
+        "plan:N",
+        scale=alt.Scale(domain=[label, "candidate"], range=[ORANGE, "#8fb0cc"]),
+        title=None,
+        legend=alt.Legend(orient="top"),
+    )
+    plan_fill = alt.Color(
+        "plan:N", scale=alt.Scale(domain=[label, "candidate"], range=[ORANGE, "#8fb0cc"]), legend=None
+    )
+
+    def marks(part: pd.DataFrame, width: float, size: float) -> list[alt.Chart]:
+        line = (
+            alt.Chart(part)
+            .mark_line(opacity=0.8, strokeWidth=width)
+            .encode(x=x, y=y, detail="candidate:N", color=plan_color)
+        )
+        pts = (
+            alt.Chart(part)
+            .mark_point(size=size, strokeWidth=1.5, opacity=1)
+            .encode(
+                x=x,
+                y=y,
+                color=plan_color,
+                fill=alt.condition(alt.datum["meets ITL SLO"], plan_fill, alt.value("white")),
+                tooltip=tooltip,
+            )
+        )
+        return [line, pts]
+
+    lines, points = marks(d[d["plan"] == "candidate"], 1.0, 30)
+    top = marks(d[d["plan"] == label], 3.0, 60) if (d["plan"] == label).any() else []
+    layers: list[Any] = [
+        region,
+        lines,
+        points,
+        *top,
+        _rule(
+            "x",
+            "tokens_per_s_per_user",
+            slo_x,
+            color="#2ca02c",
+            label=f"ITL SLO {_ms(itl_slo_ms)}: {slo_x:.0f} tok/s per user",
+        ),
+    ]
+    if frontier and len(d) > 1:
+        pts = d.sort_values("tokens_per_s_per_user", ascending=False, kind="stable")
+        best, keep = -math.inf, []
+        for _, r in pts.iterrows():
+            if r["tokens_per_s_per_gpu"] > best:
+                best = r["tokens_per_s_per_gpu"]
+                keep.append({"tokens_per_s_per_user": r["tokens_per_s_per_user"], "tokens_per_s_per_gpu": best})
+        front = pd.DataFrame(keep)
+        layers.insert(1, alt.Chart(front).mark_line(color=GREY, strokeDash=[2, 2]).encode(x=x, y=y))
+    title = alt.TitleParams(
+        "Latency-throughput trade-off per candidate",
+        subtitle="filled: meets the ITL SLO, hollow: breaks it; green: the SLO region; grey dashes: the Pareto frontier",
+    )
+    return alt.layer(*layers).properties(width=560, height=320, title=title)
 
 
 def calibration_residuals(data: pd.DataFrame, clip_pct: float) -> alt.Chart:
@@ -365,7 +608,7 @@ def utilization(data: pd.DataFrame, trap_below: float) -> alt.Chart:
             color=alt.Color("fleet:N", scale=alt.Scale(domain=["static", "scheduled"], range=[GREY, BLUE])),
         )
     )
-    rule = _rule("y", "utilization", trap_below)
+    rule = _rule("y", "utilization", trap_below, label=f"utilization trap {trap_below:.0%}")
     return alt.layer(lines, rule).properties(width=520, height=220)
 
 
@@ -392,7 +635,7 @@ def plan_costs(data: pd.DataFrame) -> alt.Chart:
         .mark_bar()
         .encode(
             y=alt.Y("plan:N", title=None),
-            x=alt.X("monthly_usd:Q", title="$ per month (static fleets)", stack="zero"),
+            x=alt.X("monthly_usd:Q", title="$ per month (static fleets)", stack="zero", axis=USD_AXIS),
             color=alt.Color("fleet:N", title="fleet"),
             tooltip=["plan", "fleet", "gpus", alt.Tooltip("monthly_usd:Q", format=",.0f")],
         )
@@ -416,7 +659,7 @@ def production_vs_benchmark(levels: pd.DataFrame, production: pd.DataFrame, slo_
         .mark_point(color=ORANGE, size=160, filled=True, shape="diamond")
         .encode(x="rps:Q", y="ttft_p99_ms:Q", tooltip=["what", alt.Tooltip("ttft_p99_ms:Q", format=",.0f")])
     )
-    slo = _rule("y", "ttft_p99_ms", slo_ms)
+    slo = _rule("y", "ttft_p99_ms", slo_ms, label=f"SLO {_ms(slo_ms)}")
     return alt.layer(line, point, slo).properties(width=520, height=240)
 
 
@@ -427,7 +670,7 @@ def scenario_costs(data: pd.DataFrame) -> alt.Chart:
         .mark_bar()
         .encode(
             y=alt.Y("scenario:N", sort=None, title=None),
-            x=alt.X("monthly_usd:Q", title="$ per month (static fleet)"),
+            x=alt.X("monthly_usd:Q", title="$ per month (static fleet)", axis=USD_AXIS),
             color=alt.Color("slo_status:N", title="SLO status"),
             tooltip=["scenario", alt.Tooltip("monthly_usd:Q", format=",.0f"), "slo_status"],
         )
@@ -469,6 +712,6 @@ def prefix_hit_rate(reuse: float, replicas: int, min_reuse: float) -> alt.Chart:
             color=alt.Color("routing:N", scale=alt.Scale(range=[BLUE, ORANGE]), title=None),
         )
     )
-    floor = _rule("y", "hit_rate", min_reuse)
-    fleet = _rule("x", "replicas", replicas, GREY, dashed=False)
+    floor = _rule("y", "hit_rate", min_reuse, label=f"pays off from {min_reuse:.0%}")
+    fleet = _rule("x", "replicas", replicas, GREY, dashed=False, label=f"fleet {replicas}")
     return alt.layer(lines, floor, fleet).properties(width=520, height=240)

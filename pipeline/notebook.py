@@ -42,7 +42,12 @@ def sections(*names: str) -> tuple[dict[str, Any], ...]:
     Under the stage runner: empty dicts (the injected cell that follows sets the real ones).
     By hand: changes the working directory to the project root, turns on read-only mode (nothing
     tracked is written) and returns the project's params.yaml sections, every default filled in.
+    Either way, every DataFrame the notebook displays from here on renders through the one table
+    layer (pipeline.tables.register; charts.enable() does it too).
     """
+    from pipeline import tables
+
+    tables.register()
     if stage_run():
         return tuple({} for _ in names)
     from pipeline import io, params, paths
@@ -57,6 +62,7 @@ def sections(*names: str) -> tuple[dict[str, Any], ...]:
     os.chdir(root)
     io.set_read_only(True)
     every = params.validate_all(params.load(root / "params.yaml"), root)
+    params.mark_validated(every)  # validated once: the stage the notebook calls does not validate them again
     print(
         "note: opened by hand: parameters read from params.yaml; nothing tracked is written "
         "(outputs are written only by the stage runner: dvc repro)"
