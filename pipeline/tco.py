@@ -13,7 +13,7 @@ import math
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
-from pipeline import io  # io.rounded only: this module reads and writes no file
+from pipeline import io, tco_choice  # io.rounded only: this module reads and writes no file
 from pipeline.catalog import PRICE_COLUMNS as PRICE_COLUMNS  # the price catalog lives in catalog; names kept here
 from pipeline.catalog import PRICES_CSV as PRICES_CSV
 from pipeline.catalog import Price
@@ -322,6 +322,132 @@ def _price_row(
     return row
 
 
+def interval_cost(
+    interval: dict[str, Any] | None,
+    usd_per_gpu_hour: float | None,
+    tp: int,
+    pp: int,
+    demand: dict[str, Any],
+    fleet_tier: dict[str, Any],
+    fleet_p: dict[str, Any],
+) -> dict[str, Any] | None:
+    """The cost interval of one candidate: its 80% band of usable RPS through the same fleet sizing (step 11).
+
+    monthly_usd_lo is the fleet sized at usable_rps_hi (fewer instances), monthly_usd_hi at usable_rps_lo;
+    None when the curve has no band. A band edge <= 0 (the low end never meets the SLO) prices as None.
+    """
+    from pipeline import fleet
+
+    if not interval or interval.get("usable_rps_lo") is None or interval.get("usable_rps_hi") is None:
+        return None
+    lo, hi = float(interval["usable_rps_lo"]), float(interval["usable_rps_hi"])
+    out: dict[str, Any] = {"usable_rps_lo": round(lo, 4), "usable_rps_hi": round(hi, 4)}
+    for key, rps in (("monthly_usd_lo", hi), ("monthly_usd_hi", lo)):
+        if usd_per_gpu_hour is None or not (math.isfinite(rps) and rps > 0):
+            out[key] = None
+            continue
+        size = fleet.size(
+            demand["rps"]["sizing_rate"],
+            rps,
+            tp,
+            pp,
+            fleet_p["safety_factor"],
+            fleet_tier["headroom"],
+            fleet_tier["spares"],
+        )
+        out[key] = round(size.gpus * usd_per_gpu_hour * HOURS_PER_MONTH, 2)
+    return out
+
+
+def _finite_positive(x: Any) -> bool:
+    return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x) and x > 0
+
+
+def engine_candidates(
+    tier_name: str,
+    op: dict[str, Any],
+    demand: dict[str, Any],
+    fleet_tier: dict[str, Any],
+    pr: Pricing,
+) -> list[dict[str, Any]]:
+    """Every candidate of one fleet priced on its own curve (metrics/operating_point.json `candidates`, step 7b).
+
+    Each row: the candidate's usable RPS and basis (measured, calibrated, transferred, roofline), its
+    fleet and cost (steps 11-12), the cost interval from its RPS band (`interval_cost`), its length
+    match, and whether it may be the chosen plan (`eligible`, `eligible_why`: tco_choice.eligibility).
+    A candidate whose curve never meets the SLO stays as a row without a price, with the reason.
+    """
+    allow = bool(pr.p.get("allow_transferred", False))
+    rows: list[dict[str, Any]] = []
+    for cid, e in sorted((op.get("candidates") or {}).items()):
+        if not isinstance(e, dict) or e.get("tier") != tier_name:
+            continue
+        tp, pp = int(e.get("tp") or 1), int(e.get("pp") or 1)
+        basis = str(e.get("basis") or "roofline")
+        row: dict[str, Any] = {
+            "candidate": cid,
+            "gpu": e["gpu"],
+            "weights": e["weights"],
+            "kv": e["kv"],
+            "tp": tp,
+            "pp": pp,
+            "basis": basis,
+            "basis_why": e.get("basis_why"),
+            "c_max": e.get("c_max"),
+            "binding_slo": e.get("binding_slo"),
+            "length_match": e.get("length_match"),
+            "memory_rejected": e.get("memory_rejected"),
+            "usable_rps_source": f"metrics/operating_point.json candidates.{cid}.usable_rps ({basis} curve)",
+        }
+        usable = e.get("usable_rps")
+        if not _finite_positive(usable):
+            ok, why = tco_choice.eligibility(basis, False, None, allow)
+            row.update(
+                usable_rps=None,
+                interval=None,
+                eligible=ok,
+                eligible_why=why,
+                note=f"not priced: its {basis} curve gives no usable RPS at the SLO"
+                + (f" ({e['basis_why']})" if e.get("basis_why") else ""),
+            )
+            rows.append(row)
+            continue
+        row = _price_row(row, e["gpu"], tp, pp, float(usable), demand, fleet_tier, pr)
+        row["interval"] = interval_cost(
+            e.get("interval"), row.get("usd_per_gpu_hour"), tp, pp, demand, fleet_tier, pr.fleet_p
+        )
+        if row["interval"] is None and basis != "measured":
+            row["interval_note"] = e.get("interval_note") or "its curve states no prediction interval"
+        ok, why = tco_choice.eligibility(basis, "monthly_usd" in row, float(usable), allow)
+        row.update(eligible=ok, eligible_why=why)
+        if e.get("memory_rejected"):
+            row["eligible_why"] += f"; the memory stage rejects this TP/PP ({e['memory_rejected']}), the sweep ran it"
+        rows.append(row)
+    return rows
+
+
+def tier_rows(
+    tier_name: str,
+    op_t: dict[str, Any],
+    op: dict[str, Any],
+    demand: dict[str, Any],
+    fleet_tier: dict[str, Any],
+    pr: Pricing,
+) -> list[dict[str, Any]]:
+    """One fleet's candidates: on their own curves when the curve stage wrote `candidates`, else the old way.
+
+    `op_t` is the fleet's operating point (op itself for `all`, op.per_tier[t] for a tier). Without
+    `op.candidates` (an operating point from before issue 14), the benchmarked deployment is the
+    measured row and every other candidate a roofline-ratio estimate (`candidates`).
+    """
+    if isinstance(op.get("candidates"), dict) and any(
+        isinstance(e, dict) and e.get("tier") == tier_name for e in op["candidates"].values()
+    ):
+        return engine_candidates(tier_name, op, demand, fleet_tier, pr)
+    where = "usable_rps" if tier_name == "all" else f"per_tier.{tier_name}.usable_rps"
+    return candidates(tier_name, op_t.get("manifest") or {}, _usable(op_t, where), demand, fleet_tier, pr)
+
+
 def candidates(
     tier_name: str,
     manifest: dict[str, Any],
@@ -396,7 +522,8 @@ def candidates(
             "weights": e["weights"],
             "kv": e["kv"],
             "tp": e["tp"],
-            "basis": "roofline-scaled",
+            "basis": "roofline",
+            "pp": pp,
             "roofline_concurrency_at_slo": round(conc, 2),
         }
         if bench_pred is None:
@@ -408,12 +535,32 @@ def candidates(
             + scale_note
         )
         rows.append(_price_row(row, e["gpu"], tp, pp, measured * pred / bench_pred, demand, fleet_tier, pr))
+    for r in rows:  # the keys of engine_candidates' rows: no band, no length match on this path
+        measured_row = r["basis"] == "measured"
+        priced = "monthly_usd" in r
+        r.setdefault("pp", pp_b if measured_row else 1)
+        r.update(interval=None, length_match=None)
+        r["eligible"] = measured_row and priced
+        r["eligible_why"] = (
+            "measured curve"
+            if r["eligible"]
+            else "no price for its GPU on the comparison's basis"
+            if measured_row
+            else "roofline estimate (measured x roofline ratio; the curve stage wrote no engine-model curves): "
+            "never chosen"
+        )
     return sorted(rows, key=lambda r: r["candidate"])
 
 
 def compared_gpus(pr: Pricing, fleet_json: dict[str, Any], op: dict[str, Any]) -> list[str]:
-    """The GPUs a price comparison covers: every candidate that fits and meets the SLO, the plan's and the benchmarked ones."""
+    """The GPUs a price comparison covers: every candidate that fits and meets the SLO (or has a usable RPS on its
+    engine-model curve), the plan's and the benchmarked ones."""
     gpus = {e["gpu"] for e in (pr.memory.get("candidates") or {}).values() if e.get("fits") and e.get("meets_slo")}
+    gpus |= {
+        e["gpu"]
+        for e in (op.get("candidates") or {}).values()
+        if isinstance(e, dict) and e.get("gpu") and _finite_positive(e.get("usable_rps"))
+    }
     gpus |= {t["gpu"] for t in (fleet_json.get("per_tier") or {}).values()}
     gpus |= {t["gpu"] for t in (fleet_json.get("routed") or {}).values()}
     for m in [
@@ -425,48 +572,141 @@ def compared_gpus(pr: Pricing, fleet_json: dict[str, Any], op: dict[str, Any]) -
     return sorted(gpus)
 
 
-def plan(pr: Pricing, op: dict[str, Any], fleet_json: dict[str, Any], tiers_json: dict[str, Any]) -> dict[str, Any]:
-    """metrics/tco.json: every candidate that meets the SLO, fleet-sized and priced; the cheapest measured one chosen.
+class NoSweepError(InputError):
+    """No candidate of a fleet has a measured or calibrated curve (no sweep) and tco.allow_transferred is false.
 
-    The benchmarked deployment uses its measured usable RPS. Every other candidate's usable RPS is
-    the measured one scaled by the ratio of the two roofline capacities at the SLO (memory stage
-    curves): an estimate to rank what to benchmark next, marked `roofline-scaled`, never chosen.
-    Every price comes from one provider (`price_basis`: tco.provider, else the cheapest that lists
-    every compared GPU), or the comparison says it is not like-for-like.
+    `candidates`: the rows to benchmark first (`benchmark_first`); `document`: a metrics/tco.json-shaped dict
+    (no plan; `per_candidate` every row, `benchmark_next` those first), for the benchmark plan writer
+    (pipeline/bench_plan_io reads those two keys). Nothing is written when it is raised.
+    """
+
+    def __init__(
+        self, message: str, candidates: list[dict[str, Any]], rows: list[dict[str, Any]] | None = None
+    ) -> None:
+        super().__init__(message)
+        self.candidates = candidates
+        self.document: dict[str, Any] = {
+            "plan": None,
+            "chosen": None,
+            "chosen_candidates": {},
+            "per_candidate": rows or [],
+            "per_tier_candidates": {},
+            "benchmark_next": candidates,
+            "stopped": message,
+        }
+
+
+FIRST_KEYS = (
+    "candidate",
+    "gpu",
+    "weights",
+    "kv",
+    "tp",
+    "pp",
+    "basis",
+    "usable_rps",
+    "c_max",
+    "monthly_usd",
+    "interval",
+)
+
+
+def benchmark_first(rows: list[dict[str, Any]], n: int = 3) -> list[dict[str, Any]]:
+    """With no measured or calibrated curve: the `n` candidates to benchmark first.
+
+    Those with a usable RPS on their curve, priced ones first by their point monthly cost, then the
+    stronger basis (transferred before roofline), then the name. Each: FIRST_KEYS plus `tier`.
+    """
+    usable = [r for r in rows if _finite_positive(r.get("usable_rps"))]
+    ranked = sorted(
+        usable,
+        key=lambda r: (
+            r.get("monthly_usd") is None,
+            r.get("monthly_usd") or 0.0,
+            tco_choice.BASES.index(r["basis"]) if r.get("basis") in tco_choice.BASES else 9,
+            r["candidate"],
+        ),
+    )
+    return [{"tier": r["candidate"].split("/", 1)[0], **{k: r.get(k) for k in FIRST_KEYS}} for r in ranked[:n]]
+
+
+def choose(rows: list[dict[str, Any]], tier_name: str, allow_transferred: bool) -> dict[str, Any]:
+    """The cheapest eligible candidate of one fleet (`cheapest`), or one clear line saying why there is none.
+
+    Eligible: a measured or calibrated curve (transferred too when `allow_transferred`) and a price.
+    No measured or calibrated curve at all (no sweep): NoSweepError naming what to benchmark first.
+    """
+    priced = {r["candidate"]: r["monthly_usd"] for r in rows if r.get("eligible") and "monthly_usd" in r}
+    if priced:
+        return cheapest(priced)
+    swept = sorted(
+        (r for r in rows if r.get("basis") in tco_choice.CHOOSABLE),
+        key=lambda r: (tco_choice.BASES.index(r["basis"]), r["candidate"]),
+    )
+    if swept:
+        r = swept[0]
+        raise InputError(f"the benchmarked deployment {r['candidate']} cannot be priced: {r.get('note')}")
+    first = benchmark_first(rows)
+    names = ", ".join(
+        f"{r['candidate']} ({r['basis']}"
+        + (f", about USD {r['monthly_usd']:,.0f} a month" if r.get("monthly_usd") is not None else "")
+        + ")"
+        for r in first
+    )
+    where = "metrics/operating_point.json: candidates"
+    if allow_transferred:
+        raise InputError(
+            f"{where}: no candidate of fleet {tier_name} has a measured, calibrated or transferred curve with a "
+            f"usable RPS and a price ({len(rows)} candidates); expected at least one (benchmark {names or 'one'})"
+        )
+    raise NoSweepError(
+        f"{where}: no measured or calibrated curve for any candidate of fleet {tier_name} (no benchmark sweep of "
+        f"its deployments); expected a sweep: benchmark {names or 'a candidate'} first (`sizing bench-plan` writes "
+        "their traces and commands), or set tco.allow_transferred: true to price on transferred curves",
+        first,
+        rows,
+    )
+
+
+def plan(pr: Pricing, op: dict[str, Any], fleet_json: dict[str, Any], tiers_json: dict[str, Any]) -> dict[str, Any]:
+    """metrics/tco.json: every candidate fleet-sized and priced on its own curve; the cheapest eligible one chosen.
+
+    With the curve stage's `candidates` (step 7b), every candidate's usable RPS, basis and band come
+    from its engine-model curve; the chosen plan must be measured or calibrated (transferred too with
+    tco.allow_transferred). Without them (an older operating point) the benchmarked deployment is
+    measured and the others roofline estimates, never chosen. Every price comes from one provider
+    (`price_basis`: tco.provider, else the cheapest that lists every compared GPU), or the
+    comparison says it is not like-for-like.
     """
     if pr.basis is None:
         pr = replace(
             pr, basis=price_basis(compared_gpus(pr, fleet_json, op), pr.prices, pr.p["pricing"], pr.p["provider"])
         )
     assert pr.basis is not None
-    rows = candidates("all", op.get("manifest") or {}, _usable(op), tiers_json["pooled"], fleet_json["pooled"], pr)
-    priced = {r["candidate"]: r["monthly_usd"] for r in rows if "monthly_usd" in r and r["basis"] == "measured"}
-    if not priced:
-        bench = next(r for r in rows if r["basis"] == "measured")
-        raise InputError(f"the benchmarked deployment {bench['candidate']} cannot be priced: {bench.get('note')}")
-    pick = cheapest(priced)
+    allow = bool(pr.p.get("allow_transferred", False))
+    rows = tier_rows("all", op, op, tiers_json["pooled"], fleet_json["pooled"], pr)
+    pick = choose(rows, "all", allow)
     chosen = next(r for r in rows if r["candidate"] == pick["chosen"])
     basis = pr.basis
     pooled = {
         "per_candidate": rows,
-        "chosen": pick["chosen"],
-        "monthly_usd": chosen["monthly_usd"],
-        "annual_usd": chosen["annual_usd"],
-        "usd_per_million_output_tokens": chosen["usd_per_million_output_tokens"],
-        "utilization": chosen["utilization"],
-        "runner_up": pick["runner_up"],
-        "saves_usd_per_month": pick["saves_usd_per_month"],
-        "utilization_trap": chosen["utilization_trap"],
-        "benchmark_next": benchmark_next(rows, chosen["monthly_usd"]),
+        "allow_transferred": allow,
+        "benchmark_next": [],  # against the adopted plan's cost, below
+        "benchmark_next_rule": tco_choice.ASSUMPTION,
         "formula": "$/h = GPUs x $/GPU-h; month = 730 h, year = 8760 h; utilization = mean rate / (instances x usable RPS); "
-        "$/1M output tokens = $/h / (mean rate x mean output tokens x 3600 / 1e6)",
+        "$/1M output tokens = $/h / (mean rate x mean output tokens x 3600 / 1e6); cost interval: the fleet sized at the "
+        "high and the low end of the usable-RPS band",
         "prices_note": "list prices from data/catalog/prices.csv are dated and illustrative: re-check before a budget decision",
         "price_basis": basis,
         "price_provider": basis["provider"],
         "like_for_like": basis["like_for_like"],
     }
     pooled["per_tier_candidates"] = tier_candidates(op, fleet_json, tiers_json, pr)
-    return with_tiers(pooled, chosen, fleet_json, tiers_json, pr.p, pr.prices, basis)
+    out = with_tiers(pooled, chosen, fleet_json, tiers_json, pr.p, pr.prices, basis, pick=pick, op=op)
+    # what to benchmark next: any one deployment serving all traffic against the adopted plan's monthly cost
+    out["benchmark_next"] = benchmark_next(rows, out["monthly_usd"], exclude=set(out["chosen_candidates"].values()))
+    out["benchmark_next_reference"] = {"plan": out["plan"], "monthly_usd": out["monthly_usd"]}
+    return out
 
 
 def _usable(op: dict[str, Any], where: str = "usable_rps") -> float:
@@ -483,47 +723,49 @@ def _usable(op: dict[str, Any], where: str = "usable_rps") -> float:
 def tier_candidates(
     op: dict[str, Any], fleet_json: dict[str, Any], tiers_json: dict[str, Any], pr: Pricing
 ) -> dict[str, Any]:
-    """Steps 4-12 per tier: each routing tier's candidates priced like the pooled ones, and what to benchmark next."""
+    """Steps 4-12 per tier: each routing tier's candidates priced like the pooled ones, and what to benchmark next.
+
+    Per tier: `candidates`, `measured` (the measured candidate, or None), `cheapest_eligible` (the one the
+    tier could be served by: the reference of its `benchmark_next`, or None) and `benchmark_next`.
+    """
     out: dict[str, Any] = {}
+    allow = bool(pr.p.get("allow_transferred", False))
     for name, t in sorted((fleet_json.get("routed") or {}).items()):
         t_op = (op.get("per_tier") or {}).get(name) or {}
         try:
-            rows = candidates(
-                name,
-                t_op.get("manifest") or {},
-                _usable(t_op, f"per_tier.{name}.usable_rps"),
-                tiers_json["tiers"][name],
-                t,
-                pr,
-            )
+            rows = tier_rows(name, t_op, op, tiers_json["tiers"][name], t, pr)
         except (InputError, KeyError) as exc:
             out[name] = {"error": str(exc).strip("'")}
             continue
         measured = next((r for r in rows if r["basis"] == "measured" and "monthly_usd" in r), None)
+        pool = {r["candidate"]: r["monthly_usd"] for r in rows if r.get("eligible") and "monthly_usd" in r}
+        best = cheapest(pool)["chosen"] if pool else None
+        ref = next((r for r in rows if r["candidate"] == best), None)
         out[name] = {
             "candidates": rows,
             "measured": measured["candidate"] if measured else None,
-            "benchmark_next": benchmark_next(rows, measured["monthly_usd"]) if measured else [],
+            "cheapest_eligible": best,
+            "benchmark_next": benchmark_next(rows, ref["monthly_usd"], exclude={best}) if ref else [],
         }
+        if not pool:
+            out[name]["note"] = (
+                f"no candidate of tier {name} may be chosen (measured or calibrated"
+                + (" or transferred" if allow else "")
+                + " with a price): nothing to compare against"
+            )
     return out
 
 
-def benchmark_next(rows: list[dict[str, Any]], reference_usd: float, n: int = 3) -> list[dict[str, Any]]:
-    """The `n` candidates estimated cheaper a month than the reference plan, cheapest first, with the saving."""
-    if not reference_usd or reference_usd <= 0:
-        return []
-    cheaper = sorted(
-        (r for r in rows if "monthly_usd" in r and r["monthly_usd"] < reference_usd),
-        key=lambda r: (r["monthly_usd"], r["candidate"]),
-    )
-    return [
-        {
-            "candidate": r["candidate"],
-            "monthly_usd": r["monthly_usd"],
-            "estimated_saving_share": round(1 - r["monthly_usd"] / reference_usd, 4),
-        }
-        for r in cheaper[:n]
-    ]
+def benchmark_next(
+    rows: list[dict[str, Any]], reference_usd: float, n: int = 3, exclude: set[str] | None = None
+) -> list[dict[str, Any]]:
+    """The `n` unmeasured candidates most worth benchmarking against the reference (chosen) plan's $/month.
+
+    Ranked by score = expected saving x P(beats the chosen plan), from each candidate's cost interval
+    under a log-normal fitted to its 80% band (tco_choice.ASSUMPTION); a candidate without a band
+    follows, cheapest first, when its point cost beats the reference.
+    """
+    return tco_choice.rank(rows, reference_usd, exclude or set(), n)
 
 
 def price_fleet(
@@ -619,6 +861,66 @@ def blend(rows: list[dict[str, Any]], delivered: dict[str, Any], p: dict[str, An
     )
 
 
+def _same_deployment(row: dict[str, Any], t: dict[str, Any]) -> bool:
+    """Is candidate `row` (tco) the deployment the fleet stage sized as fleet `t` (fleet.json)?"""
+    return (row.get("gpu"), row.get("weights"), row.get("kv"), int(row.get("tp") or 0), int(row.get("pp") or 1)) == (
+        t.get("gpu"),
+        t.get("weight_dtype"),
+        t.get("kv_dtype"),
+        int(t.get("tp") or 0),
+        int(t.get("pp") or 1),
+    )
+
+
+def _pooled_fleet(
+    chosen: dict[str, Any],
+    t: dict[str, Any],
+    demand: dict[str, Any],
+    p: dict[str, Any],
+    prices: list[Price],
+    basis: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """The pooled plan's one fleet: fleet.json's when the chosen candidate is the deployment it sized, else the
+    chosen candidate's own sizing (tco per_candidate), saying that the fleet stage sized another deployment."""
+    if not chosen.get("gpu") or _same_deployment(chosen, t):
+        return {**price_fleet(t, demand, p, prices, basis), "candidate": chosen["candidate"]}
+    keep = [k for k in chosen if k not in ("eligible", "eligible_why", "length_match", "interval", "note")]
+    row = {
+        "tier": t["tier"],
+        "role": t["role"],
+        "model": t["model"],
+        **{k: chosen[k] for k in keep},
+        "mean_rps": demand["rps"]["mean"],
+    }
+    row["fleet_note"] = (
+        f"fleet.json sized {t['gpu']} w-{t['weight_dtype']}/kv-{t['kv_dtype']} TP{t['tp']}; the cheapest eligible "
+        f"candidate is {chosen['candidate']} ({chosen.get('basis')}), priced here on its own curve (fleet.json's "
+        "guardrails, schedule and replay are of the deployment it sized)"
+    )
+    return row
+
+
+def _plan_basis(
+    out: dict[str, Any], fleet_json: dict[str, Any], op: dict[str, Any] | None
+) -> tuple[dict[str, str], dict[str, str | None]]:
+    """(candidate id per tier, basis per tier) of the adopted plan (out: with_tiers' document so far)."""
+    ids: dict[str, str] = {}
+    bases: dict[str, str | None] = {}
+    if out["plan"] == "pooled":
+        row = next((r for r in out.get("per_candidate") or [] if r["candidate"] == out["pooled"]["candidate"]), {})
+        ids["all"] = out["pooled"]["candidate"]
+        bases["all"] = row.get("basis", "measured")
+        return ids, bases
+    for name, t in sorted((fleet_json.get("routed") or {}).items()):
+        rows = ((out.get("per_tier_candidates") or {}).get(name) or {}).get("candidates") or []
+        row = next((r for r in rows if _same_deployment(r, t)), None)
+        t_op = ((op or {}).get("per_tier") or {}).get(name) or {}
+        ids[name] = row["candidate"] if row else f"{name}/{t['gpu']}/w-{t['weight_dtype']}/kv-{t['kv_dtype']}"
+        # the fleet stage sizes a tier on op.per_tier[t].usable_rps: its sizing_basis (measured before issue 14)
+        bases[name] = t_op.get("sizing_basis") or (row or {}).get("basis") or "measured"
+    return ids, bases
+
+
 def with_tiers(
     pooled: dict[str, Any],
     chosen: dict[str, Any],
@@ -627,12 +929,18 @@ def with_tiers(
     p: dict[str, Any],
     prices: list[Price],
     basis: dict[str, Any] | None = None,
+    pick: dict[str, Any] | None = None,
+    op: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Price every fleet of the routed plan, compare it with the pooled plan, and report the adopted plan's totals.
 
-    The pooled plan is the cheapest measured candidate (per_candidate). When the fleet stage adopted
-    routing (or a cascade), the top-level figures are the routed plan's, blended over its tiers.
+    The pooled plan is the cheapest eligible candidate (per_candidate; `pick`: tco.cheapest's verdict).
+    When the fleet stage adopted routing (or a cascade), the adopted plan is the routed one, blended
+    over its tiers, unless a tier's basis may not be chosen (transferred without tco.allow_transferred,
+    or roofline). The top-level figures are computed once, from `totals` of the adopted plan; `chosen`
+    is the plan id (`pooled`, `routed`, `cascade`) and `chosen_candidates` the deployment per tier.
     """
+    allow = bool(p.get("allow_transferred", False))
     demands = {"all": tiers_json["pooled"], **tiers_json["tiers"]}
     routed_rows = [
         price_fleet(t, demands[n], p, prices, basis) for n, t in sorted((fleet_json.get("routed") or {}).items())
@@ -673,22 +981,53 @@ def with_tiers(
     out = dict(pooled)
     out["pooled"] = {k: chosen[k] for k in ("candidate", "gpus", "monthly_usd", "annual_usd", "utilization")}
     out["routing"] = comparison
-    if fleet_json["plan"] != "pooled" and routed is not None:
+    use_routed = fleet_json["plan"] != "pooled" and routed is not None
+    if use_routed:
+        out["plan"] = fleet_json["plan"]
+        _, bases = _plan_basis(out, fleet_json, op)
+        barred = {n: b for n, b in bases.items() if not tco_choice.eligibility(b or "roofline", True, 1.0, allow)[0]}
+        if barred:
+            use_routed = False
+            comparison["verdict"] += (
+                "; not adopted: "
+                + ", ".join(f"tier {n} is sized on a {b} curve" for n, b in sorted(barred.items()))
+                + (" (tco.allow_transferred is false)" if not allow else "")
+            )
+    if use_routed:
         out["per_tier"] = {r["tier"]: r for r in routed_rows}
         out["plan"] = fleet_json["plan"]
-        out["chosen"] = fleet_json["plan"]
-        out.update(
-            {k: routed[k] for k in ("monthly_usd", "annual_usd", "usd_per_million_output_tokens", "utilization")}
-        )
-        out["utilization_trap"] = routed["utilization_trap"]
         out["totals"] = routed
-        out["runner_up"] = chosen["candidate"]
-        out["saves_usd_per_month"] = comparison["routing_saves_usd_per_month"]
+        runner_up, saves = chosen["candidate"], comparison["routing_saves_usd_per_month"]
     else:
-        t = fleet_json["per_tier"]["all"]
-        out["per_tier"] = {
-            "all": {**price_fleet(t, tiers_json["pooled"], p, prices, basis), "candidate": chosen["candidate"]}
-        }
+        t = (fleet_json.get("per_tier") or {}).get("all") or fleet_json["pooled"]
+        out["per_tier"] = {"all": _pooled_fleet(chosen, t, tiers_json["pooled"], p, prices, basis)}
         out["plan"] = "pooled"
         out["totals"] = blend(list(out["per_tier"].values()), tiers_json["pooled"], p)
+        runner_up = (pick or {}).get("runner_up")
+        saves = (pick or {}).get("saves_usd_per_month")
+        saves = round(saves, 2) if saves is not None else None
+    ids, bases = _plan_basis(out, fleet_json, op)
+    for name, row in out["per_tier"].items():  # each adopted fleet names its candidate, basis and cost band
+        pool = ((out.get("per_tier_candidates") or {}).get(name) or {}).get("candidates") or []
+        pool = pool if name != "all" else out.get("per_candidate") or []
+        match = next((r for r in pool if r["candidate"] == ids.get(name)), {})
+        row.setdefault("candidate", ids.get(name))
+        row["basis"] = bases.get(name)
+        row["interval"] = match.get("interval")
+    totals = out["totals"] or {}
+    out.update(
+        chosen=out["plan"],
+        chosen_candidates=ids,
+        chosen_basis=tco_choice.weakest([b for b in bases.values() if b]),
+        allow_transferred=allow,
+        monthly_usd=totals.get("monthly_usd", chosen["monthly_usd"]),
+        annual_usd=totals.get("annual_usd", chosen["annual_usd"]),
+        usd_per_million_output_tokens=totals.get(
+            "usd_per_million_output_tokens", chosen["usd_per_million_output_tokens"]
+        ),
+        utilization=totals.get("utilization", chosen["utilization"]),
+        utilization_trap=totals.get("utilization_trap", chosen.get("utilization_trap", False)),
+        runner_up=runner_up,
+        saves_usd_per_month=saves,
+    )
     return out

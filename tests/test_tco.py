@@ -174,15 +174,17 @@ def test_a_named_provider_prices_everything_and_an_unknown_one_is_an_error():
 def test_the_benchmarked_deployment_is_priced_whatever_tp_the_memory_stage_picked():
     # issue 15: the memory stage picked TP2 (or TP8) for the sweep's TP4 H100: "no candidate meets the SLO".
     out = _pooled_plan(memory_tp=2)
-    assert out["chosen"] == "all/H100-SXM/w-fp8/kv-fp8" and out["pooled"]["gpus"] == 84
+    assert out["chosen"] == "pooled" and out["chosen_candidates"] == {"all": "all/H100-SXM/w-fp8/kv-fp8"}
+    assert out["pooled"]["gpus"] == 84 and out["chosen_basis"] == "measured"
     rows = {r["candidate"]: r for r in out["per_candidate"]}
-    # the memory stage's own TP2 H100 stays a roofline-scaled candidate: 12 x 1.0 / 2.0 = 6 req/s per TP2 instance;
+    # the memory stage's own TP2 H100 stays a roofline candidate (no engine-model curves in this op: the measured
+    # RPS x the roofline ratio): 12 x 1.0 / 2.0 = 6 req/s per TP2 instance;
     # ceil(170 / 6) = 29; ceil(29 x 1.3) = 38 (37.7); + 1 = 39 x TP2 = 78 GPUs
     tp2 = rows["all/H100-SXM/w-fp8/kv-fp8/tp2"]
-    assert (tp2["basis"], tp2["usable_rps"], tp2["gpus"]) == ("roofline-scaled", 6.0, 78)
+    assert (tp2["basis"], tp2["usable_rps"], tp2["gpus"], tp2["eligible"]) == ("roofline", 6.0, 78, False)
     assert "scaled per GPU x 4/2" in tp2["usable_rps_source"]
     out8 = _pooled_plan(memory_tp=8)
-    assert out8["chosen"] == "all/H100-SXM/w-fp8/kv-fp8" and out8["pooled"]["gpus"] == 84
+    assert out8["chosen_candidates"]["all"] == "all/H100-SXM/w-fp8/kv-fp8" and out8["pooled"]["gpus"] == 84
 
 
 def test_a_benchmarked_roofline_that_misses_the_slo_is_no_zero_division():

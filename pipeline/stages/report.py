@@ -37,6 +37,9 @@ def run(sections: dict[str, Any], layout: Layout | None = None) -> dict[str, Any
     pr = tco.Pricing(inputs["memory"], predicted_curves(layout), sec["tco"], sec["fleet"], sec["slo"], prices(layout))
     try:
         result = tco.plan(pr, inputs["operating_point"], inputs["fleet"], inputs["tiers"])
+    except tco.NoSweepError as exc:  # no sweep at all: the one line names what to benchmark; nothing is written
+        # (exc.document is the tco.json-shaped list the benchmark plan writer reads; the runner knows InputError)
+        raise InputError(str(exc)) from None
     except ValueError as exc:  # fleet.size's own checks (a usable RPS of 0 or inf): one clear line, not a traceback
         raise InputError(f"metrics/operating_point.json, metrics/fleet.json: {exc}") from None
     io.write_json(layout.tco_json, result)
