@@ -114,7 +114,11 @@ def test_routing_and_fleet_stages_reproduce_the_sample_outputs(tmp_path):
     assert layout.tiers_json.read_bytes() == (METRICS_FIXTURE / "tiers.json").read_bytes()
     assert set(tiers["tiers"]) == {"large", "small"}
     fleet = fleet_stage.run(_sections(("fleet", "routing", "slo")), layout)
-    assert layout.fleet_json.read_bytes() == (METRICS_FIXTURE / "fleet.json").read_bytes()
+    got = json.loads(layout.fleet_json.read_text())
+    # no request table here: no replay (tests/test_fleet_replay.py replays the sample), the rest as frozen
+    assert got.pop("replay") is None and "requests.parquet not found" in got.pop("replay_note")
+    got["warnings"] = [w for w in got["warnings"] if not w.startswith("replay_skipped:")]
+    assert got == json.loads((METRICS_FIXTURE / "fleet.json").read_text())
     assert fleet["total_gpus"] == json.loads((METRICS_FIXTURE / "fleet.json").read_text())["total_gpus"]
 
 

@@ -1,20 +1,47 @@
-"""The fleet stage (step 11): workload, tiers and operating points -> metrics/fleet.json."""
+"""The fleet stage (step 11): workload, tiers and operating points -> metrics/fleet.json.
+
+After the fleet arithmetic, the adopted plan is replayed on the log's busiest window through the engine
+model (pipeline.fleet_replay; method.md 7b): `replay` in metrics/fleet.json. The replay reads
+data/interim/requests.parquet (each row's tier as the workload stage names it: workload.tiers),
+metrics/calibration.json (the coefficients; absent: the roofline prior at the memory stage's efficiencies,
+memory.json roofline_efficiency), metrics/memory.json (the KV
+capacity of the deployment's engine profile; recomputed with params.yaml's engine section when the memory
+stage did not profile that TP x PP) and params.yaml's engine section (max_num_seqs, max_num_batched_tokens,
+block_size).
+
+No request table: `replay` is null and `replay_note` says why (a named warning, `replay_skipped`). A tier
+without requests in the window is listed with null figures (warning `replay_window_empty`). An explicit
+`fleet.replay_window` START:END that holds no arrival of the log is an error (InputError): the user named a
+window that is not in the log. Everything is computed before metrics/fleet.json is written.
+"""
 
 from __future__ import annotations
 
+import datetime as dt
+import json
+import math
 from typing import Any
 
+import numpy as np
+
 from pipeline import catalog, fleet, io, params, paths
+from pipeline.errors import InputError
 from pipeline.layout import Layout
+
+REPLAY_SECTIONS = ("engine", "workload")
+ESCALATION_SEED = 0
+"""Seed of the cascade's escalated sample (the large tier replays that share of the requests, drawn once)."""
 
 
 def validated(sections: dict[str, Any]) -> dict[str, Any]:
     """The stage's params sections, validated once (defaults filled in)."""
-    return {name: params.validate_section(name, sections.get(name)) for name in fleet.SECTIONS}
+    names = (*fleet.SECTIONS, *REPLAY_SECTIONS)
+    return {name: params.validate_section(name, sections.get(name)) for name in names}
 
 
 def run(sections: dict[str, Any], layout: Layout | None = None) -> dict[str, Any]:
-    """Read the profile, the tiers and the operating points, size every fleet, write metrics/fleet.json atomically."""
+    """Read the profile, the tiers and the operating points, size every fleet, replay the adopted plan on the
+    busiest window, write metrics/fleet.json atomically."""
     layout = layout or Layout(paths.ROOT)
     sec = validated(sections)
     inputs = io.read_metrics(layout.root, ("workload", "tiers", "operating_point"))
@@ -27,5 +54,253 @@ def run(sections: dict[str, Any], layout: Layout | None = None) -> dict[str, Any
         sec["slo"],
         lambda name: catalog.load_model(name, layout.root),
     )
+    replay, note, warnings = replay_plan(result, inputs["workload"], sec, layout)
+    result["replay"] = replay
+    result["replay_note"] = note
+    result["warnings"] = [*result["warnings"], *warnings]
     io.write_json(layout.fleet_json, result)
     return result
+
+
+# --------------------------------------------------------------------------- inputs of the replay
+
+
+def _read_optional(path: Any) -> dict[str, Any] | None:
+    if not path.exists():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{path.name}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    return data if isinstance(data, dict) else None
+
+
+def tier_table(layout: Layout, workload_p: dict[str, Any], slo: dict[str, Any]) -> Any:
+    """data/interim/requests.parquet as an Arrow table: arrival_s, input_tokens, output_tokens, hash_ids (when
+    the log has them) and `tier`, named as the workload stage names tiers (workload.tier_expression)."""
+    import duckdb
+
+    from pipeline import workload
+
+    path = layout.requests_parquet
+    settings = workload.ProfileSettings.from_params(workload_p, slo)
+    con = duckdb.connect()
+    try:
+        cols = [r[0] for r in con.execute("DESCRIBE SELECT * FROM read_parquet($path)", {"path": str(path)}).fetchall()]
+        missing = [c for c in ("arrival_s", "input_tokens", "output_tokens") if c not in cols]
+        if missing:
+            raise InputError(f"{layout.relative(path)}: {missing[0]}: column missing; expected the request table")
+        expr, _, values = workload.tier_expression(cols, settings)
+        pick = "arrival_s, input_tokens, output_tokens" + (", hash_ids" if "hash_ids" in cols else "")
+        case_sql = expr or "'all'"  # workload.tier_expression: a CASE over quoted columns, its values bound
+        return con.sql(
+            f"SELECT {pick}, {case_sql} AS tier FROM read_parquet($path) "
+            "WHERE arrival_s IS NOT NULL AND isfinite(arrival_s) ORDER BY arrival_s",
+            params={"path": str(path), **values},
+        ).to_arrow_table()
+    except duckdb.Error as exc:
+        raise InputError(f"{layout.relative(path)}: cannot read ({str(exc).splitlines()[0]})") from None
+    finally:
+        con.close()
+
+
+def _utc(epoch_s: float, clock: str | None) -> str | None:
+    if clock != "epoch_utc" or not math.isfinite(epoch_s):
+        return None
+    return dt.datetime.fromtimestamp(epoch_s, dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def window_dict(
+    kind: str, lo: float, hi: float, first: float, arrivals: np.ndarray, clock: str | None
+) -> dict[str, Any]:
+    """replay.window: the window in seconds from the log's first arrival, its requests, first and last arrival."""
+    inside = arrivals[(arrivals >= lo) & (arrivals < hi)]
+    a, b = (float(inside[0]), float(inside[-1])) if len(inside) else (math.nan, math.nan)
+    return {
+        "kind": kind,
+        "start_s": round(lo - first, 6),
+        "end_s": round(hi - first, 6) if math.isfinite(hi) else round(float(arrivals[-1]) - first, 6),
+        "requests": len(inside),
+        "first_arrival": _utc(a, clock),
+        "last_arrival": _utc(b, clock),
+        "first_arrival_s": round(a - first, 6) if len(inside) else None,
+        "last_arrival_s": round(b - first, 6) if len(inside) else None,
+    }
+
+
+def _engine_config(
+    t: dict[str, Any],
+    model: Any,
+    gpu: Any,
+    memory_json: dict[str, Any] | None,
+    engine_p: dict[str, Any],
+    context: float,
+) -> tuple[Any, str]:
+    """EngineConfig of the tier's deployment (KV blocks from the engine profile) and where the KV came from."""
+    from pipeline import memory, parallelism
+    from pipeline.sim.engine import EngineConfig
+
+    settings = memory.EngineSettings.from_params(engine_p)
+    block = int(settings.block_size)
+    cid = f"{t['tier']}/{t['gpu']}/w-{t['weight_dtype']}/kv-{t['kv_dtype']}"
+    cand = ((memory_json or {}).get("candidates") or {}).get(cid) or {}
+    eng = cand.get("engine") or {}
+    if (
+        int(cand.get("tp") or 0) == int(t["tp"])
+        and int(cand.get("pp") or 1) == int(t["pp"])
+        and isinstance(eng.get("kv_cache_tokens"), int | float)
+        and eng["kv_cache_tokens"] > 0
+    ):
+        kv_tokens = int(eng["kv_cache_tokens"])
+        src = f"metrics/memory.json candidates.{cid}.engine.kv_cache_tokens ({kv_tokens:,}) // block_size {block}"
+    else:
+        ep = parallelism.expert_parallel(model, int(t["tp"]))
+        ctx = float(cand.get("context_tokens_p95") or context)
+        prof = memory.engine_profile(
+            model, gpu, t["weight_dtype"], t["kv_dtype"], int(t["tp"]), int(t["pp"]), ep, ctx, settings
+        )
+        kv_tokens = int(prof.kv_cache_tokens)
+        src = (
+            f"memory.engine_profile at TP{t['tp']} PP{t['pp']} ({kv_tokens:,} KV tokens; the memory stage profiled "
+            f"{cid} at TP{cand.get('tp', '?')}) // block_size {block}"
+        )
+    cfg = EngineConfig(
+        max_num_seqs=int(settings.max_num_seqs),
+        max_num_batched_tokens=int(settings.max_num_batched_tokens),
+        block_size=block,
+        kv_blocks=max(1, kv_tokens // block),
+        enable_prefix_caching=True,
+    )
+    return cfg, src
+
+
+def _rows_of(table: Any, t: dict[str, Any]) -> tuple[Any, str | None]:
+    """The tier's rows: its own (routed), every row (pooled, cascade-small), a seeded share (cascade-large)."""
+    import pyarrow.compute as pc
+
+    role = t.get("role")
+    if t["tier"] == "all" or role in ("pooled", "cascade-small"):
+        return table, None
+    if role == "cascade-large":
+        share = float(t.get("share") or 0.0)
+        rng = np.random.default_rng(ESCALATION_SEED)
+        keep = rng.random(table.num_rows) < share
+        return table.filter(keep), (
+            f"cascade: the escalated {share:.0%} of the requests (a seeded sample, seed {ESCALATION_SEED})"
+        )
+    return table.filter(pc.equal(table.column("tier"), t["tier"])), None
+
+
+def replay_plan(
+    result: dict[str, Any], workload_json: dict[str, Any], sec: dict[str, Any], layout: Layout
+) -> tuple[dict[str, Any] | None, str | None, list[str]]:
+    """(replay, replay_note, warnings) for the adopted plan of `result` (fleet.plan's document)."""
+    from pipeline import fleet_replay
+    from pipeline.sim.cost import for_deployment, roofline_prior
+    from pipeline.sim.router import check_router
+    from pipeline.sim.trace import busiest_hour, parse_window, trace_from_arrow, window_bounds
+
+    p = sec["fleet"]
+    router, window_text = p["router"], p["replay_window"]
+    check_router(router)
+    parse_window(window_text)
+    if not layout.requests_parquet.exists():
+        note = f"{layout.relative(layout.requests_parquet)} not found: run the workload stage (dvc repro)"
+        return None, note, [f"replay_skipped: {note}"]
+    table = tier_table(layout, sec["workload"], sec["slo"])
+    if table.num_rows == 0:
+        note = f"{layout.relative(layout.requests_parquet)} has no request with an arrival time"
+        return None, note, [f"replay_skipped: {note}"]
+    arrivals = table.column("arrival_s").to_numpy().astype(np.float64)
+    first = float(arrivals[0])
+    kind, lo, hi = window_bounds(arrivals, window_text)
+    clock = workload_json.get("clock")
+    window = window_dict(kind, lo, hi, first, arrivals, clock)
+    if window["requests"] == 0:  # only an explicit START:END can miss every arrival
+        span = float(arrivals[-1] - first)
+        raise InputError(
+            f"params.yaml: fleet.replay_window = {window_text!r}: no arrivals in [{lo - first:g}, {hi - first:g}) s "
+            f"from the log's first arrival; expected a window inside the log's {span:,.0f} s (or busiest-hour)"
+        )
+    cal = _read_optional(layout.calibration_json)
+    memory_json = _read_optional(layout.memory_json)
+    gpus = catalog.load_gpus(layout.root)
+    eff = (memory_json or {}).get("roofline_efficiency") or {}  # the memory stage's roofline section
+    prior = roofline_prior(
+        {"prefill_mfu": eff.get("prefill_mfu"), "bandwidth_efficiency": eff.get("bandwidth")} if eff else None
+    )
+    inputs: list[fleet_replay.TierInput] = []
+    warnings: list[str] = []
+    for name, t in sorted(result["per_tier"].items()):
+        model = catalog.load_model(t["model"], layout.root)
+        gpu = catalog.find_gpu(t["gpu"], gpus)
+        coeffs, overhead_s, _ = fleet_replay.resolve_coefficients(
+            cal, model.name, gpu.name, gpu.arch, int(t["tp"]), int(t["pp"]), t["weight_dtype"], t["kv_dtype"],
+            prior=prior,
+        )  # fmt: skip
+        if cal is None:
+            coeffs_source = f"{coeffs.source} (no metrics/calibration.json: run the calibrate stage)"
+        else:
+            coeffs_source = coeffs.source
+        cost = for_deployment(model, gpu, t["weight_dtype"], t["kv_dtype"], int(t["tp"]), int(t["pp"]), coeffs)
+        deployment = f"{model.name} on {gpu.name} TP{t['tp']} PP{t['pp']} w-{t['weight_dtype']}/kv-{t['kv_dtype']}"
+        if isinstance(cost, str):
+            raise InputError(f"metrics/fleet.json per_tier.{name}: {deployment}: {cost}")
+        rows, note = _rows_of(table, t)
+        t_arr = rows.column("arrival_s").to_numpy().astype(np.float64)
+        # busiest-hour: each fleet of the plan is tested on its own busiest hour (the tier's rows; the log's for
+        # a pooled plan), the hour sim.trace.busiest_hour picks and the benchmark plan samples; all / START:END:
+        # the same window of the log for every tier
+        t_lo, t_hi = busiest_hour(t_arr) if (kind == "busiest-hour" and len(t_arr)) else (lo, hi)
+        trace = trace_from_arrow(rows, t_lo, t_hi, t_lo)
+        context = float(np.percentile(trace.input_tokens + trace.output_tokens, 95)) if len(trace) else 8192.0
+        cfg, kv_source = _engine_config(t, model, gpu, memory_json, sec["engine"], context)
+        tw = window_dict(kind, t_lo, t_hi, first, t_arr, clock)
+        tw["requests"] = len(trace)
+        if len(trace) == 0:
+            warnings.append(f"replay_window_empty: tier {name} has no request in the replay window ({window_text})")
+        inputs.append(
+            fleet_replay.TierInput(
+                tier=name,
+                cost=cost,
+                cfg=cfg,
+                trace=trace,
+                formula_replicas=int(t["instances_with_headroom"]),
+                rate_scale=1.0 + float(t["headroom"]),
+                overhead_s=overhead_s,
+                basis=coeffs.basis,
+                coefficients_source=coeffs_source,
+                deployment=deployment,
+                kv_source=kv_source,
+                window=tw,
+                note=note,
+            )
+        )
+    if all(len(x.trace) == 0 for x in inputs):
+        note = f"no tier of the plan has a request in the replay window ({window_text})"
+        return None, note, [*warnings, f"replay_window_empty: {note}"]
+    if kind == "busiest-hour" and len({(x.window["start_s"], x.window["end_s"]) for x in inputs}) > 1:
+        live = [x.window for x in inputs if x.window["requests"]]
+        window = {
+            **window,
+            "start_s": min(w["start_s"] for w in live),
+            "end_s": max(w["end_s"] for w in live),
+            "requests": sum(w["requests"] for w in live),
+            "first_arrival": min((w["first_arrival"] for w in live if w["first_arrival"]), default=None),
+            "last_arrival": max((w["last_arrival"] for w in live if w["last_arrival"]), default=None),
+            "first_arrival_s": min(w["first_arrival_s"] for w in live),
+            "last_arrival_s": max(w["last_arrival_s"] for w in live),
+            "per_tier": True,
+            "note": "each tier's fleet replays its own busiest hour (per_tier.window); this spans them all",
+        }
+    else:
+        window = {**window, "requests": sum(x.window["requests"] for x in inputs), "per_tier": False}
+    replay = fleet_replay.replay_fleet(inputs, router, sec["slo"], window)
+    for name, r in replay["per_tier"].items():
+        if r["passes"] is False:
+            warnings.append(
+                f"replay_fails: tier {name}: the formula's {r['formula_replicas']} replicas miss the SLO on the "
+                f"busiest window at x{r['rate_scale']:.3g} the logged rate (TTFT p99 {r['ttft_p99_ms']} ms, ITL p99 "
+                f"{r['itl_p99_ms']} ms); smallest N meeting it: {r['min_replicas_meeting_slo']}"
+            )
+    return replay, None, warnings

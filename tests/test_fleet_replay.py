@@ -1,0 +1,332 @@
+"""The chosen fleet replayed on the busiest window (issue 14, method.md 7b fleet replay; pipeline.fleet_replay)."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pipeline import fleet_replay, params, traffic
+from pipeline.errors import InputError
+from pipeline.layout import Layout
+from pipeline.sim import engine
+from pipeline.sim.cost import Coefficients
+from pipeline.sim.engine import EngineConfig, Trace
+from pipeline.sim.trace import busiest_hour
+from tests.conftest import ROOT, toy_step_cost
+
+FROZEN = ROOT / "tests" / "data" / "metrics"
+SLO = {"ttft_p99_ms": 2000.0, "itl_p99_ms": 50.0}
+
+
+def _poisson(rate: float, n: int, seed: int, inp: int = 1, out: int = 1) -> Trace:
+    rng = np.random.default_rng(seed)
+    arr = np.cumsum(rng.exponential(1.0 / rate, n))
+    return Trace(arr - arr[0], np.full(n, inp, np.int64), np.full(n, out, np.int64))
+
+
+def _mixed(n: int = 3000, rate: float = 6.0, seed: int = 1) -> Trace:
+    rng = np.random.default_rng(seed)
+    arr = np.cumsum(rng.exponential(1.0 / rate, n))
+    return Trace(arr - arr[0], rng.integers(50, 3000, n).astype(np.int64), rng.integers(1, 400, n).astype(np.int64))
+
+
+# --- the simulator pieces: N = 1 and a closed form ----------------------------------------------------------------
+
+
+def test_one_replica_is_the_single_engine_simulation():
+    cost = toy_step_cost(0.004, 2e-6)
+    cfg = EngineConfig(max_num_seqs=64, max_num_batched_tokens=2048, kv_blocks=20_000, enable_prefix_caching=False)
+    trace = _mixed()
+    single = engine.simulate_open(cost, cfg, trace)
+    for router in ("round-robin", "least-outstanding", "prefix-affinity"):
+        fleet = fleet_replay.replay_once(cost, cfg, trace, 1, router, 1.0, 0.0)
+        np.testing.assert_array_equal(fleet.ttft_s, single.ttft_s)
+        np.testing.assert_array_equal(fleet.e2e_s, single.e2e_s)
+        np.testing.assert_array_equal(fleet.itl_gaps_s, single.itl_gaps_s)
+        assert fleet_replay.figures(fleet, SLO) == fleet_replay.figures(single, SLO)
+    # the overhead h lands on every TTFT, exactly
+    shifted = fleet_replay.replay_once(cost, cfg, trace, 1, "least-outstanding", 1.0, 0.03)
+    np.testing.assert_allclose(shifted.ttft_s - single.ttft_s, 0.03, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("rho", [0.3, 0.6])
+def test_constant_service_poisson_arrivals_match_pollaczek_khinchine(rho):
+    """M/D/1: one replica running one sequence at a time (max_num_seqs 1), every request one iteration of
+    S = 0.1 s (1 input token, 1 output token: t = b0 + 1e-9 s x 1 token). Pollaczek-Khinchine for deterministic
+    service: mean wait Wq = rho x S / (2 (1 - rho)); rho 0.3 -> 21.43 ms, 0.6 -> 75.0 ms. TTFT = wait + S.
+    Tolerance 4% on the mean wait over 200,000 requests (the sample mean's standard error is ~1%)."""
+    s = 0.1 + 1e-9
+    cost = toy_step_cost(0.1, 1e-9)
+    cfg = EngineConfig(max_num_seqs=1, max_num_batched_tokens=16, kv_blocks=1000, enable_prefix_caching=False)
+    trace = _poisson(rho / s, 200_000, seed=7)
+    res = fleet_replay.replay_once(cost, cfg, trace, 1, "least-outstanding", 1.0, 0.0)
+    wait = res.ttft_s - s
+    assert wait.min() >= -1e-9  # nobody is served faster than S
+    pk = rho * s / (2 * (1 - rho))
+    assert abs(wait.mean() - pk) <= 0.04 * pk, (wait.mean(), pk)
+    # P(no wait) = 1 - rho for M/D/1 (arrivals that find the server idle)
+    assert abs(np.mean(wait < 1e-9) - (1 - rho)) <= 0.01
+
+
+# --- the search for the smallest N ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("formula, need", [(6, 2), (6, 6), (6, 1), (3, 7), (1, 1), (2, 15), (2, 18)])
+def test_min_replicas_finds_the_threshold_from_either_side(formula, need):
+    calls: list[int] = []
+
+    def meets(n: int) -> bool:
+        calls.append(n)
+        return n >= need
+
+    best, tried = fleet_replay.min_replicas(meets, formula)
+    assert best == need
+    assert len(calls) == len(set(calls)) == len(tried)  # each N replayed once
+    assert len(calls) <= 2 * math.ceil(math.log2(max(formula, need) + 1)) + 2
+
+
+def test_min_replicas_stops_at_the_cap_and_says_none():
+    best, tried = fleet_replay.min_replicas(lambda n: False, 5)
+    assert best is None and max(tried) == fleet_replay.search_cap(5) == 21  # max(4 x 5, 5 + 16)
+    assert fleet_replay.search_cap(100) == 400 and fleet_replay.search_cap(200) == fleet_replay.SEARCH_LIMIT == 512
+    with pytest.raises(InputError, match="expected an integer >= 1"):
+        fleet_replay.min_replicas(lambda n: True, 0)
+
+
+def _tier(trace: Trace, formula: int, scale: float, name: str = "all") -> fleet_replay.TierInput:
+    cfg = EngineConfig(max_num_seqs=32, max_num_batched_tokens=2048, kv_blocks=20_000, enable_prefix_caching=False)
+    return fleet_replay.TierInput(
+        tier=name, cost=toy_step_cost(0.004, 2e-6), cfg=cfg, trace=trace, formula_replicas=formula, rate_scale=scale,
+        overhead_s=0.0, basis="calibrated", coefficients_source="test", deployment="toy", kv_source="test",
+        window={"kind": "all", "requests": len(trace)},
+    )  # fmt: skip
+
+
+def test_slo_is_monotone_in_n_and_min_n_in_the_rate():
+    trace = _mixed(4000, rate=100.0)
+    slo = {"ttft_p99_ms": 1000.0, "itl_p99_ms": 10.0}
+    met = [
+        fleet_replay.figures(fleet_replay.replay_once(t.cost, t.cfg, t.trace, n, "least-outstanding", 1.0, 0.0), slo)[
+            "met"
+        ]
+        for t in [_tier(trace, 1, 1.0)]
+        for n in range(1, 9)
+    ]
+    assert met == sorted(met) and not met[0] and met[-1]  # fails with few replicas, then passes for good
+    mins = []
+    for scale in (0.5, 1.0, 2.0, 4.0):
+        r, _ = fleet_replay.replay_tier(_tier(trace, 4, scale), "least-outstanding", slo)
+        mins.append(r["min_replicas_meeting_slo"])
+        assert r["passes"] == (r["min_replicas_meeting_slo"] <= 4)
+        assert r["saves_instances"] == (4 - r["min_replicas_meeting_slo"] if r["passes"] else 0)
+    assert mins == sorted(mins) and mins[0] < mins[-1], mins
+
+
+# --- the fleet document ---------------------------------------------------------------------------------------------
+
+
+def test_unknown_router_is_one_line_listing_the_valid_ones():
+    with pytest.raises(InputError) as exc:
+        fleet_replay.replay_fleet([_tier(_mixed(50), 1, 1.0)], "random", SLO, {})
+    msg = str(exc.value)
+    assert "\n" not in msg and "'random'" in msg
+    assert all(r in msg for r in ("round-robin", "least-outstanding", "prefix-affinity"))
+    with pytest.raises(params.ParamsError, match=r"fleet.router = 'random'; allowed values: round-robin"):
+        params.validate_section("fleet", {"router": "random"})
+    assert params.validate_section("fleet", None)["router"] == "least-outstanding"
+    assert params.validate_section("fleet", None)["replay_window"] == "busiest-hour"
+    for bad in ("7200:3600", "hour", "1:x", 5):
+        with pytest.raises(params.ParamsError, match=r"fleet\.replay_window"):
+            params.validate_section("fleet", {"replay_window": bad})
+
+
+def test_a_tier_without_requests_is_listed_and_the_rest_replayed():
+    empty = Trace(np.zeros(0), np.zeros(0, np.int64), np.zeros(0, np.int64))
+    busy = _tier(_mixed(800), 3, 1.2, "large")
+    rep = fleet_replay.replay_fleet([busy, _tier(empty, 2, 1.2, "small")], "round-robin", SLO, {"kind": "all"})
+    small, large = rep["per_tier"]["small"], rep["per_tier"]["large"]
+    assert small["passes"] is None and small["ttft_p99_ms"] is None and "no request" in small["note"]
+    assert large["passes"] is not None and rep["passes"] == large["passes"]
+    assert rep["formula_replicas"] == rep["replicas"] == 5
+    # the fleet's figures are the large tier's alone
+    assert rep["ttft_p99_ms"] == large["ttft_p99_ms"] and rep["itl_p99_ms"] == large["itl_p99_ms"]
+    assert rep["min_replicas_meeting_slo"] == large["min_replicas_meeting_slo"] + 2  # the empty tier keeps its N
+    with pytest.raises(InputError, match="no tier has a request"):
+        fleet_replay.replay_fleet([_tier(empty, 2, 1.2)], "round-robin", SLO, {})
+    assert any("Tier small:" in line for line in fleet_replay.describe(rep))
+
+
+def test_merged_figures_are_over_every_request_of_every_tier():
+    a, b = _tier(_mixed(600, seed=3), 2, 1.0, "a"), _tier(_mixed(900, rate=9.0, seed=4), 2, 1.0, "b")
+    rep = fleet_replay.replay_fleet([a, b], "least-outstanding", SLO, {})
+    ra = fleet_replay.replay_once(a.cost, a.cfg, a.trace, 2, "least-outstanding", 1.0, 0.0)
+    rb = fleet_replay.replay_once(b.cost, b.cfg, b.trace, 2, "least-outstanding", 1.0, 0.0)
+    ttft = np.concatenate([ra.ttft_s, rb.ttft_s])
+    gaps = np.concatenate([ra.itl_gaps_s, rb.itl_gaps_s])
+    assert rep["as_logged"]["ttft_p99_ms"] == round(float(np.percentile(ttft, 99)) * 1e3, 6)
+    assert rep["as_logged"]["itl_p99_ms"] == round(float(np.percentile(gaps, 99)) * 1e3, 6)
+
+
+def test_coefficients_come_from_calibration_json_without_refitting():
+    cal = {
+        "deployments": [
+            {"key": "k70", "model": "M", "gpu": "H100-SXM", "tp": 4, "pp": 1, "weight_dtype": "fp8", "kv_dtype": "fp8",
+             "basis": "calibrated", "request_overhead_s": 0.02,
+             "coefficients": {"fixed_s": 1e-5, "flops": 2.0, "weight_bytes": 1.5, "kv_bytes": 1.25, "seqs": 0.0,
+                              "allreduce": 0.5}},
+        ],
+        "pooled": {"coefficients": {"fixed_s": 0.0, "flops": 2.0, "weight_bytes": 1.2, "kv_bytes": 1.1, "seqs": 0.0,
+                                    "allreduce": 1.0}, "request_overhead_s": 0.01, "gpu_arch_scale": {"ada": 0.8}},
+    }  # fmt: skip
+    c, h, key = fleet_replay.resolve_coefficients(cal, "M", "H100-SXM", "hopper", 4, 1, "fp8", "fp8")
+    assert (c.b, c.basis, h, key) == ((1e-5, 2.0, 1.5, 1.25, 0.0, 0.5), "calibrated", 0.02, "k70")
+    c, h, key = fleet_replay.resolve_coefficients(cal, "M", "H100-SXM", "hopper", 8, 1, "fp8", "fp8")  # other TP
+    assert (c.b, c.basis, h, key) == ((0.0, 2.0, 1.2, 1.1, 0.0, 1.0), "transferred", 0.01, None)
+    c, _, _ = fleet_replay.resolve_coefficients(cal, "M", "L40S", "ada", 1, 1, "fp8", "fp8")
+    # x 0.8 the pooled b, then the physical bounds (b1, b2, b3 >= 1): 1.6, max(0.96, 1) = 1, max(0.88, 1) = 1, 0.8
+    assert c.b == pytest.approx((0.0, 1.6, 1.0, 1.0, 0.0, 0.8)) and c.basis == "transferred"
+    c, h, key = fleet_replay.resolve_coefficients(None, "M", "L40S", "ada", 1, 1, "fp8", "fp8")
+    assert (c.basis, h, key, c.b) == ("roofline", 0.0, None, Coefficients.prior().b)
+
+
+# --- the fleet stage on the shipped sample -------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory) -> Path:
+    """A project folder: the frozen metrics (no calibration.json: roofline), params.yaml, the catalog and the
+    ingested sample log."""
+    root = tmp_path_factory.mktemp("fleet") / "proj"
+    shutil.copytree(FROZEN, root / "metrics")
+    shutil.copy(ROOT / "params.yaml", root / "params.yaml")
+    shutil.copytree(ROOT / "data" / "catalog", root / "data" / "catalog")
+    (root / "data" / "interim").mkdir(parents=True)
+    src = traffic.open_source(str(ROOT / "data" / "raw" / "traffic" / "sample_traffic.parquet"), None, ROOT)
+    traffic.ingest(src, root / "data" / "interim" / "requests.parquet", progress=None)
+    return root
+
+
+def _sections(root: Path, **fleet: str) -> dict:
+    from pipeline.stages import fleet as fleet_stage
+
+    data = params.load(root / "params.yaml")
+    sec = {n: params.section(n, data) for n in ("fleet", "routing", "slo", "engine", "workload")}
+    sec["fleet"] = {**sec["fleet"], **fleet}
+    return fleet_stage.validated(sec)
+
+
+def test_stage_replays_the_busiest_hour_of_the_sample(project):
+    from pipeline.stages import fleet as fleet_stage
+
+    sec = _sections(project)
+    res = fleet_stage.run(sec, Layout(project))
+    rep = res["replay"]
+    assert res["replay_note"] is None and rep is not None
+    # the window: each tier's fleet on its own busiest hour, the hour holding the tier's per-minute p99 peak
+    # (sim.trace.busiest_hour over the tier's rows), seconds from the log's first arrival
+    table = fleet_stage.tier_table(Layout(project), sec["workload"], sec["slo"])
+    arr = table.column("arrival_s").to_numpy()
+    tiers = np.asarray(table.column("tier").to_pylist())
+    for name, r in rep["per_tier"].items():
+        mine = arr[tiers == name]
+        lo, hi = busiest_hour(mine)
+        assert r["window"]["kind"] == "busiest-hour"
+        assert r["window"]["start_s"] == round(lo - arr[0], 6) and r["window"]["end_s"] == round(hi - arr[0], 6)
+        assert r["window"]["requests"] == int(np.count_nonzero((mine >= lo) & (mine < hi)))
+        assert r["window"]["first_arrival"].endswith("Z")
+    assert rep["window"]["per_tier"] is True
+    assert rep["window"]["requests"] == sum(r["window"]["requests"] for r in rep["per_tier"].values())
+    # every interface key, and the tiers of the adopted plan with the formula's serving N
+    keys = {"window", "router", "rate_scale", "replicas", "ttft_p99_ms", "itl_p99_ms", "slo_attainment",
+            "min_replicas_meeting_slo", "formula_replicas", "saves_instances", "passes", "as_logged", "scaled",
+            "basis", "per_tier"}  # fmt: skip
+    assert keys <= set(rep)
+    assert set(rep["per_tier"]) == set(res["per_tier"])
+    for name, r in rep["per_tier"].items():
+        t = res["per_tier"][name]
+        assert keys - {"per_tier"} <= set(r)
+        assert r["formula_replicas"] == t["instances_with_headroom"]
+        assert r["rate_scale"] == round(1 + t["headroom"], 6)
+        assert r["basis"] == "roofline"  # the frozen metrics have no calibration.json
+        assert r["passes"] == (
+            r["min_replicas_meeting_slo"] is not None and r["min_replicas_meeting_slo"] <= r["formula_replicas"]
+        )
+    assert rep["router"] == "least-outstanding"
+    # the benchmark plan samples the same hour for the chosen deployment of each tier
+    from pipeline import bench_plan
+
+    for name, r in rep["per_tier"].items():
+        mine = {c: table.column(c).to_numpy(zero_copy_only=False)[tiers == name] for c in
+                ("arrival_s", "input_tokens", "output_tokens")}  # fmt: skip
+        tr = bench_plan.build_trace(mine, min_requests=1)
+        assert tr.window_requests == r["window"]["requests"], name
+
+
+def test_stage_reruns_byte_identical_and_an_empty_explicit_window_writes_nothing(project):
+    from pipeline.stages import fleet as fleet_stage
+
+    out = project / "metrics" / "fleet.json"
+    fleet_stage.run(_sections(project, router="round-robin", replay_window="3600:5400"), Layout(project))
+    first = out.read_bytes()
+    fleet_stage.run(_sections(project, router="round-robin", replay_window="3600:5400"), Layout(project))
+    assert out.read_bytes() == first
+    rep = json.loads(first)["replay"]
+    assert rep["window"]["kind"] == "range" and rep["window"]["start_s"] == 3600 and rep["router"] == "round-robin"
+    with pytest.raises(InputError) as exc:
+        fleet_stage.run(_sections(project, replay_window="900000:900060"), Layout(project))
+    assert "\n" not in str(exc.value) and "fleet.replay_window = '900000:900060': no arrivals" in str(exc.value)
+    assert out.read_bytes() == first  # nothing written
+
+
+def test_stage_without_a_request_table_says_why(project, tmp_path):
+    from pipeline.stages import fleet as fleet_stage
+
+    root = tmp_path / "p"
+    shutil.copytree(project, root, ignore=shutil.ignore_patterns("requests.parquet"))
+    res = fleet_stage.run(_sections(root), Layout(root))
+    assert res["replay"] is None and "requests.parquet not found" in res["replay_note"]
+    assert any(w.startswith("replay_skipped:") for w in res["warnings"])
+
+
+def test_kv_capacity_is_the_memory_stages_engine_profile():
+    from pipeline import catalog
+    from pipeline.stages import fleet as fleet_stage
+
+    mem = json.loads((FROZEN / "memory.json").read_text())
+    t = json.loads((FROZEN / "fleet.json").read_text())["per_tier"]["large"]  # H100-SXM TP4 fp8/fp8
+    model, gpu = catalog.load_model(t["model"], ROOT), catalog.find_gpu(t["gpu"], catalog.load_gpus(ROOT))
+    engine_p = params.validate_section("engine", None)
+    cid = "large/H100-SXM/w-fp8/kv-fp8"
+    cfg, src = fleet_stage._engine_config(t, model, gpu, mem, engine_p, 1.0)
+    assert cfg.kv_blocks == mem["candidates"][cid]["engine"]["kv_cache_tokens"] // 16 and "metrics/memory.json" in src
+    # the memory stage did not profile this TP: the same engine profile, computed at the deployment's TP
+    other = {"candidates": {cid: {**mem["candidates"][cid], "tp": 8}}}
+    cfg2, src2 = fleet_stage._engine_config(t, model, gpu, other, engine_p, 1.0)
+    from pipeline import memory
+
+    ctx = mem["candidates"][cid]["context_tokens_p95"]
+    settings = memory.EngineSettings.from_params(engine_p)
+    prof = memory.engine_profile(model, gpu, "fp8", "fp8", 4, 1, 1, ctx, settings)
+    assert "memory.engine_profile at TP4" in src2 and cfg2.kv_blocks == prof.kv_cache_tokens // 16
+    assert (cfg.max_num_seqs, cfg.max_num_batched_tokens, cfg.block_size) == (256, 8192, 16)
+
+
+def test_a_request_longer_than_the_kv_cache_fails_whatever_n():
+    trace = Trace(np.array([0.0, 1.0, 2.0]), np.array([100, 5000, 100], np.int64), np.array([5, 5, 5], np.int64))
+    cfg = EngineConfig(max_num_seqs=8, max_num_batched_tokens=8192, kv_blocks=100, enable_prefix_caching=False)
+    t = fleet_replay.TierInput(
+        tier="all", cost=toy_step_cost(0.004, 2e-6), cfg=cfg, trace=trace, formula_replicas=1, rate_scale=1.0,
+        overhead_s=0.0, basis="roofline", coefficients_source="test", deployment="toy", kv_source="test",
+        window={"kind": "all", "requests": 3},
+    )  # fmt: skip
+    r, _ = fleet_replay.replay_tier(t, "round-robin", SLO)
+    # 5000 + 5 - 1 tokens need 313 blocks of 16 > 100: rejected by every replica, a miss in the attainment
+    assert r["passes"] is False and r["min_replicas_meeting_slo"] is None and r["rejected"]["scaled"] == 1
+    assert r["slo_attainment"] == round(2 / 3, 6)
+    assert "rejected whatever N" in r["search"]["how"] and max(int(n) for n in r["search"]["tried"]) == 17
+    assert any("FORMULA'S N FAILS" in line for line in fleet_replay.describe({"per_tier": {"all": r}}))
