@@ -7,11 +7,16 @@ What a plan holds, for one candidate (model x GPU x TP/PP x weight/KV dtype x en
 
 1. A trace for AIPerf's `mooncake_trace` custom dataset: JSON lines of `timestamp` (integer ms from
    the trace start), `input_length`, `output_length` and, where the log has prefix blocks, `hash_ids`.
-   - Arrivals: the busiest `window_s` of the log (the window, starting on a whole minute from the
-     first arrival, holding the most arrivals; ties go to the earliest), as one replica of
-     `replicas` behind a round-robin router sees it: every `replicas`-th arrival. When that leaves
-     fewer than `min_requests`, the densest run of `min_requests x replicas` consecutive arrivals
-     is taken instead (or the whole log when it is shorter).
+   - Arrivals: the log's busiest hour by the fleet replay's rule (`pipeline.sim.trace.busiest_hour`:
+     the 60-minute window, starting on a whole minute from the first arrival, whose per-minute
+     arrival counts have the highest p99; ties to more arrivals, then the earliest; a log under an
+     hour is taken whole), as one replica of `replicas` serving instances behind a round-robin
+     router sees it: every `replicas`-th arrival. The serving instances are the plan's instances
+     with the safety factor, before headroom and spares (`Candidate.serving`): the headroom
+     instances carry the growth, the spares a failure, so at today's peak one replica sees
+     peak / serving. When that leaves fewer than `min_requests`, the densest run of
+     `min_requests x replicas` consecutive arrivals is taken instead (or the whole log when it is
+     shorter).
    - Lengths: the log's own length distribution, by quantile mapping. The k-th smallest input
      length of the window's requests becomes the log's input quantile at plotting position
      k / (n - 1) (linear interpolation, as `quantile_cont`); the same for outputs. The trace's
@@ -77,8 +82,14 @@ class Candidate:
     engine: str = "vllm"
     engine_version: str | None = None
     hf_repo: str | None = None
-    instances: int = 1
+    instances: int = 1  # the plan's instances in total (spares included)
     role: str = "benchmark_next"  # chosen | benchmark_next
+    serving_instances: int | None = None  # with safety, before headroom and spares; None: `instances`
+
+    @property
+    def serving(self) -> int:
+        """The instances that share the peak (module docstring): serving_instances, else instances."""
+        return int(self.serving_instances or self.instances)
 
     @property
     def folder(self) -> str:
@@ -180,19 +191,23 @@ def _hash_lists(table: Mapping[str, Any], label: str, n: int) -> list[list[int]]
     return out
 
 
-def _window(arrival: np.ndarray, window_s: float, need: int) -> tuple[int, int, str]:
-    """[lo, hi) indices (arrival sorted) of the busiest `window_s`, or the densest `need` consecutive arrivals."""
+def _window(arrival: np.ndarray, need: int) -> tuple[int, int, str]:
+    """[lo, hi) indices (arrival sorted) of the busiest hour (sim.trace.busiest_hour, the fleet replay's
+    rule), or the densest `need` consecutive arrivals."""
+    from pipeline.sim.trace import busiest_hour
+
     n = len(arrival)
     first, last = arrival[0], arrival[-1]
-    if last - first < window_s:
-        lo, hi, how = 0, n, f"the whole log ({last - first:.0f} s < window {window_s:g} s)"
+    if last - first < 3600.0:
+        lo, hi, how = 0, n, f"the whole log ({last - first:.0f} s, under an hour)"
     else:
-        starts = first + 60.0 * np.arange(int((last - first) // 60) + 1)
-        lo_i = np.searchsorted(arrival, starts, side="left")
-        hi_i = np.searchsorted(arrival, starts + window_s, side="left")
-        k = int(np.argmax(hi_i - lo_i))  # first maximum: ties go to the earliest window
-        lo, hi = int(lo_i[k]), int(hi_i[k])
-        how = f"the busiest {window_s:g} s of the log (most arrivals; windows start on whole minutes)"
+        w_lo, w_hi = busiest_hour(arrival)
+        lo = int(np.searchsorted(arrival, w_lo, side="left"))
+        hi = int(np.searchsorted(arrival, w_hi, side="left"))
+        how = (
+            "the busiest hour of the log (the minute-aligned hour holding the per-minute p99 peak, "
+            "as the fleet replay takes it)"
+        )
     if hi - lo < need:
         if n <= need:
             return 0, n, f"the whole log ({n} requests; fewer than the {need} the plan asks for)"
@@ -217,7 +232,6 @@ def _map_quantiles(window_vals: np.ndarray, reference: np.ndarray) -> np.ndarray
 def build_trace(
     table: Mapping[str, Any],
     *,
-    window_s: float = 900.0,
     replicas: int = 1,
     min_requests: int = 200,
     block_tokens: int = HASH_BLOCK_TOKENS,
@@ -230,8 +244,6 @@ def build_trace(
     """
     if isinstance(replicas, bool) or not isinstance(replicas, int) or replicas < 1:
         raise InputError(f"{label}: replicas = {replicas!r}; expected an integer >= 1")
-    if not (isinstance(window_s, int | float) and math.isfinite(window_s) and window_s > 0):
-        raise InputError(f"{label}: window_s = {window_s!r}; expected seconds > 0")
     if "arrival_s" not in table:
         raise InputError(f"{label}: arrival_s: column missing; expected arrival_s, input_tokens, output_tokens")
     arrival = _column(table, "arrival_s", label, None)
@@ -248,7 +260,7 @@ def build_trace(
     hashes = _hash_lists(table, label, n)
     order = np.argsort(arrival, kind="stable")
     arrival, inp, out = arrival[order], inp[order], out[order]
-    lo, hi, how = _window(arrival, float(window_s), min_requests * replicas)
+    lo, hi, how = _window(arrival, min_requests * replicas)
     picked = np.arange(lo, hi)[::replicas]
     if replicas > 1:
         how += f"; every {replicas}th arrival (one replica of {replicas} behind a round-robin router)"
@@ -515,10 +527,23 @@ def _readme(plan_facts: dict[str, Any], c: Candidate, trace: Trace, levels: list
             f"# Benchmark plan: {c.id}",
             "",
             f"{c.role.replace('_', ' ')}: {c.model} on {c.gpu}, TP{c.tp} PP{c.pp}, {c.weight_dtype} weights, "
-            f"{c.kv_dtype} KV cache, {c.engine}; the plan sizes {c.instances} instance(s).",
+            f"{c.kv_dtype} KV cache, {c.engine}; the plan sizes {c.instances} instance(s), {c.serving} of them "
+            "serving the peak (with the safety factor, before headroom and spares): one replica sees "
+            f"{plan_facts['peak_rps']:g} req/s.",
             "",
             "Written by `sizing bench-plan`; rerun it rather than editing these files.",
             "",
+            *(
+                [
+                    "Same benchmark as "
+                    + ", ".join(f"`{x}`" for x in plan_facts["same_as"])
+                    + " (same GPU, TP, PP, usable RPS and monthly cost in metrics/tco.json): not planned "
+                    "separately; this run measures them all.",
+                    "",
+                ]
+                if plan_facts.get("same_as")
+                else []
+            ),
             "## Files",
             f"- `trace.jsonl`: {len(trace.records)} requests, AIPerf `mooncake_trace` JSON lines; {trace.how}; "
             f"{trace.duration_s:.0f} s, {trace.mean_rps:.3f} req/s mean",
@@ -560,22 +585,24 @@ def build_plan(
     peak_rps: float,
     slo: Mapping[str, Any],
     burst_multiplier: float = 2.5,
-    window_s: float = 900.0,
     min_requests: int = 200,
     seed: int = 0,
     label: str | None = None,
+    same_as: Sequence[str] = (),
 ) -> Plan:
     """The whole plan for one candidate. `peak_rps` is the tier's peak rate for the whole fleet; one replica
-    sees peak_rps / candidate.instances (the trace is thinned the same way)."""
+    sees peak_rps / candidate.serving, the serving instances (the trace is thinned the same way). `same_as`:
+    candidates left unplanned because this plan is the same benchmark (same GPU, TP, PP, usable RPS and cost)."""
     label = label or f"candidate {candidate.id}"
-    if candidate.tp < 1 or candidate.pp < 1 or candidate.instances < 1:
+    if candidate.tp < 1 or candidate.pp < 1 or candidate.instances < 1 or candidate.serving < 1:
         raise InputError(
-            f"{label}: tp/pp/instances = {candidate.tp}/{candidate.pp}/{candidate.instances}; expected >= 1"
+            f"{label}: tp/pp/instances/serving = {candidate.tp}/{candidate.pp}/{candidate.instances}/"
+            f"{candidate.serving}; expected >= 1"
         )
     if "ttft_p99_ms" not in slo:
         raise InputError(f"{label}: slo: ttft_p99_ms missing; expected the SLO (params.yaml slo)")
-    trace = build_trace(table, window_s=window_s, replicas=candidate.instances, min_requests=min_requests, label=label)
-    per_replica = float(peak_rps) / candidate.instances if isinstance(peak_rps, int | float) else peak_rps
+    trace = build_trace(table, replicas=candidate.serving, min_requests=min_requests, label=label)
+    per_replica = float(peak_rps) / candidate.serving if isinstance(peak_rps, int | float) else peak_rps
     burst = burst_records(trace, per_replica, burst_multiplier, seed)
     levels = concurrency_levels(knee, c_max)
     p95_in = math.ceil(trace.log_lengths["input_tokens"]["p95"])
@@ -593,6 +620,15 @@ def build_plan(
         "knee": knee,
         "c_max": c_max,
         "peak_rps": round(per_replica, 4),
+        "fleet_peak_rps": round(float(peak_rps), 4),
+        "serving_instances": candidate.serving,
+        "instances": candidate.instances,
+        "window": trace.how,
+        "window_start_s": trace.window_start_s,
+        "window_end_s": trace.window_end_s,
+        "window_requests": trace.window_requests,
+        "log_lengths": trace.log_lengths,
+        "trace_lengths": trace.trace_lengths,
         "burst_multiplier": burst_multiplier,
         "burst_requests": len(burst),
         "trace_requests": len(trace.records),
@@ -600,6 +636,7 @@ def build_plan(
         "p95_output_tokens": p95_out,
         "max_model_len": max_model_len,
         "warmup_requests": WARMUP_REQUESTS,
+        "same_as": sorted(same_as),
     }
     readme = _readme(facts, candidate, trace, levels)
     return Plan(candidate, trace, burst, levels, commands, manifest, readme, facts)

@@ -84,7 +84,7 @@ def _assert_mooncake_format(records: list[dict], with_hash: bool) -> None:
 def test_quantile_mapping_is_the_identity_when_the_window_is_the_whole_log():
     table = {"arrival_s": [10.0, 10.5, 11.0, 12.0, 12.25], "input_tokens": [5, 300, 40, 7, 2000],
              "output_tokens": [9, 1, 50, 20, 3]}  # fmt: skip
-    tr = bench_plan.build_trace(table, window_s=900, min_requests=1)
+    tr = bench_plan.build_trace(table, min_requests=1)
     assert [r["input_length"] for r in tr.records] == [5, 300, 40, 7, 2000]
     assert [r["output_length"] for r in tr.records] == [9, 1, 50, 20, 3]
     assert [r["timestamp"] for r in tr.records] == [0, 500, 1000, 2000, 2250]
@@ -101,13 +101,46 @@ def test_every_nth_arrival_takes_the_log_quantile_at_its_rank():
     assert [r["timestamp"] for r in tr.records] == [0, 2000, 4000]
 
 
-def test_busiest_window_and_integer_milliseconds():
-    # 3 arrivals in the first minute, 6 in the third: a 60 s window picks the third minute
+def test_integer_milliseconds():
     arr = [0.0, 10.0, 20.0, 120.0, 120.0004, 120.0016, 130.0, 140.0, 150.0]
     table = {"arrival_s": arr, "input_tokens": [100] * 9, "output_tokens": [10] * 9}
-    tr = bench_plan.build_trace(table, window_s=60, min_requests=1)
-    assert tr.window_start_s == 120.0 and tr.window_requests == 6
-    assert [r["timestamp"] for r in tr.records] == [0, 0, 2, 10000, 20000, 30000]
+    tr = bench_plan.build_trace(table, min_requests=1)  # under an hour: the whole log
+    assert tr.window_start_s == 0.0 and tr.window_requests == 9
+    assert [r["timestamp"] for r in tr.records] == [0, 10000, 20000, 120000, 120000, 120002, 130000, 140000, 150000]
+
+
+def _per_minute(counts: dict[int, int], minutes: int) -> list[float]:
+    """Arrivals spread evenly inside each minute: counts[m] in minute m (1 where not given, 0 for minutes 60-119)."""
+    arr = []
+    for m in range(minutes):
+        n = counts.get(m, 0 if 60 <= m < 120 else 1)
+        arr += [60.0 * m + k * 60.0 / n for k in range(n)]
+    return arr
+
+
+def test_busiest_window_is_the_fleet_replays_hour_of_the_per_minute_p99_peak():
+    # hour 0: 10 arrivals every minute (600, p99 10); minutes 60-119 empty; minutes 120-179 one each and 50 in
+    # minute 150 (109 arrivals). Every hour holding minute 150 has p99 = 1 + 0.41 x 49 = 21.09 (numpy linear, rank
+    # 0.99 x 59 = 58.41); of those the one starting at minute 120 has the most arrivals. The old rule (most
+    # arrivals in the window) took hour 0.
+    arr = _per_minute({**{m: 10 for m in range(60)}, 150: 50}, 180)
+    table = {"arrival_s": arr, "input_tokens": [100] * len(arr), "output_tokens": [10] * len(arr)}
+    tr = bench_plan.build_trace(table, min_requests=1)
+    from pipeline.sim.trace import busiest_hour
+
+    assert busiest_hour(np.asarray(arr)) == (7200.0, 10800.0)
+    assert tr.window_start_s == 7200.0 and tr.window_requests == 109
+    assert "per-minute p99" in tr.how
+
+
+def test_sample_window_is_the_replay_window(sample_requests):
+    from pipeline.sim.trace import busiest_hour
+
+    arr = np.sort(sample_requests["arrival_s"].to_numpy())
+    lo, hi = busiest_hour(arr)
+    tr = bench_plan.build_trace(sample_requests, min_requests=1)
+    inside = arr[(arr >= lo) & (arr < hi)]
+    assert tr.window_requests == len(inside) and tr.window_start_s == round(inside[0] - arr[0], 3)
 
 
 def test_hash_ids_keep_the_logged_prefix_and_pad_with_fresh_ids():
@@ -221,6 +254,18 @@ def test_commands_carry_the_exact_flags(sample_requests):
     assert plan.facts["peak_rps"] == 0.2812 and "2.5 x (0.703125 req/s)" in cmd
 
 
+def test_one_replica_sees_the_peak_over_the_serving_instances(sample_requests):
+    # frozen fleet.json, large tier: 2.25 req/s peak, usable 1.0197: ceil(2.2065) = 3, x safety 1.2 -> 4 serving;
+    # headroom takes it to 6 and the spare to 7. One replica sees 2.25 / 4 = 0.5625 req/s, not 2.25 / 7.
+    serving = bench_plan_io.serving_instances(2.25, 1.0197, 4, 1, 1.2)
+    assert serving == 4
+    plan = _plan(sample_requests, candidate=_candidate(instances=7, serving_instances=serving))
+    assert plan.facts["peak_rps"] == 0.5625 and plan.facts["serving_instances"] == 4
+    assert "2.5 x (1.40625 req/s)" in plan.commands
+    assert plan.trace.replicas == 4  # the trace thinned to every 4th arrival
+    assert bench_plan_io.serving_instances(2.25, None, 4, 1, 1.2) is None
+
+
 def test_pp_and_bf16_reach_the_server_line(sample_requests):
     plan = _plan(sample_requests, candidate=_candidate(tp=4, pp=2, weight_dtype="bf16", kv_dtype="bf16"))
     assert "--tensor-parallel-size 4 --pipeline-parallel-size 2 --dtype bfloat16 --kv-cache-dtype auto" in plan.commands
@@ -274,12 +319,12 @@ def project(tmp_path, sample_requests) -> Path:
 def test_cli_writes_the_chosen_and_the_top_benchmark_next(project, capsys):
     assert cli.main(["bench-plan", "--root", str(project)]) == 0
     out = project / "data" / "benchmark_plan"
-    # frozen tco.json: routed plan, large H100-SXM and small L40S chosen; the large tier's benchmark_next
+    # frozen tco.json: routed plan, large H100-SXM and small L40S chosen; the large tier's benchmark_next, less
+    # H200 w-int8/kv-fp8: TP2, 0.7173 usable RPS, USD 92,412.16 a month like H200 w-fp8/kv-fp8 (its twin)
     assert sorted(p.name for p in out.iterdir()) == [
         "large__B200__w-fp8__kv-fp8",
         "large__H100-SXM__w-fp8__kv-fp8",
         "large__H200__w-fp8__kv-fp8",
-        "large__H200__w-int8__kv-fp8",
         "small__L40S__w-fp8__kv-fp8",
     ]
     chosen = read_manifest(out / "large__H100-SXM__w-fp8__kv-fp8" / "manifest.yaml")
@@ -328,3 +373,154 @@ def test_cli_bad_input_writes_nothing(project, tmp_path, capsys):
     assert cli.main(["bench-plan", "--root", str(project), "--out", str(out)]) == 1
     assert "requests.parquet: not found" in capsys.readouterr().err
     assert not out.exists()
+
+
+# --- the bench_plan stage and the report stage's stop ---------------------------------------------------------------
+
+
+def test_stage_writes_the_plans_and_drops_stale_ones(project):
+    from pipeline.layout import Layout
+    from pipeline.stages import bench_plan as bench_plan_stage
+
+    out = project / "data" / "benchmark_plan"
+    stale = out / "large__A100-80GB__w-bf16__kv-bf16"
+    stale.mkdir(parents=True)
+    (stale / "README.md").write_text("# Benchmark plan: large/A100-80GB/w-bf16/kv-bf16\n")
+    mine = out / "notes"  # not a plan folder: kept
+    mine.mkdir()
+    (mine / "README.md").write_text("my notes\n")
+    res = bench_plan_stage.run(Layout(project))
+    names = sorted(p.name for p in out.iterdir())
+    assert names == [
+        "large__B200__w-fp8__kv-fp8",
+        "large__H100-SXM__w-fp8__kv-fp8",
+        "large__H200__w-fp8__kv-fp8",
+        "notes",
+        "small__L40S__w-fp8__kv-fp8",
+    ]
+    assert res["removed"] == ["data/benchmark_plan/large__A100-80GB__w-bf16__kv-bf16"]
+    chosen = {p["candidate"]: p for p in res["plans"] if p["role"] == "chosen"}
+    # frozen fleet/tco: large H100 TP4, 2.25 req/s peak over 4 serving instances (7 with headroom and the spare)
+    big = chosen["large/H100-SXM/w-fp8/kv-fp8"]
+    assert (big["serving_instances"], big["instances"], big["peak_rps"]) == (4, 7, 0.5625)
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    bench_plan_stage.run(Layout(project))
+    assert before == {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+
+
+def test_write_for_stop_plans_candidates_without_a_tco(project, tmp_path):
+    (project / "metrics" / "tco.json").unlink()  # the report stage stopped: no tco.json
+    out = tmp_path / "stop"
+    rows = [
+        {"candidate": "large/H200/w-fp8/kv-fp8", "gpu": "H200", "weights": "fp8", "kv": "fp8", "tp": 2,
+         "usable_rps": 1.5, "c_max": 40.0},
+        {"id": "small/L40S/w-fp8/kv-fp8", "gpu": "L40S", "weights": "fp8", "kv": "fp8", "tp": 1,
+         "max_concurrency_per_replica": 90},
+    ]  # fmt: skip
+    folders = bench_plan_io.write_for_stop(project, rows, out)
+    assert [f.name for f in folders] == ["large__H200__w-fp8__kv-fp8", "small__L40S__w-fp8__kv-fp8"]
+    m = read_manifest(folders[0] / "manifest.yaml")
+    assert (m["model"], m["gpu"], m["tp"]) == ("Llama-3.1-70B", "H200", 2)
+    cmd = (folders[0] / "commands.sh").read_text()
+    # 2.25 req/s / 1.5 usable = 2 (ceil 1.5), x 1.2 -> ceil(2.4) = 3 serving: 0.75 req/s each; C_max 40 -> 60;
+    # the large tier's measured knee 32 scaled by 40 / 64.3612 (its C_max) = 19.89 -> 1.5 x = 30
+    assert "for C in 1 2 4 8 16 30 32 60; do" in cmd and "2.5 x (1.875 req/s)" in cmd
+    # no operating point at all (no sweep): the KV-bound concurrency 90 -> ceil(1.5 x 90) = 135
+    (project / "metrics" / "operating_point.json").unlink()
+    (folder,) = bench_plan_io.write_for_stop(project, rows[1:], tmp_path / "stop2")
+    assert "for C in 1 2 4 8 16 32 64 128 135; do" in (folder / "commands.sh").read_text()
+    with pytest.raises(InputError, match=r"candidates\[0\]: candidate = None"):
+        bench_plan_io.write_for_stop(project, [{"gpu": "H200"}], tmp_path / "bad")
+    with pytest.raises(InputError, match="tp: missing"):
+        bench_plan_io.write_for_stop(project, [{"candidate": "large/H200/w-fp8/kv-fp8", "gpu": "H200",
+                                               "weights": "fp8", "kv": "fp8"}], tmp_path / "bad")  # fmt: skip
+    assert not (tmp_path / "bad").exists()
+
+
+# --- review: the adopted deployment's own id (/tpN), cascade plans, the tco row's basis, identical twins ----------
+
+
+def _tco(plan: str, **over) -> dict:
+    tco = {
+        "plan": plan,
+        "chosen": plan,
+        "pooled": {"candidate": "all/H100-SXM/w-fp8/kv-fp8"},
+        "benchmark_next": [{"candidate": "all/H200/w-fp8/kv-fp8"}],
+        "per_tier": {
+            "large": {"gpu": "H100-SXM", "weights": "fp8", "kv": "fp8", "tp": 4},
+            "small": {"gpu": "L40S", "weights": "fp8", "kv": "fp8", "tp": 1},
+        },
+        "per_tier_candidates": {
+            "large": {"benchmark_next": [{"candidate": "large/H200/w-fp8/kv-fp8"}]},
+            "small": {"benchmark_next": [{"candidate": "small/L40S/w-int8/kv-fp8"}]},
+        },
+    }
+    tco.update(over)
+    return tco
+
+
+def test_chosen_ids_keep_the_tp_suffix_of_the_adopted_deployment():
+    # memory.json sized large/H100-SXM/w-fp8/kv-fp8 at TP8; the fleet runs the measured TP4: tco names it /tp4
+    ids = {"large": "large/H100-SXM/w-fp8/kv-fp8/tp4", "small": "small/L40S/w-fp8/kv-fp8"}
+    assert bench_plan_io.chosen_ids(_tco("routed", chosen_candidates=ids)) == [
+        "large/H100-SXM/w-fp8/kv-fp8/tp4",
+        "small/L40S/w-fp8/kv-fp8",
+    ]
+    # without chosen_candidates: each per_tier row's own candidate id
+    tco = _tco("routed")
+    tco["per_tier"]["large"]["candidate"] = "large/H100-SXM/w-fp8/kv-fp8/tp4"
+    assert bench_plan_io.chosen_ids(tco)[0] == "large/H100-SXM/w-fp8/kv-fp8/tp4"
+
+
+def test_a_cascade_plan_plans_its_tiers_not_the_pooled_candidate():
+    tco = _tco("cascade")
+    assert bench_plan_io.chosen_ids(tco) == ["large/H100-SXM/w-fp8/kv-fp8", "small/L40S/w-fp8/kv-fp8"]
+    assert bench_plan_io.next_ids(tco, 3) == ["large/H200/w-fp8/kv-fp8", "small/L40S/w-int8/kv-fp8"]
+    pooled = _tco("pooled", chosen_candidates={"all": "all/H100-SXM/w-fp8/kv-fp8"})
+    assert bench_plan_io.chosen_ids(pooled) == ["all/H100-SXM/w-fp8/kv-fp8"]
+    assert bench_plan_io.next_ids(pooled, 3) == ["all/H200/w-fp8/kv-fp8"]
+
+
+def test_identical_twins_are_planned_once():
+    rows = {
+        "large/H200/w-fp8/kv-fp8": {"gpu": "H200", "tp": 2, "usable_rps": 0.7173, "monthly_usd": 92412.16},
+        "large/H200/w-int8/kv-fp8": {"gpu": "H200", "tp": 2, "pp": 1, "usable_rps": 0.7173, "monthly_usd": 92412.16},
+        "large/H200/w-int8/kv-bf16": {"gpu": "H200", "tp": 2, "usable_rps": 0.7, "monthly_usd": 92412.16},
+        "small/H200/w-int8/kv-fp8": {"gpu": "H200", "tp": 2, "usable_rps": 0.7173, "monthly_usd": 92412.16},
+    }
+    kept, same = bench_plan_io.drop_twins(list(rows), rows, chosen=[])
+    assert kept == ["large/H200/w-fp8/kv-fp8", "large/H200/w-int8/kv-bf16", "small/H200/w-int8/kv-fp8"]
+    assert same == {"large/H200/w-int8/kv-fp8": "large/H200/w-fp8/kv-fp8"}
+    # a chosen deployment is always planned, even when a benchmark_next twin came first
+    kept, same = bench_plan_io.drop_twins(list(rows)[:2], rows, chosen=["large/H200/w-int8/kv-fp8"])
+    assert kept == list(rows)[:2] and same == {}
+
+
+def test_stage_plans_the_adopted_tp_with_the_tco_rows_basis_and_names_twins(project):
+    from pipeline.layout import Layout
+    from pipeline.stages import bench_plan as bench_plan_stage
+
+    path = project / "metrics" / "tco.json"
+    tco = json.loads(path.read_text())
+    large = tco["per_tier_candidates"]["large"]["candidates"]
+    h100 = next(r for r in large if r["candidate"] == "large/H100-SXM/w-fp8/kv-fp8")
+    # the memory stage's TP8 row, and the measured TP4 fleet the plan adopted (tco.py names it /tp4)
+    large.append({**h100, "candidate": "large/H100-SXM/w-fp8/kv-fp8/tp4"})
+    h100.update(tp=8, basis="roofline", usable_rps=0.9, monthly_usd=281254.4)
+    tco["chosen_candidates"] = {"large": "large/H100-SXM/w-fp8/kv-fp8/tp4", "small": "small/L40S/w-fp8/kv-fp8"}
+    tco["per_tier"]["large"].update(candidate="large/H100-SXM/w-fp8/kv-fp8/tp4", basis="measured")
+    path.write_text(json.dumps(tco))
+    res = bench_plan_stage.run(Layout(project))
+    chosen = {p["candidate"]: p for p in res["plans"] if p["role"] == "chosen"}
+    assert sorted(chosen) == ["large/H100-SXM/w-fp8/kv-fp8/tp4", "small/L40S/w-fp8/kv-fp8"]
+    big = chosen["large/H100-SXM/w-fp8/kv-fp8/tp4"]
+    assert (big["tp"], big["basis"], big["usable_rps"]) == (4, "measured", 1.0197)
+    assert big["monthly_usd"] == tco["per_tier"]["large"]["monthly_usd"]
+    assert "--tensor-parallel-size 4" in big["commands"]
+    doc = json.loads((project / "metrics" / "benchmark_plan.json").read_text())
+    assert doc["same_as"] == {"large/H200/w-int8/kv-fp8": "large/H200/w-fp8/kv-fp8"}
+    h200 = next(p for p in doc["plans"] if p["candidate"] == "large/H200/w-fp8/kv-fp8")
+    assert h200["same_as"] == ["large/H200/w-int8/kv-fp8"] and h200["basis"] is not None
+    readme = (project / "data" / "benchmark_plan" / "large__H200__w-fp8__kv-fp8" / "README.md").read_text()
+    assert "Same benchmark as `large/H200/w-int8/kv-fp8`" in readme
+    assert not (project / "data" / "benchmark_plan" / "large__H200__w-int8__kv-fp8").exists()
