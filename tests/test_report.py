@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import re
 import shutil
 
 import pytest
@@ -57,6 +58,7 @@ def test_strings_from_input_files_are_escaped_in_the_rendered_report(tmp_path):
         text = json.dumps(data).replace('"small"', json.dumps(evil))
         (tmp_path / "metrics" / f"{name}.json").write_text(text)
     shutil.copytree(ROOT / "notebooks", tmp_path / "notebooks")
+    shutil.copytree(ROOT / "data" / "catalog", tmp_path / "data" / "catalog")  # the price list's dates (as of)
     data = params.load(ROOT / "params.yaml")
     sections = {name: params.section(name, data) for name in run.STAGES["report"].sections}
     os.environ["SIZING_ROOT"] = str(tmp_path)
@@ -91,3 +93,197 @@ def test_scenarios_by_hand():
     assert rows["the plan (routed)"]["monthly_usd"] == pytest.approx(150_136.91)  # 205.667 $/h x 730
     with pytest.raises(Exception, match=r"unknown key scenarios\.x\.traffic; allowed keys: traffic_scale"):
         scenarios.check({"x": {"traffic": 2}})
+
+
+def test_the_budget_is_the_static_fleet_for_a_one_day_log_with_the_schedule_beside_it():
+    b = report.budget(METRICS)  # the sample log spans 86,390.8 s = 1.0 day, under the default 7
+    assert (b["kind"], b["monthly_usd"], b["annual_usd"]) == ("static", 150_136.91, 1_801_642.92)
+    assert b["other_kind"] == "scheduled" and b["other_monthly_usd"] == pytest.approx(65_415.35)
+    assert b["other_annual_usd"] == pytest.approx(784_984.20)  # 65,415.35 x 12 (8760 / 730)
+    assert "1.0 day of traffic" in b["why"] and "under 7" in b["why"]
+    sched = report.budget(METRICS, min_days=0.5)  # on-demand prices and a long enough log: the schedule
+    assert (sched["kind"], sched["monthly_usd"], sched["other_monthly_usd"]) == ("scheduled", 65_415.35, 150_136.91)
+    reserved = copy.deepcopy(METRICS)
+    reserved["tco"]["price_basis"]["pricing"] = "reserved-1y"
+    assert report.budget(reserved, min_days=0.5)["kind"] == "static"  # paid every hour, used or not
+    none = copy.deepcopy(METRICS)
+    none["tco"]["totals"]["monthly_usd_with_schedule"] = None
+    assert report.budget(none, min_days=0.5)["other_monthly_usd"] is None
+
+
+def test_the_traffic_window_comes_from_the_log_not_the_clock():
+    # first arrival 1,767,571,204.383 s = 2026-01-05 00:00:04 UTC (1,767,225,600 = 2026-01-01, + 4 days);
+    # + span 86,390.839 s = 2026-01-05 23:59:55 UTC
+    assert report.traffic_window(METRICS["workload"]) == (
+        "traffic 2026-01-05 00:00 to 2026-01-05 23:59 UTC (1.0 days, 179,175 requests)"
+    )
+    relative = {**METRICS["workload"], "clock": "trace_relative", "span_s": 7200.0}
+    assert report.traffic_window(relative).startswith("traffic: 2.0 h of a trace-relative clock")
+
+
+def test_quarter_over_quarter_is_formatted(tmp_path):
+    old = copy.deepcopy({k: METRICS[k] for k in ("workload", "fleet", "tco")})
+    old["tco"]["monthly_usd"] = 91065.31
+    table = report.quarter_over_quarter(old, METRICS).set_index("figure")
+    assert table.loc["monthly cost (USD)", "previous"] == "$91,065"  # was "91065.3100"
+    assert table.loc["monthly cost (USD)", "now"] == "$150,137"
+    assert table.loc["utilization", "now"] == "11.7%"  # was "0.1167"
+    assert table.loc["GPUs", "now"] == "35"
+    assert table.loc["cost per 1M output tokens (USD)", "now"] == "$81.94"
+
+
+def test_the_inputs_id_is_a_content_hash_of_the_inputs(tmp_path):
+    (tmp_path / "metrics").mkdir()
+    (tmp_path / "data" / "catalog").mkdir(parents=True)
+    for name in report.METRIC_FILES:
+        shutil.copy(METRICS_FIXTURE / f"{name}.json", tmp_path / "metrics" / f"{name}.json")
+    shutil.copy(ROOT / "data" / "catalog" / "prices.csv", tmp_path / "data" / "catalog" / "prices.csv")
+    first = report.inputs_id(tmp_path, {"report": {"previous": None}})
+    assert re.fullmatch(r"[0-9a-f]{12}", first) and first == report.inputs_id(tmp_path, {"report": {"previous": None}})
+    prices = tmp_path / "data" / "catalog" / "prices.csv"
+    prices.write_text(prices.read_text().replace("6.88", "6.89"))
+    assert report.inputs_id(tmp_path, {"report": {"previous": None}}) != first  # a price change is a new input
+
+
+@pytest.fixture(scope="module")
+def finance_runs(tmp_path_factory):
+    """finance.ipynb run twice for real (the stage runner's kernel, nbconvert) on the frozen sample metrics,
+    with last quarter's review set to a folder whose monthly cost is half today's."""
+    root = tmp_path_factory.mktemp("finance")
+    (root / "metrics").mkdir()
+    for name in report.METRIC_FILES:
+        shutil.copy(METRICS_FIXTURE / f"{name}.json", root / "metrics" / f"{name}.json")
+    prev = root / "q3"
+    prev.mkdir()
+    for name in ("workload", "fleet", "tco"):
+        data = copy.deepcopy(METRICS[name])
+        if name == "tco":
+            data["monthly_usd"] /= 2
+            data["totals"]["monthly_usd"] /= 2
+        if name == "fleet":
+            data["total_gpus"] = 24
+        (prev / f"{name}.json").write_text(json.dumps(data))
+    shutil.copytree(ROOT / "notebooks", root / "notebooks")
+    shutil.copytree(ROOT / "data" / "catalog", root / "data" / "catalog")
+    data = params.load(ROOT / "params.yaml")
+    sections = {name: params.section(name, data) for name in run.STAGES["report"].sections}
+    sections["report"] = {**(sections["report"] or {}), "previous": str(prev)}
+    os.environ["SIZING_ROOT"] = str(root)
+    try:
+        run.execute("finance", sections, "finance", root)
+        first = (root / "reports" / "finance.html").read_bytes()
+        run.execute("finance", sections, "finance", root)
+        second = (root / "reports" / "finance.html").read_bytes()
+    finally:
+        os.environ.pop("SIZING_ROOT")
+    return root, sections, first, second
+
+
+def _element(html: str, ident: str) -> str:
+    """The text of the element with id `ident` (up to its closing tag, tags stripped)."""
+    start = html.index(f'id="{ident}"')
+    tag = html.rfind("<", 0, start)
+    name = re.match(r"<(\w+)", html[tag:])[1]
+    depth, pos = 0, tag
+    for m in re.finditer(rf"<(/?){name}\b[^>]*>", html[tag:]):
+        depth += -1 if m[1] else 1
+        if depth == 0:
+            pos = tag + m.end()
+            break
+    return re.sub(r"<[^>]+>", "", html[tag:pos])
+
+
+@pytest.mark.e2e
+def test_finance_first_screen_has_the_budget_badge_and_as_of_line(finance_runs):
+    root, sections, html_bytes, _ = finance_runs
+    html = html_bytes.decode()
+    budget = _element(html, "budget")
+    # ONE budget figure: the static fleet (the sample log is one day), the schedule beside it, and why
+    assert "$150,137 a month" in budget and "$1,801,643 a year" in budget and "static" in budget
+    assert "Scheduled instead: $65,415 a month" in budget and "1.0 day of traffic" in budget
+    assert "+100.0% since last quarter (was $75,068)" in budget  # 150,136.91 against 75,068.455
+    assert "measured" in _element(html, "badge") and "confidence" in _element(html, "badge")
+    flags = _element(html, "risk-flags")
+    # top three by cost impact, by hand: synthetic inputs (the whole $150,137), the utilization trap
+    # (150,136.91 - 65,415.35 = $84,722), re-characterize (large $140,627.20 x (1,054.4756 / 699.8004 - 1) = $71,273)
+    assert re.findall(r"~\$([\d,]+)/month", flags) == ["150,137", "84,722", "71,273"]
+    assert flags.index("Synthetic inputs") < flags.index("idle") < flags.index("benchmark")
+    asof = _element(html, "as-of")
+    assert "traffic 2026-01-05 00:00 to 2026-01-05 23:59 UTC" in asof
+    assert f"inputs sha256 {report.inputs_id(root, report_sections(sections))}" in asof
+    assert "H100-SXM after 2025-06 price cut" in asof and "L40S 2024-2026" in asof  # prices.csv as_of
+    assert "List prices are illustrative" in _element(html, "price-caveat")
+    assert "28 H100-SXM + 7 L40S" in _element(html, "gpus") and "+45.8% since last quarter" in _element(html, "gpus")
+    # the first screen comes before everything else; the rest below it
+    assert (
+        html.index('id="budget"')
+        < html.index("Risk flags, ranked")
+        < html.index("The plan")
+        < html.index("Quarter over quarter")
+    )
+
+
+@pytest.mark.e2e
+def test_finance_tables_are_formatted_and_reruns_are_byte_identical(finance_runs):
+    _, _, first, second = finance_runs
+    html = first.decode()
+    assert first == second  # same inputs, byte-identical report (no wall clock, no random ids)
+    cells = re.findall(r"<td [^>]*>(.*?)</td>", html)
+    assert cells and not [c for c in cells if re.fullmatch(r"-?\d+\.\d{4,}", c)]  # no raw floats like 91065.3100
+    assert "row_heading" not in html and ">nan<" not in html.lower() and ">None<" not in html
+    qoq = html[html.index("Quarter over quarter") :]
+    assert "$75,068" in qoq and "$150,137" in qoq and "11.7%" in qoq
+    css = html.index('id="sizing-css"')
+    assert css > html.rindex("jp-RenderedHTMLCommon table {", 0, css)  # the project's CSS after nbconvert's
+
+
+def report_sections(sections):
+    """The validated sections the notebook hashes (pipeline.stages.report.load)."""
+    from pipeline.stages import report as report_stage
+
+    return report_stage.validated(report.SECTIONS, sections)
+
+
+def _priced_pooled(m: dict, fleet_note: bool) -> dict:
+    """METRICS with tco.json pricing a pooled plan: the fleet.json pooled deployment (8 x TP4 H100-SXM = 32 GPUs),
+    or with `fleet_note` a cheaper candidate fleet.json did not size (5 x TP2 H200 = 10 GPUs)."""
+    out = copy.deepcopy(m)
+    t = out["tco"]
+    t["plan"] = t["chosen"] = "pooled"
+    row = {"candidate": "all/H100-SXM/w-fp8/kv-fp8", "gpu": "H100-SXM", "weights": "fp8", "kv": "fp8", "tp": 4}
+    row |= {"instances": 8, "gpus": 32, "monthly_usd": 160_716.8}
+    if fleet_note:
+        row = {"candidate": "all/H200/w-fp8/kv-fp8", "gpu": "H200", "weights": "fp8", "kv": "fp8", "tp": 2, "pp": 1}
+        row |= {"instances": 5, "gpus": 10, "monthly_usd": 60_000.0}
+        row["fleet_note"] = "fleet.json sized H100-SXM w-fp8/kv-fp8 TP4; the cheapest eligible candidate is H200"
+    t["per_tier"] = {"all": {"tier": "all", **row}}
+    t["chosen_candidates"] = {"all": row["candidate"]}
+    return out
+
+
+def test_the_first_screen_follows_the_plan_tco_prices_not_the_fleet_json_sized():
+    from pipeline import scenarios, tco
+
+    # fleet.json sized routing (28 H100-SXM + 7 L40S); tco.json fell back to the pooled plan (a tier barred)
+    m = _priced_pooled(METRICS, fleet_note=False)
+    html = report.first_screen_html({"metrics": m, "previous": None})
+    assert "the adopted plan (one pooled fleet)" in _element(html, "budget")
+    gpus = _element(html, "gpus")
+    assert gpus.startswith("GPUs by kind32 H100-SXM32 GPUs in all; all: 8 x TP4 H100-SXM.")
+    assert "L40S" not in gpus
+    differs = "The priced plan differs from the sized fleet (deployment sheet and replay describe fleet.json's)"
+    assert differs in report.flags_table(m)["risk"].tolist()
+    screen = dict((label, value) for label, value, _ in report.first_screen(m))
+    assert (screen["plan"], screen["GPUs"]) == ("one pooled fleet", "32 x H100-SXM")
+    sec = {name: params.section(name, params.load(ROOT / "params.yaml")) for name in ("fleet", "tco")}
+    first = scenarios.table(m, {}, sec["fleet"], sec["tco"], tco.load_prices(ROOT))[0]
+    assert (first["scenario"], first["gpu"]) == ("the plan (pooled)", "32 H100-SXM")
+
+    # the pooled plan on a cheaper candidate than fleet.json sized (fleet_note): its GPUs, not fleet.json's
+    m = _priced_pooled(METRICS, fleet_note=True)
+    m["fleet"]["plan"], m["fleet"]["per_tier"] = "pooled", {"all": METRICS["fleet"]["pooled"]}
+    gpus = _element(report.first_screen_html({"metrics": m, "previous": None}), "gpus")
+    assert gpus.startswith("GPUs by kind10 H20010 GPUs in all; all: 5 x TP2 H200.")
+    assert differs in report.flags_table(m)["risk"].tolist()
+    # the sample: tco.json prices the routed plan fleet.json sized; no flag
+    assert differs not in report.flags_table(METRICS)["risk"].tolist()
