@@ -36,6 +36,8 @@ def coefficients_table(doc: dict[str, Any]) -> pd.DataFrame:
             }
         )
     p = doc["pooled"]
+    if p is None:  # no sweep at all (the calibrate stage's warning): no pooled fit
+        return pd.DataFrame(rows, columns=["deployment", "basis", "levels", *terms, "overhead (ms)"])
     scales = ", ".join(f"{a} x{s:g}" for a, s in sorted(p["gpu_arch_scale"].items()))
     rows.append(
         {
@@ -52,7 +54,7 @@ def coefficients_table(doc: dict[str, Any]) -> pd.DataFrame:
 def residuals_table(doc: dict[str, Any]) -> pd.DataFrame:
     """Per deployment (and pooled), kind and metric: n, median |error| and the 10th-90th percentile interval (%)."""
     scopes = [(d["key"], d.get("residuals") or {}) for d in doc["deployments"]]
-    scopes.append(("pooled", doc["pooled"].get("residuals") or {}))
+    scopes.append(("pooled", (doc["pooled"] or {}).get("residuals") or {}))
     rows = []
     for scope, res in scopes:
         for kind, label in KIND_LABELS.items():
@@ -92,7 +94,9 @@ def targets_table(doc: dict[str, Any]) -> pd.DataFrame:
 
 def sentence(doc: dict[str, Any]) -> str:
     """One paragraph: how many deployments were calibrated, the pooled held-out errors, targets met."""
-    lolo = (doc["pooled"].get("residuals") or {}).get("leave_one_level_out") or {}
+    if doc["pooled"] is None and not doc["deployments"]:
+        return "No benchmark sweep at all: nothing is calibrated and there is no pooled fit (see the warning)."
+    lolo = ((doc["pooled"] or {}).get("residuals") or {}).get("leave_one_level_out") or {}
 
     def err(metric: str) -> str:
         v = (lolo.get(metric) or {}).get("median_abs_rel")
