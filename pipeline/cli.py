@@ -79,6 +79,7 @@ def _params_sections(path: Path | None) -> tuple[dict[str, Any], dict[str, Any]]
 def cmd_profile(args: argparse.Namespace) -> int:
     """Profile any traffic log without touching the pipeline's outputs."""
     from pipeline import io, params, traffic, workload
+    from pipeline.stages import workload as workload_stage
 
     wl_params, slo = _params_sections(args.params)
     overrides: dict[str, Any] = {"source": args.path}
@@ -104,7 +105,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="sizing-profile-") as tmp:
         req = Path(tmp) / "requests.parquet"
         ingested = traffic.ingest_with(source, req, wl_params, traffic.Progress(not args.quiet))
-        profile = workload.build_profile(ingested, req, settings)
+        profile = workload.build_profile(ingested, req, settings, workload_stage.log_inputs(ingested))
     sys.stdout.write(io.dumps(profile) if args.json else workload.describe(profile) + "\n")
     return 0
 
@@ -259,6 +260,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
     import tempfile
 
     from pipeline import io, params, paths, validation
+    from pipeline.layout import Layout
+    from pipeline.stages import validation as validation_stage
 
     data = params.load(args.params or paths.PARAMS)
     sections = {name: params.section(name, data) for name in validation.SECTIONS}
@@ -268,7 +271,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     v = {**sections["validation"], **{k: val for k, val in overrides.items() if val is not None}}
     sections["validation"] = params.validate_section("validation", v)
     with tempfile.TemporaryDirectory(prefix="sizing-validate-") as tmp:
-        result = validation.run(sections, paths.ROOT, Path(tmp) / "production.parquet")
+        result = validation_stage.evaluate(sections, Layout(paths.ROOT), Path(tmp) / "production.parquet")
     sys.stdout.write(io.dumps(result) if args.json else validation.table_text(result))
     return 0
 
@@ -336,8 +339,9 @@ def _rate_list(flag: str) -> Callable[[str], list[float]]:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    """The curve of one deployment at given loads through the engine model (basis calibrated/transferred/roofline)."""
-    from pipeline import io
+    """The curve of one deployment at given loads through the engine model (basis calibrated/transferred/roofline).
+    The roofline prior is params.yaml's `roofline` section (--params, else the project's, else the defaults)."""
+    from pipeline import io, params, paths
     from pipeline.sim import calibrate
 
     if args.engine is not None and args.engine.lower() not in calibrate.ENGINE_DEFAULTS:
@@ -360,6 +364,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         lengths_from=args.lengths_from,
         engine=args.engine,
         params_path=args.params,
+        roofline=params.section("roofline", params.load(args.params) if (args.params or paths.PARAMS.exists()) else {}),
     )
     sys.stdout.write(io.dumps(pred) if args.json else calibrate.describe_prediction(pred))
     return 0
@@ -655,7 +660,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     pr.add_argument("--lengths-from", metavar="LOG", help="replay this traffic log's input/output lengths")
     pr.add_argument("--engine", help="the engine of the calibrated deployment to use (vllm, sglang; default: any)")
-    pr.add_argument("--params", type=Path, help="params.yaml for reading --lengths-from (default: the project's)")
+    pr.add_argument(
+        "--params",
+        type=Path,
+        help="params.yaml for reading --lengths-from and the roofline prior (default: the project's)",
+    )
     pr.add_argument("--json", action="store_true", help="print the prediction as JSON")
     pr.set_defaults(func=cmd_predict)
 

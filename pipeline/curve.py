@@ -45,6 +45,7 @@ class Settings:
     max_failed_share: float = 0.05
     length_tolerance: float = 0.25
     sizing_loop: str = "conservative"
+    max_length_mismatch: float = 2.0
 
     @classmethod
     def from_params(cls, curve: dict[str, Any], slo: dict[str, Any]) -> Settings:
@@ -56,6 +57,7 @@ class Settings:
             curve["max_failed_share"],
             curve["length_tolerance"],
             curve["sizing_loop"],
+            curve.get("max_length_mismatch", 2.0),
         )
 
 

@@ -191,3 +191,102 @@ def itl_spike_levels(res: CurveResult) -> pd.DataFrame:
     lv = res.table[res.table["curve"] == res.chosen.curve].copy()
     lv["itl_ratio"] = lv["itl_p99_ms"] / lv["itl_p50_ms"]
     return lv.assign(ratio_ms=lv["itl_ratio"])
+
+
+# ------------------------------------------------------------------ step 7b: every candidate (report 10)
+
+
+def _band(lo: Any, hi: Any, digits: int = 2) -> str:
+    if lo is None or hi is None:
+        return "-"
+    return f"{lo:.{digits}f} .. {hi:.{digits}f}"
+
+
+def length_warnings(doc: dict[str, Any]) -> list[str]:
+    """The loud length-mismatch sentences of metrics/operating_point.json (plain text: escape before rendering)."""
+    return [str(m["message"]) for m in doc.get("length_mismatch") or []]
+
+
+def sizing_table(doc: dict[str, Any]) -> pd.DataFrame:
+    """One row per fleet: the curve that sizes it, its basis, usable RPS and C_max (with the measured figures
+    when a mismatched one was carried to the workload's p95 lengths, and the carry factor), the length ratios and
+    the interval."""
+    fleets = [("all (pooled)", doc, (doc.get("curve_source") or {}).get("curve"))]
+    fleets += [(t, pt, pt.get("curve")) for t, pt in sorted((doc.get("per_tier") or {}).items())]
+    rows = []
+    for name, d, curve in fleets:
+        lm = d.get("length_match") or {}
+        iv = d.get("interval") or {}
+        rows.append(
+            {
+                "fleet": name,
+                "measured curve": curve or d.get("error") or "-",
+                "sizing basis": d.get("sizing_basis") or "-",
+                "usable req/s": _r(d.get("usable_rps"), 3),
+                "80% band req/s": _band(iv.get("usable_rps_lo"), iv.get("usable_rps_hi"), 3),
+                "C_max": _r(d.get("c_max"), 1),
+                "measured req/s": _r(d.get("measured_usable_rps", d.get("usable_rps")), 3),
+                "engine model req/s (mix)": _r((d.get("anchor") or {}).get("model_usable_rps"), 3),
+                "anchor factor": _r((d.get("anchor") or {}).get("factor"), 3),
+                "anchor factor, transferred": _r(
+                    (((d.get("anchor") or {}).get("by_basis") or {}).get("transferred") or {}).get("factor"), 3
+                ),
+                "carried x (beyond max mismatch)": _r((d.get("carried") or {}).get("factor"), 3),
+                "length ratio in / out": f"{lm['input_ratio']:.2f} / {lm['output_ratio']:.2f}" if lm else "-",
+                "within tolerance": lm.get("within_tolerance") if lm else None,
+                "used for sizing": lm.get("used_for_sizing") if lm else None,
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def candidates_table(doc: dict[str, Any]) -> pd.DataFrame:
+    """Every candidate of op.candidates: basis, C_max and usable RPS per instance with their 80% bands (anchored:
+    priced like for like with the fleet's measured curve), the raw engine-model req/s at the length mix and the
+    anchor factor applied."""
+    rows = []
+    for cid, e in sorted((doc.get("candidates") or {}).items()):
+        iv = e.get("interval") or {}
+        rows.append(
+            {
+                "candidate": cid,
+                "TP x PP": f"{e['tp']} x {e['pp']}",
+                "basis": e.get("basis"),
+                "C_max": _r(e.get("c_max"), 1),
+                "C_max 80% band": _band(iv.get("c_max_lo"), iv.get("c_max_hi"), 1),
+                "usable req/s": _r(e.get("usable_rps"), 3),
+                "req/s 80% band": _band(iv.get("usable_rps_lo"), iv.get("usable_rps_hi"), 3),
+                "engine model req/s (mix)": _r(e.get("usable_rps_model"), 3),
+                "anchor factor": _r((e.get("anchor") or {}).get("factor"), 3) if e.get("basis") != "measured" else "-",
+                "binds": e.get("binding_slo") or "-",
+                "levels": len(e.get("levels") or []),
+                "memory stage": e.get("memory_rejected") or "takes it",
+                "why this basis": e.get("basis_why"),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def basis_summary(doc: dict[str, Any]) -> str:
+    """`N candidates: a measured, b calibrated, ...` (plain text)."""
+    from pipeline.engine_curves import basis_counts
+
+    cands = doc.get("candidates") or {}
+    counts = basis_counts(cands)
+    parts = ", ".join(f"{n} {b}" for b, n in counts.items())
+    no_cmax = sum(1 for e in cands.values() if e.get("c_max") is None)
+    return f"{len(cands)} candidate(s): {parts}; {no_cmax} without a C_max (the reason is in the last column)"
+
+
+def anchor_paragraphs(doc: dict[str, Any]) -> list[str]:
+    """One plain sentence per fleet: how its model-based candidates are priced like for like with its measured curve
+    (the anchor of engine_curves.anchor), or why they are not (plain text: escape before rendering)."""
+    fleets = [("The pooled fleet", doc.get("anchor"))]
+    fleets += [(f"Tier {t}", pt.get("anchor")) for t, pt in sorted((doc.get("per_tier") or {}).items())]
+    out = []
+    for label, a in fleets:
+        if not a:
+            continue
+        note = str(a.get("note") or "")
+        out.append(f"{label}: {note}." if a.get("factor") is not None else f"{label}: not anchored: {note}.")
+    return out

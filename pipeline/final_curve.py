@@ -9,6 +9,7 @@ optimizations) outranks baseline sweeps. Closed- and open-loop capacities are bo
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -77,6 +78,15 @@ class CurveResult:
     warnings: list[str] = field(default_factory=list)
     validation: list[Any] = field(default_factory=list)
     per_tier: dict[str, dict[str, Any]] = field(default_factory=dict)
+    evaluated: Any = None  # Evaluated: every curve's point, lengths and sweep (the candidates' measured side)
+    pooled_curves: list[str] = field(default_factory=list)
+    workload: Any = None  # the pooled Workload
+    sizing: dict[str, Any] = field(default_factory=dict)  # top level: sizing_basis, length_match, interval, ...
+    curve_matches: dict[str, dict[str, Any] | None] = field(default_factory=dict)
+    length_mismatch: list[dict[str, Any]] = field(default_factory=list)
+    candidates: dict[str, dict[str, Any]] | None = None  # op.candidates (the curve stage; None: not computed)
+    candidate_levels: pd.DataFrame | None = None  # data/interim/candidate_curves.parquet
+    seconds: float | None = None  # the stage's own time (pipeline/stages/curve.py run)
 
     def metrics(self) -> dict[str, Any]:
         """metrics/operating_point.json (contract keys first)."""
@@ -86,8 +96,8 @@ class CurveResult:
         files = sorted(set(self.table.loc[self.table["curve"] == op.curve, "file"]))
         out: dict[str, Any] = {
             "load_kind": op.load_kind,
-            "c_max": round(op.c_max, 4),
-            "usable_rps": round(op.usable_rps, 4),
+            "c_max": round(self.sizing.get("c_max", op.c_max), 4),
+            "usable_rps": round(self.sizing.get("usable_rps", op.usable_rps), 4),
             "knee": op.knee,
             "littles_law_ceiling_rps": round(op.ceiling_rps, 4),
             "littles_law_gap": round(op.gap, 4),
@@ -110,7 +120,13 @@ class CurveResult:
             "capacities": self.capacities,
             "operating_point": io.rounded(op.as_dict()),
             "curves": {
-                name: ({"error": self.errors[name]} if name in self.errors else io.rounded(self.points[name].as_dict()))
+                name: {
+                    **(
+                        {"error": self.errors[name]} if name in self.errors else io.rounded(self.points[name].as_dict())
+                    ),
+                    "basis": "measured",
+                    "length_match": self.curve_matches.get(name),
+                }
                 for name in sorted(set(self.points) | set(self.errors))
             },
             "predicted_vs_measured": _overlay_summary(self.overlay, self.overlay_note),
@@ -119,7 +135,19 @@ class CurveResult:
             "per_tier": self.per_tier,
             "warnings": self.warnings + op.warnings,
             "formulas": cv.FORMULAS,
+            "sizing_basis": self.sizing.get("sizing_basis", "measured"),
+            "length_match": self.sizing.get("length_match"),
+            "interval": self.sizing.get("interval"),
+            "length_mismatch": self.length_mismatch,
         }
+        for key in ("measured_usable_rps", "measured_c_max", "sizing_candidate", "sizing_note", "anchor", "carried"):
+            if key in self.sizing:
+                out[key] = self.sizing[key]
+        if self.candidates is not None:
+            from pipeline.engine_curves import ANCHOR_RULE
+
+            out["candidates"] = self.candidates
+            out["anchor_rule"] = ANCHOR_RULE  # how the candidates are priced like for like (op.anchor, per_tier[t])
         return out
 
 
@@ -350,7 +378,7 @@ def analyze(
     if manifest:
         overlay, note = predicted_vs_measured(table[table["curve"] == name], manifest, sections, root)
     recs = recommendations(table[table["curve"] == name], chosen, workload, manifest, sections, s, root)
-    return CurveResult(
+    result = CurveResult(
         sweeps,
         table,
         points,
@@ -368,7 +396,241 @@ def analyze(
         warnings,
         validation,
         per_tier,
+        evaluated,
+        pooled_curves,
+        workload,
     )
+    match_lengths(result, tier_demands or {})
+    return result
+
+
+def _fleet_lengths(result: CurveResult, tier: str, demands: dict[str, Any]) -> tuple[float | None, float | None]:
+    """The p95 input and output lengths of a fleet (`all`: the pooled workload; else the tier's demand)."""
+    if tier == "all":
+        return result.workload.input_p95 if result.workload else None, (
+            result.workload.output_p95 if result.workload else None
+        )
+    d = demands[tier]
+    return d.input_tokens.get("p95"), d.output_tokens.get("p95")
+
+
+def match_lengths(result: CurveResult, demands: dict[str, Any]) -> None:
+    """LengthMatch of every curve (against the fleet that picks it, else the pooled workload), of each fleet's
+    sizing curve (top level and per_tier), and the loud list of mismatches beyond curve.length_tolerance."""
+    from pipeline import engine_curves as ec
+
+    s = result.settings
+    ev = result.evaluated
+    picked_by: dict[str, str] = {}
+    for tier, pt in sorted(result.per_tier.items()):
+        if "curve" in pt:
+            picked_by.setdefault(pt["curve"], tier)
+    result.curve_matches = {}
+    for name in sorted(set(result.points) | set(result.errors)):
+        tier = picked_by.get(name, "all")
+        w_in, w_out = _fleet_lengths(result, tier, demands)
+        result.curve_matches[name] = ec.length_match(
+            *ev.lengths[name], w_in, w_out, s.length_tolerance, s.max_length_mismatch
+        )
+    fleets = [("all", result.chosen.curve, None)] + [
+        (t, pt["curve"], pt) for t, pt in sorted(result.per_tier.items()) if "curve" in pt
+    ]
+    for pt in result.per_tier.values():
+        if "curve" not in pt:  # no sweep for the tier: nothing measured sizes it (its candidates are predicted)
+            pt.update(sizing_basis=None, length_match=None, interval=None)
+    result.length_mismatch = []
+    for tier, curve, pt in fleets:
+        w_in, w_out = _fleet_lengths(result, tier, demands)
+        lm = ec.length_match(*ev.lengths[curve], w_in, w_out, s.length_tolerance, s.max_length_mismatch)
+        info = {"sizing_basis": "measured", "length_match": lm, "interval": None}
+        if pt is None:
+            result.sizing.update(info)
+        else:
+            pt.update(info)
+        if lm is not None and not lm["within_tolerance"]:
+            msg = ec.mismatch_message(tier, curve, lm)
+            result.length_mismatch.append(
+                {
+                    "tier": tier,
+                    "curve": curve,
+                    "input_ratio": lm["input_ratio"],
+                    "output_ratio": lm["output_ratio"],
+                    "within_tolerance": False,
+                    "used_for_sizing": lm["used_for_sizing"],
+                    "message": msg,
+                }
+            )
+
+
+def deployment_of(manifest: dict[str, Any], gpus: dict[str, Any] | None = None) -> tuple[str, str, int, int, str, str]:
+    """(model, gpu, tp, pp, weights, kv) of a sweep's manifest, the GPU by its catalog name when known."""
+    from pipeline import catalog
+
+    gpu = str(manifest.get("gpu"))
+    if gpus:
+        with contextlib.suppress(InputError):
+            gpu = catalog.find_gpu(gpu, gpus).name
+    return (
+        str(manifest.get("model")),
+        gpu,
+        int(manifest.get("tp") or 1),
+        int(manifest.get("pp") or 1),
+        str(manifest.get("weight_dtype")),
+        str(manifest.get("kv_dtype")),
+    )
+
+
+def fleet_measured(
+    result: CurveResult, tier: str, model: str, demands: dict[str, Any], gpus: dict[str, Any] | None = None
+) -> list[Any]:
+    """Every benchmarked deployment among a fleet's sweeps (engine_curves.Measured): the fleet's sizing curve for
+    its deployment, else final_curve's pick among that deployment's curves at the fleet's lengths."""
+    from pipeline import engine_curves as ec
+
+    ev = result.evaluated
+    if ev is None:
+        return []
+    if tier == "all":
+        curves, sizing = list(result.pooled_curves), result.chosen.curve
+    else:
+        curves, _ = _fleet_curves(tier, model, ev)
+        sizing = (result.per_tier.get(tier) or {}).get("curve")
+    manifests = {sw.name: sw.manifest or {} for sw in ev.sweeps}
+    groups: dict[tuple[str, str, int, int, str, str], list[str]] = {}
+    for c in curves:
+        m = manifests[ev.sweep_of[c]]
+        if m:
+            groups.setdefault(deployment_of(m, gpus), []).append(c)
+    w_in, w_out = _fleet_lengths(result, tier, demands)
+    out = []
+    for ident, cs in sorted(groups.items()):
+        if sizing in cs:
+            name, is_sizing = sizing, True
+        else:
+            try:
+                name = _pick(cs, ev, Workload(w_in, w_out), result.settings).curve
+            except InputError:
+                name = cs[0]
+            is_sizing = False
+        m = manifests[ev.sweep_of[name]]
+        tp, pp = ident[2], ident[3]
+        replicas = max(int(m.get("gpu_count") or tp * pp) // (tp * pp), 1)
+        out.append(
+            ec.Measured(
+                *ident[:2],
+                tp,
+                pp,
+                ident[4],
+                ident[5],
+                curve=name,
+                point=ev.points.get(name),
+                error=ev.errors.get(name),
+                levels=ev.table[ev.table["curve"] == name],
+                curve_input_tokens=ev.lengths[name][0],
+                curve_output_tokens=ev.lengths[name][1],
+                replicas=int(m.get("replicas") or replicas),
+                sizing=is_sizing,
+            )
+        )
+    return out
+
+
+def apply_candidates(
+    result: CurveResult,
+    candidates: dict[str, dict[str, Any]],
+    demands: dict[str, Any],
+    anchors: dict[str, dict[str, Any]] | None = None,
+) -> None:
+    """Put op.candidates in the result, and each fleet's anchor (engine_curves.anchor) in per_tier[t] / the top
+    level; where a fleet's sizing curve is beyond curve.max_length_mismatch, its usable RPS and C_max are the
+    measured ones carried to the workload's p95 lengths with that deployment's engine model (engine_curves.carry:
+    the `carried` block; the measured ones move to measured_usable_rps / measured_c_max), and the fleet's other
+    candidates are anchored on the carried figure. Every length-mismatch message says how the figures relate."""
+    result.candidates = candidates
+    ev = result.evaluated
+    for tier, a in sorted((anchors or {}).items()):
+        if tier == "all":
+            result.sizing["anchor"] = a
+        elif tier in result.per_tier:
+            result.per_tier[tier]["anchor"] = a
+    for item in result.length_mismatch:
+        tier, curve = item["tier"], item["curve"]
+        if item["used_for_sizing"]:
+            a = (anchors or {}).get(tier) or {}
+            if a.get("factor") is not None:
+                others = "".join(
+                    f", {b} ones by {x['factor']:.3f}"
+                    for b, x in sorted((a.get("by_basis") or {}).items())
+                    if b != a.get("model_basis") and x.get("factor") is not None
+                )
+                item["message"] += (
+                    f"; the measured curve at its lengths gives {a['measured_usable_rps']:.3f} req/s per instance, "
+                    f"the engine model of the same deployment at the workload's lengths {a['model_usable_rps']:.3f}: "
+                    f"every {a.get('model_basis')} model-based candidate is scaled by {a['factor']:.3f}{others}"
+                )
+            continue
+        m = manifest_of(result, curve)
+        ident = deployment_of(m) if m else None
+        target = result.sizing if tier == "all" else result.per_tier[tier]
+        cand = next(
+            (
+                (cid, e)
+                for cid, e in sorted(candidates.items())
+                if ident is not None
+                and e["tier"] == tier
+                and (e["model"], e["tp"], e["pp"], e["weights"], e["kv"]) == (ident[0], *ident[2:])
+                and _same_gpu(e["gpu"], ident[1])
+                and e["basis"] != "measured"
+            ),
+            None,
+        )
+        point = ev.points[curve]
+        carried = (cand[1].get("carried") or {}) if cand else {}
+        if cand is None or cand[1].get("usable_rps") is None or carried.get("factor") is None:
+            why = (
+                carried.get("note")
+                or (cand[1].get("basis_why") if cand else None)
+                or "no engine-model candidate of this deployment"
+            )
+            note = (
+                f"the measured curve cannot be carried to the workload's lengths with the engine model ({why}): "
+                "the mismatched measured curve still sizes the fleet"
+            )
+            item["used_for_sizing"] = True
+            item["message"] += f"; BUT {note}"
+            target["sizing_note"] = note
+            continue
+        cid, e = cand
+        item["message"] += (
+            f"; carried like for like: {carried['measured_usable_rps']:.3f} req/s per instance measured x "
+            f"{carried['model_at_workload_p95']:.3f} / {carried['model_at_sweep_lengths']:.3f} (the engine model of "
+            f"the same deployment with every request at the workload's p95 vs at the sweep's lengths) = "
+            f"{e['usable_rps']:.3f} (x{carried['factor']:.3f})"
+        )
+        target.update(
+            sizing_basis=e["basis"],
+            interval=e["interval"],
+            measured_usable_rps=round(point.usable_rps, 4),
+            measured_c_max=round(point.c_max, 4),
+            usable_rps=e["usable_rps"],
+            c_max=e["c_max"],
+            sizing_candidate=cid,
+            carried=carried,
+        )
+        if target.get("length_match"):
+            target["length_match"]["used_for_sizing"] = False
+        result.warnings.append(item["message"] + f" (candidate {cid}, basis {e['basis']})")
+
+
+def _same_gpu(a: str, b: str) -> bool:
+    """Same GPU name, case and punctuation ignored (a manifest may spell the catalog's name differently)."""
+    return "".join(ch for ch in a.lower() if ch.isalnum()) == "".join(ch for ch in b.lower() if ch.isalnum())
+
+
+def manifest_of(result: CurveResult, curve: str) -> dict[str, Any]:
+    """The manifest of the sweep a curve belongs to ({} without one)."""
+    sweep = result.sweep_of.get(curve)
+    return next((dict(sw.manifest or {}) for sw in result.sweeps if sw.name == sweep), {})
 
 
 @dataclass
@@ -449,6 +711,21 @@ def _pick(curves: list[str], ev: Evaluated, workload: Workload, s: cv.Settings) 
     return Pick(name, why, sized_by, capacities, warnings)
 
 
+def _fleet_curves(tier: str, model: str, ev: Evaluated) -> tuple[list[str], str]:
+    """A tier's curves (sweeps tagged with it, else untagged sweeps of its model) and the rule that chose them."""
+    manifests = {sw.name: sw.manifest or {} for sw in ev.sweeps}
+    all_curves = sorted(ev.table["curve"].unique())
+    own = [c for c in all_curves if manifests[ev.sweep_of[c]].get("tier") == tier]
+    if own:
+        return own, f"sweeps whose manifest says tier: {tier}"
+    own = [
+        c
+        for c in all_curves
+        if not manifests[ev.sweep_of[c]].get("tier") and manifests[ev.sweep_of[c]].get("model") == model
+    ]
+    return own, f"no sweep names tier {tier}: untagged sweeps of its model {model}"
+
+
 def _tier_point(
     tier: str, d: Any, ev: Evaluated, s: cv.Settings, whole: Workload, sections: dict[str, Any], root: Path
 ) -> dict[str, Any]:
@@ -457,18 +734,8 @@ def _tier_point(
     The recommendations use the tier's own lengths, rate and curve; prefix reuse is the tier's own
     rows' when the log's profile has that tier, else the whole log's (a cascade tier sees all of it).
     """
-    table, sweeps, sweep_of, points = ev.table, ev.sweeps, ev.sweep_of, ev.points
-    manifests = {sw.name: sw.manifest or {} for sw in sweeps}
-    all_curves = sorted(table["curve"].unique())
-    own = [c for c in all_curves if manifests[sweep_of[c]].get("tier") == tier]
-    basis = f"sweeps whose manifest says tier: {tier}"
-    if not own:
-        own = [
-            c
-            for c in all_curves
-            if not manifests[sweep_of[c]].get("tier") and manifests[sweep_of[c]].get("model") == d.model
-        ]
-        basis = f"no sweep names tier {tier}: untagged sweeps of its model {d.model}"
+    sweeps, sweep_of, points = ev.sweeps, ev.sweep_of, ev.points
+    own, basis = _fleet_curves(tier, d.model, ev)
     if not own:
         return {
             "model": d.model,

@@ -138,6 +138,11 @@ class Layout:
         return self.interim / "curves.parquet"
 
     @property
+    def candidate_curves_parquet(self) -> Path:
+        """data/interim/candidate_curves.parquet: every candidate's curve, one row per level (curve stage)."""
+        return self.interim / "candidate_curves.parquet"
+
+    @property
     def production_parquet(self) -> Path:
         """data/interim/production.parquet: the production window's requests (validation stage)."""
         return self.interim / "production.parquet"
@@ -181,6 +186,36 @@ class Layout:
     def tco_json(self) -> Path:
         """metrics/tco.json (report stage)."""
         return self.metrics_json("tco")
+
+    @property
+    def deploy_json(self) -> Path:
+        """metrics/deploy.json: the deployment sheet (deploy stage)."""
+        return self.metrics_json("deploy")
+
+    @property
+    def deploy_dir(self) -> Path:
+        """data/deploy/: one YAML per tier of the adopted plan, what to run (deploy stage)."""
+        return self.data / "deploy"
+
+    @property
+    def calibration_json(self) -> Path:
+        """metrics/calibration.json (calibrate stage): the engine model's coefficients."""
+        return self.metrics_json("calibration")
+
+    @property
+    def benchmark_plan_dir(self) -> Path:
+        """data/benchmark_plan/: one folder per candidate to benchmark (bench_plan stage, `sizing bench-plan`)."""
+        return self.data / "benchmark_plan"
+
+    @property
+    def benchmark_plan_json(self) -> Path:
+        """metrics/benchmark_plan.json: what the bench_plan stage planned (bench_plan stage)."""
+        return self.metrics_json("benchmark_plan")
+
+    @property
+    def benchmark_plan_report(self) -> Path:
+        """reports/benchmark_plan.html (bench_plan stage)."""
+        return self.report("benchmark_plan")
 
     @property
     def summary_json(self) -> Path:

@@ -35,6 +35,7 @@ non-empty string), `Literal[...]` for choices, `X | None` for a key that may be 
 
 from __future__ import annotations
 
+import copy
 import difflib
 import json
 import math
@@ -431,8 +432,18 @@ class Parallelism(Section):
 class Roofline(Section):
     """Step 6b: achievable fractions of peak."""
 
-    bandwidth_efficiency: Num = Field(0.8, gt=0, le=1, description="achievable share of peak memory bandwidth")
-    prefill_mfu: Num = Field(0.45, gt=0, le=1, description="achievable model FLOPs utilization in prefill")
+    bandwidth_efficiency: Num = Field(
+        0.8,
+        gt=0,
+        le=1,
+        description="achievable share of peak memory bandwidth (also the engine model's prior: b2 = b3 = 1 / this)",
+    )
+    prefill_mfu: Num = Field(
+        0.45,
+        gt=0,
+        le=1,
+        description="achievable model FLOPs utilization in prefill (also the engine model's prior: b1 = 1 / this)",
+    )
     decode_mfu: Num = Field(0.30, gt=0, le=1, description="achievable model FLOPs utilization in decode")
 
 
@@ -456,6 +467,13 @@ class Curve(Section):
     )
     sizing_loop: Literal["conservative", "closed", "open"] = Field(
         "conservative", description="which capacity sizes the fleet when both closed- and open-loop curves exist"
+    )
+    max_length_mismatch: Num = Field(
+        2.0,
+        gt=1,
+        description="a measured curve whose p95 input or output length differs from the workload's by more than this "
+        "ratio (either way) does not size the fleet as measured: its usable RPS and C_max are carried to the workload's "
+        "p95 lengths with the engine model of the same deployment (both at one fixed length, as a sweep runs)",
     )
 
 
@@ -481,6 +499,29 @@ class Routing(Section):
     escalation: Num = Field(0.3, ge=0, le=1, description="cascade: share of requests the large model reruns (20-40%)")
 
 
+def _replay_window(value: Any) -> str:
+    """fleet.replay_window: busiest-hour, all, or START:END seconds with 0 <= START < END."""
+    if isinstance(value, str):
+        t = value.strip()
+        if t in ("busiest-hour", "all"):
+            return t
+        a, sep, b = t.partition(":")
+        try:
+            ok = bool(sep) and 0 <= float(a) < float(b) < float("inf")
+        except ValueError:
+            ok = False
+        if ok:
+            return t
+    raise PydanticCustomError(
+        "params_expected",
+        "expected {expected}",
+        {"expected": "busiest-hour, all, or START:END in seconds from the log's first arrival, 0 <= START < END"},
+    )
+
+
+ReplayWindow = Annotated[str, BeforeValidator(_replay_window)]
+
+
 @register("fleet")
 class Fleet(Section):
     """Step 11: instances, headroom, spares, schedule, guardrails."""
@@ -504,6 +545,17 @@ class Fleet(Section):
     circuit_breaker_factor: Num = Field(
         0.8, ge=0, le=1, description="queued requests allowed = this x TTFT SLO (s) x arrival rate (0.8-0.9)"
     )
+    router: Literal["round-robin", "least-outstanding", "prefix-affinity"] = Field(
+        "least-outstanding",
+        description="the fleet replay's router in front of the N replicas (method.md 7b): round-robin, "
+        "least-outstanding requests, or prefix-affinity (by the first prefix block's hash)",
+    )
+    replay_window: ReplayWindow = Field(
+        "busiest-hour",
+        description="the fleet replay's window of the log: busiest-hour (the minute-aligned hour holding the "
+        "per-minute p99 peak), all, or START:END in seconds from the log's first arrival (e.g. 3600:7200; "
+        "an explicit window with no arrivals is an error)",
+    )
 
 
 Price = Annotated[float, Field(gt=0), WrapValidator(_as_written), expect("a finite price in $ per GPU-hour > 0")]
@@ -525,6 +577,11 @@ class Tco(Section):
     planned_utilization: Num = Field(0.8, gt=0, le=1, description="cost per token 'at planned utilization'")
     utilization_trap_below: Num = Field(
         0.4, ge=0, le=1, description="average utilization under this is called out (the utilization trap)"
+    )
+    allow_transferred: bool = Field(
+        False,
+        description="true: a candidate on a transferred curve (pooled engine-model coefficients, no sweep of it) may "
+        "be the chosen plan; false: only measured or calibrated ones (with no sweep at all the run stops)",
     )
 
 
@@ -583,6 +640,12 @@ class Report(Section):
     scenarios: Scenarios = Field(
         {}, description="NAME -> {traffic_scale, gpu, weights, kv, price_usd_per_gpu_hour}, side by side"
     )
+    budget_schedule_min_days: Num = Field(
+        7.0,
+        ge=0,
+        description="the finance budget is the scaled (hourly schedule) cost only when the log covers at least this "
+        "many days and prices are on-demand; otherwise the static, peak-sized fleet",
+    )
 
 
 @register("recommend")
@@ -623,7 +686,19 @@ class Calibration(Section):
         0,
         ge=0,
         description="refinement passes of each leave-one-level-out refit (0: its step-1 fit alone, ~0.1 s a level; "
-        "`sizing calibrate` uses 12)",
+        "`sizing calibrate` uses 12). On the sample (32 levels) 4 passes added ~45 s to the stage and 8 minutes, and "
+        "their refits, warm-started from the full fit, gave back its in-sample residuals: 0 keeps the bands held out",
+    )
+    pool: Literal["step1", "median-of-fits"] = Field(
+        "median-of-fits",
+        description="the pooled fit (deployments without a sweep; leave-one-deployment-out): step1 = one NNLS over "
+        "every deployment's aggregates; median-of-fits = the per-parameter median of the deployments' own refined "
+        "fits, with a scale per GPU family",
+    )
+    refine_pool: bool = Field(
+        False,
+        description="with pool step1: refine that pool through the simulator (~4x the time of the fits; the "
+        "fidelity benchmark's --refine-pool)",
     )
 
 
@@ -805,13 +880,43 @@ def _validated(schema: Any, where: str, raw: Any, validate: Callable[[Any], Any]
 # --------------------------------------------------------------------------- the public functions
 
 
+# Validated once per run: the stage runner validates the whole params.yaml (validate_all), then marks the
+# sections it hands the notebooks (mark_validated, in the kernel); a stage's validate_section on exactly
+# such a section returns a copy instead of validating it again. Any other value is validated as usual.
+_VALIDATED: dict[str, str] = {}
+
+
+def _fingerprint(value: Any) -> str | None:
+    """The repr of a section's value, key order and key types included (None when it is not plain JSON: validated
+    as usual). Not its JSON text: papermill's injection turns `{1: 0.05}` into `{"1": 0.05}`, which JSON cannot
+    tell apart, and such a section must be validated again (pydantic turns the keys back into numbers)."""
+    try:
+        json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError):
+        return None
+    return repr(value)
+
+
+def mark_validated(sections: dict[str, dict[str, Any]]) -> None:
+    """Record sections as validated (each the output of validate_section): validate_section then returns an
+    equal section as it is (a copy), without validating it a second time in this process."""
+    for name, value in sections.items():
+        text = _fingerprint(value)
+        if name in SECTION_MODELS and text is not None:
+            _VALIDATED[name] = text
+
+
 def validate_section(section: str, raw: dict[str, Any] | None) -> dict[str, Any]:
     """Check one section against its model and fill defaults; unknown keys are errors. A plain dict comes back
-    (a validated section validates again to itself)."""
+    (a validated section validates again to itself). A section the runner marked (mark_validated) is not
+    validated again: an equal value comes back as a copy."""
     model = SECTION_MODELS[section]
     raw = raw or {}
     if not isinstance(raw, dict):
         raise ParamsError(f"{FILE}: '{section}' must be a mapping of keys, got {type(raw).__name__}")
+    marked = _VALIDATED.get(section)
+    if marked is not None and raw and _fingerprint(raw) == marked:
+        return copy.deepcopy(raw)
     return _validated(model, section, raw, model.model_validate).model_dump()
 
 

@@ -52,7 +52,7 @@ STAGES: dict[str, Stage] = {
         ),
     ),
     "calibrate": Stage(  # step 7b: metrics/calibration.json (pipeline/stages/calibrate.py); reads curve.source only
-        ("07b_calibration",), ("calibration", "curve"), ("Step 7b: engine-model calibration",)
+        ("07b_calibration",), ("calibration", "curve", "roofline"), ("Step 7b: engine-model calibration",)
     ),
     "curve": Stage(
         ("07_benchmark", "08_kv_cache", "09_batching", "10_final_curve"),
@@ -64,10 +64,13 @@ STAGES: dict[str, Stage] = {
             "Step 10: the final curve and the operating point",
         ),
     ),
-    "fleet": Stage(("11_fleet",), ("fleet", "routing", "slo"), ("Step 11: fleet size",)),
+    "fleet": Stage(  # engine, workload: the fleet replay's engine knobs and how rows map to tiers
+        ("11_fleet",), ("fleet", "routing", "slo", "engine", "workload"), ("Step 11: fleet size",)
+    ),
     "validation": Stage(
         ("13_validation",), ("validation", "slo", "workload"), ("Step 13: post-deployment validation",)
     ),
+    "deploy": Stage(("deploy",), ("engine",), ("Deployment sheet: what to run",)),  # pipeline/stages/deploy.py
     "report": Stage(  # step 12 and the reports: anything that reruns the cost reruns the reports
         ("12_tco", "finance", "scenarios"),
         ("report", "slo", "fleet", "tco", "curve", "routing"),
@@ -76,6 +79,9 @@ STAGES: dict[str, Stage] = {
             "LLM inference fleet: GPUs and cost",
             "What-if scenarios side by side",
         ),
+    ),
+    "bench_plan": Stage(  # after the report stage: tco.json's chosen plan and benchmark_next (stages/bench_plan.py)
+        ("benchmark_plan",), ("workload", "fleet", "slo"), ("The benchmark plan: what to measure next",)
     ),
 }
 
@@ -189,14 +195,30 @@ def start_kernel(root: Path) -> Any:
     return km
 
 
+def prelude(parameters: dict[str, Any], validated: bool) -> str:
+    """The cell run before each notebook: a cleared namespace and, when the runner validated the parameters
+    (run: params.validate_all), those sections marked as validated in the kernel (params.mark_validated), so
+    the stage does not validate them a second time. The cell is removed before the report is rendered."""
+    code = 'get_ipython().run_line_magic("reset", "-f")'
+    if validated:
+        code += f"\n__import__('pipeline.params').params.mark_validated({parameters!r})"
+    return code
+
+
 def execute_all(
-    names: tuple[str, ...], parameters: dict[str, Any], titles: tuple[str, ...], root: Path, km: Any = None
+    names: tuple[str, ...],
+    parameters: dict[str, Any],
+    titles: tuple[str, ...],
+    root: Path,
+    km: Any = None,
+    validated: bool = False,
 ) -> None:
     """Run a stage's notebooks in order in one kernel (imports paid once), each on a cleared namespace.
 
     Parameters are injected after the cell tagged `parameters`, as papermill does; each executed
     notebook is scrubbed and rendered to reports/<name>.html. `km`: a kernel already booting (run()
-    starts it first, so it boots while this process validates params and loads nbconvert).
+    starts it first, so it boots while this process validates params and loads nbconvert). `validated`: the
+    parameters are validate_all's sections, marked so in the kernel (prelude).
     """
     from concurrent.futures import ThreadPoolExecutor
 
@@ -212,7 +234,7 @@ def execute_all(
         for name, title in zip(names, titles, strict=True):
             nb = load_notebook_node(str(root / "notebooks" / f"{name}.ipynb"))  # papermill's loader: tags defaulted
             nb = parameterize_notebook(nb, parameters, kernel_name="python3", language="python")
-            nb.cells.insert(0, new_code_cell('get_ipython().run_line_magic("reset", "-f")'))
+            nb.cells.insert(0, new_code_cell(prelude(parameters, validated)))
             client = _client(nb, km, root)
             try:
                 client.execute()
@@ -235,7 +257,7 @@ def _write_report(path: Path, nb: Any, title: str) -> None:
 
 
 def run(stage_name: str, root: Path | None = None) -> None:
-    """Validate the stage's params, then execute its notebooks in order."""
+    """Validate the stage's params (once: the kernel's stages reuse them, see prelude), then execute its notebooks."""
     root = root or paths.ROOT
     if stage_name not in STAGES:
         raise InputError(f"unknown stage '{stage_name}'; stages: {', '.join(STAGES)}")
@@ -257,7 +279,7 @@ def run(stage_name: str, root: Path | None = None) -> None:
         raise
     # all or nothing: a notebook that fails puts back every output of the stage (io.stage_transaction)
     with io.stage_transaction(root, stage_name, outputs):
-        execute_all(stage.notebooks, sections, stage.titles, root, km)
+        execute_all(stage.notebooks, sections, stage.titles, root, km, validated=True)
         finish = AFTER.get(stage_name)
         if finish is not None:
             finish(root)

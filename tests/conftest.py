@@ -14,6 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipeline import traffic, workload
+from pipeline.stages import workload as workload_stage
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared" / "fixtures"
@@ -58,7 +59,7 @@ def profile_of(source: Path | str, tmp_path: Path, settings: workload.ProfileSet
     src = traffic.open_source(str(source), ingest_kw.pop("pattern", None), Path.cwd())
     out = tmp_path / "out" / "requests.parquet"
     ing = traffic.ingest(src, out, progress=None, **ingest_kw)
-    prof = workload.build_profile(ing, out, settings or workload.ProfileSettings())
+    prof = workload.build_profile(ing, out, settings or workload.ProfileSettings(), workload_stage.log_inputs(ing))
     return prof, ing
 
 
@@ -78,6 +79,37 @@ def run_cmd(cmd: list[str], cwd: Path, check: bool = True) -> subprocess.Complet
     if check and proc.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
     return proc
+
+
+def shared_project(tmp_path_factory: Any, name: str, build: Any) -> Path:
+    """A project copy built once per test session by `build(dest)` and shared by every pytest-xdist worker.
+
+    A session fixture alone runs once per worker; this one builds under the workers' common temp folder,
+    behind an flock, so the first worker to ask runs the pipeline and the others wait and reuse it (read-only
+    use only). A failed build is recorded: the other workers fail with its message instead of rebuilding.
+    """
+    import fcntl
+    import shutil
+
+    base = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        base = base.parent  # popen-gwN's parent: one folder per session, common to the workers
+    folder = base / f"shared-{name}"
+    with open(base / f"shared-{name}.lock", "a+") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        failed, done = base / f"shared-{name}.failed", folder / ".built"
+        if failed.exists():
+            raise AssertionError(f"the shared '{name}' project failed to build:\n{failed.read_text()}")
+        if not done.exists():
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir(parents=True)
+            try:
+                build(folder / "project")
+            except BaseException as exc:
+                failed.write_text(str(exc)[-20_000:], encoding="utf-8")
+                raise
+            done.touch()
+    return folder / "project"
 
 
 def catalog_model(name: str) -> Any:
@@ -109,3 +141,10 @@ def toy_step_cost(fixed_s: float = 0.01, per_token_s: float = 0.001):
         window=cost.BIG_WINDOW,
         coeffs=cost.Coefficients((fixed_s, 1.0, 1.0, 1.0, 0.0, 0.0)),
     )
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Stop the warm interpreters tests/forkrun.py started for this worker."""
+    import forkrun
+
+    forkrun.close_all()

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from pipeline.run import STAGES
 from tests.conftest import OPERATING_POINT_KEYS, ROOT, run_cmd
 
 pytestmark = pytest.mark.e2e
@@ -20,6 +21,15 @@ BIN = Path(sys.executable).parent
 
 
 _run = run_cmd  # tests/conftest.py
+
+
+def _report_sections(root: Path) -> dict:
+    """The report stage's params sections of `root`, validated as the finance notebook hashes them."""
+    from pipeline import params, report
+    from pipeline.stages import report as report_stage
+
+    data = params.load(root / "params.yaml")
+    return report_stage.validated(report.SECTIONS, {name: params.section(name, data) for name in report.SECTIONS})
 
 
 @pytest.fixture(scope="module")
@@ -146,7 +156,9 @@ def _svg_charts(html: str) -> list[str]:
 def test_every_chart_reaches_its_report_as_svg(project):
     """The runner turns each Vega-Lite output of the kernel into SVG: no spec and no JavaScript is left behind."""
     reports = sorted((project / "reports").glob("*.html"))
-    assert len(reports) == 16
+    # every notebook of pipeline/run.py STAGES: 14 step reports (01-13, 07b), finance, scenarios, the benchmark plan,
+    # the deployment sheet
+    assert [p.stem for p in reports] == sorted(nb for stage in STAGES.values() for nb in stage.notebooks)
     charted = 0
     for path in reports:
         html = path.read_text()
@@ -156,7 +168,7 @@ def test_every_chart_reaches_its_report_as_svg(project):
         charted += bool(svgs)
     finance = (project / "reports" / "finance.html").read_text()
     assert len(_svg_charts(finance)) == 5  # pooled vs routed, cost by candidate, a schedule per fleet (2), utilization
-    assert charted == 16  # every step's report and both finance pages carry a chart
+    assert charted == len(reports) - 1  # every report carries a chart but the benchmark plan (a table)
 
 
 def test_report_is_self_contained_and_offline(project):
@@ -206,6 +218,14 @@ def test_unchanged_rerun_runs_nothing_and_is_byte_identical(project):
         "metrics/plots/ttft_vs_load/sample_vllm_h100x4_long_closed_loop.csv",
         "metrics/plots/itl_vs_load/sample_vllm_l40s_8b_small_closed_loop.csv",
         "metrics/plots/cost_per_candidate.csv",
+        "reports/deploy.html",
+        "metrics/deploy.json",
+        "data/deploy/large.yaml",
+        "data/deploy/small.yaml",
+        "metrics/benchmark_plan.json",
+        "reports/benchmark_plan.html",
+        "data/benchmark_plan/large__H100-SXM__w-fp8__kv-fp8/trace.jsonl",
+        "data/benchmark_plan/small__L40S__w-fp8__kv-fp8/commands.sh",
     ]
     before = {p: (project / p).read_bytes() for p in outs}
     proc = _run([str(BIN / "dvc"), "repro"], project)
@@ -244,7 +264,8 @@ def test_changing_only_a_price_reruns_only_tco_and_the_report(project):
         (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
         proc = _run([str(BIN / "dvc"), "repro"], project)
         ran = re.findall(r"Running stage '(\w+)'", proc.stdout)
-        assert ran == ["params", "report"], ran  # the params check tracks the whole file
+        # the params check tracks the whole file; the benchmark plan reads tco.json's choice and ranking
+        assert ran == ["params", "report", "bench_plan"], ran
         assert "Stage 'fleet' didn't change" in proc.stdout
         after = json.loads((project / "metrics" / "tco.json").read_text())
         small = after["per_tier"]["small"]
@@ -280,7 +301,9 @@ def test_calibrate_stage_writes_calibration_json(project):
 
 
 def test_editing_the_engine_model_flags_the_calibrate_stage(project):
-    """Exact deps: pipeline/sim/cost.py is imported by the calibrate stage (transitively), and by no other stage."""
+    """Exact deps: pipeline/sim/cost.py is imported (transitively) by the stages that run the engine model -- calibrate
+    (the fits), curve (every candidate's curve), fleet (the replay) and bench_plan (the plan's trace window) -- and
+    by no other stage."""
     cost = project / "pipeline" / "sim" / "cost.py"
     saved = cost.read_text()
     try:
@@ -288,7 +311,7 @@ def test_editing_the_engine_model_flags_the_calibrate_stage(project):
         status = json.loads(_run([str(BIN / "dvc"), "status", "--json"], project).stdout)
         assert "calibrate" in status, status
         flagged = [s for s in status if not s.startswith("data/")]
-        assert flagged == ["calibrate"] or set(flagged) == {"calibrate", "report"}, flagged
+        assert set(flagged) == {"calibrate", "curve", "fleet", "bench_plan"}, flagged
         changed = [c for entry in status["calibrate"] for c in entry.get("changed deps", {})]
         assert "pipeline/sim/cost.py" in changed, status["calibrate"]
     finally:
@@ -296,9 +319,14 @@ def test_editing_the_engine_model_flags_the_calibrate_stage(project):
     assert "calibrate" not in json.loads(_run([str(BIN / "dvc"), "status", "--json"], project).stdout)
 
 
-def test_roofline_params_feed_the_memory_and_curve_stages_only():
+def test_roofline_params_feed_the_memory_calibrate_and_curve_stages_only():
+    """The efficiencies set the memory stage's roofline, the engine model's prior (calibrate) and the overlay."""
     stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
-    assert [name for name, st in stages.items() if "roofline" in st.get("params", [])] == ["memory", "curve"]
+    assert [name for name, st in stages.items() if "roofline" in st.get("params", [])] == [
+        "memory",
+        "calibrate",
+        "curve",
+    ]
 
 
 def test_a_bad_key_anywhere_stops_the_first_stage_before_it_computes(project):
@@ -433,7 +461,40 @@ def test_curve_stage_writes_the_operating_point_and_reports(project):
         assert not re.search(r"""(src|href)=["']https?://""", html) and "<script src" not in html
         assert "final_curve.compute" not in html and "run_stage" not in html
     final = (project / "reports" / "10_final_curve.html").read_text()
-    assert "figure 8.2" in final and "Predicted (roofline) vs measured" in final and len(_svg_charts(final)) == 3
+    assert "figure 8.2" in final and "Predicted (roofline) vs measured" in final
+    # issue 17: the pooled curve's 3 charts, then per fleet (all, large, small) its sizing curve's TTFT and ITL
+    # against load (6) after its `vllm bench serve`-style table, and a Pareto chart per fleet (3)
+    assert len(_svg_charts(final)) == 3 + 6 + 3
+    assert final.count("Maximum request concurrency") == 3 and "Latency against throughput: every candidate" in final
+
+
+def test_curve_stage_puts_every_candidate_on_its_own_curve(project):
+    """Issue 14: every memory-stage candidate (plus the benchmarked deployments) on a curve at its fleet's lengths."""
+    import pyarrow.parquet as pq
+
+    op = json.loads((project / "metrics" / "operating_point.json").read_text())
+    memory = json.loads((project / "metrics" / "memory.json").read_text())
+    cands = op["candidates"]
+    assert set(memory["candidates"]) <= set(cands)
+    keys = {"tier", "model", "gpu", "weights", "kv", "tp", "pp", "basis", "basis_why", "deployment_key", "c_max"}
+    keys |= {"usable_rps", "binding_slo", "interval", "length_match", "lengths", "levels", "memory_rejected"}
+    assert all(keys <= set(e) for e in cands.values())
+    # the sample's three benchmarked deployments match their fleets' lengths: measured, the measured figures
+    measured = {k for k, e in cands.items() if e["basis"] == "measured"}
+    assert measured == {"all/H100-SXM/w-fp8/kv-fp8", "large/H100-SXM/w-fp8/kv-fp8", "small/L40S/w-fp8/kv-fp8"}
+    assert cands["all/H100-SXM/w-fp8/kv-fp8"]["c_max"] == op["c_max"]
+    assert cands["small/L40S/w-fp8/kv-fp8"]["usable_rps"] == op["per_tier"]["small"]["usable_rps"]
+    # every other one: the pooled coefficients of metrics/calibration.json, at the fleet's sampled lengths
+    others = [e for k, e in cands.items() if k not in measured]
+    assert others and all(e["basis"] == "transferred" for e in others)
+    assert all(e["lengths"]["requests"] == 1024 for e in others)
+    assert all(e["interval"] is not None for e in others if e["c_max"] is not None)
+    assert op["sizing_basis"] == "measured" and op["length_mismatch"] == []
+    assert all(c["basis"] == "measured" and c["length_match"] for c in op["curves"].values())
+    table = pq.read_table(project / "data" / "interim" / "candidate_curves.parquet").to_pandas()
+    assert len(table) == sum(len(e["levels"]) for e in cands.values()) and set(table["id"]) == set(cands)
+    final = (project / "reports" / "10_final_curve.html").read_text()
+    assert "Every candidate on its own curve" in final and "all/H200/w-fp8/kv-fp8" in final
 
 
 def _by_hand(rps: dict[str, float], usable: float, tp: int) -> tuple[int, int, int]:
@@ -482,6 +543,37 @@ def test_fleet_stage_sizes_the_fleet_from_the_profile_and_the_operating_point(pr
     assert g["circuit_breaker_queue_depth"] == math.floor(0.8 * 2.0 * w["rps"]["sizing_rate"])
     html = (project / "reports" / "11_fleet.html").read_text()
     assert "<title>Step 11" in html and "SYNTHETIC DATA" in html and "run_stage" not in html
+    # the burst test: each tier's fleet replayed on its busiest hour with the calibrated engine model
+    rep = fl["replay"]
+    assert fl["replay_note"] is None and set(rep["per_tier"]) == {"large", "small"}
+    for name, r in rep["per_tier"].items():
+        t = fl["per_tier"][name]
+        assert r["formula_replicas"] == t["instances_with_headroom"] and r["basis"] == "calibrated", name
+        assert r["window"]["kind"] == "busiest-hour" and r["window"]["requests"] > 0
+        assert r["passes"] == (
+            r["min_replicas_meeting_slo"] is not None and r["min_replicas_meeting_slo"] <= t["instances_with_headroom"]
+        )
+        assert r["saves_instances"] == (
+            t["instances_with_headroom"] - r["min_replicas_meeting_slo"] if r["passes"] else 0
+        )
+    assert rep["passes"] == all(r["passes"] for r in rep["per_tier"].values())
+    assert "The chosen fleet, replayed on the busiest hour" in html and "formula N passes" in html
+
+
+def test_bench_plan_stage_writes_the_plan_after_the_report(project):
+    plan = json.loads((project / "metrics" / "benchmark_plan.json").read_text())
+    tco = json.loads((project / "metrics" / "tco.json").read_text())
+    chosen = {f"{t}/{r['gpu']}/w-{r['weights']}/kv-{r['kv']}" for t, r in tco["per_tier"].items()}
+    roles = {p["candidate"]: p["role"] for p in plan["plans"]}
+    assert chosen <= {c for c, role in roles.items() if role == "chosen"}
+    assert any(role == "benchmark_next" for role in roles.values())
+    for p in plan["plans"]:
+        folder = project / p["folder"]
+        assert sorted(x.name for x in folder.iterdir()) == sorted(
+            ["trace.jsonl", "burst.jsonl", "commands.sh", "manifest.yaml", "README.md"]
+        )
+    html = (project / "reports" / "benchmark_plan.html").read_text()
+    assert "<title>The benchmark plan" in html and "run_stage" not in html
     html = (project / "reports" / "03_routing.html").read_text()
     assert "<title>Step 3" in html and "60% of requests" in html and "run_stage" not in html
 
@@ -553,6 +645,10 @@ def test_finance_report_first_screen_and_a_git_tag_as_the_previous_review(projec
     assert "<title>What-if scenarios side by side" in scenarios and "H200 instead of H100" in scenarios
     assert not re.search(r"""(src|href)=["']https?://""", scenarios) and "scenarios.table" not in scenarios
     assert "Risk flags" in html and "SYNTHETIC" in html and "Assumptions" in html
+    # issue 17's first screen: one budget figure, the badge, the as-of line from the inputs (report.inputs_id)
+    assert 'id="budget"' in html and 'id="badge"' in html and 'id="as-of"' in html
+    assert f"${t['monthly_usd']:,.0f}" in html and "List prices are illustrative" in html
+    assert f"inputs sha256 <code>{report.inputs_id(project, _report_sections(project))}</code>" in html
     assert not re.search(r"""(src|href)=["']https?://""", html) and "<script src" not in html
     assert "import pipeline" not in html and "rp.load" not in html
     # a previous review named by a git tag: commit this run's metrics, tag it, read it back
@@ -657,7 +753,8 @@ def test_quarterly_review_and_what_if_flows_from_the_readme(project):
         # an experiment on one param: only the stages that read it rerun
         proc = _run([dvc, "exp", "run", "-n", "plan70", "-S", "tco.planned_utilization=0.7"], project)
         ran = re.findall(r"Running stage '(\w+)'", proc.stdout)
-        assert ran == ["params", "report"], ran  # step 12 (tco) runs in the report stage; params checks the file
+        # step 12 (tco) runs in the report stage; params checks the file; bench_plan reads tco.json
+        assert ran == ["params", "report", "bench_plan"], ran
         shown = _run([dvc, "exp", "show", "--no-pager", "--csv"], project).stdout
         assert "plan70" in shown and "tco.planned_utilization" in shown
         # `dvc exp show --only-changed`: a table of a few dozen flat columns (issue 16), not thousands

@@ -8,11 +8,11 @@ import json
 import math
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+from forkrun import run_module
 
 from pipeline import curve as cv
 from pipeline import final_curve, params
@@ -200,9 +200,7 @@ def test_the_sample_sweep_is_labelled_synthetic():
 
 
 def _sizing(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "pipeline", "curve", *args], capture_output=True, text=True, cwd=ROOT, timeout=120
-    )
+    return run_module(["pipeline", "curve", *args], ROOT, timeout=120)  # a real child process (tests/forkrun.py)
 
 
 def test_cli_curve_json_on_the_sample_sweep():

@@ -47,7 +47,10 @@ def project(tmp_path_factory) -> Path:
         for rel in [*outputs, "dvc.lock"]:
             src, dst = ROOT / rel, dest / rel
             dst.parent.mkdir(parents=True, exist_ok=True)
-            (shutil.copytree if src.is_dir() else shutil.copy2)(src, dst)
+            if src.is_dir():  # an output folder (data/deploy) may already hold a file named as an output
+                shutil.copytree(src, dst, dirs_exist_ok=True)
+            else:
+                shutil.copy2(src, dst)
     else:
         env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "DVC_NO_ANALYTICS": "1"}
         env.pop("SIZING_ROOT", None)

@@ -82,6 +82,7 @@ DEFAULTS = {
         "max_failed_share": 0.05,
         "length_tolerance": 0.25,
         "sizing_loop": "conservative",
+        "max_length_mismatch": 2.0,
     },
     "routing": {
         "mode": "auto",
@@ -102,6 +103,8 @@ DEFAULTS = {
         "init_s": 60.0,
         "max_input_factor": 2.5,
         "circuit_breaker_factor": 0.8,
+        "router": "least-outstanding",
+        "replay_window": "busiest-hour",
     },
     "tco": {
         "pricing": "on-demand",
@@ -109,6 +112,7 @@ DEFAULTS = {
         "prices": {},
         "planned_utilization": 0.8,
         "utilization_trap_below": 0.4,
+        "allow_transferred": False,
     },
     "validation": {
         "source": "data/raw/production",
@@ -119,7 +123,7 @@ DEFAULTS = {
         "util_drop_points": 20,
         "coarse_bucket_ratio": 2,
     },
-    "report": {"previous": None, "scenarios": {}},
+    "report": {"previous": None, "scenarios": {}, "budget_schedule_min_days": 7.0},
     "recommend": {
         "prefix_reuse_min": 0.2,
         "itl_spike_ratio": 2.0,
@@ -132,7 +136,7 @@ DEFAULTS = {
         "batch_work": False,
         "offload_pcie_gbs": 64.0,
     },
-    "calibration": {"refine_passes": 24, "lolo_passes": 0},
+    "calibration": {"refine_passes": 24, "lolo_passes": 0, "pool": "median-of-fits", "refine_pool": False},
 }
 
 

@@ -35,7 +35,7 @@ SGLANG = SHARED / "benchmarks" / "sglang_bench_serving_llama3.3-70b_4xh200_tp4"
 needs_fixtures = pytest.mark.skipif(
     not (AZURE_CONV.exists() and SGLANG.exists()), reason="../shared/fixtures is absent"
 )
-STAGES = ("workload", "routing", "memory", "curve", "fleet", "validation", "report")
+STAGES = ("workload", "routing", "memory", "calibrate", "curve", "fleet", "validation", "report")
 
 
 def _online_levels() -> list[dict[str, Any]]:
@@ -147,8 +147,12 @@ def test_the_measured_deployment_is_priced_when_the_memory_stage_picks_another_t
     bench = "all/H100-SXM/w-fp8/kv-fp8"
     assert mem["candidates"][bench]["tp"] == 2 and op["manifest"]["tp"] == 4  # the mismatch that crashed step 12
     rows = {r["candidate"]: r for r in t["per_candidate"]}
-    measured = rows[bench]
-    assert (measured["basis"], measured["tp"], t["chosen"]) == ("measured", 4, bench)
+    # issue 14: with engine-model candidates the sweep's TP4 is `<id>/tp4` and the memory stage's TP2 is `<id>`
+    tp4 = f"{bench}/tp4" if f"{bench}/tp4" in rows else bench
+    tp2 = bench if tp4 != bench else f"{bench}/tp2"
+    measured = rows[tp4]
+    assert measured["basis"] in ("measured", "calibrated") and measured["tp"] == 4 and measured["eligible"]
+    assert t["chosen"] == t["plan"] == "pooled" and t["chosen_candidates"] == {"all": tp4}
     # by hand from metrics/workload.json and operating_point.json: the fleet rules of step 11, TP4, AWS's $6.88
     fl = f["pooled"]
     base = math.ceil(round(w_sizing(azure_project) / op["usable_rps"], 9))
@@ -156,7 +160,7 @@ def test_the_measured_deployment_is_priced_when_the_memory_stage_picks_another_t
     total = math.ceil(round(with_safety * (1 + fl["headroom"]), 9)) + 1
     assert measured["gpus"] == total * 4 == fl["gpus"]
     assert measured["monthly_usd"] == pytest.approx(total * 4 * 6.88 * 730, abs=0.01)
-    assert rows[f"{bench}/tp2"]["basis"] == "roofline-scaled"  # the memory stage's own TP stays a candidate
+    assert rows[tp2]["tp"] == 2 and rows[tp2]["basis"] != "measured"  # the memory stage's own TP stays a candidate
 
 
 def w_sizing(project: Path) -> float:
@@ -178,14 +182,17 @@ def test_prices_are_compared_on_one_provider(azure_project):
 @pytest.mark.e2e
 @needs_fixtures
 def test_sizing_fleet_gives_the_pipelines_gpu_count(azure_project, capsys):
-    # issue 15: on this trace `sizing fleet` said 24 GPUs (headroom 0, no spares) where the pipeline said 36
+    # issue 15: on this trace `sizing fleet` said 24 GPUs (headroom 0, no spares) where the pipeline said 36. What
+    # this checks is that the CLI and the pipeline agree on the same inputs, so it compares with the pipeline's own
+    # fleet.json (the count itself moves with the curve stage: issue 14 sizes this trace on the engine-model curve)
     f, w = _metrics(azure_project, "fleet")["pooled"], _metrics(azure_project, "workload")
     burst = w["rps"][params.section("fleet", params.load(azure_project / "params.yaml"))["burst_rate"]]
     argv = ["fleet", "--peak-rps", str(f["peak_rps"]), "--usable-rps", str(f["usable_rps"]), "--tp", str(f["tp"])]
     argv += ["--burst-rps", str(burst), "--params", str(azure_project / "params.yaml"), "--json"]
     assert cli.main(argv) == 0
     out = json.loads(capsys.readouterr().out)
-    assert (out["total_instances"], out["gpus"]) == (f["total_instances"], f["gpus"]) == (9, 36)
+    assert (out["total_instances"], out["gpus"]) == (f["total_instances"], f["gpus"])
+    assert out["gpus"] == out["total_instances"] * f["tp"] and out["total_instances"] >= 2  # one spare at least
 
 
 @pytest.mark.e2e
@@ -203,7 +210,7 @@ def test_a_medians_only_sweep_runs_to_the_finance_report(azure_project, tmp_path
     _edit_params(azure_project, curve__source=str(sweep.parent))
     finance = azure_project / "reports" / "finance.html"
     finance.unlink()
-    _stages(azure_project, ("curve", "fleet", "validation", "report"))
+    _stages(azure_project, ("calibrate", "curve", "fleet", "validation", "report"))
     op, v = _metrics(azure_project, "operating_point"), _metrics(azure_project, "validation")
     assert op["percentile_used"] == "p50" and op["manifest"]["gpu"] == "H200"
     assert v["benchmark_at_rate"]["ttft_percentile"] == "p50"

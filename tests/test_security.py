@@ -27,7 +27,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import ROOT, run_cmd
+from pipeline import run
+from tests.conftest import ROOT, run_cmd, shared_project
 
 BIN = Path(sys.executable).parent
 SVG = "<svg onload=alert(2)>"
@@ -52,6 +53,7 @@ SHOWN = {
         "11_fleet",
         "12_tco",
         "finance",
+        "deploy",
     },
 }
 
@@ -83,16 +85,20 @@ def inject(project: Path) -> None:
     manifest.write_text(yaml.safe_dump(m, sort_keys=False), encoding="utf-8")
 
 
-@pytest.fixture(scope="session")
-def hostile(tmp_path_factory) -> Path:
-    """A project copy with the three payloads, after a full `dvc repro`."""
+def build_hostile(dest: Path) -> None:
+    """A project copy at `dest` with the three payloads, after a full `dvc repro`."""
     from benchmarks.pipeline_time import copy_project
 
-    dest = tmp_path_factory.mktemp("security") / "project"
     copy_project(dest)
     inject(dest)
     _run([str(BIN / "dvc"), "repro"], dest)
-    return dest
+
+
+@pytest.fixture(scope="session")
+def hostile(tmp_path_factory) -> Path:
+    """The hostile project, built once per session for every worker (tests/test_browser.py and
+    tests/test_deploy.py open the same reports; conftest.shared_project). Read-only."""
+    return shared_project(tmp_path_factory, "hostile", build_hostile)
 
 
 class Page(HTMLParser):
@@ -144,7 +150,7 @@ def live_payloads(page: Page) -> list[str]:
 @pytest.mark.e2e
 def test_no_payload_is_live_in_any_report_and_each_is_shown_as_text(hostile):
     reports = sorted((hostile / "reports").glob("*.html"))
-    assert len(reports) == 16
+    assert [p.stem for p in reports] == sorted(nb for stage in run.STAGES.values() for nb in stage.notebooks)
     problems = []
     for path in reports:
         html = path.read_text(encoding="utf-8")

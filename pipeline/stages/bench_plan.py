@@ -10,6 +10,7 @@ and this one does not are removed, after every new plan is built and written.
 from __future__ import annotations
 
 import shutil
+import sys
 from typing import Any
 
 from pipeline import bench_plan_io, io, paths
@@ -30,6 +31,9 @@ def run(layout: Layout | None = None) -> dict[str, Any]:
     stale = [] if io.read_only() else bench_plan_io.stale_folders(out, folders)  # opened by hand: nothing removed
     for d in stale:
         shutil.rmtree(d)
+        # on stderr only: what an earlier run left behind is history, and the outputs stay the same bytes for the
+        # same inputs whatever was there before
+        print(f"note: removed {layout.relative(d)}: no longer planned", file=sys.stderr)
     ranking = {r.get("candidate"): r for r in (tco.get("benchmark_next") or []) if isinstance(r, dict)}
     for tier in (tco.get("per_tier_candidates") or {}).values():
         for r in (tier or {}).get("benchmark_next") or []:

@@ -9,7 +9,8 @@ units of the terms, the sweeps and levels each deployment was fitted on, and the
 rounded to 6 significant digits and nothing in it depends on the clock, so the same sweeps give the
 same bytes. A deployment whose levels cannot identify its coefficients falls back to the pooled ones
 and says so (its `warning`); a missing manifest, a contradicting one or a NaN is an InputError naming
-the file, raised before anything is written.
+the file, raised before anything is written. A curve.source folder with no sweep at all gives a
+document with no deployments and `pooled` null, and says so in `warnings` (add sweeps and rerun).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from typing import Any
 from pipeline import io, params, paths
 from pipeline.errors import InputError
 from pipeline.layout import Layout
+from pipeline.stages.no_sweep import no_sweep
 
 SECTIONS = ("calibration", "curve", "roofline")  # curve: only `source` (dvc.yaml tracks curve.source alone)
 # roofline: the prior the fits are pulled toward (b1 = 1 / prefill_mfu, b2 = b3 = 1 / bandwidth_efficiency)
@@ -196,6 +198,8 @@ def compute(sections: dict[str, Any], layout: Layout | None = None) -> dict[str,
     if not folder.exists():
         raise InputError(f"{source}: benchmarks folder not found (curve.source); put one folder per sweep there")
     c = sec["calibration"]
+    if no_sweep(folder):
+        return empty(source, c)
     # from the root: the sweeps' level names are root-relative (the same bytes in any checkout), and
     # pipeline.sim.calibrate reopens a result file by that name for its per-request lengths
     with contextlib.chdir(layout.root):
@@ -210,6 +214,40 @@ def compute(sections: dict[str, Any], layout: Layout | None = None) -> dict[str,
             refine_pool=bool(c["refine_pool"]),
         )
     return build(cal, source, layout.root)
+
+
+NO_SWEEP_WARNING = (
+    "{source}: no benchmark sweep at all (curve.source holds no manifest and no result file): no deployment is "
+    "calibrated and there is no pooled fit, so every candidate's curve is the roofline prior; add one folder per "
+    "sweep (manifest.yaml and the tool's result files) and rerun (dvc repro). The curve stage stops and writes "
+    "the benchmark plan (data/benchmark_plan/): what to benchmark first"
+)
+
+
+def empty(source: str, settings: dict[str, Any]) -> dict[str, Any]:
+    """metrics/calibration.json when curve.source holds no sweep at all: no deployments, `pooled` null, the
+    warning saying so, the targets all not measured (pure; the same bytes every time)."""
+    from pipeline.sim.cost import STEP_FORM, TERMS
+
+    out = {
+        "predictor": "simulator (pipeline/sim/engine.py)",
+        "settings": {
+            "refine_passes": int(settings["refine_passes"]),
+            "lolo_passes": int(settings["lolo_passes"]),
+            "pool": str(settings["pool"]),
+            "step_form": STEP_FORM,
+        },
+        "terms": list(TERMS),
+        "deployments": [],
+        "pooled": None,
+        "warnings": [NO_SWEEP_WARNING.format(source=source)],
+        "source": source,
+        "term_units": TERM_UNITS,
+        "calibrated_deployments": 0,
+        "targets": targets({}, {}),
+        "notes": [],
+    }
+    return significant(io.clean_json(out))
 
 
 def run(sections: dict[str, Any], layout: Layout | None = None) -> dict[str, Any]:

@@ -16,6 +16,30 @@ def validated(sections: dict[str, Any]) -> dict[str, Any]:
     return {name: params.validate_section(name, sections.get(name)) for name in SECTIONS}
 
 
+def profile_at(layout: Layout, engine: dict[str, Any]) -> deploy.ProfileAt:
+    """pipeline.memory's engine profile of one deployment (the memory stage's settings: params `engine`), for a
+    fleet at another TP than the one metrics/memory.json sized; None when the catalog lacks the model or GPU."""
+    from pipeline import memory, parallelism
+    from pipeline.errors import InputError
+
+    settings = memory.EngineSettings.from_params(engine)
+
+    def at(model: str, gpu: str, weights: str, kv: str, tp: int, pp: int, context: float) -> dict[str, Any] | None:
+        try:
+            m = catalog.load_model(model, layout.root)
+            g = catalog.load_gpus(layout.root).get(gpu)
+        except InputError:
+            return None
+        if g is None:
+            return None
+        prof = memory.engine_profile(m, g, weights, kv, tp, pp, parallelism.expert_parallel(m, tp), context, settings)
+        out = io.rounded(prof.as_dict())
+        out.pop("formula", None)
+        return out
+
+    return at
+
+
 def load(sections: dict[str, Any], layout: Layout | None = None) -> dict[str, Any]:
     """The sheet recomputed from metrics/*.json and the catalog, nothing written."""
     layout = layout or Layout(paths.ROOT)
@@ -31,6 +55,7 @@ def load(sections: dict[str, Any], layout: Layout | None = None) -> dict[str, An
         repos,
         sec["engine"],
         validation.BANDS,
+        profile_at(layout, sec["engine"]),
     )
 
 
