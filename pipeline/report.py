@@ -596,7 +596,7 @@ def first_screen_html(
     prev_basis = ((prev or {}).get("tco") or {}).get("chosen_basis") if prev else None
     badge_card = (
         f'<div class="fin-card" id="confidence"><h4>Confidence</h4>'
-        f'<span class="fin-badge {esc(basis)}" id="badge">{esc(basis)} &middot; {esc(level)} confidence</span>'
+        f'<span class="fin-badge conf-{esc(level)}" id="badge">{esc(basis)} &middot; {esc(level)} confidence</span>'
         f'<div class="fin-small">Basis read from {esc(basis_where)}. Top risks by cost impact:</div>'
         f'<ol class="fin-flags" id="risk-flags">{items}</ol>'
         + (f'<div class="fin-delta">basis last quarter: {esc(prev_basis)}</div>' if prev_basis else "")

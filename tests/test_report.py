@@ -287,3 +287,15 @@ def test_the_first_screen_follows_the_plan_tco_prices_not_the_fleet_json_sized()
     assert differs in report.flags_table(m)["risk"].tolist()
     # the sample: tco.json prices the routed plan fleet.json sized; no flag
     assert differs not in report.flags_table(METRICS)["risk"].tolist()
+
+
+def test_the_badge_is_coloured_by_confidence_not_by_basis():
+    """A measured plan on synthetic inputs is low confidence: the badge must not be green (the basis's colour)."""
+    from pipeline import risk
+
+    m = _priced_pooled(METRICS, fleet_note=False)
+    html = report.first_screen_html({"metrics": m, "previous": None})
+    level = risk.confidence(m["tco"].get("chosen_basis") or "measured", risk.flags(m))
+    badge = html[html.index('id="badge"') - 60 : html.index('id="badge"')]
+    assert f'class="fin-badge conf-{level}"' in badge
+    assert 'class="fin-badge measured"' not in html
