@@ -1,7 +1,7 @@
 """Risk flags of the adopted plan, in plain words, ranked by their cost impact (the finance first screen).
 
-Each flag reads keys other stages wrote (issue-14 interface, /tmp/team/issue14_interface.md) and never
-recomputes them; a key that is absent (an older metrics file) simply raises no flag. The cost impact is an
+Each flag reads keys other stages wrote (the ones issue 14 adds to metrics/operating_point.json, tco.json and
+fleet.json) and never recomputes them; a key that is absent (an older metrics file) simply raises no flag. The cost impact is an
 order-of-magnitude estimate in $ per month, so that the three that matter most come first:
 
 | flag | raised when | cost impact ($/month) |
