@@ -28,7 +28,16 @@ MOVED = (
     "report",
     "final_curve",
     "validation",
-)  # stages in pipeline/stages/
+    "candidate_targets",
+    "candidate_eval",
+    "candidate_plan",
+    "curve_result",
+    "curve_selection",
+    "curve_overlay",
+    "curve_evidence",
+    "curve_analysis",
+    "contracts",
+)  # stages in pipeline/stages/ (and the modules final_curve and candidates were split into)
 
 
 def test_layout_names_every_file_a_stage_declares():

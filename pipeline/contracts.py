@@ -1,0 +1,114 @@
+"""Typed contracts between stages, written as the same JSON files and keys (issue 16).
+
+`OperatingPointDoc` is metrics/operating_point.json, the curve stage's document: one field per top-level
+key, in the file's key order. The nested blocks stay the dicts they are (their keys are the documents'
+own). Pure: only pipeline.errors is imported; nothing is read or written here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Any, ClassVar, Final
+
+from pipeline.errors import InputError
+
+
+class Absent:
+    """The value of an optional key the document does not hold (distinct from a JSON null)."""
+
+    _instance: ClassVar[Absent | None] = None
+
+    def __new__(cls) -> Absent:
+        if cls._instance is None:
+            cls._instance = super().__new__(cls)
+        return cls._instance
+
+    def __repr__(self) -> str:
+        return "ABSENT"
+
+
+ABSENT: Final = Absent()
+
+
+@dataclass
+class OperatingPointDoc:
+    """metrics/operating_point.json, key for key: the sizing fleet's operating point, every curve, the pick and why.
+
+    The fields from `measured_usable_rps` on are written only when set: the first six where a fleet's sizing
+    curve is carried to the workload's lengths by the engine model (the curve stage's `sizing` block),
+    `candidates` and `anchor_rule` when the stage computed every candidate's curve.
+    """
+
+    load_kind: str
+    c_max: float
+    usable_rps: float
+    knee: float | None
+    littles_law_ceiling_rps: float
+    littles_law_gap: float
+    gap_flag: bool
+    slo: dict[str, float | None]
+    percentile_used: str
+    curve_source: dict[str, Any]
+    manifest: dict[str, Any] | None
+    recommendations: list[dict[str, Any]]
+    sized_by: str
+    capacities: dict[str, dict[str, Any]]
+    operating_point: dict[str, Any]
+    curves: dict[str, dict[str, Any]]
+    predicted_vs_measured: dict[str, Any]
+    skipped_files: dict[str, list[str]]
+    reader_notes: dict[str, Any]
+    per_tier: dict[str, dict[str, Any]]
+    warnings: list[str]
+    formulas: dict[str, str]
+    sizing_basis: str | None
+    length_match: dict[str, Any] | None
+    interval: dict[str, Any] | None
+    length_mismatch: list[dict[str, Any]]
+    measured_usable_rps: float | Absent = ABSENT
+    measured_c_max: float | Absent = ABSENT
+    sizing_candidate: str | Absent = ABSENT
+    sizing_note: str | Absent = ABSENT
+    anchor: dict[str, Any] | Absent = ABSENT
+    carried: dict[str, Any] | Absent = ABSENT
+    candidates: dict[str, dict[str, Any]] | Absent = ABSENT
+    anchor_rule: str | Absent = ABSENT
+
+    SIZING_KEYS: ClassVar[tuple[str, ...]] = (
+        "measured_usable_rps",
+        "measured_c_max",
+        "sizing_candidate",
+        "sizing_note",
+        "anchor",
+        "carried",
+    )  # optional keys copied from the curve stage's top-level sizing block when it holds them
+
+    @classmethod
+    def keys(cls) -> tuple[str, ...]:
+        """Every key the document may hold, in its order."""
+        return tuple(f.name for f in fields(cls))
+
+    @classmethod
+    def required_keys(cls) -> tuple[str, ...]:
+        """The keys every document holds."""
+        return tuple(f.name for f in fields(cls) if f.default is not ABSENT)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON document: every set field under its own name, in field order (the values as they are, not copied)."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not ABSENT}
+
+    @classmethod
+    def from_dict(cls, doc: dict[str, Any], source: str = "metrics/operating_point.json") -> OperatingPointDoc:
+        """The typed document from its JSON (`source` names the file in errors): a missing or unknown key is an error."""
+        if not isinstance(doc, dict):
+            raise InputError(f"{source}: top level is {type(doc).__name__}; expected a JSON object")
+        known = set(cls.keys())
+        unknown = [k for k in doc if k not in known]
+        if unknown:
+            raise InputError(
+                f"{source}: {unknown[0]}: not a key of the operating point; expected one of {', '.join(cls.keys())}"
+            )
+        missing = [k for k in cls.required_keys() if k not in doc]
+        if missing:
+            raise InputError(f"{source}: {missing[0]}: missing; expected every key of {', '.join(cls.required_keys())}")
+        return cls(**doc)
