@@ -15,6 +15,7 @@
                  [--lengths-from LOG] [--json]
     sizing calibrate PATH... [--manifest FILE] [--json]
     sizing bench-plan [--candidate ID] [--out DIR] [--root DIR] [--top N] [--burst-multiplier X]
+    sizing params [--defaults] [--params PATH] [--json]   (every key: value, default, description)
 
 Bad input prints one message (file, column, examples, what was expected) and exits 1.
 """
@@ -404,6 +405,21 @@ def cmd_bench_plan(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_params(args: argparse.Namespace) -> int:
+    """The keys params.yaml sets (--defaults: every key) with the effective value, the default and the description."""
+    import json
+
+    from pipeline import params, params_doc, paths
+
+    path = args.params or (paths.PARAMS if paths.PARAMS.exists() else None)
+    table = params_doc.rows(params.load(path) if path else {})
+    if args.json:
+        print(json.dumps(params_doc.as_json(table, path, args.defaults), indent=2, default=str))
+    else:
+        print(params_doc.text(table, path, args.defaults))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser for every verb."""
     ap = argparse.ArgumentParser(prog="sizing", description="Size an LLM inference fleet from real traffic.")
@@ -719,6 +735,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="the step burst's rate as a multiple of the peak rate, 2 to 3 (default 2.5)",
     )
     bp.set_defaults(func=cmd_bench_plan)
+
+    pa = sub.add_parser(
+        "params",
+        help="the keys params.yaml sets, or every key (--defaults), with value, default and description "
+        "(the defaults live in pipeline/params.py)",
+    )
+    pa.add_argument("--defaults", action="store_true", help="every key of the schema, set or not")
+    pa.add_argument("--params", type=Path, help="params.yaml to read (default: the project's)")
+    pa.add_argument("--json", action="store_true", help="print the rows as JSON")
+    pa.set_defaults(func=cmd_params)
     return ap
 
 

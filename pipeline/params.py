@@ -2,7 +2,8 @@
 
 The pydantic models below are the one params schema: every section, key, default, bound and
 description of params.yaml is declared here once (params.yaml sets values; a key it leaves out
-gets the default here, and its comments are a reader's summary). `params.schema.json` (the
+gets the default here, and its comments are a reader's summary; `sizing params --defaults` prints every key
+with its effective value, default and description, pipeline/params_doc.py). `params.schema.json` (the
 editor's completion and hover text, `# yaml-language-server: $schema=params.schema.json`) is
 generated from them: `python -m pipeline.params --schema` (or `make schema`), and
 tests/test_params_schema.py fails while the committed file is stale.
@@ -455,9 +456,9 @@ class Curve(Section):
         "data/raw/benchmarks",
         description="one folder per sweep; each holds manifest.yaml and the tool's result files",
     )
-    knee_ratio: Num = Field(2.0, gt=1, description="knee = first load where TTFT p99 / p50 exceeds this")
+    knee_ratio: Num = Field(2, gt=1, description="knee = first load where TTFT p99 / p50 exceeds this")
     gap_flag_ratio: Num = Field(
-        2.0, gt=1, description="Little's-law ceiling / usable RPS beyond this (or below 1/this) is flagged"
+        2, gt=1, description="Little's-law ceiling / usable RPS beyond this (or below 1/this) is flagged"
     )
     max_failed_share: Num = Field(
         0.05, ge=0, le=1, description="more failed requests than this at a level up to C_max is an error"
@@ -540,7 +541,7 @@ class Fleet(Section):
         "nvme",
         description="where weights load from: nvme (12.5 GB/s), network_10gbe (1.1 GB/s), object_store (0.75 GB/s)",
     )
-    init_s: Num = Field(60.0, ge=0, description="engine start-up after the weights are loaded (s)")
+    init_s: Num = Field(60, ge=0, description="engine start-up after the weights are loaded (s)")
     max_input_factor: Num = Field(2.5, ge=1, description="gateway max_input_tokens = this x p95 input (2-3)")
     circuit_breaker_factor: Num = Field(
         0.8, ge=0, le=1, description="queued requests allowed = this x TTFT SLO (s) x arrival rate (0.8-0.9)"
@@ -655,21 +656,21 @@ class Recommend(Section):
     prefix_reuse_min: Num = Field(
         0.2, ge=0, le=1, description="prefix caching pays off from this share of repeated prefix blocks"
     )
-    itl_spike_ratio: Num = Field(2.0, ge=1, description="ITL p99 / p50 above this is a spike (chunked prefill)")
-    mixed_input_ratio: Num = Field(3.0, ge=1, description="input p95 / p50 at or above this means mixed prompt lengths")
+    itl_spike_ratio: Num = Field(2, ge=1, description="ITL p99 / p50 above this is a spike (chunked prefill)")
+    mixed_input_ratio: Num = Field(3, ge=1, description="input p95 / p50 at or above this means mixed prompt lengths")
     chunk_tokens: int = Field(512, ge=64, description="chunked-prefill token budget (512-1024)")
     spec_decode_max_concurrency: Num = Field(
-        32.0, ge=1, description="speculative decoding up to this many requests in flight (low-medium concurrency)"
+        32, ge=1, description="speculative decoding up to this many requests in flight (low-medium concurrency)"
     )
     spec_decode_min_acceptance: Num = Field(
         0.6, ge=0, le=1, description="keep speculative decoding only above this draft acceptance"
     )
     pd_min_prompt_tokens: Num = Field(
-        500.0, ge=0, description="P/D disaggregation is not worth it below this mean prompt"
+        500, ge=0, description="P/D disaggregation is not worth it below this mean prompt"
     )
-    kv_transfer_gbs: Num = Field(50.0, gt=0, description="prefill -> decode KV link, GB/s (400 Gb/s RDMA = 50 GB/s)")
+    kv_transfer_gbs: Num = Field(50, gt=0, description="prefill -> decode KV link, GB/s (400 Gb/s RDMA = 50 GB/s)")
     batch_work: bool = Field(False, description="the workload is batch work (KV offload to CPU only then)")
-    offload_pcie_gbs: Num = Field(64.0, gt=0, description="CPU offload link, GB/s (PCIe 5 x16)")
+    offload_pcie_gbs: Num = Field(64, gt=0, description="CPU offload link, GB/s (PCIe 5 x16)")
 
 
 @register("calibration")

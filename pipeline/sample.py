@@ -150,9 +150,12 @@ def sample_inputs(root: Path | None = None, params_data: dict | None = None) -> 
         except (OSError, UnicodeDecodeError, yaml.YAMLError):
             params_data = {}
 
+    from pipeline import params
+
     def section(name: str) -> dict:
+        """The section as written, over its defaults: params.yaml may leave out a source that is its default."""
         value = params_data.get(name)
-        return value if isinstance(value, dict) else {}
+        return {**params.defaults()[name], **(value if isinstance(value, dict) else {})}
 
     found = []
     log = section("workload").get("source")

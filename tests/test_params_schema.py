@@ -18,7 +18,10 @@ FIX = "run `make schema` (or `.venv/bin/python -m pipeline.params --schema`) and
 
 # The defaults the code used before the models (the hand-written `Spec(...)` table of pipeline/params.py at
 # commit time of issue 16), copied by hand, with their Python types: 2000.0 is a float, 600 an int. A key
-# params.yaml leaves out gets exactly this value, so a model default that drifts changes a number.
+# params.yaml leaves out gets exactly this value, so a model default that drifts changes a number. The nine
+# integers below (curve knee/gap ratios, fleet.init_s, six recommend keys) were floats in that table but integers
+# in the shipped params.yaml; since params.yaml stopped repeating them, the model default is the integer the
+# committed outputs were computed with (fleet.json echoes `"init_s": 60`, the report hashes its sections).
 DEFAULTS = {
     "slo": {"ttft_p99_ms": 2000.0, "itl_p99_ms": 50.0},
     "workload": {
@@ -77,8 +80,8 @@ DEFAULTS = {
     "roofline": {"bandwidth_efficiency": 0.8, "prefill_mfu": 0.45, "decode_mfu": 0.30},
     "curve": {
         "source": "data/raw/benchmarks",
-        "knee_ratio": 2.0,
-        "gap_flag_ratio": 2.0,
+        "knee_ratio": 2,
+        "gap_flag_ratio": 2,
         "max_failed_share": 0.05,
         "length_tolerance": 0.25,
         "sizing_loop": "conservative",
@@ -100,7 +103,7 @@ DEFAULTS = {
         "failure_domains": 1,
         "min_warm_instances": 1,
         "load_path": "nvme",
-        "init_s": 60.0,
+        "init_s": 60,
         "max_input_factor": 2.5,
         "circuit_breaker_factor": 0.8,
         "router": "least-outstanding",
@@ -126,15 +129,15 @@ DEFAULTS = {
     "report": {"previous": None, "scenarios": {}, "budget_schedule_min_days": 7.0},
     "recommend": {
         "prefix_reuse_min": 0.2,
-        "itl_spike_ratio": 2.0,
-        "mixed_input_ratio": 3.0,
+        "itl_spike_ratio": 2,
+        "mixed_input_ratio": 3,
         "chunk_tokens": 512,
-        "spec_decode_max_concurrency": 32.0,
+        "spec_decode_max_concurrency": 32,
         "spec_decode_min_acceptance": 0.6,
-        "pd_min_prompt_tokens": 500.0,
-        "kv_transfer_gbs": 50.0,
+        "pd_min_prompt_tokens": 500,
+        "kv_transfer_gbs": 50,
         "batch_work": False,
-        "offload_pcie_gbs": 64.0,
+        "offload_pcie_gbs": 64,
     },
     "calibration": {"refine_passes": 24, "lolo_passes": 0, "pool": "median-of-fits", "refine_pool": False},
 }
