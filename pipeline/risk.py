@@ -242,6 +242,14 @@ def flags(
                 impact += cost
                 parts.append(f"{name}: no replica count tried met the SLO")
         att = _num(replay.get("slo_attainment"))
+        corrected = []
+        for name, x in sorted(failing.items()):
+            cc = x.get("capacity_correction") if isinstance(x, dict) else None
+            if isinstance(cc, dict) and cc.get("applied") and _num(cc.get("step_time_scale")) is not None:
+                corrected.append(
+                    f"{name}: every engine step x {_num(cc.get('step_time_scale')):.2f}, so that the model gives "
+                    f"the {_num(cc.get('measured_usable_rps')) or 0:.2f} req/s the benchmark measured at its own lengths"
+                )
         out.append(
             Flag(
                 "replay_failure",
@@ -250,7 +258,14 @@ def flags(
                 + (f" meets the SLO for {att:.0%} of requests" if att is not None else " misses the SLO")
                 + " ("
                 + "; ".join(parts)
-                + ").",
+                + ")."
+                + (
+                    " The simulated capacity is corrected to the benchmark ("
+                    + "; ".join(corrected)
+                    + "); the log's own request lengths are kept."
+                    if corrected
+                    else " The simulated capacity is the engine model's, not corrected to a benchmark."
+                ),
                 impact,
                 "extra replicas x $ per replica of the tier (the whole tier when none met the SLO)",
                 "metrics/fleet.json replay.passes",

@@ -186,3 +186,17 @@ def test_a_priced_plan_other_than_the_sized_fleet_is_flagged():
     note["tco"]["plan"] = "pooled"
     note["tco"]["per_tier"] = {"all": {"monthly_usd": 50_000.0, "gpu": "H200", "gpus": 10, "fleet_note": "sized X"}}
     assert risk.plan_differs(note) == ["all: sized X"]
+
+
+def test_the_replay_failure_flag_states_the_capacity_correction_in_plain_words():
+    """Issue 14: the replay runs the engine model corrected to the benchmark; the flag says so, or says it is not."""
+    m = plan()
+    m["fleet"]["replay"]["per_tier"]["large"]["capacity_correction"] = {
+        "applied": True, "step_time_scale": 1.479313, "measured_usable_rps": 1.0197,
+    }  # fmt: skip
+    flag = next(f for f in risk.flags(m, samples=[]) if f.key == "replay_failure")
+    assert "corrected to the benchmark (large: every engine step x 1.48" in flag.detail
+    assert "the 1.02 req/s the benchmark measured at its own lengths" in flag.detail
+    assert "own request lengths are kept" in flag.detail
+    plain = next(f for f in risk.flags(plan(), samples=[]) if f.key == "replay_failure")
+    assert "not corrected to a benchmark" in plain.detail

@@ -4,7 +4,9 @@ After the fleet arithmetic, the adopted plan is replayed on the log's busiest wi
 model (pipeline.fleet_replay; method.md 7b): `replay` in metrics/fleet.json. The replay reads
 data/interim/requests.parquet (each row's tier as the workload stage names it: workload.tiers),
 metrics/calibration.json (the coefficients; absent: the roofline prior at the memory stage's efficiencies,
-memory.json roofline_efficiency), metrics/memory.json (the KV
+memory.json roofline_efficiency), metrics/operating_point.json (each fleet's measured point, from its `anchor`
+deployment's `candidates` entry: the replay's capacity is corrected to it, pipeline.fleet_replay
+capacity_correction; the log's lengths are kept), metrics/memory.json (the KV
 capacity of the deployment's engine profile; recomputed with params.yaml's engine section when the memory
 stage did not profile that TP x PP) and params.yaml's engine section (max_num_seqs, max_num_batched_tokens,
 block_size).
@@ -17,6 +19,7 @@ window that is not in the log. Everything is computed before metrics/fleet.json 
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import math
@@ -54,7 +57,7 @@ def run(sections: dict[str, Any], layout: Layout | None = None) -> dict[str, Any
         sec["slo"],
         lambda name: catalog.load_model(name, layout.root),
     )
-    replay, note, warnings = replay_plan(result, inputs["workload"], sec, layout)
+    replay, note, warnings = replay_plan(result, inputs["workload"], sec, layout, inputs["operating_point"])
     result["replay"] = replay
     result["replay_note"] = note
     result["warnings"] = [*result["warnings"], *warnings]
@@ -191,10 +194,142 @@ def _rows_of(table: Any, t: dict[str, Any]) -> tuple[Any, str | None]:
     return table.filter(pc.equal(table.column("tier"), t["tier"])), None
 
 
+def _fleet_anchor(op: dict[str, Any] | None, tier: str) -> dict[str, Any]:
+    """The curve stage's anchor of a fleet (op.per_tier[t].anchor; the pooled fleet `all`: op.anchor)."""
+    op = op or {}
+    per = (op.get("per_tier") or {}).get(tier) if tier != "all" else None
+    return ((per or {}).get("anchor") if per is not None else op.get("anchor")) or {}
+
+
+def measured_point(
+    op: dict[str, Any] | None,
+    tier: str,
+    t: dict[str, Any],
+    replay_basis: str,
+    cal: dict[str, Any] | None,
+    memory_json: dict[str, Any] | None,
+    engine_p: dict[str, Any],
+    gpus: Any,
+    prior: Any,
+    root: Any,
+) -> tuple[Any, str | None]:
+    """(fleet_replay.MeasuredPoint, None) of the tier's fleet from metrics/operating_point.json (the benchmarked
+    deployment of its anchor, `candidates[id]`: its measured usable RPS and C_max at the sweep's own lengths, or the
+    measured figures of a `carried` curve), or (None, why). The benchmarked deployment's coefficients are the
+    replayed deployment's source: the same ones when it is that deployment, else its own fit (calibrated) or the
+    pooled fit (transferred), as the anchor pairs them; its engine the calibration's limits (the sweep's server)."""
+    from pipeline import fleet_replay
+    from pipeline.sim.cost import for_deployment
+
+    a = _fleet_anchor(op, tier)
+    cid = a.get("deployment")
+    e = ((op or {}).get("candidates") or {}).get(cid) if cid else None
+    where = "the pooled fleet" if tier == "all" else f"tier {tier}"
+    if not e:
+        why = a.get("note") or "metrics/operating_point.json has no anchor for it (no candidate curves)"
+        return None, f"no measured curve to correct the replay against for {where}: {why}"
+    for k in ("tier", "model", "gpu", "tp", "weights", "kv"):
+        if e.get(k) in (None, ""):
+            raise InputError(
+                f"metrics/operating_point.json: candidates.{cid}.{k}: missing; expected the benchmarked deployment's "
+                "identity (rerun the curve stage)"
+            )
+    lm = e.get("length_match") or {}
+    carried = e.get("carried") or {}
+    if e.get("basis") == "measured":
+        u, c = e.get("usable_rps"), e.get("c_max")
+    else:
+        u, c = carried.get("measured_usable_rps"), carried.get("measured_c_max")
+    curve = str(((op or {}).get("per_tier") or {}).get(tier, {}).get("curve") or carried.get("curve") or cid)
+    if tier == "all":
+        src = (op or {}).get("curve_source")
+        curve = str((src.get("curve") if isinstance(src, dict) else src) or carried.get("curve") or cid)
+    li, lo_ = lm.get("curve_input_tokens"), lm.get("curve_output_tokens")
+    if not (isinstance(u, int | float) and isinstance(c, int | float) and u > 0 and c > 0 and li and lo_):
+        return None, (
+            f"no measured usable RPS, C_max and sweep lengths for {cid} in metrics/operating_point.json candidates: "
+            f"the replay of {where} is not corrected"
+        )
+    same = (e["model"], e["gpu"], int(e["tp"]), int(e.get("pp") or 1), e["weights"], e["kv"]) == (
+        t["model"], t["gpu"], int(t["tp"]), int(t["pp"]), t["weight_dtype"], t["kv_dtype"]
+    )  # fmt: skip
+    model = catalog.load_model(e["model"], root)
+    gpu = catalog.find_gpu(e["gpu"], gpus)
+    coeffs, overhead_s, key = fleet_replay.resolve_coefficients(
+        cal, model.name, gpu.name, gpu.arch, int(e["tp"]), int(e.get("pp") or 1), e["weights"], e["kv"], prior=prior,
+        pooled_only=replay_basis == "transferred" and not same,
+    )  # fmt: skip
+    cost = for_deployment(model, gpu, e["weights"], e["kv"], int(e["tp"]), int(e.get("pp") or 1), coeffs)
+    if isinstance(cost, str):
+        return None, f"the benchmarked deployment {cid} cannot be simulated ({cost}): the replay is not corrected"
+    dt = {**t, "tier": e["tier"], "model": e["model"], "gpu": e["gpu"], "tp": e["tp"], "pp": e.get("pp") or 1,
+          "weight_dtype": e["weights"], "kv_dtype": e["kv"]}  # fmt: skip
+    cfg, _ = _engine_config(dt, model, gpu, memory_json, engine_p, float(li) + float(lo_))
+    lim = {}
+    for d in (cal or {}).get("deployments") or []:
+        if isinstance(d, dict) and d.get("key") == key:
+            lim = d.get("engine_limits") or {}
+    cfg = dataclasses.replace(
+        cfg,
+        max_num_seqs=int(lim.get("max_num_seqs") or cfg.max_num_seqs),
+        max_num_batched_tokens=int(lim.get("max_num_batched_tokens") or cfg.max_num_batched_tokens),
+        mixed_prefill=bool(lim.get("mixed_prefill", True)),
+        enable_prefix_caching=False,
+    )
+    return (
+        fleet_replay.MeasuredPoint(
+            deployment=str(cid),
+            curve=curve,
+            usable_rps=float(u),
+            c_max=float(c),
+            input_tokens=max(round(float(li)), 1),
+            output_tokens=max(round(float(lo_)), 1),
+            cost=cost,
+            cfg=cfg,
+            overhead_s=float(overhead_s),
+            coefficients=coeffs.source.removeprefix("metrics/calibration.json: "),
+            same_deployment=same,
+        ),
+        None,
+    )
+
+
+def slow_end(cal: dict[str, Any] | None, key: str | None, basis: str, scale: float) -> dict[str, Any]:
+    """The band's slow end of a corrected replay: {slow_end_step_time_scale, slow_end_source}. The calibration's
+    throughput residuals r = predicted / measured - 1 of the replayed coefficients (the deployment's own fit: the
+    larger p90 of leave-one-level-out and in-sample, the curve stage's widened band; a transferred one: the pooled
+    fit's leave-one-deployment-out) say the model can be too fast by up to 1 + p90 somewhere on the sweep; the slow
+    end takes every step x max(the correction, 1 + p90). No residuals: no slow end (null, why)."""
+    res: dict[str, Any] = {}
+    where = ""
+    if basis == "calibrated" and key:
+        dep = next((d for d in (cal or {}).get("deployments") or [] if isinstance(d, dict) and d.get("key") == key), {})
+        r = dep.get("residuals") or {}
+        res = {k: (r.get(k) or {}).get("throughput") or {} for k in ("leave_one_level_out", "in_sample")}
+        where = f"the throughput residuals of {key} (leave-one-level-out and in-sample, the larger p90)"
+    elif basis == "transferred":
+        r = (((cal or {}).get("pooled") or {}).get("residuals") or {}).get("leave_one_deployment_out") or {}
+        res = {"leave_one_deployment_out": r.get("throughput") or {}}
+        where = "the pooled fit's leave-one-deployment-out throughput residuals"
+    p90 = [float(v["p90_rel"]) for v in res.values() if isinstance(v.get("p90_rel"), int | float)]
+    if not p90:
+        return {"slow_end_step_time_scale": None, "slow_end_source": f"none: no throughput residuals for a {basis} fit"}
+    q = max(p90)
+    return {
+        "slow_end_step_time_scale": round(max(float(scale), 1.0 + q), 6),
+        "slow_end_source": f"max(the correction {scale:.3f}, 1 + p90 {q:+.3f} of {where})",
+    }
+
+
 def replay_plan(
-    result: dict[str, Any], workload_json: dict[str, Any], sec: dict[str, Any], layout: Layout
+    result: dict[str, Any],
+    workload_json: dict[str, Any],
+    sec: dict[str, Any],
+    layout: Layout,
+    op: dict[str, Any] | None = None,
 ) -> tuple[dict[str, Any] | None, str | None, list[str]]:
-    """(replay, replay_note, warnings) for the adopted plan of `result` (fleet.plan's document)."""
+    """(replay, replay_note, warnings) for the adopted plan of `result` (fleet.plan's document); `op`:
+    metrics/operating_point.json, the measured point each tier's replay is corrected to (capacity_correction)."""
     from pipeline import fleet_replay
     from pipeline.sim.cost import for_deployment, roofline_prior
     from pipeline.sim.router import check_router
@@ -234,7 +369,7 @@ def replay_plan(
     for name, t in sorted(result["per_tier"].items()):
         model = catalog.load_model(t["model"], layout.root)
         gpu = catalog.find_gpu(t["gpu"], gpus)
-        coeffs, overhead_s, _ = fleet_replay.resolve_coefficients(
+        coeffs, overhead_s, cal_key = fleet_replay.resolve_coefficients(
             cal, model.name, gpu.name, gpu.arch, int(t["tp"]), int(t["pp"]), t["weight_dtype"], t["kv_dtype"],
             prior=prior,
         )  # fmt: skip
@@ -246,6 +381,25 @@ def replay_plan(
         deployment = f"{model.name} on {gpu.name} TP{t['tp']} PP{t['pp']} w-{t['weight_dtype']}/kv-{t['kv_dtype']}"
         if isinstance(cost, str):
             raise InputError(f"metrics/fleet.json per_tier.{name}: {deployment}: {cost}")
+        point, why_not = measured_point(
+            op, t["tier"], t, coeffs.basis, cal, memory_json, sec["engine"], gpus, prior,
+            layout.root,
+        )  # fmt: skip
+        if point is not None:
+            correction = fleet_replay.capacity_correction(point)
+            if correction["applied"]:
+                correction.update(slow_end(cal, cal_key, coeffs.basis, correction["step_time_scale"]))
+                cost = fleet_replay.scaled_cost(cost, correction["step_time_scale"], "capacity correction")
+                coeffs_source = f"{coeffs_source}; x {correction['step_time_scale']:.4f} (capacity_correction)"
+        else:
+            correction = {"applied": False, "step_time_scale": 1.0, "capacity_factor": 1.0, "note": why_not}
+        a = _fleet_anchor(op, t["tier"])
+        correction["anchor_factor"] = a.get("factor")
+        if correction["applied"] and isinstance(a.get("factor"), int | float) and a["factor"] > 0:
+            # the curve stage's anchor (measured usable RPS / the model's at the log's mix) = capacity_factor x this
+            # remainder, which the replay does not apply: the log's length mix against the sweep's one ~p95 length,
+            # and where the model's own SLO crossing (its TTFT start-up burst) differs from the measured C_max
+            correction["anchor_remainder"] = round(float(a["factor"]) * correction["step_time_scale"], 6)
         rows, note = _rows_of(table, t)
         t_arr = rows.column("arrival_s").to_numpy().astype(np.float64)
         # busiest-hour: each fleet of the plan is tested on its own busiest hour (the tier's rows; the log's for
@@ -274,6 +428,7 @@ def replay_plan(
                 kv_source=kv_source,
                 window=tw,
                 note=note,
+                correction=correction,
             )
         )
     if all(len(x.trace) == 0 for x in inputs):
