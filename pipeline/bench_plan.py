@@ -640,3 +640,53 @@ def build_plan(
     }
     readme = _readme(facts, candidate, trace, levels)
     return Plan(candidate, trace, burst, levels, commands, manifest, readme, facts)
+
+
+# --- the report's tables (notebooks/benchmark_plan.ipynb): numbers kept as numbers for pipeline/tables.py ------
+
+
+def candidates_frame(plans: list[dict[str, Any]]) -> Any:
+    """One row per deployment to benchmark: role, deployment, basis, expected saving ($/month), P(beats chosen)
+    (a fraction), serving instances, one replica's peak (req/s), the sweep's concurrency levels and its folder."""
+    import pandas as pd
+
+    rows = [
+        {
+            "candidate": p["candidate"],
+            "role": p["role"].replace("_", " "),
+            "deployment": f"{p['model']} on {p['gpu']} TP{p['tp']} PP{p['pp']}, w-{p['weights']}/kv-{p['kv']}",
+            "basis now": p["basis"],
+            "expected saving ($/month)": p["expected_saving_usd_per_month"],
+            "P(beats chosen)": p["p_beats_chosen"],
+            "serving instances": p["serving_instances"],
+            "one replica's peak (req/s)": p["peak_rps"],
+            "sweep concurrency": ", ".join(str(x) for x in p["levels"]),
+            "folder": p["folder"],
+        }
+        for p in plans
+    ]
+    return pd.DataFrame(rows)
+
+
+def traces_frame(plans: list[dict[str, Any]]) -> Any:
+    """One row per trace: requests, the window (start and end, s from the tier's first arrival) and the input and
+    output token lengths at p50 and p95, in the log and in the trace (one column each)."""
+    import pandas as pd
+
+    rows = []
+    for p in plans:
+        li, ti = p["log_lengths"], p["trace_lengths"]
+        row: dict[str, Any] = {
+            "candidate": p["candidate"],
+            "trace requests": p["trace_requests"],
+            "window": p["window"],
+            "window_start_s": p["window_start_s"],
+            "window_end_s": p["window_end_s"],
+        }
+        for kind in ("input", "output"):
+            for q in ("p50", "p95"):
+                row[f"{kind} {q}, log (tokens)"] = li[f"{kind}_tokens"][q]
+                row[f"{kind} {q}, trace (tokens)"] = ti[f"{kind}_tokens"][q]
+        row["burst requests"] = p["burst_requests"]
+        rows.append(row)
+    return pd.DataFrame(rows)

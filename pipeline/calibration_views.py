@@ -22,7 +22,8 @@ def _pct(v: float | None) -> float | None:
 
 
 def coefficients_table(doc: dict[str, Any]) -> pd.DataFrame:
-    """One row per deployment, then the pooled fit: basis, levels, b0..b5 (4 significant digits) and the overhead (ms)."""
+    """One row per deployment, then the pooled fit: basis, levels, b0..b5 and the overhead (ms), as numbers (the
+    table layer, pipeline/tables.py, shows them to 3 significant digits; metrics/calibration.json holds them all)."""
     terms = list(doc["terms"])
     rows = []
     for d in doc["deployments"]:
@@ -31,7 +32,7 @@ def coefficients_table(doc: dict[str, Any]) -> pd.DataFrame:
                 "deployment": d["key"],
                 "basis": d["basis"],
                 "levels": d["levels"],
-                **{t: f"{d['coefficients'][t]:.4g}" for t in terms},
+                **{t: float(d["coefficients"][t]) for t in terms},
                 "overhead (ms)": round(1e3 * d["request_overhead_s"], 2),
             }
         )
@@ -44,7 +45,7 @@ def coefficients_table(doc: dict[str, Any]) -> pd.DataFrame:
             "deployment": f"pooled ({scales})",
             "basis": "transferred",
             "levels": sum(d["levels"] for d in doc["deployments"]),
-            **{t: f"{p['coefficients'][t]:.4g}" for t in terms},
+            **{t: float(p["coefficients"][t]) for t in terms},
             "overhead (ms)": round(1e3 * p["request_overhead_s"], 2),
         }
     )

@@ -395,7 +395,10 @@ def cost_by_candidate(table: pd.DataFrame, chosen: str | list[str], label: str =
         alt.Chart(data)
         .mark_bar()
         .encode(
-            y=alt.Y("candidate:N", sort="x", title=None, axis=alt.Axis(labelLimit=0, labelOverlap=False)),
+            # labelFlush off: the theme's flush pushes the first and last bar's names onto their neighbours
+            y=alt.Y(
+                "candidate:N", sort="x", title=None, axis=alt.Axis(labelLimit=0, labelOverlap=False, labelFlush=False)
+            ),
             x=alt.X("monthly_usd:Q", title="$ per month (static fleet)", axis=USD_AXIS),
             color=alt.Color(
                 "plan:N",

@@ -157,29 +157,31 @@ def overlay_table(res: CurveResult) -> pd.DataFrame | None:
 
 
 def point_table(res: CurveResult) -> pd.DataFrame:
-    """The sizing operating point, one row per figure with its provenance."""
+    """The sizing operating point, one row per figure (its unit in the name) with its provenance; the values are
+    numbers or words, never formatted here (pipeline/tables.py formats them)."""
     op = res.chosen
+    load_unit = "concurrent requests" if op.load_kind == "concurrency" else "req/s offered"
     rows = [
         (
-            "C_max",
-            f"{op.c_max:.2f} {'concurrent requests' if op.load_kind == 'concurrency' else 'req/s offered'}",
+            f"C_max ({load_unit})",
+            op.c_max,
             "linear interpolation between the last passing and first failing level (method.md step 7)",
         ),
-        ("usable RPS per replica", f"{op.usable_rps:.3f} req/s", "achieved RPS at C_max / replicas in the benchmark"),
+        ("usable RPS per replica (req/s)", op.usable_rps, "achieved RPS at C_max / replicas in the benchmark"),
         ("binding SLO", op.binding.upper(), "the lower C_max of TTFT and ITL"),
         (
             "percentile used",
             ", ".join(f"{k} {v}" for k, v in op.percentile_used.items()),
             "highest percentile the files give at every level",
         ),
-        ("knee", "none" if op.knee is None else f"{op.knee:g}", op.knee_note),
-        ("Little's-law ceiling", f"{op.ceiling_rps:.3f} req/s", op.e2e_source),
-        ("Little's-law gap", f"{op.gap:.2f}x" + (" FLAGGED" if op.gap_flag else ""), "ceiling / measured RPS at C_max"),
+        (f"knee ({load_unit})", "none" if op.knee is None else op.knee, op.knee_note),
+        ("Little's-law ceiling (req/s)", op.ceiling_rps, op.e2e_source),
         (
-            "goodput at C_max",
-            "n/a" if op.goodput_rps_at_c_max is None else f"{op.goodput_rps_at_c_max:.3f} req/s",
-            "per-request data or the tool's --goodput",
+            "Little's-law gap (ceiling / measured, x)",
+            op.gap,
+            ("FLAGGED: " if op.gap_flag else "") + "ceiling / measured RPS at C_max",
         ),
+        ("goodput at C_max (req/s)", op.goodput_rps_at_c_max, "per-request data or the tool's --goodput"),
         ("curve", op.curve, res.selection),
         ("loop", res.sized_by, "curve.sizing_loop"),
     ]
@@ -196,10 +198,11 @@ def itl_spike_levels(res: CurveResult) -> pd.DataFrame:
 # ------------------------------------------------------------------ step 7b: every candidate (report 10)
 
 
-def _band(lo: Any, hi: Any, digits: int = 2) -> str:
+def _band(lo: Any, hi: Any, digits: int = 2) -> tuple[Any, Any]:
+    """An 80% band as (low, high) numbers for two table columns; (None, None) ("n/a") when there is none."""
     if lo is None or hi is None:
-        return "-"
-    return f"{lo:.{digits}f} .. {hi:.{digits}f}"
+        return None, None
+    return _r(float(lo), digits), _r(float(hi), digits)
 
 
 def length_warnings(doc: dict[str, Any]) -> list[str]:
@@ -210,7 +213,7 @@ def length_warnings(doc: dict[str, Any]) -> list[str]:
 def sizing_table(doc: dict[str, Any]) -> pd.DataFrame:
     """One row per fleet: the curve that sizes it, its basis, usable RPS and C_max (with the measured figures
     when a mismatched one was carried to the workload's p95 lengths, and the carry factor), the length ratios and
-    the interval."""
+    the interval (the band and carry columns only when some fleet has one)."""
     fleets = [("all (pooled)", doc, (doc.get("curve_source") or {}).get("curve"))]
     fleets += [(t, pt, pt.get("curve")) for t, pt in sorted((doc.get("per_tier") or {}).items())]
     rows = []
@@ -220,10 +223,16 @@ def sizing_table(doc: dict[str, Any]) -> pd.DataFrame:
         rows.append(
             {
                 "fleet": name,
-                "measured curve": curve or d.get("error") or "-",
-                "sizing basis": d.get("sizing_basis") or "-",
+                "measured curve": curve or d.get("error"),
+                "sizing basis": d.get("sizing_basis"),
                 "usable req/s": _r(d.get("usable_rps"), 3),
-                "80% band req/s": _band(iv.get("usable_rps_lo"), iv.get("usable_rps_hi"), 3),
+                **dict(
+                    zip(
+                        ("req/s 80% band, low", "req/s 80% band, high"),
+                        _band(iv.get("usable_rps_lo"), iv.get("usable_rps_hi"), 3),
+                        strict=True,
+                    )
+                ),
                 "C_max": _r(d.get("c_max"), 1),
                 "measured req/s": _r(d.get("measured_usable_rps", d.get("usable_rps")), 3),
                 "engine model req/s (mix)": _r((d.get("anchor") or {}).get("model_usable_rps"), 3),
@@ -232,12 +241,16 @@ def sizing_table(doc: dict[str, Any]) -> pd.DataFrame:
                     (((d.get("anchor") or {}).get("by_basis") or {}).get("transferred") or {}).get("factor"), 3
                 ),
                 "carried x (beyond max mismatch)": _r((d.get("carried") or {}).get("factor"), 3),
-                "length ratio in / out": f"{lm['input_ratio']:.2f} / {lm['output_ratio']:.2f}" if lm else "-",
+                "input length ratio": lm.get("input_ratio"),
+                "output length ratio": lm.get("output_ratio"),
                 "within tolerance": lm.get("within_tolerance") if lm else None,
                 "used for sizing": lm.get("used_for_sizing") if lm else None,
             }
         )
-    return pd.DataFrame(rows)
+    table = pd.DataFrame(rows)
+    # a band or a carry no fleet has (measured curves within tolerance: the sample) is a column of "n/a": left out
+    optional = ("req/s 80% band, low", "req/s 80% band, high", "carried x (beyond max mismatch)")
+    return table.drop(columns=[c for c in optional if table[c].isna().all()])
 
 
 def candidates_table(doc: dict[str, Any]) -> pd.DataFrame:
@@ -253,12 +266,18 @@ def candidates_table(doc: dict[str, Any]) -> pd.DataFrame:
                 "TP x PP": f"{e['tp']} x {e['pp']}",
                 "basis": e.get("basis"),
                 "C_max": _r(e.get("c_max"), 1),
-                "C_max 80% band": _band(iv.get("c_max_lo"), iv.get("c_max_hi"), 1),
+                **dict(zip(("C_max 80% band, low", "C_max 80% band, high"), _band(iv.get("c_max_lo"), iv.get("c_max_hi"), 1), strict=True)),
                 "usable req/s": _r(e.get("usable_rps"), 3),
-                "req/s 80% band": _band(iv.get("usable_rps_lo"), iv.get("usable_rps_hi"), 3),
+                **dict(
+                    zip(
+                        ("req/s 80% band, low", "req/s 80% band, high"),
+                        _band(iv.get("usable_rps_lo"), iv.get("usable_rps_hi"), 3),
+                        strict=True,
+                    )
+                ),
                 "engine model req/s (mix)": _r(e.get("usable_rps_model"), 3),
-                "anchor factor": _r((e.get("anchor") or {}).get("factor"), 3) if e.get("basis") != "measured" else "-",
-                "binds": e.get("binding_slo") or "-",
+                "anchor factor": _r((e.get("anchor") or {}).get("factor"), 3) if e.get("basis") != "measured" else None,
+                "binds": e.get("binding_slo"),
                 "levels": len(e.get("levels") or []),
                 "memory stage": e.get("memory_rejected") or "takes it",
                 "why this basis": e.get("basis_why"),

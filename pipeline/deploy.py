@@ -696,3 +696,55 @@ def ops_rows(t: dict[str, Any]) -> list[tuple[Any, ...]]:
         ),
     ]
     return rows
+
+
+# --- the report's tables as DataFrames: numbers stay numbers, pipeline/tables.py (the one table layer) formats them
+
+SUMMARY_COLUMNS = (
+    "fleet",
+    "model",
+    "GPU",
+    "GPUs per replica",
+    "replicas (static)",
+    "fewest a day",
+    "most a day",
+    "file",
+)
+
+
+def summary_frame(sheet: dict[str, Any]) -> Any:
+    """One row per fleet of the sheet: model, GPU, GPUs per replica, replicas static / fewest / most, its file."""
+    import pandas as pd
+
+    rows = [
+        (
+            name,
+            t["model"]["value"],
+            t["gpu"]["value"],
+            t["replicas"]["gpus_per_replica"]["value"],
+            t["replicas"]["static"]["value"],
+            t["replicas"]["min"]["value"],
+            t["replicas"]["peak"]["value"],
+            t["file"],
+        )
+        for name, t in sheet["tiers"].items()
+    ]
+    return pd.DataFrame(rows, columns=list(SUMMARY_COLUMNS))
+
+
+def args_frame(t: dict[str, Any]) -> Any:
+    """(argument, value, from) per serve argument, the model first; a switch's value is "(switch)", a number stays
+    a number (the `vllm serve` block above the table, and data/deploy/<tier>.yaml, hold them as typed)."""
+    import pandas as pd
+
+    rows = [("model (positional)", t["model"]["value"], t["model"]["source"])] + [
+        (a["flag"], "(switch)" if a["value"] is True else a["value"], a["source"]) for a in t["args"]
+    ]
+    return pd.DataFrame(rows, columns=["argument", "value", "from"])
+
+
+def ops_frame(t: dict[str, Any]) -> Any:
+    """(what, value, from) for replicas, gateway guardrails and autoscaling thresholds (`ops_rows`), numbers kept."""
+    import pandas as pd
+
+    return pd.DataFrame(ops_rows(t), columns=["what", "value", "from"])

@@ -96,6 +96,45 @@ def adopted_plan(m: dict[str, dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+def plan_paragraph(m: dict[str, dict[str, Any]]) -> str:
+    """Finance's "The plan" sentence (Markdown, input strings escaped): the plan metrics/tco.json PRICES (`plan`,
+    `per_tier`, `monthly_usd`, `annual_usd`: the budget card's figures), never the fleet metrics/fleet.json sized
+    when the two differ (pipeline.report.adopted_plan). A pooled plan names its deployment and why it was chosen;
+    a routed one its fleets and GPUs by kind."""
+    from pipeline.report_views import choice_line
+    from pipeline.text import txt
+
+    t = m["tco"]
+    a = adopted_plan(m)
+    money = f"**USD {float(t['monthly_usd']):,.0f} a month**, USD {float(t['annual_usd']):,.0f} a year"
+    if a["plan"] == "pooled":
+        name, x = next(iter(a["fleets"].items()))
+        priced = (t.get("per_tier") or {}).get(name) or {}
+        sized = m["fleet"].get("pooled") or {}  # the pooled fleet serves model.name whichever deployment is priced
+        model = priced.get("model") or sized.get("model")
+        weights = priced.get("weights") or (None if a["differs"] else sized.get("weight_dtype"))
+        what = ", ".join(
+            part
+            for part in (
+                f"{x['instances']} instances of TP{x['tp']}" if x.get("instances") is not None else "",
+                txt(model) if model else "",
+                f"{txt(weights)} weights" if weights else "",
+            )
+            if part
+        )
+        return (
+            f"Serve the whole workload with **{a['total_gpus']} {txt(x['gpu'])} GPUs**"
+            + (f" ({what})" if what else "")
+            + f": {money}. "
+            + choice_line(t)
+        )
+    gpus = gpus_text({"gpus_by_type": a["gpus_by_type"], "total_gpus": a["total_gpus"]})
+    return (
+        f"Route the traffic to **{len(a['fleets'])} fleets** ({txt(a['plan'])}), **{txt(gpus)} GPUs**: "
+        f"{money}, one row per fleet below."
+    )
+
+
 def first_screen(m: dict[str, dict[str, Any]]) -> list[tuple[str, str, str]]:
     """The figures finance reads first: (label, value, where it comes from)."""
     f, t, w = m["fleet"], m["tco"], m["workload"]
@@ -159,6 +198,30 @@ def first_screen(m: dict[str, dict[str, Any]]) -> list[tuple[str, str, str]]:
     ]
 
 
+
+def first_screen_table(m: dict[str, dict[str, Any]]) -> pd.DataFrame:
+    """The first screen's figures (`first_screen`) as a table of numbers, each unit in the figure's name
+    ("monthly cost ($)", "utilization (%)"), for pipeline/tables.py to format; the text figures stay text."""
+    t, w = m["tco"], m["workload"]
+    tot = t["totals"]
+    numbers = {
+        "monthly cost": ("monthly cost ($)", t["monthly_usd"]),
+        "annual cost": ("annual cost ($)", t["annual_usd"]),
+        "monthly cost with the scaling schedule": (
+            "monthly cost with the scaling schedule ($)",
+            tot.get("monthly_usd_with_schedule"),
+        ),
+        "cost per 1M output tokens": ("cost per 1M output tokens ($)", t["usd_per_million_output_tokens"]),
+        "cost per 1M output tokens, planned": (
+            "cost per 1M output tokens, planned ($)",
+            tot["usd_per_million_output_tokens_planned"],
+        ),
+        "utilization": ("utilization (%)", 100.0 * t["utilization"]),
+        "traffic sized for": ("traffic sized for (req/s)", w["rps"]["sizing_rate"]),
+    }
+    rows = [(*numbers.get(label, (label, value)), src) for label, value, src in first_screen(m)]
+    return pd.DataFrame(rows, columns=["figure", "value", "where it comes from"])
+
 def risk_flags(m: dict[str, dict[str, Any]], trap_below: float = 0.4) -> list[str]:
     """Everything that makes the figures less certain, in plain words."""
     op, t, w, f = m["operating_point"], m["tco"], m["workload"], m["fleet"]
@@ -213,27 +276,24 @@ def risk_flags(m: dict[str, dict[str, Any]], trap_below: float = 0.4) -> list[st
 def assumptions(m: dict[str, dict[str, Any]], sections: dict[str, dict[str, Any]]) -> pd.DataFrame:
     """Every number the plan rests on, with the input, param or formula it comes from."""
     w, op, fl, t = m["workload"], m["operating_point"], m["fleet"], m["tco"]
+    plan = adopted_plan(m)
     pooled_row = next(r for r in t["per_candidate"] if r["candidate"] == t["pooled"]["candidate"])
     rows = [
         ("traffic log", w["provenance"]["source"], "params workload.source"),
-        ("requests in the log", f"{w['requests']:,}", "metrics/workload.json requests"),
-        (
-            "sizing rate",
-            f"{w['rps']['sizing_rate']:g} req/s",
-            f"rps.{w['sizing_rate_key']} (params workload.sizing_rate)",
-        ),
-        ("mean rate", f"{w['rps']['mean']:g} req/s", "requests / (last - first arrival)"),
-        (
-            "p95 prompt / output tokens",
-            f"{_n(w['input_tokens']['p95'])} / {_n(w['output_tokens']['p95'])}",
-            "metrics/workload.json",
-        ),
-        ("TTFT p99 SLO", f"{_n(sections['slo']['ttft_p99_ms'])} ms", "params slo.ttft_p99_ms"),
-        ("ITL p99 SLO", f"{_n(sections['slo']['itl_p99_ms'])} ms", "params slo.itl_p99_ms"),
+        ("requests in the log", w["requests"], "metrics/workload.json requests"),
+        ("sizing rate (req/s)", w["rps"]["sizing_rate"], f"rps.{w['sizing_rate_key']} (params workload.sizing_rate)"),
+        ("mean rate (req/s)", w["rps"]["mean"], "requests / (last - first arrival)"),
+        ("p95 prompt tokens", w["input_tokens"]["p95"], "metrics/workload.json input_tokens.p95"),
+        ("p95 output tokens", w["output_tokens"]["p95"], "metrics/workload.json output_tokens.p95"),
+        ("TTFT p99 SLO (ms)", sections["slo"]["ttft_p99_ms"], "params slo.ttft_p99_ms"),
+        ("ITL p99 SLO (ms)", sections["slo"]["itl_p99_ms"], "params slo.itl_p99_ms"),
         ("routing tiers", str(m["tiers"].get("tiers_from")), "params workload.tiers, routing.mode"),
-        ("plan", fl["plan"], fl["routing"]["why"]),
+        ("plan", plan["plan"], (t.get("routing") or {}).get("why") or fl["routing"]["why"]),
     ]
-    for name, f in fl["per_tier"].items():
+    for name in plan["fleets"]:  # the fleets of the plan tco.json priced (adopted_plan), not only the sized ones
+        f = fl["per_tier"].get(name) or (fl.get("pooled") if name == "all" else None)
+        if not f:
+            continue
         prefix = "" if name == "all" else f"{name}: "
         if name == "all":
             sweep, why, usable, file = (
@@ -248,37 +308,37 @@ def assumptions(m: dict[str, dict[str, Any]], sections: dict[str, dict[str, Any]
             sweep, why, usable, file = x["sweep"], x["why"], x["usable_rps"], x["manifest"].get("file", "")
             c_max, kind = x["c_max"], x["load_kind"]
             d = m["tiers"]["tiers"][name]
-            rows.append((f"{prefix}share of requests", f"{d['share']:.0%}", d["source"]))
-            rows.append(
-                (f"{prefix}sizing rate", f"{d['rps']['sizing_rate']:g} req/s", f"metrics/tiers.json tiers.{name}")
-            )
+            rows.append((f"{prefix}share of requests (%)", 100.0 * d["share"], d["source"]))
+            rows.append((f"{prefix}sizing rate (req/s)", d["rps"]["sizing_rate"], f"metrics/tiers.json tiers.{name}"))
         priced = t["per_tier"].get(name) or pooled_row
         rows += [
             (f"{prefix}benchmark sweep", sweep, f"{why} (params curve.source)"),
             (
                 f"{prefix}deployment",
-                f"{f['model']} on TP{f['tp']} {f['gpu']}, {f['weight_dtype']} weights, {f['kv_dtype']} KV",
+                f"{f['model']} on TP{priced.get('tp', f['tp'])} {priced.get('gpu', f['gpu'])}, "
+                f"{priced.get('weights', f['weight_dtype'])} weights, {priced.get('kv', f['kv_dtype'])} KV",
                 file,
             ),
-            (f"{prefix}C_max", f"{_n(c_max)} ({kind})", "method.md step 7: interpolated SLO crossing"),
-            (f"{prefix}usable RPS per instance", f"{_n(usable)} req/s", "metrics/operating_point.json"),
             (
-                f"{prefix}burst absorption",
-                f"{f['burst_absorption']:.1%}",
+                f"{prefix}C_max ({'concurrent requests' if kind == 'concurrency' else 'req/s offered'})",
+                c_max,
+                "method.md step 7: interpolated SLO crossing",
+            ),
+            (f"{prefix}usable RPS per instance (req/s)", usable, "metrics/operating_point.json"),
+            (
+                f"{prefix}burst absorption (%)",
+                100.0 * f["burst_absorption"],
                 f"rps.{sections['fleet']['burst_rate']} / sizing rate - 1",
             ),
-            (f"{prefix}spares", f"{f['spares']}", "N+1 (N+2 if params fleet.critical or routing.critical_tiers)"),
-            (
-                f"{prefix}price per GPU-hour",
-                f"USD {priced['usd_per_gpu_hour']:g}",
-                priced.get("price_source") or "",
-            ),  # as listed
+            (f"{prefix}spares (instances)", f["spares"], "N+1 (N+2 if params fleet.critical or routing.critical_tiers)"),
+            (f"{prefix}price per GPU-hour ($)", priced.get("usd_per_gpu_hour"), priced.get("price_source") or ""),
         ]
     rows += [
-        ("safety factor", f"{sections['fleet']['safety_factor']:g}", "params fleet.safety_factor"),
-        ("expected growth", f"{sections['fleet']['expected_growth']:.0%}", "params fleet.expected_growth"),
-        ("hours per month / year", "730 / 8760", "method.md step 12"),
-        ("planned utilization", f"{sections['tco']['planned_utilization']:.0%}", "params tco.planned_utilization"),
+        ("safety factor (x)", sections["fleet"]["safety_factor"], "params fleet.safety_factor"),
+        ("expected growth (%)", 100.0 * sections["fleet"]["expected_growth"], "params fleet.expected_growth"),
+        ("hours per month", 730, "method.md step 12"),
+        ("hours per year", 8760, "method.md step 12"),
+        ("planned utilization (%)", 100.0 * sections["tco"]["planned_utilization"], "params tco.planned_utilization"),
     ]
     basis = t.get("price_basis")
     if basis:
@@ -309,7 +369,7 @@ def quarter_over_quarter(old: dict[str, dict[str, Any]], new: dict[str, dict[str
         ("mean rate (req/s)", ("workload", "rps", "mean"), "number"),
         ("p95 prompt tokens", ("workload", "input_tokens", "p95"), "number"),
         ("p95 output tokens", ("workload", "output_tokens", "p95"), "number"),
-        ("GPUs", ("fleet", "total_gpus"), "number"),
+        ("GPUs", ("tco", "totals", "gpus"), "number"),  # the priced plan's (fleet.json total_gpus in older files)
         ("monthly cost (USD)", ("tco", "monthly_usd"), "money"),
         ("cost per 1M output tokens (USD)", ("tco", "usd_per_million_output_tokens"), "money2"),
         ("utilization", ("tco", "utilization"), "fraction"),
@@ -317,13 +377,16 @@ def quarter_over_quarter(old: dict[str, dict[str, Any]], new: dict[str, dict[str
     rows = []
     for label, keys, kind in items:
         a, b = get(old, *keys), get(new, *keys)
+        if label == "GPUs":
+            a = get(old, "fleet", "total_gpus") if a is None else a
+            b = get(new, "fleet", "total_gpus") if b is None else b
         change = (b / a - 1) if isinstance(a, int | float) and isinstance(b, int | float) and a else None
         rows.append(
             {
                 "figure": label,
                 "previous": tables.cell(a, kind),
                 "now": tables.cell(b, kind),
-                "change": None if change is None else f"{change:+.1%}",
+                "change": None if change is None else f"{change:+.1%}",  # signed: the layer shows no sign
             }
         )
     return pd.DataFrame(rows)
@@ -341,9 +404,22 @@ def headline_html(screen: list[tuple[str, str, str]], flags: list[str]) -> str:
     return f'<div>{tiles}</div><h3>Risk flags</h3><ul style="color:#b00">{items}</ul>'
 
 
+def adopted_fleets(m: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """metrics/fleet.json's entry (schedule, usable RPS, ...) of each fleet of the plan tco.json prices
+    (`adopted_plan`): `per_tier[name]`, or `pooled` for a pooled plan fleet.json did not adopt. A fleet fleet.json
+    has no entry for is left out (the finance report flags a priced plan that differs from the sized one)."""
+    f = m["fleet"]
+    out = {}
+    for name in adopted_plan(m)["fleets"]:
+        x = (f.get("per_tier") or {}).get(name) or (f.get("pooled") if name == "all" else None)
+        if x:
+            out[name] = x
+    return out or dict(f.get("per_tier") or {})
+
+
 def hourly_utilization(m: dict[str, dict[str, Any]]) -> pd.DataFrame:
-    """Per hour of day: the plan's mean rate over the capacity of its static fleets and of the scheduled ones."""
-    tiers = m["fleet"]["per_tier"]
+    """Per hour of day: the adopted plan's mean rate over the capacity of its static fleets and of the scheduled ones."""
+    tiers = adopted_fleets(m)
     demands = {"all": m["tiers"]["pooled"], **m["tiers"]["tiers"]}
     if any(t.get("schedule") is None for t in tiers.values()):  # a log under an hour: no schedule to chart
         return pd.DataFrame(columns=["hour", "fleet", "utilization"])
@@ -359,23 +435,29 @@ def hourly_utilization(m: dict[str, dict[str, Any]]) -> pd.DataFrame:
 
 
 def tiers_table(m: dict[str, dict[str, Any]]) -> pd.DataFrame:
-    """The plan, one row per fleet (names escaped by pandas): traffic, deployment, GPUs, cost and utilization."""
+    """The ADOPTED plan (the one metrics/tco.json prices, `adopted_plan`), one row per fleet: traffic, deployment,
+    GPUs, cost and utilization, as numbers (pipeline/tables.py formats them; names escaped there)."""
     f, t = m["fleet"], m["tco"]
     demands = {"all": m["tiers"]["pooled"], **m["tiers"]["tiers"]}
     rows = []
-    for name, x in f["per_tier"].items():
+    for name, a in adopted_plan(m)["fleets"].items():
         c = t["per_tier"].get(name) or {}
-        d = demands[name]
+        x = f["per_tier"].get(name) or (f.get("pooled") if name == "all" else None) or {}
+        d = demands.get(name) or {}
+        model = c.get("model") or x.get("model")
+        weights = c.get("weights") or x.get("weight_dtype")
         rows.append(
             {
                 "fleet": name,
-                "share of requests": f"{d['share']:.0%}",
-                "sizing rate (req/s)": x["peak_rps"],
-                "p95 prompt / output": f"{d['input_tokens']['p95']:g} / {d['output_tokens']['p95']:g}",
-                "deployment": f"{x['model']} TP{x['tp']} {x['weight_dtype']}",
-                "GPUs": f"{x['gpus']} x {x['gpu']}",
-                "USD / month": round(c["monthly_usd"]) if "monthly_usd" in c else None,
-                "utilization": f"{c['utilization']:.0%}" if "utilization" in c else None,
+                "share of requests": d.get("share"),
+                "sizing rate (req/s)": x.get("peak_rps", (d.get("rps") or {}).get("sizing_rate")),
+                "p95 prompt tokens": (d.get("input_tokens") or {}).get("p95"),
+                "p95 output tokens": (d.get("output_tokens") or {}).get("p95"),
+                "deployment": " ".join(str(v) for v in (model, f"TP{a.get('tp')}", weights) if v is not None),
+                "GPU": a.get("gpu"),
+                "GPUs": a.get("gpus"),
+                "USD / month": c.get("monthly_usd"),
+                "utilization": c.get("utilization"),
                 "USD / 1M output tokens": c.get("usd_per_million_output_tokens"),
             }
         )
@@ -397,9 +479,14 @@ def plan_costs(m: dict[str, dict[str, Any]]) -> pd.DataFrame | None:
             "monthly_usd": r["pooled_monthly_usd"],
         }
     ]
-    if f["plan"] != "pooled":
+    if t.get("plan", f["plan"]) != "pooled":  # the plan tco.json priced (adopted_plan), not the sized one
         rows += [
-            {"plan": f["plan"], "fleet": f"{n}: {x['gpu']}", "gpus": x["gpus"], "monthly_usd": x["monthly_usd"]}
+            {
+                "plan": t.get("plan", f["plan"]),
+                "fleet": f"{n}: {x['gpu']}",
+                "gpus": x["gpus"],
+                "monthly_usd": x["monthly_usd"],
+            }
             for n, x in t["per_tier"].items()
         ]
     else:

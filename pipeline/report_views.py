@@ -45,10 +45,22 @@ def _known(value: Any) -> bool:
     return value is not None and not (isinstance(value, float) and value != value)
 
 
-def pareto_levels(op: dict[str, Any], tier: str | None = None) -> pd.DataFrame:
+def anchor_factor(candidate: dict[str, Any]) -> float | None:
+    """The like-for-like factor on a model-based candidate's throughput (its op.candidates `anchor.factor`, the
+    one its priced usable RPS carries); None for a measured candidate or one without a factor."""
+    if candidate.get("basis") == "measured":
+        return None
+    k = (candidate.get("anchor") or {}).get("factor")
+    return float(k) if isinstance(k, int | float) and not isinstance(k, bool) and k > 0 else None
+
+
+def pareto_levels(op: dict[str, Any], tier: str | None = None, anchored: bool = False) -> pd.DataFrame:
     """One row per candidate x load level of op.candidates (only `tier`'s when given), the columns
     charts.pareto and tables.bench_summary read plus tier, basis and gpus_per_instance (TP x PP).
 
+    `anchored`: a model-based candidate's throughput (output_tokens_per_s and rps) is multiplied by its anchor
+    factor (`anchor_factor`), the like-for-like scale its priced usable RPS carries, so that the chart matches
+    the sizing; its latencies stay the engine model's (the anchor scales capacity only).
     A level without output_tokens_per_s or a positive itl_p50_ms cannot be placed on the trade-off
     and is left out. Rows are sorted by tier, candidate and concurrency (then rps) so reruns match.
     """
@@ -57,19 +69,23 @@ def pareto_levels(op: dict[str, Any], tier: str | None = None) -> pd.DataFrame:
         if tier is not None and c.get("tier") != tier:
             continue
         g = gpus_per_instance(c)
+        k = anchor_factor(c) if anchored else None
         for lv in c.get("levels") or []:
             tps, itl = lv.get("output_tokens_per_s"), lv.get("itl_p50_ms")
             if not _known(tps) or not _known(itl) or float(itl) <= 0:
                 continue
-            rows.append(
-                {
-                    "tier": c.get("tier"),
-                    "candidate": cid,
-                    "basis": c.get("basis"),
-                    "gpus_per_instance": g,
-                    **{k: lv.get(k) for k in LEVEL_KEYS},
-                }
-            )
+            row = {
+                "tier": c.get("tier"),
+                "candidate": cid,
+                "basis": c.get("basis"),
+                "gpus_per_instance": g,
+                **{k: lv.get(k) for k in LEVEL_KEYS},
+            }
+            if k is not None:
+                for col in ("output_tokens_per_s", "rps"):
+                    if _known(row.get(col)):
+                        row[col] = float(row[col]) * k
+            rows.append(row)
     df = pd.DataFrame(rows, columns=PARETO_COLUMNS)
     if df.empty:
         return df
@@ -142,14 +158,14 @@ def pareto_sections(
     `adopted` maps tier -> candidate id (adopted_by_tier or sizing_by_tier); its tiers come first
     (sorted), then the other tiers (sorted). `label` names the highlighted deployment in the heading,
     `absent` says why a tier has none.
-    A tier with no placeable level is left out. When the fleet has an `anchor` (model-based candidates priced
-    like for like with its measured curve), the heading says the drawn model curves are not scaled by it.
+    A tier with no placeable level is left out. Model-based candidates' throughput is drawn scaled by their
+    anchor (pareto_levels anchored=True: the like-for-like figure the sizing uses), and the heading says so.
     """
     tiers = sorted({c.get("tier") for c in (op.get("candidates") or {}).values() if c.get("tier") is not None})
     order = [t for t in tiers if t in adopted] + [t for t in tiers if t not in adopted]
     out = []
     for t in order:
-        rows = pareto_levels(op, t)
+        rows = pareto_levels(op, t, anchored=True)
         if rows.empty:
             continue
         n = rows["candidate"].nunique()
@@ -159,12 +175,21 @@ def pareto_sections(
         )
         fleet = op if t == "all" else (op.get("per_tier") or {}).get(t) or {}
         anchor = fleet.get("anchor") if isinstance(fleet, dict) else None
-        if anchor and anchor.get("factor") is not None and (rows["basis"] != "measured").any():
+        cands = op.get("candidates") or {}
+        factors = sorted({round(k, 2) for cid in rows["candidate"].unique() if (k := anchor_factor(cands[cid]))})
+        unscaled = sorted(
+            cid for cid in rows["candidate"].unique() if cands[cid].get("basis") != "measured" and not anchor_factor(cands[cid])
+        )
+        if factors:
             head += (
-                " Model-based curves are drawn as the engine model predicts them; their priced usable RPS is "
-                f"{float(anchor['factor']):.2f} x the model's (anchored to the measured curve of "
-                f"`{txt(anchor.get('deployment'))}`, step 10)."
+                " Model-based curves are drawn like for like with the sizing: their throughput is the engine model's x "
+                "their anchor ("
+                + ", ".join(f"{k:.2f}" for k in factors)
+                + (f", anchored to the measured curve of `{txt(anchor.get('deployment'))}`" if anchor and anchor.get("deployment") else "")
+                + ", step 10), the figure their priced usable RPS carries; their ITL is the model's."
             )
+        if unscaled:
+            head += f" {len(unscaled)} model-based curve{'s' if len(unscaled) != 1 else ''} without an anchor drawn as the model predicts."
         out.append((head, rows, [adopted[t]] if t in adopted else []))
     return out
 

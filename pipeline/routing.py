@@ -246,10 +246,11 @@ def fleets_table(res: dict[str, Any]) -> Any:
                 "role": d["role"],
                 "model": d["model"],
                 "model size (B params)": res["params_b"].get(d["model"]),
-                "share of requests": f"{d['share']:.0%}",
+                "share of requests": d["share"],  # a fraction: pipeline/tables.py shows it as a percentage
                 "sizing rate (req/s)": d["rps"]["sizing_rate"],
                 "mean rate (req/s)": d["rps"]["mean"],
-                "p95 prompt / output": f"{d['input_tokens']['p95']:g} / {d['output_tokens']['p95']:g}",
+                "p95 prompt tokens": d["input_tokens"]["p95"],
+                "p95 output tokens": d["output_tokens"]["p95"],
                 "source": d["source"],
             }
             for name, d in fleets.items()

@@ -34,6 +34,8 @@ UNITS: tuple[tuple[str, str, str], ...] = (
     ("_usd_per_hour", "$/hour", "money"),
     ("_usd_per_month", "$/month", "money"),
     ("_usd_per_million_output_tokens", "$/1M output tokens", "money2"),
+    ("usd_per_million_output_tokens_planned", "$/1M output tokens, planned", "money2"),
+    ("_usd_with_schedule", "$, with schedule", "money"),
     ("usd_per_million_output_tokens", "$/1M output tokens", "money2"),
     ("usd_per_million_input_tokens", "$/1M input tokens", "money2"),
     ("_usd_lo", "$, low", "money"),

@@ -328,6 +328,34 @@ def table_text(result: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def metrics_table(result: dict[str, Any]) -> Any:
+    """Report 13's monitoring table: one row per metric, its unit in its name ("TTFT p99 (ms)", "GPU utilization
+    (%)"), production and benchmark as numbers in that unit (a fraction such as the prefix-cache hit rate in
+    percent), then the target, status and source. pipeline/tables.py formats the numbers."""
+    import pandas as pd
+
+    from pipeline import tables
+
+    rows = []
+    for name, m in result["metrics"].items():
+        scale = 100.0 if tables.kind_of(name) == "fraction" else 1.0
+
+        def shown(v: Any, scale: float = scale) -> Any:
+            return None if v is None else float(v) * scale
+
+        rows.append(
+            {
+                "metric": tables.header(name),
+                "production": shown(m.get("production")),
+                "benchmark": shown(m.get("benchmark")),
+                "target": m.get("target"),
+                "status": m.get("status"),
+                "source": m.get("source"),
+            }
+        )
+    return pd.DataFrame(rows, columns=["metric", "production", "benchmark", "target", "status", "source"])
+
+
 def no_window() -> dict[str, Any]:
     """The result when validation.source is null: no production window yet, so nothing to re-characterize.
 

@@ -88,7 +88,7 @@ def tiers_table(profile: dict[str, Any]) -> pd.DataFrame | None:
         {
             "tier": name,
             "requests": t["requests"],
-            "share": f"{t['requests'] / total:.1%}",
+            "share_of_requests": t["requests"] / total,  # a fraction: the table layer shows "40%"
             "input_p95": t["input_tokens"]["p95"],
             "output_p95": t["output_tokens"]["p95"],
             "context_p95": t["context_tokens"]["p95"],

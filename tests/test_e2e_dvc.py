@@ -508,6 +508,19 @@ def _by_hand(rps: dict[str, float], usable: float, tp: int) -> tuple[int, int, i
     return base, safe, math.ceil(round(safe * (1 + room), 9)) + 1
 
 
+def test_the_operating_point_is_its_typed_contract_key_for_key(project):
+    """metrics/operating_point.json of a real run round-trips through contracts.OperatingPointDoc byte for byte:
+    every key kept, in order, the optional ones (candidates, anchor_rule, anchor) included (issue 16)."""
+    from pipeline import io
+    from pipeline.contracts import OperatingPointDoc
+
+    text = (project / "metrics" / "operating_point.json").read_text(encoding="utf-8")
+    doc = json.loads(text)
+    out = OperatingPointDoc.from_dict(doc).to_dict()
+    assert list(out) == list(doc) and {"candidates", "anchor_rule", "anchor"} <= set(out)
+    assert io.dumps(out) == text
+
+
 def test_fleet_stage_sizes_the_fleet_from_the_profile_and_the_operating_point(project):
     import math
 
@@ -556,7 +569,14 @@ def test_fleet_stage_sizes_the_fleet_from_the_profile_and_the_operating_point(pr
         assert r["saves_instances"] == (
             t["instances_with_headroom"] - r["min_replicas_meeting_slo"] if r["passes"] else 0
         )
+        # like for like (issue 14): the replayed model is corrected to the tier's measured point, and re-simulated
+        # there it gives the measured usable RPS
+        cc = r["capacity_correction"]
+        assert cc["applied"] and cc["same_deployment"], name
+        assert cc["measured_usable_rps"] == op["per_tier"][name]["usable_rps"], name
+        assert abs(cc["reproduced_usable_rps"] / cc["measured_usable_rps"] - 1) < 0.01, cc
     assert rep["passes"] == all(r["passes"] for r in rep["per_tier"].values())
+    assert "corrected to the benchmark" in html
     assert "The chosen fleet, replayed on the busiest hour" in html and "formula N passes" in html
 
 
@@ -774,6 +794,16 @@ def test_quarterly_review_and_what_if_flows_from_the_readme(project):
         _assert_fits_a_terminal(
             _run([dvc, "metrics", "diff", "review-2026q3"], project).stdout, len(metrics["metrics/summary.json"])
         )
+        # a key params.yaml leaves out (at its default): `-S key=value` stops (Hydra finds nothing to override),
+        # `-S '++key=value'` adds it (README What-if), and the tracked `tco` section reruns the stage that reads it
+        proc = _run([dvc, "exp", "run", "-n", "trap", "-S", "tco.utilization_trap_below=0.5"], project, check=False)
+        assert proc.returncode != 0 and "Could not override 'tco.utilization_trap_below'" in proc.stderr, proc.stderr
+        assert "utilization_trap_below" not in yaml.safe_load((project / "params.yaml").read_text())["tco"]
+        proc = _run([dvc, "exp", "run", "-n", "trap", "-S", "++tco.utilization_trap_below=0.5"], project)
+        ran = re.findall(r"Running stage '(\w+)'", proc.stdout)
+        assert ran[:2] == ["params", "report"] and set(ran) <= {"params", "report", "bench_plan"}, ran
+        params = json.loads(_run([dvc, "params", "diff", "review-2026q3", "--json"], project).stdout)
+        assert params["params.yaml"]["tco.utilization_trap_below"] == {"old": None, "new": 0.5}
         # a git branch per scenario: edit params.yaml, dvc repro, commit, diff against the review tag
         _run(["git", "checkout", "-q", "-f", branch], project)
         _run([*git, "checkout", "-q", "-b", "whatif-reserved"], project)

@@ -32,6 +32,7 @@ def test_first_screen_repeats_the_metrics_files():
 def test_quarter_over_quarter_from_a_metrics_folder(tmp_path):
     old = copy.deepcopy({k: METRICS[k] for k in ("workload", "fleet", "tco")})
     old["fleet"]["total_gpus"] = 24
+    old["tco"]["totals"]["gpus"] = 24  # the GPUs row is the priced plan's (tco.json), fleet.json's in older files
     old["tco"]["monthly_usd"] = METRICS["tco"]["monthly_usd"] / 2
     for name, data in old.items():
         (tmp_path / f"{name}.json").write_text(json.dumps(data))
@@ -299,3 +300,48 @@ def test_the_badge_is_coloured_by_confidence_not_by_basis():
     badge = html[html.index('id="badge"') - 60 : html.index('id="badge"')]
     assert f'class="fin-badge conf-{level}"' in badge
     assert 'class="fin-badge measured"' not in html
+
+
+def test_the_plan_paragraph_and_tables_read_the_priced_plan_not_the_sized_fleet():
+    """Issue 17 (b): finance's "The plan" sentence, the per-fleet table, the assumptions and the schedules follow
+    metrics/tco.json (the plan the budget card prices), not metrics/fleet.json when the two differ."""
+    from pipeline import text
+
+    # fleet.json sized routing (28 H100-SXM + 7 L40S); tco.json priced a pooled plan on 5 x TP2 H200 = 10 GPUs
+    m = _priced_pooled(METRICS, fleet_note=True)
+    m["tco"]["monthly_usd"], m["tco"]["annual_usd"] = 60_000.0, 720_000.0
+    html = text.to_html(report.plan_paragraph(m))
+    assert "Serve the whole workload with <strong>10 H200 GPUs</strong> (5 instances of TP2, Llama-3.1-70B" in html
+    assert "<strong>USD 60,000 a month</strong>, USD 720,000 a year" in html
+    assert "L40S" not in html and "35" not in html and "Route the traffic" not in html
+    rows = report.tiers_table(m).to_dict("records")
+    assert [(r["fleet"], r["GPU"], r["GPUs"], r["USD / month"]) for r in rows] == [("all", "H200", 10, 60_000.0)]
+    sec = {
+        "slo": {"ttft_p99_ms": 2000, "itl_p99_ms": 50},
+        "fleet": {"burst_rate": "per_minute_p99", "safety_factor": 1.2, "expected_growth": 0.2},
+        "tco": {"planned_utilization": 0.8},
+    }
+    values = dict(zip(*(report.assumptions(m, sec)[c] for c in ("assumption", "value")), strict=True))
+    assert values["plan"] == "pooled" and "large: deployment" not in values
+    assert values["deployment"] == "Llama-3.1-70B on TP2 H200, fp8 weights, fp8 KV"
+    assert set(report.adopted_fleets(m)) == {"all"}  # the pooled fleet's schedule, not the two tiers'
+    # the sample: tco.json prices the routed plan fleet.json sized, 28 H100-SXM + 7 L40S at USD 150,136.91
+    html = text.to_html(report.plan_paragraph(METRICS))
+    assert "<strong>2 fleets</strong> (routed), <strong>35: 28 H100-SXM + 7 L40S GPUs</strong>" in html
+    assert "<strong>USD 150,137 a month</strong>, USD 1,801,643 a year" in html
+    assert [r["GPUs"] for r in report.tiers_table(METRICS).to_dict("records")] == [28, 7]
+
+
+def test_finance_tables_hold_numbers_with_units_in_the_names():
+    """The assumptions and first-screen tables pass numbers (the table layer formats them), units in the labels."""
+    sec = {
+        "slo": {"ttft_p99_ms": 2000, "itl_p99_ms": 50},
+        "fleet": {"burst_rate": "per_minute_p99", "safety_factor": 1.2, "expected_growth": 0.2},
+        "tco": {"planned_utilization": 0.8},
+    }
+    a = report.assumptions(METRICS, sec).set_index("assumption")["value"]
+    assert a["sizing rate (req/s)"] == 5.535 and a["TTFT p99 SLO (ms)"] == 2000 and a["hours per year"] == 8760
+    assert a["large: price per GPU-hour ($)"] == 6.88 and a["small: share of requests (%)"] == pytest.approx(60.0195)
+    screen = report.first_screen_table(METRICS).set_index("figure")["value"]
+    assert screen["monthly cost ($)"] == 150_136.91 and screen["utilization (%)"] == pytest.approx(11.67)
+    assert screen["GPUs"] == "35: 28 H100-SXM + 7 L40S"  # text stays text

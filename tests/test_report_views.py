@@ -142,8 +142,32 @@ def test_pareto_sections_adopted_tiers_first() -> None:
     head_small, head_large = (to_html(h) for h, _, _ in secs)
     assert "tier small" in head_small and "1 candidate," in head_small and "small/L40S/w-fp8/kv-fp8" in head_small
     assert "2 candidates" in head_large and "not part of the adopted plan" in head_large
-    # large has a calibrated candidate and an anchor: its drawn model curve is not the priced one
-    assert "priced usable RPS is 0.34 x the model's" in head_large and "anchor" not in head_small
+    # large's calibrated candidate carries no anchor factor of its own here: drawn as the model predicts, said so
+    assert "1 model-based curve without an anchor drawn as the model predicts" in head_large
+    assert "x their anchor" not in head_small and "without an anchor" in head_small  # small's transferred one too
+
+
+def test_pareto_draws_model_curves_scaled_by_their_anchor() -> None:
+    """Like for like with the sizing (issue 14): a model-based candidate's throughput on the chart is the model's
+    x its own anchor factor (op.candidates[id].anchor.factor), its ITL untouched; a measured one is as measured."""
+    import copy
+
+    op = copy.deepcopy(OP)
+    cal = op["candidates"]["large/H100-SXM/w-bf16/kv-bf16/tp2-pp2"]
+    cal["anchor"] = {"deployment": "large/H100-SXM/w-bf16/kv-bf16", "factor": 0.5}
+    op["candidates"]["large/H100-SXM/w-bf16/kv-bf16"]["anchor"] = {"factor": 0.5}  # measured: never scaled
+    raw = report_views.pareto_levels(op, "large")
+    scaled = report_views.pareto_levels(op, "large", anchored=True)
+    by = lambda df, cid: df[df["candidate"] == cid].reset_index(drop=True)  # noqa: E731
+    # the calibrated level: 1000 tokens/s x 0.5 = 500 by hand, ITL p50 12.5 ms unchanged
+    c = by(scaled, "large/H100-SXM/w-bf16/kv-bf16/tp2-pp2")
+    assert c["output_tokens_per_s"].tolist() == [500.0] and c["itl_p50_ms"].tolist() == [12.5]
+    assert by(raw, "large/H100-SXM/w-bf16/kv-bf16/tp2-pp2")["output_tokens_per_s"].tolist() == [1000.0]
+    m = "large/H100-SXM/w-bf16/kv-bf16"
+    assert by(scaled, m)["output_tokens_per_s"].tolist() == by(raw, m)["output_tokens_per_s"].tolist()
+    (head, rows, _), *_ = report_views.pareto_sections(op, {"large": m})
+    assert rows["output_tokens_per_s"].max() == 2400.0 and 500.0 in rows["output_tokens_per_s"].tolist()
+    assert "throughput is the engine model's x their anchor (0.50" in to_html(head)
 
 
 def test_basis_sentence_counts_each_basis_in_plain_words() -> None:

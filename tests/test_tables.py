@@ -51,6 +51,8 @@ def test_cell_values_by_hand(value, kind, shown):
         ("gpus", "GPUs", "number"),
         ("USD / month", "USD / month", "money"),  # a header written for people is kept as it is
         ("share of requests", "share of requests", "fraction"),
+        ("monthly_usd_with_schedule", "monthly ($, with schedule)", "money"),  # was "monthly usd with schedule"
+        ("usd_per_million_output_tokens_planned", "$/1M output tokens, planned", "money2"),
     ],
 )
 def test_headers_carry_units(name, header, kind):
