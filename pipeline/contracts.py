@@ -1,6 +1,7 @@
 """Typed contracts between stages, written as the same JSON files and keys (issue 16).
 
-`OperatingPointDoc` is metrics/operating_point.json, the curve stage's document: one field per top-level
+`OperatingPointDoc` is metrics/operating_point.json, the curve stage's document; `FleetDoc`
+metrics/fleet.json (step 11); `TcoDoc` metrics/tco.json (step 12): one field per top-level
 key, in the file's key order. The nested blocks stay the dicts they are (their keys are the documents'
 own). Pure: only pipeline.errors is imported; nothing is read or written here.
 """
@@ -8,7 +9,7 @@ own). Pure: only pipeline.errors is imported; nothing is read or written here.
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
-from typing import Any, ClassVar, Final
+from typing import Any, ClassVar, Final, Self
 
 from pipeline.errors import InputError
 
@@ -30,8 +31,44 @@ class Absent:
 ABSENT: Final = Absent()
 
 
+class _Document:
+    """What every typed document shares: its keys in order, to_dict and a checked from_dict (see OperatingPointDoc)."""
+
+    SOURCE: ClassVar[str]
+    WHAT: ClassVar[str]
+
+    @classmethod
+    def keys(cls) -> tuple[str, ...]:
+        """Every key the document may hold, in its order."""
+        return tuple(f.name for f in fields(cls))
+
+    @classmethod
+    def required_keys(cls) -> tuple[str, ...]:
+        """The keys every document holds."""
+        return tuple(f.name for f in fields(cls) if f.default is not ABSENT)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON document: every set field under its own name, in field order (the values as they are, not copied)."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not ABSENT}
+
+    @classmethod
+    def from_dict(cls, doc: dict[str, Any], source: str | None = None) -> Self:
+        """The typed document from its JSON (`source` names the file in errors): a missing or unknown key is an error."""
+        source = source or cls.SOURCE
+        if not isinstance(doc, dict):
+            raise InputError(f"{source}: top level is {type(doc).__name__}; expected a JSON object")
+        known = set(cls.keys())
+        unknown = [k for k in doc if k not in known]
+        if unknown:
+            raise InputError(f"{source}: {unknown[0]}: not a key of {cls.WHAT}; expected one of {', '.join(cls.keys())}")
+        missing = [k for k in cls.required_keys() if k not in doc]
+        if missing:
+            raise InputError(f"{source}: {missing[0]}: missing; expected every key of {', '.join(cls.required_keys())}")
+        return cls(**doc)
+
+
 @dataclass
-class OperatingPointDoc:
+class OperatingPointDoc(_Document):
     """metrics/operating_point.json, key for key: the sizing fleet's operating point, every curve, the pick and why.
 
     The fields from `measured_usable_rps` on are written only when set: the first six where a fleet's sizing
@@ -74,6 +111,9 @@ class OperatingPointDoc:
     candidates: dict[str, dict[str, Any]] | Absent = ABSENT
     anchor_rule: str | Absent = ABSENT
 
+    SOURCE: ClassVar[str] = "metrics/operating_point.json"
+    WHAT: ClassVar[str] = "the operating point"
+
     SIZING_KEYS: ClassVar[tuple[str, ...]] = (
         "measured_usable_rps",
         "measured_c_max",
@@ -83,32 +123,67 @@ class OperatingPointDoc:
         "carried",
     )  # optional keys copied from the curve stage's top-level sizing block when it holds them
 
-    @classmethod
-    def keys(cls) -> tuple[str, ...]:
-        """Every key the document may hold, in its order."""
-        return tuple(f.name for f in fields(cls))
 
-    @classmethod
-    def required_keys(cls) -> tuple[str, ...]:
-        """The keys every document holds."""
-        return tuple(f.name for f in fields(cls) if f.default is not ABSENT)
+@dataclass
+class FleetDoc(_Document):
+    """metrics/fleet.json, key for key: the adopted fleets, the pooled and routed plans, and the rules applied.
 
-    def to_dict(self) -> dict[str, Any]:
-        """The JSON document: every set field under its own name, in field order (the values as they are, not copied)."""
-        return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not ABSENT}
+    `fleet.plan` builds every key but the last two; the fleet stage adds `replay` and `replay_note` (the
+    adopted plan replayed through the engine model) before it writes the file.
+    """
 
-    @classmethod
-    def from_dict(cls, doc: dict[str, Any], source: str = "metrics/operating_point.json") -> OperatingPointDoc:
-        """The typed document from its JSON (`source` names the file in errors): a missing or unknown key is an error."""
-        if not isinstance(doc, dict):
-            raise InputError(f"{source}: top level is {type(doc).__name__}; expected a JSON object")
-        known = set(cls.keys())
-        unknown = [k for k in doc if k not in known]
-        if unknown:
-            raise InputError(
-                f"{source}: {unknown[0]}: not a key of the operating point; expected one of {', '.join(cls.keys())}"
-            )
-        missing = [k for k in cls.required_keys() if k not in doc]
-        if missing:
-            raise InputError(f"{source}: {missing[0]}: missing; expected every key of {', '.join(cls.required_keys())}")
-        return cls(**doc)
+    SOURCE: ClassVar[str] = "metrics/fleet.json"
+    WHAT: ClassVar[str] = "the fleet document"
+
+    per_tier: dict[str, dict[str, Any]]
+    total_gpus: int
+    gpus_by_type: dict[str, int]
+    plan: str
+    guardrails: dict[str, Any]
+    routing: dict[str, Any]
+    pooled: dict[str, Any]
+    routed: dict[str, dict[str, Any]]
+    synthetic_curve: bool
+    schedule_rule: dict[str, Any]
+    warnings: list[str]
+    replay: dict[str, Any] | Absent | None = ABSENT
+    replay_note: str | Absent | None = ABSENT
+
+
+@dataclass
+class TcoDoc(_Document):
+    """metrics/tco.json, key for key: every candidate priced, the pooled vs routed comparison, the adopted plan.
+
+    `chosen` is the adopted plan's id (`pooled`, `routed`, `cascade`; the same as `plan`) and `chosen_candidates`
+    the deployment per tier; `monthly_usd` and the figures after it are computed once, from `totals`.
+    """
+
+    SOURCE: ClassVar[str] = "metrics/tco.json"
+    WHAT: ClassVar[str] = "the TCO document"
+
+    per_candidate: list[dict[str, Any]]
+    allow_transferred: bool
+    benchmark_next: list[dict[str, Any]]
+    benchmark_next_rule: str
+    formula: str
+    prices_note: str
+    price_basis: dict[str, Any]
+    price_provider: str | None
+    like_for_like: bool
+    per_tier_candidates: dict[str, dict[str, Any]]
+    pooled: dict[str, Any]
+    routing: dict[str, Any]
+    plan: str
+    per_tier: dict[str, dict[str, Any]]
+    totals: dict[str, Any] | None
+    chosen: str
+    chosen_candidates: dict[str, str]
+    chosen_basis: str | None
+    monthly_usd: float
+    annual_usd: float
+    usd_per_million_output_tokens: float
+    utilization: float
+    utilization_trap: bool
+    runner_up: str | None
+    saves_usd_per_month: float | None
+    benchmark_next_reference: dict[str, Any]

@@ -15,6 +15,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from pipeline.contracts import FleetDoc
+
 # GB/s (1e9 bytes) of the load paths method.md names; object store takes the middle of 0.5-1 GB/s.
 LOAD_PATHS_GBS = {"nvme": 12.5, "network_10gbe": 1.1, "object_store": 0.75}
 
@@ -369,13 +371,13 @@ def plan(
     adopted = routed if verdict["adopted"] else {"all": pooled}
     kind = ("cascade" if routing_p["mode"] == "cascade" else "routed") if verdict["adopted"] else "pooled"
     synthetic = any(t["synthetic_curve"] for t in adopted.values())
-    return {
-        "per_tier": adopted,
-        "total_gpus": sum(int(t["gpus"]) for t in adopted.values()),
-        "gpus_by_type": gpus_by_type(adopted),
-        "plan": kind,
-        "guardrails": pooled["guardrails"],
-        "routing": {
+    return FleetDoc(
+        per_tier=adopted,
+        total_gpus=sum(int(t["gpus"]) for t in adopted.values()),
+        gpus_by_type=gpus_by_type(adopted),
+        plan=kind,
+        guardrails=pooled["guardrails"],
+        routing={
             **verdict,
             "simple_share": tiers_json.get("simple_share"),
             "tiers_from": tiers_json.get("tiers_from"),
@@ -384,14 +386,14 @@ def plan(
             "routed_gpus": sum(int(t["gpus"]) for t in routed.values()) if routed and not unsized else None,
             "routed_gpus_by_type": gpus_by_type(routed) if routed and not unsized else None,
         },
-        "pooled": pooled,
-        "routed": routed,
-        "synthetic_curve": synthetic,
-        "schedule_rule": {
+        pooled=pooled,
+        routed=routed,
+        synthetic_curve=synthetic,
+        schedule_rule={
             "min_span_s": MIN_SCHEDULE_SPAN_S,
             "under_min_span": "no schedule (null): the static fleet is the cost",
             "hours_not_observed": FILL_RULE,
         },
-        "warnings": (["a curve that sized the fleet is SYNTHETIC (sample data)"] if synthetic else [])
+        warnings=(["a curve that sized the fleet is SYNTHETIC (sample data)"] if synthetic else [])
         + sorted({t["schedule_note"] for t in adopted.values() if t.get("schedule_note")}),
-    }
+    ).to_dict()  # contracts.FleetDoc: the document's keys in order (the fleet stage adds replay, replay_note)

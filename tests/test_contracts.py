@@ -108,3 +108,112 @@ def test_a_missing_or_unknown_key_is_one_clear_line(result, change, message):
     with pytest.raises(InputError) as exc:
         OperatingPointDoc.from_dict(doc)
     assert str(exc.value).startswith(message) and "\n" not in str(exc.value)
+
+
+# metrics/fleet.json and metrics/tco.json (contracts.FleetDoc, contracts.TcoDoc): the top-level keys written out
+# by hand from the documents of a `dvc repro` of the sample, in their order.
+FLEET_REQUIRED = (
+    "per_tier",
+    "total_gpus",
+    "gpus_by_type",
+    "plan",
+    "guardrails",
+    "routing",
+    "pooled",
+    "routed",
+    "synthetic_curve",
+    "schedule_rule",
+    "warnings",
+)
+FLEET_OPTIONAL = ("replay", "replay_note")  # added by the fleet stage after fleet.plan
+TCO_KEYS = (
+    "per_candidate",
+    "allow_transferred",
+    "benchmark_next",
+    "benchmark_next_rule",
+    "formula",
+    "prices_note",
+    "price_basis",
+    "price_provider",
+    "like_for_like",
+    "per_tier_candidates",
+    "pooled",
+    "routing",
+    "plan",
+    "per_tier",
+    "totals",
+    "chosen",
+    "chosen_candidates",
+    "chosen_basis",
+    "monthly_usd",
+    "annual_usd",
+    "usd_per_million_output_tokens",
+    "utilization",
+    "utilization_trap",
+    "runner_up",
+    "saves_usd_per_month",
+    "benchmark_next_reference",
+)
+
+
+def test_the_fleet_and_tco_contracts_name_every_key_in_the_documents_order():
+    from pipeline.contracts import FleetDoc, TcoDoc
+
+    assert FleetDoc.keys() == FLEET_REQUIRED + FLEET_OPTIONAL
+    assert FleetDoc.required_keys() == FLEET_REQUIRED
+    assert TcoDoc.keys() == TCO_KEYS == TcoDoc.required_keys()
+
+
+@pytest.fixture(scope="module")
+def priced():
+    """fleet.plan and tco.plan on the test_pricing_basis profile (one pooled fleet, three candidate curves)."""
+    from pipeline import tco
+    from tests.test_pricing_basis import CANDIDATES, setup
+
+    pr, op, fleet_json, tiers_json, _ = setup(CANDIDATES)
+    return fleet_json, tco.plan(pr, op, fleet_json, tiers_json)
+
+
+def test_fleet_plan_writes_the_contracts_keys_and_round_trips(priced):
+    from pipeline.contracts import ABSENT, FleetDoc
+
+    fleet_json, _ = priced
+    assert tuple(fleet_json) == FLEET_REQUIRED
+    typed = FleetDoc.from_dict(fleet_json)
+    assert typed.plan == "pooled" and typed.total_gpus == fleet_json["per_tier"]["all"]["gpus"]
+    assert typed.replay is ABSENT
+    assert json.dumps(typed.to_dict()) == json.dumps(fleet_json)
+    staged = {**fleet_json, "replay": None, "replay_note": "no replay"}  # what the fleet stage adds, in its order
+    assert tuple(FleetDoc.from_dict(staged).to_dict()) == FLEET_REQUIRED + FLEET_OPTIONAL
+
+
+def test_tco_plan_writes_the_contracts_keys_in_one_order_and_round_trips(priced):
+    """A pooled plan from the start: `plan` comes before `per_tier`, as in a routed one (tco_plan.with_tiers set
+    it after `per_tier` on this path before TcoDoc)."""
+    from pipeline.contracts import TcoDoc
+
+    _, out = priced
+    assert tuple(out) == TCO_KEYS
+    typed = TcoDoc.from_dict(out)
+    assert typed.chosen == typed.plan == "pooled" and typed.chosen_candidates == {"all": typed.pooled["candidate"]}
+    assert typed.monthly_usd == typed.totals["monthly_usd"]  # computed once, from the adopted plan's totals
+    assert json.dumps(typed.to_dict()) == json.dumps(out)
+
+
+@pytest.mark.parametrize(
+    ("which", "change", "message"),
+    [
+        ("fleet", lambda d: d.pop("routed"), "metrics/fleet.json: routed: missing; expected every key of"),
+        ("fleet", lambda d: d.update(gpus=1), "metrics/fleet.json: gpus: not a key of the fleet document"),
+        ("tco", lambda d: d.pop("chosen"), "metrics/tco.json: chosen: missing; expected every key of"),
+        ("tco", lambda d: d.update(monthly=1.0), "metrics/tco.json: monthly: not a key of the TCO document"),
+    ],
+)
+def test_a_missing_or_unknown_fleet_or_tco_key_is_one_clear_line(priced, which, change, message):
+    from pipeline.contracts import FleetDoc, TcoDoc
+
+    doc = json.loads(json.dumps(priced[0] if which == "fleet" else priced[1]))
+    change(doc)
+    with pytest.raises(InputError) as exc:
+        (FleetDoc if which == "fleet" else TcoDoc).from_dict(doc)
+    assert str(exc.value).startswith(message) and "\n" not in str(exc.value)

@@ -37,7 +37,12 @@ MOVED = (
     "curve_evidence",
     "curve_analysis",
     "contracts",
-)  # stages in pipeline/stages/ (and the modules final_curve and candidates were split into)
+    "tco_pricing",
+    "tco_cost",
+    "tco_candidates",
+    "tco_select",
+    "tco_plan",
+)  # stages in pipeline/stages/ (and the modules final_curve, candidates and tco were split into)
 
 
 def test_layout_names_every_file_a_stage_declares():

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from pipeline import catalog, fleet, io, params, paths
+from pipeline.contracts import FleetDoc
 from pipeline.errors import InputError
 from pipeline.layout import Layout
 
@@ -61,6 +62,7 @@ def run(sections: dict[str, Any], layout: Layout | None = None) -> dict[str, Any
     result["replay"] = replay
     result["replay_note"] = note
     result["warnings"] = [*result["warnings"], *warnings]
+    result = FleetDoc.from_dict(result).to_dict()  # the typed contract, key for key, replay included
     io.write_json(layout.fleet_json, result)
     return result
 
