@@ -8,8 +8,10 @@ block_size`), with params.yaml's `engine` section (max_num_seqs, max_num_batched
 block_size, gpu_memory_utilization, ...). The SLO is params.yaml's `slo` section.
 
 SLO figures (of the requests arriving in the window):
-- `met`: TTFT p99 <= slo.ttft_p99_ms and (when set) ITL p99 <= slo.itl_p99_ms, ITL over every
-  inter-token gap (method.md 7b, fleet replay);
+- `met`: TTFT p99 <= slo.ttft_p99_ms and (when set) ITL p99 <= slo.itl_p99_ms, the ITL p99 being over
+  requests of each request's mean inter-token latency (TPOT), as the curves and step 11's fleet replay
+  judge the ITL SLO (pipeline.fleet_replay.figures); the p99 over every inter-token gap (`itl_ms`) is
+  reported beside it, not judged;
 - `attainment`: the share of requests whose TTFT <= slo.ttft_p99_ms and whose mean ITL (TPOT)
   <= slo.itl_p99_ms (requests of one output token meet the ITL part);
 - `ttft_attainment`, `itl_attainment`: each condition alone.
@@ -113,9 +115,9 @@ def slo_figures(result: Any, slo: dict[str, Any]) -> dict[str, Any]:
     rejected = int(getattr(result, "rejected", 0) or 0)  # never served (longer than the KV cache): a miss each
     n = max(len(ttft_ms) + rejected, 1)
     p99_ttft = s["ttft_ms"]["p99"]
-    p99_itl = s["itl_ms"]["p99"]
+    p99_itl = s["tpot_ms"]["p99"]  # per-request mean ITL; None when no request has two output tokens
     met = rejected == 0 and p99_ttft is not None and (ttft_slo is None or p99_ttft <= ttft_slo)
-    met = met and (itl_slo is None or (p99_itl is not None and p99_itl <= itl_slo))
+    met = met and (itl_slo is None or p99_itl is None or p99_itl <= itl_slo)
     return {
         "ttft_p99_ms": ttft_slo,
         "itl_p99_ms": itl_slo,
@@ -178,7 +180,7 @@ def simulate_log(
             "itl_ms": "every inter-token gap of the window's requests",
             "tpot_ms": "per-request mean inter-token gap",
             "busy_share": "seconds the replica was running an iteration / the fleet's simulated span",
-            "slo.met": "TTFT p99 and ITL p99 within params.yaml's slo",
+            "slo.met": "TTFT p99 and ITL p99 (over requests of each request's mean ITL, tpot_ms) within params.yaml's slo",
             "slo.attainment": "share of requests with TTFT <= slo.ttft_p99_ms and mean ITL <= slo.itl_p99_ms",
         },
     }
