@@ -32,12 +32,12 @@ TEST_WORKERS ?= auto
 ## test: lint, then the test suite (unit, reader conformance, end-to-end dvc repro)
 test: $(STAMP)
 	$(BIN)/ruff check pipeline tests benchmarks
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 ## test-fast: the unit and reader tests, no end-to-end runs (pytest -m "not e2e"; under 90 s)
 test-fast: $(STAMP)
 	$(BIN)/ruff check pipeline tests benchmarks
-	$(BIN)/python -m pytest -m "not e2e" -n $(TEST_WORKERS) --dist loadfile
+	$(BIN)/python -m pytest -m "not e2e" -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 lint: $(STAMP)
 	$(BIN)/ruff check pipeline tests benchmarks

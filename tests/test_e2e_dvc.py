@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from pipeline.run import STAGES
-from tests.conftest import OPERATING_POINT_KEYS, ROOT, run_cmd
+from tests.conftest import OPERATING_POINT_KEYS, ROOT, built_sample, put_back, run_cmd, save_outputs
 
 pytestmark = pytest.mark.e2e
 BIN = Path(sys.executable).parent
@@ -34,13 +34,9 @@ def _report_sections(root: Path) -> dict:
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory) -> Path:
-    """A git repo holding the project's tracked and unignored files, with no outputs yet."""
-    from benchmarks.pipeline_time import copy_project
-
-    dest = tmp_path_factory.mktemp("e2e") / "project"
-    copy_project(dest)  # the same fresh copy the pipeline_time benchmark measures
-    _run([str(BIN / "dvc"), "repro"], dest)
-    return dest
+    """A git copy of the project's tracked and unignored files (the same fresh copy the pipeline_time benchmark
+    measures) after one full `dvc repro` of the sample: this module's own copy of the session's run."""
+    return built_sample(tmp_path_factory, tmp_path_factory.mktemp("e2e") / "project")
 
 
 def test_repro_writes_the_three_outputs(project):
@@ -239,6 +235,7 @@ def test_unchanged_rerun_runs_nothing_and_is_byte_identical(project):
 
 
 def test_changing_a_curve_param_reruns_only_the_curve_stage(project):
+    saved = save_outputs(project)
     original = (project / "params.yaml").read_text()
     params = yaml.safe_load(original)
     params["curve"]["knee_ratio"] = 2.5
@@ -250,12 +247,12 @@ def test_changing_a_curve_param_reruns_only_the_curve_stage(project):
         assert "Running stage 'calibrate'" not in proc.stdout  # it tracks curve.source only
         assert json.loads((project / "metrics" / "operating_point.json").read_text())["knee"] == 64
     finally:
-        (project / "params.yaml").write_text(original)
-        _run([str(BIN / "dvc"), "repro"], project)
+        put_back(project, saved)
 
 
 def test_changing_only_a_price_reruns_only_tco_and_the_report(project):
     """Step 12 and the reports share the `report` stage: a price change reruns that stage alone."""
+    saved = save_outputs(project)
     original = (project / "params.yaml").read_text()
     params = yaml.safe_load(original)
     params["tco"]["prices"] = {"L40S": 1.0}
@@ -274,8 +271,7 @@ def test_changing_only_a_price_reruns_only_tco_and_the_report(project):
         drop = small["gpus"] * (before["per_tier"]["small"]["usd_per_gpu_hour"] - 1.0) * 730
         assert after["monthly_usd"] == pytest.approx(before["monthly_usd"] - drop, abs=0.05)
     finally:
-        (project / "params.yaml").write_text(original)
-        _run([str(BIN / "dvc"), "repro"], project)
+        put_back(project, saved)
 
 
 def test_calibrate_stage_writes_calibration_json(project):
