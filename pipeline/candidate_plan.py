@@ -16,6 +16,7 @@ from pipeline import catalog, io, memory, quantization, roofline
 from pipeline.candidate_eval import FORMULAS, Candidate, Settings, candidate_id, evaluate
 from pipeline.candidate_targets import Target, targets_from_profile
 from pipeline.catalog import GPU, Model
+from pipeline.contracts import MemoryDoc
 from pipeline.errors import InputError, ParamsError
 
 QUALITY_ORDER = ("fp32", "bf16", "fp16", "fp8", "int8", "mxfp4", "fp4", "int4")
@@ -59,10 +60,10 @@ class Plan:
     efficiency: roofline.Efficiency = field(default_factory=roofline.Efficiency)
 
     def metrics(self) -> dict[str, Any]:
-        """metrics/memory.json."""
-        return {
-            "model": {t: m.name for t, m in sorted(self.model_by_tier.items())},
-            "targets": {
+        """metrics/memory.json (contracts.MemoryDoc: its keys in order)."""
+        return MemoryDoc(
+            model={t: m.name for t, m in sorted(self.model_by_tier.items())},
+            targets={
                 t.tier: {
                     "concurrency_p95": t.concurrency,
                     "context_tokens_p95": t.context_tokens,
@@ -73,13 +74,13 @@ class Plan:
                 }
                 for t in self.targets
             },
-            "hardware_hint": self.hints,
-            "recommended": self.recommended,
-            "formulas": FORMULAS,
-            "roofline_efficiency": asdict(self.efficiency),
-            "candidates": {c.id: io.rounded(c.entry) for c in self.candidates},
-            "rejected": self.rejected,
-            "models": {
+            hardware_hint=self.hints,
+            recommended=self.recommended,
+            formulas=FORMULAS,
+            roofline_efficiency=asdict(self.efficiency),
+            candidates={c.id: io.rounded(c.entry) for c in self.candidates},
+            rejected=self.rejected,
+            models={
                 m.name: {
                     "config": m.path,
                     "total_params_b": round(m.total_params / 1e9, 3),
@@ -89,7 +90,7 @@ class Plan:
                 }
                 for m in {m.name: m for m in self.model_by_tier.values()}.values()
             },
-        }
+        ).to_dict()
 
     def curve_rows(self) -> list[dict[str, Any]]:
         """data/interim/predicted_curve.parquet: every candidate's roofline curve, one row per point."""

@@ -1,8 +1,9 @@
 """Typed contracts between stages, written as the same JSON files and keys (issue 16).
 
 `OperatingPointDoc` is metrics/operating_point.json, the curve stage's document; `FleetDoc`
-metrics/fleet.json (step 11); `TcoDoc` metrics/tco.json (step 12): one field per top-level
-key, in the file's key order. The nested blocks stay the dicts they are (their keys are the documents'
+metrics/fleet.json (step 11); `TcoDoc` metrics/tco.json (step 12); `MemoryDoc` metrics/memory.json
+(steps 2 and 4-6); `TiersDoc` metrics/tiers.json (step 3); `CalibrationDoc` metrics/calibration.json (step 7b):
+one field per top-level key, in the file's key order. The nested blocks stay the dicts they are (their keys are the documents'
 own). Pure: only pipeline.errors is imported; nothing is read or written here.
 """
 
@@ -187,3 +188,71 @@ class TcoDoc(_Document):
     runner_up: str | None
     saves_usd_per_month: float | None
     benchmark_next_reference: dict[str, Any]
+
+
+@dataclass
+class MemoryDoc(_Document):
+    """metrics/memory.json, key for key (steps 2 and 4-6): the model per tier, each tier's targets, every
+    candidate (GPU x weight x KV precision) and the rejected ones, the pick per tier, the models' shapes.
+
+    Built by `candidate_plan.Plan.metrics`; the memory stage writes it.
+    """
+
+    SOURCE: ClassVar[str] = "metrics/memory.json"
+    WHAT: ClassVar[str] = "the memory document"
+
+    model: dict[str, str]
+    targets: dict[str, dict[str, Any]]
+    hardware_hint: dict[str, str]
+    recommended: dict[str, str | None]
+    formulas: dict[str, str]
+    roofline_efficiency: dict[str, Any]
+    candidates: dict[str, dict[str, Any]]
+    rejected: dict[str, str]
+    models: dict[str, dict[str, Any]]
+
+
+@dataclass
+class TiersDoc(_Document):
+    """metrics/tiers.json, key for key (step 3): the pooled demand, each tier's demand with its model, and the
+    simple-share skew measure (`routing.plan` builds it; the routing stage writes it; `routing.demands` reads
+    `pooled` and `tiers` back as Demand objects)."""
+
+    SOURCE: ClassVar[str] = "metrics/tiers.json"
+    WHAT: ClassVar[str] = "the tiers document"
+
+    mode: str
+    tiers_from: str
+    pooled: dict[str, Any]
+    tiers: dict[str, dict[str, Any]]
+    critical_tiers: list[str]
+    params_b: dict[str, float]
+    simple_share: dict[str, Any]
+    formulas: dict[str, str]
+
+
+@dataclass(kw_only=True)
+class CalibrationDoc(_Document):
+    """metrics/calibration.json, key for key (step 7b): the engine model's fits per deployment and pooled.
+
+    The first seven keys are `pipeline.sim.calibrate.Calibration.as_dict`'s (`sizing calibrate --json`);
+    `definitions` is absent when curve.source holds no sweep (`stages.calibrate.empty`: no deployment, `pooled`
+    null). The calibrate stage adds the rest (`stages.calibrate.build`). Keyword-only: an optional key sits
+    between required ones.
+    """
+
+    SOURCE: ClassVar[str] = "metrics/calibration.json"
+    WHAT: ClassVar[str] = "the calibration document"
+
+    predictor: str
+    settings: dict[str, Any]
+    terms: list[str]
+    deployments: list[dict[str, Any]]
+    pooled: dict[str, Any] | None
+    warnings: list[str]
+    definitions: dict[str, Any] | Absent = ABSENT
+    source: str
+    term_units: dict[str, str]
+    calibrated_deployments: int
+    targets: dict[str, Any]
+    notes: list[str]

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from pipeline.contracts import TiersDoc
 from pipeline.errors import ParamsError
 from pipeline.rates import RATE_NAMES, SIZING_RATE_KEY
 
@@ -191,7 +192,7 @@ def verdict(
 
 
 def plan(profile: dict[str, Any], sections: dict[str, Any], total_params: Callable[[str], float]) -> dict[str, Any]:
-    """metrics/tiers.json: the pooled demand, the tier demands with their models, and the skew measure.
+    """metrics/tiers.json (contracts.TiersDoc): the pooled demand, the tier demands with their models, the skew.
 
     `sections`: the validated `routing` and `model` sections; `total_params(model name)`: the model's
     parameter count (the stage reads it from the catalog).
@@ -208,21 +209,21 @@ def plan(profile: dict[str, Any], sections: dict[str, Any], total_params: Callab
         raise ParamsError(
             f"params.yaml: routing.critical_tiers names '{unknown[0]}', not a tier; tiers: {', '.join(demands) or '(none)'}"
         )
-    return {
-        "mode": p["mode"],
-        "tiers_from": t["how"],
-        "pooled": pooled.as_dict(),
-        "tiers": {n: d.as_dict() for n, d in sorted(demands.items())},
-        "critical_tiers": critical,
-        "params_b": params_b,
-        "simple_share": skew,
-        "formulas": {
+    return TiersDoc(
+        mode=p["mode"],
+        tiers_from=t["how"],
+        pooled=pooled.as_dict(),
+        tiers={n: d.as_dict() for n, d in sorted(demands.items())},
+        critical_tiers=critical,
+        params_b=params_b,
+        simple_share=skew,
+        formulas={
             "tier demand": "each tier's rates, hourly curve and lengths from its own rows of the log (step 1)",
             "cascade": "small tier: 100% of the traffic; large tier: routing.escalation x every rate",
             "worth it": "large-model fleet > routing.min_large_fleet_gpus and simple share >= routing.min_simple_share "
             "(decided in the fleet stage, costed in step 12)",
         },
-    }
+    ).to_dict()
 
 
 def demands(t: dict[str, Any]) -> dict[str, Any]:

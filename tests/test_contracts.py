@@ -217,3 +217,139 @@ def test_a_missing_or_unknown_fleet_or_tco_key_is_one_clear_line(priced, which, 
     with pytest.raises(InputError) as exc:
         (FleetDoc if which == "fleet" else TcoDoc).from_dict(doc)
     assert str(exc.value).startswith(message) and "\n" not in str(exc.value)
+
+
+# metrics/memory.json, metrics/tiers.json and metrics/calibration.json (contracts.MemoryDoc, TiersDoc,
+# CalibrationDoc): the top-level keys written out by hand from the documents of a `dvc repro` of the sample.
+MEMORY_KEYS = (
+    "model",
+    "targets",
+    "hardware_hint",
+    "recommended",
+    "formulas",
+    "roofline_efficiency",
+    "candidates",
+    "rejected",
+    "models",
+)
+TIERS_KEYS = ("mode", "tiers_from", "pooled", "tiers", "critical_tiers", "params_b", "simple_share", "formulas")
+CALIBRATION_REQUIRED = (
+    "predictor",
+    "settings",
+    "terms",
+    "deployments",
+    "pooled",
+    "warnings",
+    "source",
+    "term_units",
+    "calibrated_deployments",
+    "targets",
+    "notes",
+)
+CALIBRATION_KEYS = (*CALIBRATION_REQUIRED[:6], "definitions", *CALIBRATION_REQUIRED[6:])  # absent with no sweep
+
+
+def test_the_memory_tiers_and_calibration_contracts_name_every_key_in_the_documents_order():
+    from pipeline.contracts import CalibrationDoc, MemoryDoc, TiersDoc
+
+    assert MemoryDoc.keys() == MEMORY_KEYS == MemoryDoc.required_keys()
+    assert TiersDoc.keys() == TIERS_KEYS == TiersDoc.required_keys()
+    assert CalibrationDoc.keys() == CALIBRATION_KEYS
+    assert CalibrationDoc.required_keys() == CALIBRATION_REQUIRED
+
+
+@pytest.fixture(scope="module")
+def sample_profile() -> dict:
+    """The sample's workload profile (the frozen tests/data/metrics/workload.json)."""
+    from tests.conftest import METRICS_FIXTURE
+
+    return json.loads((METRICS_FIXTURE / "workload.json").read_text(encoding="utf-8"))
+
+
+@pytest.fixture(scope="module")
+def memory_doc(sample_profile) -> dict:
+    """The memory stage's logic (candidates.plan, Plan.metrics) on the sample profile, params.yaml's sections."""
+    from pipeline import candidates, catalog
+    from tests.conftest import catalog_model
+
+    data = params.load(ROOT / "params.yaml")
+    sec = {n: params.validate_section(n, data.get(n)) for n in candidates.SECTIONS}
+    return candidates.plan(sample_profile, sec, catalog.load_gpus(ROOT), catalog_model).metrics()
+
+
+@pytest.fixture(scope="module")
+def tiers_doc(sample_profile) -> dict:
+    """The routing stage's logic (routing.plan) on the sample profile, params.yaml's sections."""
+    from pipeline import catalog, routing
+
+    data = params.load(ROOT / "params.yaml")
+    sec = {n: params.validate_section(n, data.get(n)) for n in routing.SECTIONS}
+    return routing.plan(sample_profile, sec, lambda name: catalog.load_model(name, ROOT).total_params)
+
+
+def test_the_memory_stage_logic_writes_the_contracts_keys_and_round_trips(memory_doc, sample_profile):
+    from pipeline.contracts import MemoryDoc
+
+    assert tuple(memory_doc) == MEMORY_KEYS
+    typed = MemoryDoc.from_dict(memory_doc)
+    assert set(typed.recommended) == {"all", *sample_profile["tiers"]}  # the pooled fleet and every tier
+    assert typed.recommended["all"] in typed.candidates
+    assert json.dumps(typed.to_dict()) == json.dumps(memory_doc)
+
+
+def test_the_routing_stage_logic_writes_the_contracts_keys_and_round_trips(tiers_doc, sample_profile):
+    from pipeline.contracts import TiersDoc
+
+    assert tuple(tiers_doc) == TIERS_KEYS
+    typed = TiersDoc.from_dict(tiers_doc)
+    assert typed.tiers_from == sample_profile["tiers_from"] and sorted(typed.tiers) == sorted(sample_profile["tiers"])
+    assert typed.pooled["tier"] == "all"
+    assert json.dumps(typed.to_dict()) == json.dumps(tiers_doc)
+
+
+def test_the_calibration_document_with_no_sweep_has_no_definitions_and_round_trips():
+    """stages.calibrate.empty (curve.source without a sweep): every required key, `definitions` absent, in order.
+    The document of real sweeps round-trips in tests/test_stage_calibrate.py (with `definitions`)."""
+    from pipeline.contracts import CalibrationDoc
+    from pipeline.stages import calibrate
+
+    doc = calibrate.empty("data/raw/benchmarks", params.validate_section("calibration", {}))
+    assert tuple(doc) == CALIBRATION_REQUIRED
+    typed = CalibrationDoc.from_dict(doc)
+    assert typed.definitions is ABSENT and typed.pooled is None and typed.deployments == []
+    assert typed.calibrated_deployments == 0 and typed.source == "data/raw/benchmarks"
+    assert json.dumps(typed.to_dict()) == json.dumps(doc)
+
+
+@pytest.mark.parametrize(
+    ("which", "change", "message"),
+    [
+        ("memory", lambda d: d.pop("rejected"), "metrics/memory.json: rejected: missing; expected every key of"),
+        ("memory", lambda d: d.update(gpus={}), "metrics/memory.json: gpus: not a key of the memory document"),
+        ("tiers", lambda d: d.pop("pooled"), "metrics/tiers.json: pooled: missing; expected every key of"),
+        ("tiers", lambda d: d.update(tier={}), "metrics/tiers.json: tier: not a key of the tiers document"),
+        ("calibration", lambda d: d.pop("notes"), "metrics/calibration.json: notes: missing; expected every key of"),
+        (
+            "calibration",
+            lambda d: d.update(definition={}),
+            "metrics/calibration.json: definition: not a key of the calibration document",
+        ),
+    ],
+)
+def test_a_missing_or_unknown_memory_tiers_or_calibration_key_is_one_clear_line(
+    memory_doc, tiers_doc, which, change, message
+):
+    from pipeline.contracts import CalibrationDoc, MemoryDoc, TiersDoc
+    from pipeline.stages import calibrate
+
+    docs = {
+        "memory": (memory_doc, MemoryDoc),
+        "tiers": (tiers_doc, TiersDoc),
+        "calibration": (calibrate.empty("data/raw/benchmarks", params.validate_section("calibration", {})), CalibrationDoc),
+    }
+    doc, cls = docs[which]
+    doc = json.loads(json.dumps(doc))
+    change(doc)
+    with pytest.raises(InputError) as exc:
+        cls.from_dict(doc)
+    assert str(exc.value).startswith(message) and "\n" not in str(exc.value)

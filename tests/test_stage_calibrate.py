@@ -66,6 +66,17 @@ def test_the_document_has_the_deployments_the_sweeps_make(doc: dict) -> None:
     assert doc["notes"] and "step 1" in doc["notes"][0]
 
 
+def test_the_document_is_the_typed_contract_key_for_key(doc: dict) -> None:
+    """contracts.CalibrationDoc (issue 16): every key, `definitions` included, in the hand-written order."""
+    from pipeline.contracts import CalibrationDoc
+    from tests.test_contracts import CALIBRATION_KEYS
+
+    assert tuple(doc) == CALIBRATION_KEYS
+    typed = CalibrationDoc.from_dict(doc)
+    assert typed.calibrated_deployments == 1 and [d["key"] for d in typed.deployments] == [H100, H200]
+    assert json.dumps(typed.to_dict()) == json.dumps(doc)
+
+
 def test_coefficients_carry_term_names_and_units(doc: dict) -> None:
     assert doc["terms"] == list(TERMS)
     assert list(doc["term_units"]) == [*TERMS, "request_overhead_s"]

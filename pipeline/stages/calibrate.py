@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline import io, params, paths
+from pipeline.contracts import CalibrationDoc
 from pipeline.errors import InputError
 from pipeline.layout import Layout
 from pipeline.stages.no_sweep import no_sweep
@@ -184,7 +185,7 @@ def build(cal: Any, source: str, root: Path | None = None) -> dict[str, Any]:
         "targets": targets((doc.get("pooled") or {}).get("residuals") or {}, residuals),
         "notes": notes,
     }
-    return significant(io.clean_json(out))
+    return CalibrationDoc.from_dict(significant(io.clean_json(out))).to_dict()  # contracts: its keys, in order
 
 
 def compute(sections: dict[str, Any], layout: Layout | None = None) -> dict[str, Any]:
@@ -247,7 +248,7 @@ def empty(source: str, settings: dict[str, Any]) -> dict[str, Any]:
         "targets": targets({}, {}),
         "notes": [],
     }
-    return significant(io.clean_json(out))
+    return CalibrationDoc.from_dict(significant(io.clean_json(out))).to_dict()  # contracts: its keys, in order
 
 
 def run(sections: dict[str, Any], layout: Layout | None = None) -> dict[str, Any]:
