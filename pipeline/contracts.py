@@ -2,7 +2,8 @@
 
 `OperatingPointDoc` is metrics/operating_point.json, the curve stage's document; `FleetDoc`
 metrics/fleet.json (step 11); `TcoDoc` metrics/tco.json (step 12); `MemoryDoc` metrics/memory.json
-(steps 2 and 4-6); `TiersDoc` metrics/tiers.json (step 3); `CalibrationDoc` metrics/calibration.json (step 7b):
+(steps 2 and 4-6); `TiersDoc` metrics/tiers.json (step 3); `CalibrationDoc` metrics/calibration.json (step 7b); `WorkloadDoc` metrics/workload.json (step 1); `ValidationDoc`
+metrics/validation.json (step 13):
 one field per top-level key, in the file's key order. The nested blocks stay the dicts they are (their keys are the documents'
 own). Pure: only pipeline.errors is imported; nothing is read or written here.
 """
@@ -256,3 +257,65 @@ class CalibrationDoc(_Document):
     calibrated_deployments: int
     targets: dict[str, Any]
     notes: list[str]
+
+
+@dataclass(kw_only=True)
+class WorkloadDoc(_Document):
+    """metrics/workload.json, key for key (step 1): the log's lengths, rates, archetype, hours, sessions and
+    prefix reuse, its tiers' own profiles, the ingest's exclusions, the validation summary and provenance.
+
+    `pipeline.workload.profile_requests` builds the keys up to `warnings` (`batched_arrivals`, `sessions` and
+    `prefix_reuse` only when the log has them), `compute_profile` adds `tiers` and `tiers_from` when the log has
+    tiers, and `build_profile` the last four; the workload stage writes it."""
+
+    SOURCE: ClassVar[str] = "metrics/workload.json"
+    WHAT: ClassVar[str] = "the workload profile"
+
+    requests: int
+    span_s: float
+    first_arrival_s: float
+    clock: str
+    timestamp_resolution_s: float | None
+    arrival_tick_s: float | None
+    input_tokens: dict[str, Any]
+    output_tokens: dict[str, Any]
+    context_tokens: dict[str, Any]
+    rps: dict[str, Any]
+    sizing_rate_key: str
+    archetype: str
+    archetype_basis: Any
+    concurrency_littles_law: Any
+    hourly: Any
+    batched_arrivals: dict[str, Any] | Absent = ABSENT
+    sessions: dict[str, Any] | Absent = ABSENT
+    prefix_reuse: dict[str, Any] | Absent = ABSENT
+    warnings: list[Any]
+    tiers: dict[str, dict[str, Any]] | Absent = ABSENT
+    tiers_from: str | Absent = ABSENT
+    failed_requests_excluded: int
+    duplicate_rows: int
+    validation: dict[str, Any]
+    provenance: dict[str, Any]
+
+
+@dataclass
+class ValidationDoc(_Document):
+    """metrics/validation.json, key for key (step 13): the production window against the benchmark at the same
+    rate, the re-characterize verdict and its reasons. `pipeline.validation.compare` builds a compared window's,
+    `no_window` the same keys, empty, when validation.source is null; the validation stage writes it and the
+    report stage (finance, scenarios) reads it."""
+
+    SOURCE: ClassVar[str] = "metrics/validation.json"
+    WHAT: ClassVar[str] = "the validation document"
+
+    status: str
+    recharacterize: bool
+    reasons: list[str]
+    metrics: dict[str, Any]
+    revisit: list[str]
+    synthetic: bool
+    window: dict[str, Any] | None
+    benchmark_at_rate: dict[str, Any] | None
+    inputs: dict[str, Any]
+    warnings: list[str]
+    formulas: dict[str, Any]

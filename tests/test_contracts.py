@@ -353,3 +353,101 @@ def test_a_missing_or_unknown_memory_tiers_or_calibration_key_is_one_clear_line(
     with pytest.raises(InputError) as exc:
         cls.from_dict(doc)
     assert str(exc.value).startswith(message) and "\n" not in str(exc.value)
+
+
+WORKLOAD_KEYS = [  # metrics/workload.json's top level, in its order (pipeline/workload.py profile_requests, build_profile)
+    "requests",
+    "span_s",
+    "first_arrival_s",
+    "clock",
+    "timestamp_resolution_s",
+    "arrival_tick_s",
+    "input_tokens",
+    "output_tokens",
+    "context_tokens",
+    "rps",
+    "sizing_rate_key",
+    "archetype",
+    "archetype_basis",
+    "concurrency_littles_law",
+    "hourly",
+    "batched_arrivals",  # optional
+    "sessions",  # optional
+    "prefix_reuse",  # optional
+    "warnings",
+    "tiers",  # optional
+    "tiers_from",  # optional
+    "failed_requests_excluded",
+    "duplicate_rows",
+    "validation",
+    "provenance",
+]
+
+
+def test_the_workload_contract_names_every_key_in_the_documents_order():
+    from pipeline.contracts import WorkloadDoc
+
+    assert list(WorkloadDoc.keys()) == WORKLOAD_KEYS
+    optional = {"batched_arrivals", "sessions", "prefix_reuse", "tiers", "tiers_from"}
+    assert list(WorkloadDoc.required_keys()) == [k for k in WORKLOAD_KEYS if k not in optional]
+
+
+@pytest.mark.parametrize("with_tiers", [False, True])
+def test_the_workload_profile_round_trips_through_its_contract(tmp_path, with_tiers):
+    """A log without tiers (no optional key) and one with a tier column and sessions (tiers, tiers_from and
+    sessions present): the contract keeps every key, in the profile's own order."""
+    from pipeline.contracts import WorkloadDoc
+    from tests.conftest import profile_of, write_csv
+
+    rows = [
+        f"{i * 0.5:.1f},{100 + i},{20 + i % 7}" + (f",{'a' if i % 3 else 'b'},s{i % 4}" if with_tiers else "")
+        for i in range(200)
+    ]
+    header = "arrival_s,input_tokens,output_tokens" + (",tier,session_id" if with_tiers else "")
+    prof, _ = profile_of(write_csv(tmp_path / "log.csv", header, rows), tmp_path)
+    assert ("tiers" in prof) is with_tiers and ("tiers_from" in prof) is with_tiers
+    doc = WorkloadDoc.from_dict(prof).to_dict()
+    assert list(doc) == list(prof) and doc == prof
+    assert [k for k in WORKLOAD_KEYS if k in prof] == list(prof)
+
+
+def test_a_workload_profile_missing_a_key_is_one_clear_line():
+    from pipeline.contracts import WorkloadDoc
+
+    prof = json.loads((ROOT / "tests" / "data" / "metrics" / "workload.json").read_text())
+    del prof["provenance"]
+    with pytest.raises(InputError) as err:
+        WorkloadDoc.from_dict(prof)
+    assert "metrics/workload.json" in str(err.value) and "provenance" in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+VALIDATION_KEYS = [  # metrics/validation.json's top level, in its order (pipeline/validation.py compare, no_window)
+    "status",
+    "recharacterize",
+    "reasons",
+    "metrics",
+    "revisit",
+    "synthetic",
+    "window",
+    "benchmark_at_rate",
+    "inputs",
+    "warnings",
+    "formulas",
+]
+
+
+def test_the_validation_contract_names_every_key_and_both_verdicts_round_trip():
+    """The no-window document (validation.source null) and a compared window's (the frozen fixture of a run on the
+    sample's production window) hold the same eleven keys, all required, in one order."""
+    from pipeline import validation
+    from pipeline.contracts import ValidationDoc
+
+    assert list(ValidationDoc.keys()) == VALIDATION_KEYS == list(ValidationDoc.required_keys())
+    empty = validation.no_window()
+    assert ValidationDoc.from_dict(empty).to_dict() == empty and list(empty) == VALIDATION_KEYS
+    compared = json.loads((ROOT / "tests" / "data" / "metrics" / "validation.json").read_text())
+    assert compared["status"] == validation.COMPARED
+    assert list(ValidationDoc.from_dict(compared).to_dict()) == list(compared) == VALIDATION_KEYS
+    with pytest.raises(InputError, match=r"metrics/validation.json.*formulas"):
+        ValidationDoc.from_dict({k: v for k, v in empty.items() if k != "formulas"})

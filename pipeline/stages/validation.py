@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline import io, params, paths, production_window, validation
+from pipeline.contracts import ValidationDoc
 from pipeline.errors import InputError
 from pipeline.layout import Layout
 
@@ -27,6 +28,7 @@ def run(sections: dict[str, Any], layout: Layout | None = None) -> dict[str, Any
             f"{sec['validation']['source']} is outside data/raw/, which dvc tracks for this stage: after changing "
             "the window, rerun step 13 with `dvc repro -f -s validation`"
         )
+    result = ValidationDoc.from_dict(result).to_dict()  # the typed contract, key for key
     io.write_json(layout.validation_json, result)
     return result
 
