@@ -53,6 +53,19 @@ COPY (
 ''', {"rows": int(sys.argv[2])})
 """
 
+
+def ingest_write_settings() -> tuple[str, str]:
+    """(zstd level, row group rows) of the ingest's Parquet write, read from pipeline/traffic/__init__.py's source,
+    not imported: this process must stay small (see run_child's callers) for the children's peak memory."""
+    import re
+
+    src = (ROOT / "pipeline" / "traffic" / "__init__.py").read_text(encoding="utf-8")
+    level = re.search(r"^ZSTD_LEVEL = (\d+)", src, re.M)
+    rows = re.search(r"^ROW_GROUP_ROWS = ([\d_]+)", src, re.M)
+    assert level and rows, "pipeline/traffic/__init__.py: ZSTD_LEVEL or ROW_GROUP_ROWS not found"
+    return level.group(1), rows.group(1).replace("_", "")
+
+
 FLOOR = """
 import duckdb, json, sys, time
 t0 = time.perf_counter()
@@ -66,8 +79,9 @@ row = con.execute(
     "count(*) FILTER (WHERE output_tokens IS NULL), count(*) FILTER (WHERE output_tokens < 0) "
     f"FROM {scan}", {"path": sys.argv[1]}).fetchall()[0]
 out = sys.argv[2].replace("'", "''")
-con.execute(f"COPY (SELECT * FROM {scan} ORDER BY arrival_s) TO '{out}' (FORMAT parquet, COMPRESSION zstd)",
-            {"path": sys.argv[1]})
+# the same Parquet settings as the ingest's write (pipeline.traffic ROW_GROUP_ROWS, ZSTD_LEVEL): the same work
+con.execute(f"COPY (SELECT * FROM {scan} ORDER BY arrival_s) TO '{out}' (FORMAT parquet, COMPRESSION zstd, "
+            f"COMPRESSION_LEVEL {sys.argv[3]}, ROW_GROUP_SIZE {sys.argv[4]})", {"path": sys.argv[1]})
 print(json.dumps({"rows": row[0], "bad_rows": sum(row[1:]), "compute_s": time.perf_counter() - t0}))
 """
 
@@ -132,7 +146,7 @@ def measure_all(tmp: Path, rows: int, repeat: int, breakdown: bool, shuffled: bo
         f"in {time.perf_counter() - t:.1f} s"
     )
     sizing = [sys.executable, "-m", "pipeline", "profile", str(log), "--json", "--quiet"]
-    floor_cmd = [sys.executable, "-c", FLOOR, str(log), str(tmp / "floor.parquet")]
+    floor_cmd = [sys.executable, "-c", FLOOR, str(log), str(tmp / "floor.parquet"), *ingest_write_settings()]
     pairs = []
     for _ in range(max(1, repeat)):
         floor = run_child(floor_cmd, ROOT)
