@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline import io, params, paths, traffic, workload
+from pipeline.contracts import WorkloadDoc
 from pipeline.layout import Layout
 
 SECTIONS = ("workload", "slo")
@@ -27,6 +28,7 @@ def run(sections: dict[str, Any], layout: Layout | None = None, progress: bool =
     with io.atomic_path(layout.requests_parquet, ".parquet") as staged:
         ingested = traffic.ingest_with(source, staged, w, traffic.Progress(progress))
         profile = workload.build_profile(ingested, staged, settings, log_inputs(ingested, layout.root))
+        profile = WorkloadDoc.from_dict(profile).to_dict()  # the typed contract, key for key
         charts = workload.chart_data(staged)
         io.write_json(layout.workload_json, profile)
         plots.write_workload(layout.root, charts, profile)  # dvc.yaml plots: requests/s over time, length CDFs
