@@ -486,3 +486,39 @@ def test_the_measured_point_is_the_anchors_deployment_measured_or_carried():
     assert "\n" not in str(exc.value) and f"candidates.{cid}.model: missing" in str(exc.value)
     p, why = fleet_stage.measured_point({}, "large", t, "roofline", None, None, engine_p, gpus, None, ROOT)
     assert p is None and "no measured curve to correct the replay against for tier large" in why
+
+
+def test_the_benchmarked_deployment_keeps_its_servers_limits_and_the_replays_kind_of_coefficients():
+    """A transferred replay of another deployment (H200 here) measures its correction on the benchmarked H100
+    deployment with the pooled fit, but that sweep's own server limits (max_num_seqs 77, as its calibration entry
+    records); a roofline replay measures it with the roofline prior, not the benchmarked deployment's own fit."""
+    from pipeline import catalog
+    from pipeline.sim.cost import TERMS
+    from pipeline.stages import fleet as fleet_stage
+
+    cid = "large/H100-SXM/w-fp8/kv-fp8"
+    entry = {"tier": "large", "model": "Llama-3.1-70B", "gpu": "H100-SXM", "tp": 4, "pp": 1, "weights": "fp8",
+             "kv": "fp8", "basis": "measured", "usable_rps": 1.5, "c_max": 30.0,
+             "length_match": {"curve_input_tokens": 3000.0, "curve_output_tokens": 300.0}}  # fmt: skip
+    op = {"per_tier": {"large": {"curve": "c", "anchor": {"deployment": cid}}}, "candidates": {cid: entry}}
+    own = dict(zip(TERMS, (0.01, 1.5, 1.2, 1.1, 0.0, 0.0), strict=True))
+    pooled = dict(zip(TERMS, (0.02, 2.0, 1.4, 1.3, 0.0, 0.0), strict=True))
+    cal = {
+        "settings": {},
+        "deployments": [{"key": "h100-own", "model": "Llama-3.1-70B", "gpu": "H100-SXM", "tp": 4, "pp": 1,
+                         "weight_dtype": "fp8", "kv_dtype": "fp8", "basis": "calibrated", "coefficients": own,
+                         "engine_limits": {"max_num_seqs": 77, "max_num_batched_tokens": 4096}}],
+        "pooled": {"coefficients": pooled, "gpu_arch_scale": {}},
+    }  # fmt: skip
+    other = {"tier": "large", "model": "Llama-3.1-70B", "gpu": "H200", "tp": 4, "pp": 1, "weight_dtype": "fp8",
+             "kv_dtype": "fp8"}  # fmt: skip
+    engine_p = params.validate_section("engine", None)
+    assert engine_p["max_num_seqs"] != 77
+    gpus = catalog.load_gpus(ROOT)
+    p, why = fleet_stage.measured_point(op, "large", other, "transferred", cal, None, engine_p, gpus, None, ROOT)
+    assert why is None and not p.same_deployment
+    assert "pooled coefficients" in p.coefficients and p.cost.coeffs.b[1] == 2.0  # the pooled fit, not its own 1.5
+    assert (p.cfg.max_num_seqs, p.cfg.max_num_batched_tokens) == (77, 4096)  # the benchmark server's, not params'
+    p, _ = fleet_stage.measured_point(op, "large", other, "roofline", cal, None, engine_p, gpus, None, ROOT)
+    assert "calibrated" not in p.coefficients and p.cost.coeffs.b[1] not in (1.5, 2.0)  # the prior
+    assert p.cfg.max_num_seqs == 77

@@ -257,10 +257,15 @@ def measured_point(
     )  # fmt: skip
     model = catalog.load_model(e["model"], root)
     gpu = catalog.find_gpu(e["gpu"], gpus)
-    coeffs, overhead_s, key = fleet_replay.resolve_coefficients(
-        cal, model.name, gpu.name, gpu.arch, int(e["tp"]), int(e.get("pp") or 1), e["weights"], e["kv"], prior=prior,
+    ident = (model.name, gpu.name, gpu.arch, int(e["tp"]), int(e.get("pp") or 1), e["weights"], e["kv"])
+    # The benchmarked deployment is simulated with the replay's own kind of coefficients, so that the factor
+    # measures the error of the coefficients the replay runs: the pooled fit for a transferred replay of another
+    # deployment, the roofline prior for a roofline replay, else the deployment's own fit.
+    coeffs, overhead_s, _ = fleet_replay.resolve_coefficients(
+        None if replay_basis == "roofline" else cal, *ident, prior=prior,
         pooled_only=replay_basis == "transferred" and not same,
     )  # fmt: skip
+    _, _, key = fleet_replay.resolve_coefficients(cal, *ident, prior=prior)  # the sweep's own entry: its server limits
     cost = for_deployment(model, gpu, e["weights"], e["kv"], int(e["tp"]), int(e.get("pp") or 1), coeffs)
     if isinstance(cost, str):
         return None, f"the benchmarked deployment {cid} cannot be simulated ({cost}): the replay is not corrected"
