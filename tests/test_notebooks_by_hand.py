@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -17,7 +16,7 @@ import nbformat
 import pytest
 import yaml
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, built_sample
 
 pytestmark = pytest.mark.e2e
 BIN = Path(sys.executable).parent
@@ -37,25 +36,23 @@ def _outputs(root: Path) -> list[str]:
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory) -> Path:
-    """A copy of the project with current outputs: the checkout's own when it has them all, else a fresh `dvc repro`."""
+    """A copy of the project with current outputs: the checkout's own when it has them all, else the session's one
+    `dvc repro` of the sample (tests/conftest.py built_sample, shared with the e2e modules; a fresh clone has no
+    reports, which git ignores)."""
     from benchmarks.pipeline_time import copy_project
 
     dest = tmp_path_factory.mktemp("by-hand") / "project"
-    copy_project(dest)
     outputs = _outputs(ROOT)
-    if all((ROOT / out).exists() for out in outputs) and (ROOT / "dvc.lock").exists():
-        for rel in [*outputs, "dvc.lock"]:
-            src, dst = ROOT / rel, dest / rel
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            if src.is_dir():  # an output folder (data/deploy) may already hold a file named as an output
-                shutil.copytree(src, dst, dirs_exist_ok=True)
-            else:
-                shutil.copy2(src, dst)
-    else:
-        env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "DVC_NO_ANALYTICS": "1"}
-        env.pop("SIZING_ROOT", None)
-        proc = subprocess.run([str(BIN / "dvc"), "repro"], cwd=dest, env=env, capture_output=True, text=True)
-        assert proc.returncode == 0, proc.stdout + proc.stderr
+    if not (all((ROOT / out).exists() for out in outputs) and (ROOT / "dvc.lock").exists()):
+        return built_sample(tmp_path_factory, dest)
+    copy_project(dest)
+    for rel in [*outputs, "dvc.lock"]:
+        src, dst = ROOT / rel, dest / rel
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        if src.is_dir():  # an output folder (data/deploy) may already hold a file named as an output
+            shutil.copytree(src, dst, dirs_exist_ok=True)
+        else:
+            shutil.copy2(src, dst)
     return dest
 
 
