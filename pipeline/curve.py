@@ -20,6 +20,18 @@ import pandas as pd
 from pipeline.errors import InputError
 
 TAIL_ORDER = ("p99", "p95", "p90", "p50")
+LEVEL_KEYS = (
+    "concurrency",
+    "rps",
+    "output_tokens_per_s",
+    "ttft_p50_ms",
+    "ttft_p99_ms",
+    "itl_p50_ms",
+    "itl_p99_ms",
+    "e2e_p50_ms",
+)
+"""The figures of one load level of a curve, as the engine-model curves write them (operating_point.json candidates'
+levels) and the reports read them (the Pareto view)."""
 FORMULAS = {
     "c_max": "highest load whose TTFT (and ITL) tail meets the SLO; linear interpolation between the last passing "
     "and the first failing level: L_p + (SLO - v_p) / (v_f - v_p) x (L_f - L_p)",

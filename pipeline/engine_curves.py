@@ -93,16 +93,7 @@ MAX_REQUESTS = 1500
 """... and at most this many (a level of 512 slots measures 1,500 requests: its start-up burst is a third of them)."""
 GRID = tuple(2**k for k in range(11))
 """Concurrencies tried in order, 1 .. 1024, until one misses an SLO (then one more and a midpoint)."""
-LEVEL_KEYS = (
-    "concurrency",
-    "rps",
-    "output_tokens_per_s",
-    "ttft_p50_ms",
-    "ttft_p99_ms",
-    "itl_p50_ms",
-    "itl_p99_ms",
-    "e2e_p50_ms",
-)
+LEVEL_KEYS = cv.LEVEL_KEYS  # pipeline.curve: one level's figures
 ENGINE_DEFAULTS = {"max_num_seqs": 256, "max_num_batched_tokens": 8192, "block_size": 16, "mixed_prefill": True}
 LEVEL_LEVEL = 0.8  # the interval's level (p10..p90)
 BASES = ("measured", "calibrated", "transferred", "roofline")

@@ -13,18 +13,9 @@ from typing import Any
 import pandas as pd
 
 from pipeline import charts, tables
+from pipeline.curve import LEVEL_KEYS  # one level's figures, as the engine-model curves write them
 from pipeline.text import txt
 
-LEVEL_KEYS = (
-    "concurrency",
-    "rps",
-    "output_tokens_per_s",
-    "ttft_p50_ms",
-    "ttft_p99_ms",
-    "itl_p50_ms",
-    "itl_p99_ms",
-    "e2e_p50_ms",
-)
 PARETO_COLUMNS = ["tier", "candidate", "basis", "gpus_per_instance", *LEVEL_KEYS]
 
 BASIS_WORDS = {
