@@ -156,6 +156,37 @@ def built_sample(tmp_path_factory: Any, dest: Path) -> Path:
     return dest
 
 
+AZURE_CONV = SHARED / "traces" / "azure2023_conv.csv"
+
+
+def azure_walked(tmp_path_factory: Any, dest: Path) -> tuple[Path, str]:
+    """A writable copy at `dest` of the project walked through the README's "Your own log" on the real Azure 2023
+    conversation trace (../shared/fixtures): `sizing init --log azure2023_conv.csv`, then the site's own engine
+    concurrency (memory.concurrency 8: the memory stage then picks TP2 for the H100 fp8/fp8 that the TP4 sample
+    sweep measured, the mismatch that crashed step 12), then `dvc repro`. One run per test session
+    (shared_project), shared by tests/test_issue15_acceptance.py and tests/test_real_logs.py, which each used to
+    run the whole pipeline on this trace. Returns the copy and init's stdout."""
+    import shutil
+
+    from benchmarks.pipeline_time import copy_project
+
+    bin_dir = Path(sys.executable).parent
+
+    def build(project: Path) -> None:
+        copy_project(project)
+        init = run_cmd([str(bin_dir / "sizing"), "init", "--log", str(AZURE_CONV)], project)
+        (project.parent / "init.stdout").write_text(init.stdout, encoding="utf-8")
+        path = project / "params.yaml"
+        text = path.read_text(encoding="utf-8")
+        assert text.count("\nmemory: {}") == 1, "params.yaml after init has no empty memory section"
+        path.write_text(text.replace("\nmemory: {}", "\nmemory: {concurrency: 8}"), encoding="utf-8")
+        run_cmd([str(bin_dir / "dvc"), "repro"], project)
+
+    built = shared_project(tmp_path_factory, "azure-init", build)
+    shutil.copytree(built, dest, symlinks=True)
+    return dest, (built.parent / "init.stdout").read_text(encoding="utf-8")
+
+
 def catalog_model(name: str) -> Any:
     """The project's catalog model `name`: what the stages pass to the step functions' `load_model`."""
     from pipeline import catalog

@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from pipeline import io
-from tests.conftest import ROOT, SHARED
+from tests.conftest import AZURE_CONV, ROOT, SHARED, azure_walked
 
 BIN = Path(sys.executable).parent
 TRACES = SHARED / "traces"
@@ -120,13 +120,18 @@ def _run(cmd: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
 
 @pytest.fixture(scope="module", params=["azure2023_conv.csv", "mooncake_synthetic.jsonl"])
 def walked(request, tmp_path_factory) -> tuple[Path, Path, str]:
-    """A fresh git copy of the project, `sizing init --log TRACE`, then `dvc repro`: one pipeline run per trace."""
+    """A fresh git copy of the project, `sizing init --log TRACE`, then `dvc repro`: one pipeline run per trace.
+    The Azure one is the session's shared walk-through (tests/conftest.py azure_walked, which also sets the site's
+    memory.concurrency before the repro; tests/test_real_logs.py reads the same run)."""
     trace = TRACES / request.param
     if not trace.exists():
         pytest.skip("../shared/fixtures is absent")
     from benchmarks.pipeline_time import copy_project
 
     project = tmp_path_factory.mktemp("accept") / "project"
+    if trace == AZURE_CONV:
+        project, stdout = azure_walked(tmp_path_factory, project)
+        return project, trace, stdout
     copy_project(project)
     init = _run([str(BIN / "sizing"), "init", "--log", str(trace)], project)
     _run([str(BIN / "dvc"), "repro"], project)

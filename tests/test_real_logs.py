@@ -27,10 +27,9 @@ import yaml
 
 from pipeline import cli, params, validation
 from pipeline.benchmarks import read_sweep
-from tests.conftest import SHARED
+from tests.conftest import AZURE_CONV, SHARED, azure_walked
 
 BIN = Path(sys.executable).parent
-AZURE_CONV = SHARED / "traces" / "azure2023_conv.csv"
 SGLANG = SHARED / "benchmarks" / "sglang_bench_serving_llama3.3-70b_4xh200_tp4"
 needs_fixtures = pytest.mark.skipif(
     not (AZURE_CONV.exists() and SGLANG.exists()), reason="../shared/fixtures is absent"
@@ -102,23 +101,13 @@ def _edit_params(project: Path, **changes: Any) -> None:
 
 @pytest.fixture(scope="module")
 def azure_project(tmp_path_factory) -> Path:
-    """The project on the Azure 2023 conversation trace with the default params, except what a new log must change
-    (model.tiers and validation.tier name the sample's tiers) and memory.concurrency 8, so that the memory stage
-    picks TP2 for the H100 fp8/fp8 the (TP4) sample sweep measured."""
+    """The project on the Azure 2023 conversation trace as a new user sets it up: `sizing init --log` (no sample
+    tiers, validation.tier all, no production window yet) and memory.concurrency 8, so that the memory stage picks
+    TP2 for the H100 fp8/fp8 the (TP4) sample sweep measured. The session's one run of it (tests/conftest.py
+    azure_walked), also read by tests/test_issue15_acceptance.py; this module's own copy."""
     if not AZURE_CONV.exists():
         pytest.skip("../shared/fixtures is absent")
-    from benchmarks.pipeline_time import copy_project
-
-    project = tmp_path_factory.mktemp("real") / "project"
-    copy_project(project)
-    _edit_params(
-        project,
-        workload__source=str(AZURE_CONV),
-        model__tiers={},
-        validation__tier="all",
-        memory__concurrency=8,
-    )
-    _stages(project)
+    project, _ = azure_walked(tmp_path_factory, tmp_path_factory.mktemp("real") / "project")
     return project
 
 
@@ -207,7 +196,8 @@ def test_a_medians_only_sweep_runs_to_the_finance_report(azure_project, tmp_path
         "model: Llama-3.1-70B\ngpu: H200\ngpu_count: 4\ntp: 4\npp: 1\nweight_dtype: bf16\nkv_dtype: bf16\n"
         "engine: sglang\nload_mode: open\nphase: baseline\nsource: datacrunch-research/h200-benchmarks sglang/\n"
     )
-    _edit_params(azure_project, curve__source=str(sweep.parent))
+    # the sample's production window (init set none) so that step 13 compares production with this curve
+    _edit_params(azure_project, curve__source=str(sweep.parent), validation__source="data/raw/production")
     finance = azure_project / "reports" / "finance.html"
     finance.unlink()
     _stages(azure_project, ("calibrate", "curve", "fleet", "validation", "report"))
