@@ -4,6 +4,7 @@
                                             [--fixtures PATH] [--render RESULT.json] [--levels]
                                             [--form additive|overlap|overlap-phase] [--no-lolo-warm]
                                             [--pool step1|median-of-fits] [--refine-pool]
+                                            [--noise-boot N] [--noise-seeds N]
 
 `--form` runs every fit, the prior and the simulator in another iteration-time form (pipeline/sim/cost.py
 STEP_FORMS; default cost.STEP_FORM), `--no-lolo-warm` starts the LOLO refits from their own step 1 only: both for
@@ -42,6 +43,12 @@ at the rate it sent: both are calibrate's own corrections (inference-perf's `tim
 streamed-chunk gaps, about two per token in these files). Levels where more than 10% of the requests failed
 are left out here (the survivors' latencies are censored by the client timeout).
 
+TTFT p99 sampling noise (the last section; `--json` key `ttft_noise`): per level, the bootstrap of the measured
+TTFT statistic over the file's per-request `ttfts` (iid and moving-block), or a parametric bootstrap from the
+percentiles an inference-perf lifecycle file states (it holds no per-request data); the simulator's own seed-to-seed
+spread of that statistic at the deployment's fit; and the floor, the median |error| a perfect model would still show
+(0.674 x the two standard errors in quadrature).
+
 It is a benchmark script, not a test: it takes minutes (the LOLO refits replay every level many times).
 """
 
@@ -73,10 +80,12 @@ FIXTURES = ROOT.parent / "shared" / "fixtures" / "benchmarks"
 METRICS = ("throughput", "itl_mean", "ttft", "ttft_p50")
 """The issue's three target metrics (TTFT = p99 where the file has it, else the percentile it has), then TTFT p50
 where the file has it: reported beside the target, never in its place (no target of its own)."""
-ABLATIONS = ("physical-bounds", "sglang-separate-prefill", "prefix-cache")
+ABLATIONS = ("physical-bounds", "sglang-separate-prefill", "prefix-cache", "warm-runs", "queued-replay")
 """Model refinements `--ablate` can switch off: the fit's physical lower bounds (calibrate.PHYSICAL_LOWER, back to
-b >= 0), SGLang's unmixed prefill batches (back to vLLM's mixed iterations for every engine), and the prefix hashes of
-the workloads whose source states their shared prefix (back to no prefix caching)."""
+b >= 0), SGLang's unmixed prefill batches (back to vLLM's mixed iterations for every engine), the prefix hashes of
+the workloads whose source states their shared prefix (back to no prefix caching), and the runs that repeat an earlier
+run's prompts against a prefix-caching server (calibrate.WARM_RUNS: back to a cold prefill of every prompt), and the
+longer replay of open-loop levels whose TTFT p99 is set by queueing (calibrate.QUEUED_REPLAY: back to 2000 requests)."""
 KINDS = (
     "roofline",
     "in_sample",
@@ -461,6 +470,213 @@ def judge(kind: str, metric: str, s: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+# ---------------------------------------------------------------------------------------- TTFT sampling noise
+
+NOISE_BOOT = 2000
+"""Bootstrap resamples of a measured TTFT statistic (`--noise-boot`)."""
+NOISE_SEEDS = 10
+"""Replay seeds of the simulator's seed-to-seed spread (`--noise-seeds`)."""
+NOISE_RNG = 20261201
+"""Seed of every bootstrap draw (same inputs, same figures)."""
+HALF_NORMAL_MEDIAN = 0.6744897501960817
+"""Median of |Z| for a standard normal Z: the median |error| of an unbiased estimate with standard error s is 0.674 s."""
+LIFECYCLE_KNOTS = (
+    (0.0, "min"),
+    (0.001, "p0.1"),
+    (0.01, "p1"),
+    (0.05, "p5"),
+    (0.10, "p10"),
+    (0.25, "p25"),
+    (0.50, "median"),
+    (0.75, "p75"),
+    (0.90, "p90"),
+    (0.95, "p95"),
+    (0.99, "p99"),
+    (0.999, "p99.9"),
+    (1.0, "max"),
+)
+"""The percentiles an inference-perf lifecycle file states (q, key): the knots of its piecewise-linear quantile
+function, which the parametric bootstrap draws from (those files hold no per-request TTFTs)."""
+STAT_Q = {"p50": 50.0, "p90": 90.0, "p95": 95.0, "p99": 99.0}
+
+
+def _stat_of(values: np.ndarray, stat: str, axis: int | None = None) -> Any:
+    """The TTFT statistic (mean or a percentile, numpy's linear interpolation as vLLM's benchmark computes it)."""
+    if stat == "mean":
+        return np.mean(values, axis=axis)
+    return np.percentile(values, STAT_Q[stat], axis=axis)
+
+
+def bootstrap_rel(values: np.ndarray, stat: str, boot: int, block: int = 1, seed: int = NOISE_RNG) -> dict[str, float]:
+    """Bootstrap of a statistic of per-request values (resampling requests with replacement): its relative standard
+    error (std of the resampled statistic / the statistic) and relative 95% half-width ((q97.5 - q2.5) / 2 / the
+    statistic). `block` > 1: a moving-block bootstrap (blocks of that many consecutive requests, in the file's order),
+    which keeps the correlation of neighbouring requests' queueing that an iid resample breaks."""
+    v = np.asarray(values, dtype=np.float64)
+    n = len(v)
+    rng = np.random.default_rng(seed)
+    if block <= 1:
+        idx = rng.integers(0, n, size=(boot, n))
+    else:
+        block = min(block, n)
+        starts = rng.integers(0, n - block + 1, size=(boot, math.ceil(n / block)))
+        idx = (starts[:, :, None] + np.arange(block)[None, None, :]).reshape(boot, -1)[:, :n]
+    est = _stat_of(v[idx], stat, axis=1)
+    point = float(_stat_of(v, stat))
+    lo, hi = np.percentile(est, [2.5, 97.5])
+    return {"se_rel": float(np.std(est, ddof=1) / point), "half_width_rel": float((hi - lo) / 2 / point)}
+
+
+def quantile_draws(knots: list[tuple[float, float]], n: int, boot: int, seed: int = NOISE_RNG) -> np.ndarray:
+    """`boot` samples of n values each from the piecewise-linear quantile function through `knots` ((q, value),
+    q from 0 to 1): the parametric bootstrap of a file that states percentiles, not requests."""
+    qs = np.array([q for q, _ in knots], dtype=np.float64)
+    vs = np.maximum.accumulate(np.array([v for _, v in knots], dtype=np.float64))
+    u = np.random.default_rng(seed).random((boot, n))
+    return np.interp(u, qs, vs)
+
+
+def measured_ttfts(lv: Any) -> tuple[str, Any] | None:
+    """What a level's file holds for its TTFT noise: ('requests', seconds in the file's order) for a vLLM result
+    file with `ttfts` (failed requests dropped), ('percentiles', (knots, count)) for an inference-perf lifecycle file,
+    else None (console figures, SGLang summaries: no distribution)."""
+    file = lv.name.rsplit(" (", 1)[0]
+    p = Path(file)
+    if not p.is_absolute():
+        p = ROOT / p
+    if p.suffix.lower() != ".json" or not p.is_file():
+        return None
+    try:
+        obj = json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if isinstance(obj, dict) and isinstance(obj.get("ttfts"), list) and obj["ttfts"]:
+        errors = obj.get("errors") if isinstance(obj.get("errors"), list) else []
+        vals = [
+            float(t)
+            for i, t in enumerate(obj["ttfts"])
+            if isinstance(t, int | float) and t > 0 and not (errors[i] if i < len(errors) else "")
+        ]
+        return ("requests", np.asarray(vals, dtype=np.float64)) if len(vals) >= 2 else None
+    lat = ((obj.get("successes") or {}).get("latency") or {}).get("time_to_first_token") if isinstance(obj, dict) else None
+    count = int((obj.get("successes") or {}).get("count") or 0) if isinstance(obj, dict) else 0
+    if isinstance(lat, dict) and count >= 2 and all(isinstance(lat.get(k), int | float) for _, k in LIFECYCLE_KNOTS):
+        return "percentiles", ([(q, float(lat[k])) for q, k in LIFECYCLE_KNOTS], count)
+    return None
+
+
+def measured_noise(lv: Any, boot: int) -> dict[str, Any] | None:
+    """The sampling noise of a level's measured TTFT statistic (calibrate's ttft_stat: p99 where the file has it):
+    an iid and a moving-block bootstrap over its per-request TTFTs, or the parametric bootstrap of its stated
+    percentiles; None where the file holds neither."""
+    stat = lv.ttft_stat()
+    got = measured_ttfts(lv)
+    if got is None or stat not in ("mean", *STAT_Q):
+        return None
+    kind, data = got
+    if kind == "requests":
+        n = len(data)
+        iid = bootstrap_rel(data, stat, boot)
+        blk = bootstrap_rel(data, stat, boot, block=math.ceil(math.sqrt(n)))
+        return {
+            "source": "per-request ttfts",
+            "requests": n,
+            "stat": stat,
+            "measured_s": float(_stat_of(data, stat)),
+            "file_stat_s": float(lv.ttft_s[stat]),
+            "se_rel": iid["se_rel"],
+            "half_width_rel": iid["half_width_rel"],
+            "block": math.ceil(math.sqrt(n)),
+            "block_se_rel": blk["se_rel"],
+            "block_half_width_rel": blk["half_width_rel"],
+        }
+    knots, n = data
+    draws = quantile_draws(knots, n, boot)
+    est = _stat_of(draws, stat, axis=1)
+    point = float(lv.ttft_s[stat])
+    lo, hi = np.percentile(est, [2.5, 97.5])
+    return {
+        "source": "stated percentiles (parametric)",
+        "requests": n,
+        "stat": stat,
+        "measured_s": point,
+        "file_stat_s": point,
+        "se_rel": float(np.std(est, ddof=1) / point),
+        "half_width_rel": float((hi - lo) / 2 / point),
+        "block": None,
+        "block_se_rel": None,
+        "block_half_width_rel": None,
+    }
+
+
+def seeded_level(lv: Any, seed: int) -> Any:
+    """The level with its replayed requests in another seeded order (seed 0: as calibrate replays it); its Poisson
+    arrivals take the seed in calibrate.replay_trace."""
+    if seed == 0:
+        return lv
+    perm = np.random.default_rng(seed).permutation(len(lv.input_lens))
+    return dataclasses.replace(lv, input_lens=lv.input_lens[perm], output_lens=lv.output_lens[perm])
+
+
+def sim_noise(ds: Any, lv: Any, theta: Any, seeds: int) -> dict[str, Any] | None:
+    """The simulator's own seed-to-seed spread of the level's TTFT statistic: the level replayed with `seeds` seeds
+    (Poisson arrivals and request order; a closed loop or burst of one fixed length does not depend on the seed), at
+    theta (b0..b5, h); relative standard error = std over seeds / mean."""
+    from pipeline.sim import calibrate
+
+    stat = lv.ttft_stat()
+    if stat is None or theta is None:
+        return None
+    cost = ds.cost.with_coeffs(calibrate.Coefficients(tuple(float(v) for v in theta[:6]), "calibrated", "noise"))
+    vals = []
+    for seed in range(seeds):
+        kind, job = calibrate.replay_trace(seeded_level(lv, seed), seed)
+        pred = calibrate.sim_metrics(calibrate.simulate(cost, ds.limits, kind, job), float(theta[6]), kind == "closed")
+        vals.append(pred[f"ttft_{stat}"])
+    v = np.asarray(vals, dtype=np.float64)
+    if not np.isfinite(v).all() or np.mean(v) <= 0:
+        return None
+    return {
+        "stat": stat,
+        "seeds": seeds,
+        "mean_s": float(np.mean(v)),
+        "se_rel": float(np.std(v, ddof=1) / np.mean(v)) if seeds > 1 else 0.0,
+        "range_rel": float((np.max(v) - np.min(v)) / np.mean(v)),
+    }
+
+
+def noise_floor(meas: dict[str, Any] | None, sim: dict[str, Any] | None) -> float | None:
+    """The median |error| a perfect model would still show on the level: 0.674 x sqrt(s_meas^2 + s_sim^2), with
+    s_meas the larger of the iid and block bootstrap SEs (None where the file gives no measured noise)."""
+    if meas is None:
+        return None
+    s_meas = max(meas["se_rel"], meas["block_se_rel"] or 0.0)
+    s_sim = sim["se_rel"] if sim else 0.0
+    return HALF_NORMAL_MEDIAN * math.hypot(s_meas, s_sim)
+
+
+def _med(values: list[float | None]) -> float | None:
+    v = [x for x in values if x is not None and math.isfinite(x)]
+    return float(np.median(v)) if v else None
+
+
+def noise_summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Medians over levels of the noise figures (None where no level has one)."""
+    m = [r["measured"] for r in rows if r.get("measured")]
+    s = [r["simulator"] for r in rows if r.get("simulator")]
+    return {
+        "levels": len(rows),
+        "levels_with_measured_noise": len(m),
+        "requests_median": _med([x["requests"] for x in m]),
+        "measured_se_rel": _med([x["se_rel"] for x in m]),
+        "measured_half_width_rel": _med([x["half_width_rel"] for x in m]),
+        "measured_block_se_rel": _med([x["block_se_rel"] for x in m]),
+        "measured_block_half_width_rel": _med([x["block_half_width_rel"] for x in m]),
+        "sim_se_rel": _med([x["se_rel"] for x in s]),
+        "noise_floor_median_abs_rel": _med([r.get("noise_floor") for r in rows]),
+    }
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Load, fit, predict and score; the whole result as a JSON-ready dict."""
     from pipeline.sim import calibrate
@@ -469,6 +685,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     ablate = set(getattr(args, "ablate", None) or [])
     if "physical-bounds" in ablate:
         calibrate.PHYSICAL_LOWER[:] = 0.0
+    if "warm-runs" in ablate:
+        calibrate.WARM_RUNS = False
+    if "queued-replay" in ablate:
+        calibrate.QUEUED_REPLAY = 1
     registry = load_registry()
     if args.only:
         known = {d["name"] for d in registry}
@@ -541,6 +761,29 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 )
     t_fit = time.perf_counter() - t1
 
+    t2 = time.perf_counter()
+    boot = int(getattr(args, "noise_boot", NOISE_BOOT) or 0)
+    seeds = int(getattr(args, "noise_seeds", NOISE_SEEDS) or 0)
+    noise_rows: dict[str, list[dict[str, Any]]] = {e.name: [] for e in entries}
+    if boot > 0 or seeds > 0:
+        for e in entries:
+            theta = None  # the deployment's own fit (dev), else the transferred pool
+            if cal is not None:
+                own = e.role == "dev"
+                theta = cal.fits[e.ds.deployment.key].theta if own else cal.pooled.theta_for(e.ds.arch)[0]
+            for lv in e.ds.levels:
+                meas = measured_noise(lv, boot) if boot > 0 else None
+                sim = sim_noise(e.ds, lv, theta, seeds) if seeds > 1 else None
+                noise_rows[e.name].append(
+                    {
+                        "level": _short(lv.name),
+                        "measured": meas,
+                        "simulator": sim,
+                        "noise_floor": noise_floor(meas, sim),
+                    }
+                )
+    t_noise = time.perf_counter() - t2
+
     def figures(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
         out: dict[str, dict[str, Any]] = {}
         for kind in KINDS:
@@ -570,11 +813,19 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 "excluded_levels": e.excluded,
                 "figures": figures(per_level[e.name]),
                 "level_residuals": per_level[e.name],
+                "ttft_noise": {"summary": noise_summary(noise_rows[e.name]), "levels": noise_rows[e.name]},
             }
         )
     pooled = {
         "dev": figures([r for e in dev for r in per_level[e.name]]),
         "holdout": figures([r for e in others if e.role == "holdout" for r in per_level[e.name]]),
+    }
+    ttft_noise = {
+        "settings": {"bootstrap_resamples": boot, "simulator_seeds": seeds, "bootstrap_seed": NOISE_RNG},
+        "pooled": {
+            "dev": noise_summary([r for e in dev for r in noise_rows[e.name]]),
+            "holdout": noise_summary([r for e in others if e.role == "holdout" for r in noise_rows[e.name]]),
+        },
     }
     from pipeline.sim import cost
 
@@ -595,9 +846,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             else None
         ),
         "skipped": skipped,
+        "ttft_noise": ttft_noise,
         "seconds": {
             "load": round(t_load, 1),
             "fit_and_residuals": round(t_fit, 1),
+            "ttft_noise": round(t_noise, 1),
             "total": round(time.perf_counter() - t0, 1),
         },
     }
@@ -697,9 +950,84 @@ def render(result: dict[str, Any], levels: bool = False) -> str:
         )
     for s in result["skipped"]:
         lines.append(f"skipped: {s['deployment']}: {s['why']}")
+    if result.get("ttft_noise"):
+        lines += ["", *render_noise(result, levels)]
     sec = result["seconds"]
     lines.append(f"time: load {sec['load']} s, fit and residuals {sec['fit_and_residuals']} s, total {sec['total']} s")
     return "\n".join(lines) + "\n"
+
+
+def _target_ttft(d: dict[str, Any]) -> tuple[str, float | None]:
+    """The deployment's judged TTFT error: LOLO where it has one, else LODO, else transferred (median |e|)."""
+    for kind in ("leave_one_level_out", "leave_one_deployment_out", "transferred"):
+        s = (d.get("figures") or {}).get(kind, {}).get("ttft")
+        if s and s.get("n"):
+            return KIND_LABEL[kind], s["median_abs_rel"]
+    return "-", None
+
+
+def render_noise(result: dict[str, Any], levels: bool = False) -> list[str]:
+    """The "TTFT p99 sampling noise" section: per deployment and pooled, the measured statistic's bootstrap noise,
+    the simulator's seed-to-seed spread and the median |e| a perfect model would show (the noise floor)."""
+    tn = result["ttft_noise"]
+    st = tn["settings"]
+    lines = [
+        "TTFT p99 sampling noise (the judged TTFT statistic: p99 where the file has it). measured: bootstrap over the "
+        f"file's requests ({st['bootstrap_resamples']} resamples; iid, and moving blocks of ceil(sqrt(n)) consecutive "
+        "requests), or parametric from the stated percentiles where the file holds none per request (inference-perf "
+        "lifecycle files); simulator: seed-to-seed spread (std / mean) over "
+        f"{st['simulator_seeds']} replay seeds (arrivals and request order) at the deployment's own fit (dev) or the "
+        "transferred pool; floor = the median |e| a perfect model would still show = 0.674 x sqrt(SE_meas^2 + SE_sim^2), "
+        "SE_meas the larger bootstrap SE",
+        f"  {'deployment':<40}{'lv':>3}{'n req':>7}  {'source':<12}{'SE meas':>8}{'95% hw':>8}{'blk SE':>8}{'sim SE':>8}"
+        f"{'floor':>8}  TTFT median |e|",
+    ]
+
+    def p(v: float | None) -> str:
+        return "-" if v is None else f"{100 * v:.1f}%"
+
+    def row(label: str, sm: dict[str, Any], source: str, judged: str) -> str:
+        n = sm.get("requests_median")
+        return (
+            f"  {label:<40}{sm['levels']:>3}{('-' if n is None else f'{n:.0f}'):>7}  {source:<12}"
+            f"{p(sm['measured_se_rel']):>8}{p(sm['measured_half_width_rel']):>8}{p(sm['measured_block_se_rel']):>8}"
+            f"{p(sm['sim_se_rel']):>8}{p(sm['noise_floor_median_abs_rel']):>8}  {judged}"
+        )
+
+    for d in result["deployments"]:
+        tnd = d.get("ttft_noise")
+        if not tnd:
+            continue
+        srcs = sorted({r["measured"]["source"] for r in tnd["levels"] if r.get("measured")})
+        source = "+".join("requests" if s.startswith("per-request") else "percentiles" for s in srcs) or "none"
+        kind, err = _target_ttft(d)
+        lines.append(row(d["name"], tnd["summary"], source, f"{kind} {p(err)}"))
+        if levels:
+            for r in tnd["levels"]:
+                m, sim = r.get("measured"), r.get("simulator")
+                lines.append(
+                    f"    level {r['level']}: "
+                    + (
+                        f"measured {m['stat']} {1e3 * m['measured_s']:.1f} ms of {m['requests']} ({m['source']}), "
+                        f"SE {p(m['se_rel'])}, 95% hw {p(m['half_width_rel'])}, block SE {p(m['block_se_rel'])}; "
+                        if m
+                        else "measured: no distribution in the file; "
+                    )
+                    + (f"simulator SE {p(sim['se_rel'])} (range {p(sim['range_rel'])}); " if sim else "")
+                    + f"floor {p(r.get('noise_floor'))}"
+                )
+    pooled = result["pooled"]
+    for role, label in (("dev", "POOLED dev"), ("holdout", "POOLED holdout")):
+        sm = tn["pooled"].get(role)
+        if not sm or not sm["levels"]:
+            continue
+        key = "leave_one_level_out" if role == "dev" else "transferred"
+        s = pooled.get(role, {}).get(key, {}).get("ttft") or {}
+        lines.append(row(label, sm, "", f"{KIND_LABEL[key]} {p(s.get('median_abs_rel'))}"))
+    sec = result.get("seconds", {}).get("ttft_noise")
+    if sec is not None:
+        lines.append(f"  (noise figures in {sec} s)")
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -726,6 +1054,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--pool", default=None, help="how the pooled fit is made (calibrate.POOLS; default calibrate.POOL)")
     ap.add_argument(
         "--refine-pool", action="store_true", help="refine the step-1 pool through the simulator (~4x the time)"
+    )
+    ap.add_argument(
+        "--noise-boot",
+        type=int,
+        default=NOISE_BOOT,
+        help="bootstrap resamples of each measured TTFT statistic (0: no measured noise)",
+    )
+    ap.add_argument(
+        "--noise-seeds",
+        type=int,
+        default=NOISE_SEEDS,
+        help="replay seeds of the simulator's TTFT spread (0 or 1: none)",
     )
     ap.add_argument(
         "--ablate",

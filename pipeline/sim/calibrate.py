@@ -45,6 +45,11 @@ Prefix caching: where a manifest's notes state the workload's shared prefix (inf
 per group (the groups in turn) with the server's prefix cache on, and the step-1 rows leave the cached tokens
 (N rounded down to KV blocks) out of the prefill. Where the source does not state the structure (vLLM's seeded
 random dataset repeated across runs) nothing is replayed and the fidelity benchmark flags the levels.
+Where a vLLM sweep's result files carry the very same per-request prompts (identical `input_lens`, as vLLM's
+seeded dataset sampling sends them) to a server that caches prefixes (`prefix_caching_on`: the notes' flag, else
+vLLM >= 0.8), every open-loop run but the first by `date` finds those prompts cached (`mark_warm_runs`, WARM_RUNS):
+it is replayed with a chain of 16-token hash blocks per prompt, resident before the first arrival
+(engine.simulate_open warm=True), and its step-1 rows leave every whole block of each prompt out of the prefill.
 
 The engine knobs of a deployment (max_num_seqs, max_num_batched_tokens) are the server flags its
 manifest's notes state, else the engine's defaults, raised when the measured decode batch exceeds
@@ -149,6 +154,17 @@ def _step_form() -> str:
 MAX_REPLAY_REQUESTS = 2000
 """Requests replayed per level (the first ones of the measured count; saturation runs keep theirs up to 3x)."""
 
+QUEUE_TAIL = 2.0
+"""A level whose measured TTFT p99 exceeds this many times its p50 has a p99 set by queueing episodes
+(`LevelData.queued_tail`)."""
+
+QUEUED_REPLAY = 3
+"""... and, open loop, replays up to this many times MAX_REPLAY_REQUESTS of its measured requests: the p99 of a queue
+is set by a few congestion episodes, so a short replay's p99 swings with the arrival seed. On the Mixtral-8x7B TP2
+rate-20 stage of benchmarks/fidelity.py (12,000 requests measured, p99 256 ms against p50 64 ms) the simulator's p99
+moved by 47% (std / mean over 10 seeds) at 2000 requests; the fit matched seed 0's congestion (in-sample -0.3%)
+and the leave-one-level-out refit missed by +122%."""
+
 MEASURED_FIELDS = (
     "load",
     "rps",
@@ -161,6 +177,18 @@ MEASURED_FIELDS = (
 )
 TPOT_MISMATCH = 0.25
 """A stated mean TPOT further than this from (E2E - TTFT) / (output - 1) of the same means is replaced by it."""
+
+WARM_BLOCK = 16
+"""Tokens per hash block of a level whose prompts the server's prefix cache holds (`warm_prompts`): vLLM's default
+KV block size, the granularity its prefix cache reuses."""
+
+WARM_RUNS = True
+"""Mark the runs that repeat an earlier run's prompts against a prefix-caching server (`mark_warm_runs`). vLLM's
+benchmark_serving samples its dataset with a fixed seed, so every run of a sweep sends the very same prompts (the
+files' per-request `input_lens` are identical), and vLLM V1 (0.8 on) caches prefixes by default: every run after
+the first finds each prompt's whole KV blocks cached. On the A100-40GB 8x TP8 Llama-3.3-70B fixture (vLLM 0.8.3;
+rates 1, 4, 16, inf, run in that order) the unlimited-rate burst's 200 prompts (42,659 tokens) reached their first
+token by 450 ms (p99): a cold prefill of those tokens needs ~2.4 s at the GPUs' peak FLOPs."""
 
 SENT_RE = re.compile(r"the client sent ([0-9.]+) req/s")
 RAW_ALLOWED_INF = ("request_rate", "max_concurrency", "rate", "requested_rate", "burstiness")
@@ -343,6 +371,16 @@ class LevelData:
     notes: list[str] = field(default_factory=list)  # what calibration derived instead of reading
     prefix_tokens: int = 0  # a shared prompt prefix the source states (tokens; 0: none stated)
     prefix_groups: int = 0  # how many distinct such prefixes the requests share
+    warm_prompts: bool = False  # the server's prefix cache holds these very prompts from an earlier run (WARM_RUNS)
+
+    def cached_tokens(self, block_size: int = 16) -> np.ndarray:
+        """Prompt tokens a warm prefix cache skips, per request of `input_lens`: every whole KV block of the prompt
+        but the last token's (the engine recomputes it) when the cache holds the prompts themselves
+        (`warm_prompts`), else the stated shared prefix (`cached_prefix_tokens`) for every request."""
+        lens = np.asarray(self.input_lens, dtype=np.int64)
+        if self.warm_prompts:
+            return np.maximum(lens - 1, 0) // block_size * block_size
+        return np.full(len(lens), self.cached_prefix_tokens(block_size), dtype=np.int64)
 
     def cached_prefix_tokens(self, block_size: int = 16) -> int:
         """Prompt tokens a warm prefix cache skips: the stated shared prefix, capped at the shortest prompt minus
@@ -351,6 +389,11 @@ class LevelData:
             return 0
         cap = min(self.prefix_tokens, int(self.input_lens.min()) - 1)
         return max(cap, 0) // block_size * block_size
+
+    def queued_tail(self) -> bool:
+        """Whether the measured TTFT p99 is set by queueing episodes: above QUEUE_TAIL x the p50 (both stated)."""
+        p50, p99 = self.ttft_s.get("p50"), self.ttft_s.get("p99")
+        return bool(p50 and p99 and p99 > QUEUE_TAIL * p50)
 
     def ttft_stat(self) -> str | None:
         """The TTFT statistic this level is judged on (p99 where present)."""
@@ -584,6 +627,52 @@ def _level_data(
     )
 
 
+def prefix_caching_on(manifest: dict[str, Any]) -> bool:
+    """Whether the benchmarked vLLM server cached prefixes: the flag its notes state, else the version's default
+    (on from vLLM 0.8, the V1 engine; off before). Other engines: False (not known here)."""
+    notes = " ".join(str(manifest.get("notes") or "").split())
+    if "--no-enable-prefix-caching" in notes:
+        return False
+    if "--enable-prefix-caching" in notes:
+        return True
+    if str(manifest.get("engine") or "").lower() != "vllm":
+        return False
+    m = re.match(r"\s*v?(\d+)\.(\d+)", str(manifest.get("engine_version") or ""))
+    return bool(m) and (int(m.group(1)), int(m.group(2))) >= (0, 8)
+
+
+def mark_warm_runs(runs: list[tuple[str, str, LevelData, dict[str, Any]]], cache: dict[str, list[Any]]) -> None:
+    """Set `warm_prompts` on the levels that repeat an earlier run's prompts against a prefix-caching server
+    (WARM_RUNS): among one deployment's vLLM result files with the same per-request `input_lens` and a `date`,
+    every file but the earliest, where the manifest's server caches prefixes (`prefix_caching_on`); the engine's LRU
+    evicts what the KV capacity cannot hold. Open-loop levels only (the closed loop replays no prefix hashes).
+    `runs`: (deployment key, file, level, manifest)."""
+    groups: dict[tuple[str, tuple[int, ...]], list[tuple[str, str, LevelData]]] = {}
+    for key, file, data, manifest in runs:
+        recs = cache.get(file) or []
+        if data.load_kind != "request_rate" or len(recs) != 1 or not isinstance(recs[0], dict):
+            continue  # a closed loop replays no prefix hashes
+        if not prefix_caching_on(manifest):
+            continue
+        lens, date = recs[0].get("input_lens"), recs[0].get("date")
+        if not isinstance(lens, list) or not lens or not isinstance(date, str) or not date:
+            continue
+        groups.setdefault((key, tuple(int(x) for x in lens)), []).append((date, file, data))
+    for members in groups.values():
+        if len({f for _, f, _ in members}) < 2:
+            continue
+        members.sort(key=lambda x: (x[0], x[1]))
+        first = members[0][1]
+        for _date, file, data in members:
+            if file == first:
+                continue
+            data.warm_prompts = True
+            data.notes.append(
+                "prompts cached by an earlier run: the same prompts as an earlier file of this sweep against a "
+                "prefix-caching server, replayed with every whole KV block of each prompt cached"
+            )
+
+
 def apply_manifests(sweeps: list[Any], manifests: list[Path] | None) -> None:
     """`--manifest FILE`: one manifest for every sweep without its own, or one per such sweep in order."""
     from pipeline.benchmarks import check_consistency, read_manifest
@@ -621,6 +710,7 @@ def deployment_sets(
     gpus = catalog.load_gpus()
     groups: dict[str, DeploymentSet] = {}
     cache: dict[str, list[Any]] = {}
+    runs: list[tuple[str, str, LevelData, dict[str, Any]]] = []
     for s in sweeps:
         m = s.manifest
         if m is None:
@@ -655,6 +745,10 @@ def deployment_sets(
                 ds.levels.append(data)
                 if lv.row["file"] not in ds.files:
                     ds.files.append(lv.row["file"])
+                if lv.row.get("tool") == "vllm":
+                    runs.append((dep.key, str(lv.row["file"]), data, m))
+    if WARM_RUNS:
+        mark_warm_runs(runs, cache)
     for ds in groups.values():
         ds.levels.sort(key=lambda lv: (lv.curve, lv.load_kind, lv.load, lv.name))
         # a measured decode batch above the stated cap says the engine ran more (SGLang sizes it from its KV pool)
@@ -685,7 +779,7 @@ faster than the HBM bandwidth). Fits without these bounds reached b1 = 0.12-0.36
 prefill time then carried by the per-request overhead h."""
 
 
-def _pairs(lens: np.ndarray, window: int, cached: int = 0) -> tuple[float, float]:
+def _pairs(lens: np.ndarray, window: int, cached: int | np.ndarray = 0) -> tuple[float, float]:
     """Mean attention pairs of prefilling a whole prompt (full, window-capped) over a length distribution; with
     `cached` leading tokens served by the prefix cache, only positions cached+1..L are computed (they still attend
     to the cached ones)."""
@@ -697,8 +791,8 @@ def _pairs(lens: np.ndarray, window: int, cached: int = 0) -> tuple[float, float
 
     L = lens.astype(np.float64)
     full, capped = upto(L)
-    if cached > 0:
-        c = np.minimum(float(cached), L - 1)
+    if np.any(np.asarray(cached) > 0):
+        c = np.minimum(np.asarray(cached, dtype=np.float64), L - 1)
         f0, c0 = upto(c)
         full, capped = full - f0, capped - c0
     return float(full.mean()), float(capped.mean())
@@ -715,8 +809,8 @@ def decode_terms(
     w = cost.window
     ctx = lv.input_mean + lv.output_mean / 2
     rate = lv.rps or (lv.output_tps / lv.output_mean if lv.output_tps else 0.0)
-    cached = lv.cached_prefix_tokens(limits.block_size)
-    computed = max(lv.input_mean - cached, 1.0)  # prompt tokens prefilled (a cached shared prefix is not)
+    cached = lv.cached_tokens(limits.block_size)
+    computed = max(lv.input_mean - float(cached.mean()), 1.0)  # prompt tokens prefilled (a cached prefix is not)
     p_tok = min(rate * computed * lv.itl_s, float(limits.max_num_batched_tokens))
     full, capped = _pairs(lv.input_lens, w, cached)
     per_tok_full, per_tok_cap = full / computed, capped / computed
@@ -792,8 +886,8 @@ def prefill_terms(
     w = cost.window
     ctx = lv.input_mean + lv.output_mean / 2
     lens = lv.input_lens.astype(np.int64)
-    cached = lv.cached_prefix_tokens(limits.block_size)
-    computed = np.maximum(lens - cached, 1)  # a cached shared prefix is not prefilled
+    cached = lv.cached_tokens(limits.block_size)
+    computed = np.maximum(lens - cached, 1)  # a cached prefix is not prefilled
     iters = float(np.ceil(computed / budget).mean())
     full, capped = _pairs(lens, w, cached)
     if cost.coeffs.form != "additive":
@@ -999,13 +1093,17 @@ def _percentile(a: np.ndarray, q: float) -> float:
 
 def replay_trace(lv: LevelData, seed: int = 0) -> tuple[str, Any]:
     """What a level replays: ('closed', (inputs, outputs, concurrency, requests)) or ('open', Trace) with Poisson
-    arrivals at its rate (seeded) or every request at t = 0 for an unlimited rate; lengths in the level's order."""
+    arrivals at its rate (seeded) or every request at t = 0 for an unlimited rate; lengths in the level's order.
+    A level whose prompts an earlier run left in the server's prefix cache (`warm_prompts`) is ('open_warm', Trace):
+    each prompt a chain of WARM_BLOCK-token hash blocks, resident before the first arrival."""
     from pipeline.sim.engine import Trace
 
     # an overloaded level (unlimited rate, or fewer completions per second than offered) is replayed whole: its
     # queue, hence its TTFT, grows with the run's length
     overloaded = not math.isfinite(lv.load) or (lv.rps is not None and lv.rps < 0.97 * lv.load)
-    n_req = min(max(lv.requests, 1), MAX_REPLAY_REQUESTS * (6 if overloaded else 1))
+    queued = lv.load_kind == "request_rate" and lv.queued_tail()  # open loop: a p99 set by arrival congestion
+    factor = 6 if overloaded else QUEUED_REPLAY if queued else 1
+    n_req = min(max(lv.requests, 1), MAX_REPLAY_REQUESTS * factor)
     reps = math.ceil(n_req / len(lv.input_lens))
     ins = np.tile(lv.input_lens, reps)[:n_req].astype(np.int64)
     outs = np.tile(lv.output_lens, reps)[:n_req].astype(np.int64)
@@ -1020,6 +1118,13 @@ def replay_trace(lv: LevelData, seed: int = 0) -> tuple[str, Any]:
             arrivals *= (n_req - 1) / lv.load / arrivals[-1]
     else:
         arrivals = np.zeros(n_req)
+    if lv.warm_prompts:  # the prompts themselves cached by an earlier run: a chain of 16-token blocks per prompt
+        prompt = np.arange(n_req, dtype=np.int64) % len(lv.input_lens)
+        blocks = np.maximum(ins - 1, 0) // WARM_BLOCK
+        offsets = np.concatenate([[0], np.cumsum(blocks)]).astype(np.int64)
+        within = np.arange(int(offsets[-1]), dtype=np.int64) - np.repeat(offsets[:-1], blocks)
+        values = np.repeat(prompt, blocks) * (1 << 24) + within + 1
+        return "open_warm", Trace(arrivals.astype(np.float64), ins, outs, offsets, values, WARM_BLOCK)
     cached = lv.cached_prefix_tokens()
     if cached > 0:  # the stated shared prefix: one hash block of the prefix's length, the groups in turn
         return "open", Trace(
@@ -1057,7 +1162,7 @@ def simulate(cost: StepCost, limits: EngineLimits, kind: str, job: Any) -> Any:
     cfg = limits.config()
     if job.hash_values is not None and len(job.hash_values):  # a stated shared prefix: the server's prefix cache
         cfg = replace(cfg, enable_prefix_caching=True)
-    return engine.simulate_open(cost, cfg, job)
+    return engine.simulate_open(cost, cfg, job, warm=kind == "open_warm")
 
 
 def sim_metrics(res: Any, overhead_s: float = 0.0, closed: bool = False) -> dict[str, float]:

@@ -1124,11 +1124,31 @@ def simulate_open_stream(
     return col.result(eng, gap_sum, float(first.arrival_s[0]) / scale)
 
 
+def warm_cache(eng: _Engine, trace: Trace) -> None:
+    """The server's prefix cache already holds every hash block of the trace (a run that repeats an earlier run's
+    prompts against the same server): each request's chain is made resident before the first arrival, request by
+    request in trace order, each chain inserted last block first (as a finished prefill inserts it), so that the
+    LRU evicts what an earlier run would have (the first prompts' blocks) when the KV capacity is short."""
+    hoff, hval = _hash_csr(trace)
+    if not len(hval) or not eng.icfg[4]:
+        return
+    for r in range(len(trace)):
+        for h in range(int(hoff[r + 1]) - 1, int(hoff[r]) - 1, -1):
+            _lru_insert(np.int64(hval[h]), eng.lru_key, eng.lru_prev, eng.lru_next, eng.table, eng.gi)
+
+
 def simulate_open(
-    cost: StepCost, cfg: EngineConfig, trace: Trace, rate_scale: float = 1.0, keep: str = "arrays"
+    cost: StepCost,
+    cfg: EngineConfig,
+    trace: Trace,
+    rate_scale: float = 1.0,
+    keep: str = "arrays",
+    warm: bool = False,
 ) -> SimResult:
     """Open loop: the trace's own arrivals (divided by rate_scale) through one engine; per-request results in
-    trace order (rejected requests, whose context never fits the KV capacity, are left out and counted)."""
+    trace order (rejected requests, whose context never fits the KV capacity, are left out and counted).
+    `warm`: the prefix cache starts holding the trace's hash blocks (`warm_cache`; needs prefix caching on and
+    hashes, and a trace of at most CHUNK requests, kept as arrays)."""
     trace.check()
     n = len(trace)
     if n == 0:
@@ -1137,6 +1157,8 @@ def simulate_open(
     hoff, hval = _hash_csr(trace)
     known = len(hval)
     total_gaps = int(np.maximum(np.asarray(trace.output_tokens) - 1, 0).sum())
+    if warm and (keep == "histogram" or n > CHUNK):
+        raise InputError(f"simulate_open: warm = True needs keep='arrays' and at most {CHUNK} requests; got {n}")
     if keep == "histogram" or n > CHUNK:
         chunks = (trace.slice(s, min(s + CHUNK, n)) for s in range(0, n, CHUNK))
         slots = total_gaps if keep == "arrays" and total_gaps <= MAX_EXACT_GAPS else 0
@@ -1158,6 +1180,8 @@ def simulate_open(
         np.arange(n, dtype=np.int64),
         np.ones(n, np.int8),
     )
+    if warm:
+        warm_cache(eng, trace)
     eng.run(math.inf)
     fin = eng.take_finished()
     col = _Collector(n, "arrays")
