@@ -14,6 +14,7 @@ import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
 from pipeline.errors import InputError, ParamsError
@@ -208,11 +209,13 @@ def check_columns(label: str, available: list[str], required: dict[str, str], hi
         )
 
 
-def request_rules(columns: dict[str, str], timestamp_unit: str, optional: Iterable[str] = ()) -> list[Rule]:
-    """The 'requests' suite over a normalized chunk (typed values plus raw text copies)."""
-    gx = _gx()
+RuleSpec = tuple[str, str, str, dict[str, Any], str, str]  # name, column, expectation type, kwargs, failure, expected
 
-    E = gx.expectations
+
+def request_rule_specs(columns: dict[str, str], timestamp_unit: str, optional: Iterable[str] = ()) -> list[RuleSpec]:
+    """The 'requests' suite as plain data, without importing great-expectations: per rule its name, column,
+    GX expectation type (snake case, as ExpectationConfiguration.type) and kwargs, failure and expected words.
+    request_rules builds the GX expectations from exactly these (bounds as floats: GX stores them so)."""
     unit = {
         "datetime": "a date-time",
         "s": "seconds",
@@ -220,58 +223,74 @@ def request_rules(columns: dict[str, str], timestamp_unit: str, optional: Iterab
         "us": "microseconds",
         "ns": "nanoseconds",
     }
-    rules = [
-        Rule(
+    words = unit.get(timestamp_unit, timestamp_unit)
+    specs: list[RuleSpec] = [
+        (
             "arrival_parses",
             "arrival_s",
-            E.ExpectColumnValuesToNotBeNull(column="arrival_s"),
-            f"are empty or cannot be parsed as {unit.get(timestamp_unit, timestamp_unit)}",
-            f"a timestamp in {unit.get(timestamp_unit, timestamp_unit)}",
+            "expect_column_values_to_not_be_null",
+            {"column": "arrival_s"},
+            f"are empty or cannot be parsed as {words}",
+            f"a timestamp in {words}",
         ),
-        Rule(
+        (
             "arrival_plausible",
             "arrival_s",
-            E.ExpectColumnValuesToBeBetween(column="arrival_s", min_value=0, max_value=MAX_EPOCH_S),
+            "expect_column_values_to_be_between",
+            {"column": "arrival_s", "min_value": 0.0, "max_value": MAX_EPOCH_S},
             "lie outside 1970-01-01..2100-01-01 once converted to seconds (is workload.timestamp_unit right?)",
             "a time between 1970 and 2100 (or seconds since the trace start)",
         ),
     ]
     for norm, minimum in (("input_tokens", 1), ("output_tokens", 0)):
-        rules += [
-            Rule(
+        specs += [
+            (
                 f"{norm}_present",
                 norm,
-                E.ExpectColumnValuesToNotBeNull(column=norm),
+                "expect_column_values_to_not_be_null",
+                {"column": norm},
                 "are empty or not numbers",
                 "a token count",
             ),
-            Rule(
+            (
                 f"{norm}_integer",
                 f"_raw_{norm}",
-                E.ExpectColumnValuesToMatchRegex(column=f"_raw_{norm}", regex=INTEGER_RE),
+                "expect_column_values_to_match_regex",
+                {"column": f"_raw_{norm}", "regex": INTEGER_RE},
                 "are not whole numbers",
                 "an integer token count",
             ),
-            Rule(
+            (
                 f"{norm}_range",
                 norm,
-                E.ExpectColumnValuesToBeBetween(column=norm, min_value=minimum, max_value=MAX_TOKENS),
+                "expect_column_values_to_be_between",
+                {"column": norm, "min_value": float(minimum), "max_value": float(MAX_TOKENS)},
                 f"are below {minimum} or above {MAX_TOKENS:,}",
                 f"an integer >= {minimum}",
             ),
         ]
     for norm in optional:
         if norm in ("ttft_ms", "e2e_ms"):
-            rules.append(
-                Rule(
+            specs.append(
+                (
                     f"{norm}_range",
                     norm,
-                    E.ExpectColumnValuesToBeBetween(column=norm, min_value=0),
+                    "expect_column_values_to_be_between",
+                    {"column": norm, "min_value": 0.0},
                     "are negative",
                     "a latency in milliseconds >= 0",
                 )
             )
-    return rules
+    return specs
+
+
+def request_rules(columns: dict[str, str], timestamp_unit: str, optional: Iterable[str] = ()) -> list[Rule]:
+    """The 'requests' suite over a normalized chunk (typed values plus raw text copies): GX expectations."""
+    E = _gx().expectations
+    return [
+        Rule(name, column, getattr(E, "".join(w.capitalize() for w in kind.split("_")))(**kwargs), failure, expected)
+        for name, column, kind, kwargs, failure, expected in request_rule_specs(columns, timestamp_unit, optional)
+    ]
 
 
 def ingest_connection(memory_limit: str = "1GB", temp_directory: str | Path | None = None) -> Any:
@@ -356,14 +375,63 @@ def unexpected_sql(config: Any, params: dict[str, Any], key: str = "p") -> str:
     raise ValueError(f"expectation {kind} has no SQL form here")
 
 
+@dataclass
+class SuiteCounts:
+    """The one aggregate that evaluates a suite over a query: its SQL, bound values, each expectation's
+    unexpected-row condition (and its own values) and column; `row`, once run."""
+
+    sql: str
+    params: dict[str, Any]
+    conditions: list[str]
+    own: list[dict[str, Any]]
+    columns: list[str]
+    row: tuple[Any, ...] | None = None
+
+    @classmethod
+    def sql_of(cls, configs: list[Any], query: str) -> SuiteCounts:
+        """From expectation configurations (anything with .type and .kwargs, as GX's ExpectationConfiguration)."""
+        own: list[dict[str, Any]] = [{} for _ in configs]
+        conditions = [unexpected_sql(config, own[i], f"p{i}_") for i, config in enumerate(configs)]
+        params = {k: v for p in own for k, v in p.items()}
+        columns = [config.kwargs["column"] for config in configs]
+        select = ["count(*)"]
+        for cond, col in zip(conditions, columns, strict=True):
+            select += [f"count({_quote(col)})", f"count(*) FILTER (WHERE {cond})"]
+        return cls(f"SELECT {', '.join(select)} FROM ({query}) AS q", params, conditions, own, columns)
+
+    def run(self, con: Any) -> tuple[Any, ...]:
+        self.row = tuple(con.execute(self.sql, self.params).fetchall()[0])
+        return self.row
+
+    def same_query(self, other: SuiteCounts) -> bool:
+        """The same SQL text and the same bound values, type for type (0 and 0.0 bind differently)."""
+
+        def typed(params: dict[str, Any]) -> list[tuple[str, type, Any]]:
+            return sorted((k, type(v), v) for k, v in params.items())
+
+        return self.row is not None and self.sql == other.sql and typed(self.params) == typed(other.params)
+
+
+def prefetch_counts(con: Any, query: str, specs: list[RuleSpec]) -> SuiteCounts:
+    """The aggregate of run_sql_suite for the suite of `specs` (request_rule_specs) over `query`, run now, before
+    great-expectations has loaded (ingest overlaps it with the import). run_sql_suite uses the counts only if
+    the SQL it derives from GX's own expectation configurations is this very SQL, with the same values."""
+    configs = [SimpleNamespace(type=kind, kwargs=dict(kwargs)) for _, _, kind, kwargs, _, _ in specs]
+    counts = SuiteCounts.sql_of(configs, query)
+    counts.run(con)
+    return counts
+
+
 def run_sql_suite(
     name: str,
     rules: list[Rule],
     con: Any,
     query: str,
     index_columns: list[str],
+    prefetched: SuiteCounts | None = None,
 ) -> tuple[Any, list[tuple[Rule, Any]]]:
-    """The GX suite of `rules` over every row of `query`, run by DuckDB as one aggregate.
+    """The GX suite of `rules` over every row of `query`, run by DuckDB as one aggregate (or `prefetched`: that
+    aggregate already run by prefetch_counts, used only when its SQL and bound values are the suite's own).
 
     Each expectation of the suite becomes its unexpected-row condition (unexpected_sql), and one
     scan counts every condition over the whole query (not chunk by chunk in pandas). Only for an
@@ -377,14 +445,10 @@ def run_sql_suite(
 
     suite = _suite(name, rules)
     rel = f"({query}) AS q"
-    own: list[dict[str, Any]] = [{} for _ in suite.expectations]
-    conditions = [unexpected_sql(exp.configuration, own[i], f"p{i}_") for i, exp in enumerate(suite.expectations)]
-    params = {k: v for p in own for k, v in p.items()}
-    columns = [exp.configuration.kwargs["column"] for exp in suite.expectations]
-    select = ["count(*)"]
-    for cond, col in zip(conditions, columns, strict=True):
-        select += [f"count({_quote(col)})", f"count(*) FILTER (WHERE {cond})"]
-    row = con.execute(f"SELECT {', '.join(select)} FROM {rel}", params).fetchall()[0]
+    counts = SuiteCounts.sql_of([exp.configuration for exp in suite.expectations], query)
+    own, conditions, columns = counts.own, counts.conditions, counts.columns
+    # counts already made by prefetch_counts (while GX loaded) stand only for the very same SQL and values
+    row = prefetched.row if prefetched is not None and prefetched.same_query(counts) else counts.run(con)
     total = int(row[0])
     results = []
     for i, (exp, cond, col) in enumerate(zip(suite.expectations, conditions, columns, strict=True)):
@@ -450,8 +514,10 @@ def validate_sql(
     query: str,
     columns: dict[str, str],
     rules: list[Rule],
+    prefetched: SuiteCounts | None = None,
 ) -> ValidationSummary:
-    """Run the 'requests' suite over the whole normalized query, in DuckDB; raise InputError on any failure.
+    """Run the 'requests' suite over the whole normalized query, in DuckDB; raise InputError on any failure
+    (`prefetched`: the suite's aggregate already run, see run_sql_suite).
 
     `con` is the ingest connection (ingest_connection) whose views `query` reads. The query yields
     the typed columns, `_raw_<col>` text copies and `_file`; the counts are per rule over every row,
@@ -459,7 +525,7 @@ def validate_sql(
     """
     names = [d[0] for d in con.execute(f"SELECT * FROM ({query}) AS q LIMIT 0").description]
     index = ["_file", *(c for c in names if c.startswith("_raw_"))]
-    result, pairs = run_sql_suite("requests", rules, con, query, index)
+    result, pairs = run_sql_suite("requests", rules, con, query, index, prefetched)
     outcomes = []
     for rule, res in pairs:
         norm = rule.column.removeprefix("_raw_")

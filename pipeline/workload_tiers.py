@@ -14,7 +14,6 @@ from pipeline.traffic.sources import sql_ident
 from pipeline.workload_arrivals import RESOLUTION_CANDIDATES_S, off_grid_sql
 from pipeline.workload_requests import (
     LENGTH_EXPRS,
-    MEANS_AND_MAXIMA,
     Requests,
     length_stats,
     reuse_stats,
@@ -24,6 +23,8 @@ from pipeline.workload_settings import PERCENTILES, ProfileSettings
 
 TIER_COLUMNS = ("tier", "model", "tenant")
 MAX_TIERS = 50
+SESSION_TIERS_PER_PASS = 16  # per-tier call counts per session in one GROUP BY (8 bytes each per session)
+assert MAX_TIERS < 63, "Groups.prefix_reuse keeps a BIGINT bit per tier"
 
 
 def tier_expression(columns: list[str], settings: ProfileSettings) -> tuple[str | None, str | None, dict[str, Any]]:
@@ -82,9 +83,11 @@ class Groups:
     comes from one shared pass over requests.parquet (GROUP BY GROUPING SETS ((), (tier))), not one
     pass per tier, with the same SQL expressions as Requests' own queries, so every figure is the same.
 
-    Passes: span (count, first/last arrival, largest lengths, mean e2e), lengths (quantiles, means,
-    rows at each maximum) together with the timestamp-grid probes, arrivals per 1-s bucket, calls per
-    session, prefix blocks. Group key None is the whole log, 0.. the tiers in name order.
+    Passes: span (count, first/last arrival, largest lengths, mean e2e, mean lengths), the rows of each
+    distinct length (quantiles, maxima, rows at each maximum), arrivals per 1-s bucket, timestamp-grid
+    probes only where the seconds table cannot decide them, calls per session, prefix blocks. Where a
+    figure of the whole log is an exact sum, minimum or maximum of the tiers' own, it is rolled up from
+    them instead of grouped again. Group key None is the whole log, 0.. the tiers in name order.
     """
 
     def __init__(
@@ -98,7 +101,8 @@ class Groups:
         self.values: dict[str, Any] = {"path": str(path), **self.expr_values}
         self.expr = expr
         e2e = "avg(e2e_ms)" if "e2e_ms" in self.columns else "NULL"
-        span = f"count(*), min(arrival_s), max(arrival_s), max(input_tokens), max(output_tokens), {e2e}"
+        means = ", ".join(f"avg({e})" for e in LENGTH_EXPRS.values())  # the lengths' means ride in this pass
+        span = f"count(*), min(arrival_s), max(arrival_s), max(input_tokens), max(output_tokens), {e2e}, {means}"
         if expr is None:
             self.names: list[str] = []
             rows = [(None, *self.one(f"SELECT {span} FROM read_parquet($path)"))]
@@ -112,6 +116,7 @@ class Groups:
         self.keys: list[int | None] = [None, *range(len(self.names))]
         self.spans = {k: r[1:6] for k, r in zip(self.keys, rows, strict=True)}
         self.e2e_ms = {k: r[6] for k, r in zip(self.keys, rows, strict=True)}
+        self.means = {k: r[7:] for k, r in zip(self.keys, rows, strict=True)}
         self.tiered = False
         self._cache: dict[str, dict[int | None, Any]] = {}
         self._seconds: dict[int | None, str] = {}
@@ -148,38 +153,60 @@ class Groups:
         return whole, f"[{', '.join(tiers)}][g + 1]"
 
     def lengths(self) -> dict[int | None, Any]:
-        """Per group: the 9 length figures, the rows at each maximum, and the timestamp resolution."""
+        """Per group: the 9 length figures, the rows at each maximum, and the timestamp resolution.
+
+        The percentiles, maxima and rows at each maximum come from the counts of each distinct length
+        (_length_quantiles), the means from the span pass; a pass over every row probes only the timestamp ticks
+        that the seconds table leaves open (none, on a log with ms or finer timestamps)."""
         if "lengths" not in self._cache:
-            sel = [MEANS_AND_MAXIMA]  # the percentiles come from _length_quantiles
             first = {k: str(float(s[1])) for k, s in self.spans.items()}
             f_all, f_grp = self._per_group_sql(first, "DOUBLE")
-            cols = {}
-            for col, i in (("input_tokens", 3), ("output_tokens", 4)):
-                cols[col] = self._per_group_sql({k: str(int(s[i])) for k, s in self.spans.items()}, "BIGINT")
-            for col, (m_all, m_grp) in cols.items():
-                sel += [f"count(*) FILTER (WHERE {col} = {m_all})", f"count(*) FILTER (WHERE {col} = {m_grp})"]
-            for u in RESOLUTION_CANDIDATES_S:
+            # A tick that the first and last arrival of some second of a group miss is missed by the group: only
+            # the ticks that every group's seconds table leaves open are probed over every row.
+            open_ticks = self._grid_candidates(first)
+            probed = [u for u in RESOLUTION_CANDIDATES_S if any(u in ticks for ticks in open_ticks.values())]
+            sel = []
+            for u in probed:
                 sel += [f"bool_and(NOT ({off_grid_sql(u, f_all)}))", f"bool_and(NOT ({off_grid_sql(u, f_grp)}))"]
-            rows = self._grouped(", ".join(sel), self.src)
-            quantiles = self._length_quantiles()
+            quantiles, tops = self._length_quantiles()
+            rows = self._grouped(", ".join(sel), self.src) if sel else {k: () for k in quantiles}
             out = {}
             for k, row in rows.items():
                 pick = 0 if k is None else 1  # the whole log's column, or the tier's
-                at_max = {"input_tokens": int(row[6 + pick]), "output_tokens": int(row[8 + pick])}
-                grid = [row[10 + 2 * j + pick] for j in range(len(RESOLUTION_CANDIDATES_S))]
+                at_max = {"input_tokens": tops[k][0][1], "output_tokens": tops[k][1][1]}
+                on_grid = {u: row[2 * j + pick] for j, u in enumerate(probed)}
+                grid = [u in open_ticks[k] and bool(on_grid[u]) for u in RESOLUTION_CANDIDATES_S]
                 n = self.spans[k][0]
                 res = next((u for u, ok in zip(RESOLUTION_CANDIDATES_S, grid, strict=True) if ok), None)
                 resolution = (res or RESOLUTION_CANDIDATES_S[-1]) if n > 1 else 0.0
                 # the 9 figures of LENGTH_SELECT: (percentiles, mean, max) of each length
-                nine = tuple(x for i in range(len(LENGTH_EXPRS)) for x in (quantiles[k][i], row[2 * i], row[2 * i + 1]))
+                nine = tuple(
+                    x for i in range(len(LENGTH_EXPRS)) for x in (quantiles[k][i], self.means[k][i], tops[k][i][0])
+                )
                 out[k] = (nine, at_max, resolution)
             self._cache["lengths"] = out
         return self._cache["lengths"]
 
-    def _length_quantiles(self) -> dict[int | None, list[list[float]]]:
+    def _grid_candidates(self, first: dict[int | None, str]) -> dict[int | None, set[float]]:
+        """Per group, the ticks of RESOLUTION_CANDIDATES_S that the first and last arrival of each of its seconds
+        (its seconds table: real arrivals of the group) all sit on, with the very test the full pass makes
+        (off_grid_sql from the group's first arrival). A tick one of them misses is missed by the group, so
+        the full pass needs to probe only the rest: on a log with ms or finer timestamps, none."""
+        out: dict[int | None, set[float]] = {}
+        for k in self.keys if self.tiered else [None]:
+            table = self.seconds_table(k)
+            checks = ", ".join(f"bool_and(NOT ({off_grid_sql(u, first[k])}))" for u in RESOLUTION_CANDIDATES_S)
+            row = self.con.execute(
+                f"SELECT {checks} FROM (SELECT lo AS arrival_s FROM {table} UNION ALL SELECT hi FROM {table})"
+            ).fetchall()[0]
+            out[k] = {u for u, ok in zip(RESOLUTION_CANDIDATES_S, row, strict=True) if ok is not False}
+        return out
+
+    def _length_quantiles(self) -> tuple[dict[int | None, list[list[float]]], dict[int | None, list[tuple[int, int]]]]:
         """Per group, the PERCENTILES of each length (LENGTH_EXPRS), the very doubles DuckDB's quantile_cont gives,
         from one pass that counts the rows of each distinct length per group (a small table) instead of
-        sorting every row once per group and length.
+        sorting every row once per group and length; and per group and length its maximum and the rows at it
+        (the last of those counts).
 
         quantile_cont interpolates linearly between the order statistics at ranks floor and ceil of
         (n - 1) x q. Those two values are read off the cumulative counts; the interpolation is DuckDB's own,
@@ -192,21 +219,29 @@ class Groups:
         cols = range(len(LENGTH_EXPRS))
         inner = ", ".join(f"{e} AS _l{i}" for i, e in zip(cols, LENGTH_EXPRS.values(), strict=True))
         which = " ".join(f"WHEN grouping(_l{i}) = 0 THEN {i}" for i in cols)
-        sets = [f"(_l{i})" for i in cols]
-        key = "-1"
-        if self.tiered:
-            sets += [f"(g, _l{i})" for i in cols]
-            key = "CASE WHEN grouping(g) = 1 THEN -1 ELSE g END"
         value = f"coalesce({', '.join(f'_l{i}' for i in cols)})"  # the one length each grouping set keeps
-        data = self.con.execute(
-            f"SELECT CASE {which} END AS m, {key} AS k, {value} AS v, "
-            f"count(*) AS c FROM (SELECT g, {inner} FROM {self.src}) GROUP BY GROUPING SETS ({', '.join(sets)}) "
-            "ORDER BY m, k, v",
-            self.values,
-        ).fetchnumpy()
+        if self.tiered:
+            # counted per tier only; the whole log's counts are their sums (exact), not a second pass of sets
+            sets = [f"(g, _l{i})" for i in cols]
+            data = self.con.execute(
+                f"WITH t AS MATERIALIZED (SELECT CASE {which} END AS m, g AS k, {value} AS v, count(*) AS c "
+                f"FROM (SELECT g, {inner} FROM {self.src}) GROUP BY GROUPING SETS ({', '.join(sets)})) "
+                "SELECT m, k, v, c FROM t UNION ALL SELECT m, -1, v, sum(c)::BIGINT FROM t GROUP BY m, v "
+                "ORDER BY m, k, v",
+                self.values,
+            ).fetchnumpy()
+        else:
+            sets = [f"(_l{i})" for i in cols]
+            data = self.con.execute(
+                f"SELECT CASE {which} END AS m, -1 AS k, {value} AS v, "
+                f"count(*) AS c FROM (SELECT g, {inner} FROM {self.src}) GROUP BY GROUPING SETS ({', '.join(sets)}) "
+                "ORDER BY m, k, v",
+                self.values,
+            ).fetchnumpy()
         m, k, v, c = (np.asarray(data[col]) for col in ("m", "k", "v", "c"))
         cuts = (np.flatnonzero((np.diff(m) != 0) | (np.diff(k) != 0)) + 1).tolist()
         out: dict[int | None, list[list[float]]] = {}
+        tops: dict[int | None, list[tuple[int, int]]] = {}
         between: list[tuple[int | None, int, int, int, int, float]] = []  # group, length, q, lo, hi, fraction
         for start, end in zip([0, *cuts], [*cuts, len(m)], strict=True):
             group = None if int(k[start]) == -1 else int(k[start])
@@ -214,6 +249,7 @@ class Groups:
             cum = np.cumsum(c[start:end])
             n = int(cum[-1])
             figures = out.setdefault(group, [[0.0] * len(PERCENTILES) for _ in cols])
+            tops.setdefault(group, [(0, 0) for _ in cols])[length] = (int(v[end - 1]), int(c[end - 1]))
             for j, q in enumerate(PERCENTILES.values()):
                 rank = (n - 1) * q
                 lo_rank, hi_rank = math.floor(rank), math.ceil(rank)
@@ -232,16 +268,18 @@ class Groups:
             ).fetchall()[0]
             for (group, length, j, *_), value in zip(between, row, strict=True):
                 out[group][length][j] = value
-        return out
+        return out, tops
 
     def seconds_table(self, key: int | None) -> str:
         """The arrivals-per-second table of one group (Requests.seconds_table), all groups built in one pass."""
         if not self._seconds:
             k, per = "floor(arrival_s)::BIGINT", "count(*) AS n, min(arrival_s) AS lo, max(arrival_s) AS hi"
             if self.tiered:
+                # per (tier, second) only; the whole log's seconds are their sums, minima and maxima (exact)
                 sql = (
-                    f"CREATE OR REPLACE TEMP TABLE groups_sec AS SELECT CASE WHEN grouping(g) = 1 THEN NULL ELSE g END "
-                    f"AS g, {k} AS k, {per} FROM {self.src} GROUP BY GROUPING SETS (({k}), (g, {k}))"
+                    f"CREATE OR REPLACE TEMP TABLE groups_sec AS WITH t AS MATERIALIZED (SELECT g, {k} AS k, {per} "
+                    f"FROM {self.src} GROUP BY g, {k}) SELECT g, k, n, lo, hi FROM t UNION ALL "
+                    "SELECT NULL, k, sum(n)::BIGINT, min(lo), max(hi) FROM t GROUP BY k"
                 )
             else:
                 sql = f"CREATE OR REPLACE TEMP TABLE groups_sec AS SELECT NULL::INTEGER AS g, {k} AS k, {per} FROM {self.src} GROUP BY 2"
@@ -257,32 +295,68 @@ class Groups:
         return self._seconds[key]
 
     def sessions(self) -> dict[int | None, Any]:
-        """Per group: count(*), median, mean and max of calls per session (Requests.sessions)."""
+        """Per group: count(*), median, mean and max of calls per session (Requests.sessions).
+
+        One GROUP BY session_id gives each session's calls in the whole log and in each tier (a count per tier,
+        SESSION_TIERS_PER_PASS tiers a pass): a tier's sessions are those with a call in it, and their calls
+        there are the same numbers a (tier, session_id) grouping counts, with far fewer groups when sessions
+        span tiers. Each figure is DuckDB's own aggregate over those numbers."""
         if "sessions" not in self._cache:
+            stats = "count(*), median({n}), avg({n}), max({n})"
             if not self.tiered:
                 inner = f"(SELECT session_id, count(*) AS n FROM {self.src} WHERE session_id IS NOT NULL GROUP BY 1)"
-                rows = {None: self.one(f"SELECT count(*), median(n), avg(n), max(n) FROM {inner}")}
+                rows = {None: self.one(f"SELECT {stats.format(n='n')} FROM {inner}")}
             else:
-                inner = (
-                    f"(SELECT CASE WHEN grouping(g) = 1 THEN NULL ELSE g END AS g, count(*) AS n FROM {self.src} "
-                    "WHERE session_id IS NOT NULL GROUP BY GROUPING SETS ((session_id), (g, session_id)))"
-                )
-                rows = {
-                    r[0]: r[1:]
-                    for r in self.con.execute(
-                        f"SELECT g, count(*), median(n), avg(n), max(n) FROM {inner} GROUP BY g", self.values
-                    ).fetchall()
-                }
+                rows = {}
+                tiers = list(range(len(self.names)))
+                for start in range(0, len(tiers), SESSION_TIERS_PER_PASS):
+                    part = tiers[start : start + SESSION_TIERS_PER_PASS]
+                    counts = ["count(*) AS n"] if start == 0 else []
+                    counts += [f"count(*) FILTER (WHERE g = {j}) AS c{j}" for j in part]
+                    figures = [stats.format(n="n")] if start == 0 else []
+                    figures += [
+                        ", ".join(f"{f} FILTER (WHERE c{j} > 0)" for f in stats.format(n=f"c{j}").split(", "))
+                        for j in part
+                    ]
+                    row = self.one(
+                        f"SELECT {', '.join(figures)} FROM (SELECT {', '.join(counts)} FROM {self.src} "
+                        "WHERE session_id IS NOT NULL GROUP BY session_id)"
+                    )
+                    if start == 0:
+                        rows[None], row = row[:4], row[4:]
+                    for i, j in enumerate(part):
+                        if row[4 * i]:  # a tier without sessions has no row, as with a (tier, session) grouping
+                            rows[j] = row[4 * i : 4 * i + 4]
             self._cache["sessions"] = rows
         return self._cache["sessions"]
 
     def prefix_reuse(self) -> dict[int | None, Any]:
         """Per group: count of all and of distinct hash_ids (Requests.prefix_reuse)."""
         if "reuse" not in self._cache:
-            # Blocks counted per (tier, hash) once, then summed: count(DISTINCT) on a few hundred thousand
-            # (tier, hash) rows instead of on every block of the log twice.
-            per = f"(SELECT g, h, count(h) AS c FROM (SELECT g, unnest(hash_ids) AS h FROM {self.src}) GROUP BY g, h)"
-            self._cache["reuse"] = self._grouped("sum(c), count(DISTINCT h)", per)
+            blocks = f"(SELECT g, unnest(hash_ids) AS h FROM {self.src})"
+            if not self.tiered:
+                # Blocks counted per hash once, then summed: count(DISTINCT) on the distinct hashes instead of on
+                # every block of the log.
+                per = f"(SELECT g, h, count(h) AS c FROM {blocks} GROUP BY g, h)"
+                self._cache["reuse"] = self._grouped("sum(c), count(DISTINCT h)", per)
+                return self._cache["reuse"]
+            # One pass, two small groupings: each tier's blocks (count(h)), and each distinct hash with the tiers
+            # it occurs in (bit g of a BIGINT; MAX_TIERS < 63): a tier's distinct hashes are those with its bit.
+            tiers = range(len(self.names))
+            has = ", ".join(f"count(*) FILTER (WHERE (m >> {j}) & 1 = 1)" for j in tiers)
+            rows = self.con.execute(
+                "WITH per AS MATERIALIZED (SELECT grouping(h) = 1 AS tier_total, g, h, count(h) AS c, "
+                f"bit_or(1::BIGINT << g) AS m FROM {blocks} GROUP BY GROUPING SETS ((g), (h))), "
+                f"d AS (SELECT count(*) AS n, {has} FROM per WHERE NOT tier_total AND h IS NOT NULL) "
+                "SELECT g, c, d.* FROM per, d WHERE tier_total ORDER BY g",
+                self.values,
+            ).fetchall()
+            out: dict[int | None, Any] = {}
+            if rows:
+                out[None] = (sum(int(r[1]) for r in rows), int(rows[0][2]))
+            for g, c, _, *distinct in rows:
+                out[g] = (int(c), int(distinct[g]))
+            self._cache["reuse"] = out
         return self._cache["reuse"]
 
     def requests(self, key: int | None) -> GroupRequests:

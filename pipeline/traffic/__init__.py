@@ -377,7 +377,9 @@ def _arrival_expr(column: str, unit: str) -> str:
     return f"TRY_CAST({ident} AS DOUBLE) / {UNIT_DIVISOR[unit]}"
 
 
-def _normalized_sql(scan: str, mapping: dict[str, str], unit: str, with_raw: bool) -> str:
+def _normalized_sql(scan: str, mapping: dict[str, str], unit: str, with_raw: bool, bad_hash_ids: str | None = None) -> str:
+    """The normalized columns of `mapping` over `scan` (with raw text copies and the file for validation);
+    `bad_hash_ids`: SQL of a boolean column `_bad_hash_ids` added last (the first pass's stream)."""
     parts = [
         f"{_arrival_expr(mapping['arrival_s'], unit)} AS arrival_s",
         f"TRY_CAST({sql_ident(mapping['input_tokens'])} AS DOUBLE) AS input_tokens",
@@ -395,6 +397,8 @@ def _normalized_sql(scan: str, mapping: dict[str, str], unit: str, with_raw: boo
         parts.append("filename AS _file")
     elif "hash_ids" in mapping:
         parts.append(f"CAST({sql_ident(mapping['hash_ids'])} AS BIGINT[]) AS hash_ids")
+    if bad_hash_ids is not None:
+        parts.append(f"({bad_hash_ids}) AS _bad_hash_ids")
     return f"SELECT {', '.join(parts)} FROM {scan}"
 
 
@@ -434,15 +438,19 @@ def _hash_ids_bad_sql(column: str) -> str:
 
 def _stream_order(
     con: duckdb.DuckDBPyConnection, norm: str, rows: int, other_keys: bool, bar: PassProgress
-) -> tuple[bool, tuple[float, float, int, int | None], int | None] | None:
-    """(ordered, (first, last, zero-output rows, duplicates or None), first zero-output row) from one
-    streamed pass; None if any arrival or token count is NULL (validation then reports it)."""
+) -> tuple[bool, tuple[float, float, int, int | None], int | None, int | None] | None:
+    """(ordered, (first, last, zero-output rows, duplicates or None), first zero-output row, rows with bad
+    hash_ids or None) from one streamed pass over `norm` (_normalized_sql; its `_bad_hash_ids` column, where
+    present, is counted); None if any arrival or token count is NULL (validation then reports it)."""
     import numpy as np
+    import pyarrow.compute as pc
 
-    reader = con.sql(f"SELECT arrival_s, input_tokens, output_tokens FROM ({norm}) AS norm").to_arrow_reader(
-        STREAM_BATCH_ROWS
-    )
-    first, last, zero, inversions, repeats, done = np.inf, -np.inf, 0, 0, 0, 0
+    names = [d[0] for d in con.execute(f"SELECT * FROM ({norm}) AS norm LIMIT 0").description]
+    flagged = "_bad_hash_ids" in names
+    reader = con.sql(
+        f"SELECT arrival_s, input_tokens, output_tokens{', _bad_hash_ids' if flagged else ''} FROM ({norm}) AS norm"
+    ).to_arrow_reader(STREAM_BATCH_ROWS)
+    first, last, zero, inversions, repeats, done, bad = np.inf, -np.inf, 0, 0, 0, 0, 0
     first_zero: int | None = None
     prev: tuple[Any, Any, Any] | None = None
     for batch in reader:
@@ -451,6 +459,8 @@ def _stream_order(
             continue
         if np.isnan(a).any() or np.isnan(i).any() or np.isnan(o).any():
             return None
+        if flagged:
+            bad += int(pc.sum(batch.column(3)).as_py() or 0)
         first, last = min(first, float(a.min())), max(last, float(a.max()))
         zeros = np.flatnonzero(o == 0)
         if len(zeros) and first_zero is None:
@@ -468,7 +478,7 @@ def _stream_order(
     if done != rows:
         return None
     ordered = inversions == 0 and (repeats == 0 or not other_keys)
-    return ordered, (first, last, zero, repeats if inversions == 0 else None), first_zero
+    return ordered, (first, last, zero, repeats if inversions == 0 else None), first_zero, bad if flagged else None
 
 
 def _first_pass(
@@ -478,30 +488,36 @@ def _first_pass(
     types: dict[str, str],
     unit: str,
     progress: Progress,
+    before_stream: Callable[[str, int], None] | None = None,
 ) -> FirstPass | None:
     """The log's row count, span, duplicates, order and bad hash_ids, while great-expectations loads; None on
-    any error or NULL, so that every check reports in its own order afterwards (this pass only saves time)."""
+    any error or NULL, so that every check reports in its own order afterwards (this pass only saves time).
+
+    `before_stream(unit, rows)` runs once the unit and row count are known, before the stream: DuckDB work
+    that holds no Python lock goes there, while the import (pure Python) has the interpreter; the stream's
+    per-batch numpy work needs it."""
     try:
         unit, _ = _resolve_unit(con, scan, mapping["arrival_s"], types[mapping["arrival_s"]], unit)
         rows = con.execute(f"SELECT count(*) FROM {scan}").fetchall()[0][0]
         if not rows:
             return None
+        if before_stream is not None:
+            before_stream(unit, rows)
         norm = _normalized_sql(scan, {k: v for k, v in mapping.items() if k != "hash_ids"}, unit, False)
+        # the rows whose hash_ids are not lists of integers ride in the same stream (no scan of their own)
+        bad = _hash_ids_bad_sql(mapping["hash_ids"]) if "hash_ids" in mapping else None
+        stream = _normalized_sql(scan, {k: v for k, v in mapping.items() if k in REQUIRED}, unit, False, bad)
         written = [c for c in OUTPUT_ORDER if c in mapping or c in REQUIRED]
         bar, found = progress.track("reading", rows), None
         try:
-            found = _stream_order(con, norm, rows, len(written) > 3, bar)
+            found = _stream_order(con, stream, rows, len(written) > 3, bar)
         finally:
             bar.stop() if found is None else bar.close(rows)
         if found is None:
             return None
-        ordered, (first, last, zero, dupes), first_zero = found
+        ordered, (first, last, zero, dupes), first_zero, bad_hash = found
         if dupes is None:
             dupes = con.execute(f"{SPAN_AND_DUPLICATES} FROM ({norm}) AS norm").fetchall()[0][3]
-        bad_hash = None
-        if "hash_ids" in mapping:
-            bad = _hash_ids_bad_sql(mapping["hash_ids"])
-            bad_hash = con.execute(f"SELECT count(*) FILTER (WHERE {bad}) FROM {scan}").fetchall()[0][0]
         return FirstPass(unit, dict(mapping), rows, (first, last, zero, dupes), ordered, bad_hash, first_zero)
     except (InputError, duckdb.Error, KeyError):
         return None
@@ -587,15 +603,30 @@ def ingest(
     elif layout.name == "generic":
         hint = "Map your column names with workload.columns (or --column NAME=COLUMN)."
     expected = {**mapping, **(columns or {})} if layout.name == "generic" else mapping
-    early = None
+    early, prefetched = None, None
     if all(c in available for c in expected.values()):  # the schema suite will pass
+        early_mapping = {**mapping, **{k: v for k, v in layout.optional.items() if v in available}}
+
+        def validate_early(unit: str, rows: int) -> None:
+            """The suite's one aggregate, run while great-expectations may still be loading; it is used only if
+            the SQL that GX's own expectations give is this SQL (quality.run_sql_suite)."""
+            nonlocal prefetched
+            say(f"validating {rows:,} rows from {len(source.files)} file(s) (great-expectations suite, run by DuckDB)")
+            specs = quality.request_rule_specs(early_mapping, unit, [k for k in early_mapping if k not in REQUIRED])
+            query = _normalized_sql(scan, {k: v for k, v in early_mapping.items() if k != "hash_ids"}, unit, True)
+            bar = tracker.track("validating", rows)
+            with contextlib.suppress(duckdb.Error):  # a read error is reported by the validation below
+                prefetched = _polling(con, bar, lambda: quality.prefetch_counts(con, query, specs))
+                bar.close(rows)
+
         early = _first_pass(
             con,
             scan,
-            {**mapping, **{k: v for k, v in layout.optional.items() if v in available}},
+            early_mapping,
             types,
             layout.timestamp_unit if timestamp_unit == "auto" else timestamp_unit,
             tracker,
+            validate_early,
         )
     gx_loading.join()
     quality.check_columns(f"{label} (format '{layout.name}')", available, expected, hint)
@@ -619,13 +650,16 @@ def ingest(
     rules = quality.request_rules(mapping, unit, optional)
     checked_sql = _normalized_sql(scan, {k: v for k, v in mapping.items() if k != "hash_ids"}, unit, True)
 
-    say(f"validating {rows_read:,} rows from {len(source.files)} file(s) (great-expectations suite, run by DuckDB)")
-    bar = tracker.track("validating", rows_read)
     try:
-        summary = _polling(con, bar, lambda: quality.validate_sql(label, con, checked_sql, mapping, rules))
+        if prefetched is not None:  # used if it is this suite's SQL and values (else the aggregate runs again)
+            summary = quality.validate_sql(label, con, checked_sql, mapping, rules, prefetched)
+        else:
+            say(f"validating {rows_read:,} rows from {len(source.files)} file(s) (great-expectations suite, run by DuckDB)")
+            bar = tracker.track("validating", rows_read)
+            summary = _polling(con, bar, lambda: quality.validate_sql(label, con, checked_sql, mapping, rules))
+            bar.close(rows_read)
     except duckdb.Error as exc:
         raise InputError(f"{label}: cannot be read: {_first_line(exc)}") from None
-    bar.close(rows_read)
 
     if "hash_ids" in mapping and (early is None or early.bad_hash_ids != 0):
         check_hash_ids(con, scan, mapping["hash_ids"], label)
