@@ -187,6 +187,51 @@ def azure_walked(tmp_path_factory: Any, dest: Path) -> tuple[Path, str]:
     return dest, (built.parent / "init.stdout").read_text(encoding="utf-8")
 
 
+def calibration_level(**over: Any) -> Any:
+    """A measured open-loop level for the calibration tests (pipeline.sim.calibrate.LevelData): rate 2 req/s,
+    8 requests of 547 prompt / 50 output tokens, TTFT p50 100 ms / p99 200 ms, mean ITL 10 ms; `over` replaces
+    any field."""
+    import numpy as np
+
+    from pipeline.sim import calibrate
+
+    base: dict[str, Any] = {
+        "name": "x (rate 2)",
+        "curve": "x",
+        "load_kind": "request_rate",
+        "load": 2.0,
+        "rps": 2.0,
+        "output_tps": 100.0,
+        "ttft_s": {"p50": 0.1, "p99": 0.2},
+        "itl_s": 0.01,
+        "itl_kind": "tpot",
+        "itl_stat": "mean",
+        "e2e_s": 1.0,
+        "input_mean": 547.0,
+        "output_mean": 50.0,
+        "input_lens": np.full(8, 547, np.int64),
+        "output_lens": np.full(8, 50, np.int64),
+        "lengths_source": "the mean length",
+        "requests": 20,
+        "saturation": False,
+    }
+    base.update(over)
+    return calibrate.LevelData(**base)
+
+
+def load_fidelity() -> Any:
+    """benchmarks/fidelity.py as a module (benchmarks/ is a folder of scripts, not a package), loaded once."""
+    import importlib.util
+
+    name = "benchmarks_fidelity"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / "fidelity.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
 def catalog_model(name: str) -> Any:
     """The project's catalog model `name`: what the stages pass to the step functions' `load_model`."""
     from pipeline import catalog

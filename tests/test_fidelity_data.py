@@ -7,11 +7,9 @@ manifest, as a sweep folder with its manifest.yaml) and skip when it is absent.
 
 from __future__ import annotations
 
-import importlib.util
 import math
 import os
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
@@ -19,20 +17,12 @@ import pytest
 from pipeline import catalog
 from pipeline.benchmarks import read_manifest, read_paths
 from pipeline.errors import InputError
-from tests.conftest import ROOT, SHARED
+from tests.conftest import ROOT, SHARED, load_fidelity
 
 FID = ROOT / "benchmarks" / "fidelity"
 
 
-def _load_fidelity():
-    """benchmarks/fidelity.py as a module (benchmarks/ is a folder of scripts, not a package)."""
-    name = "benchmarks_fidelity"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / "fidelity.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
+_load_fidelity = load_fidelity  # tests/conftest.py
 
 
 fidelity = _load_fidelity()

@@ -13,34 +13,12 @@ from pipeline import catalog
 from pipeline.sim import calibrate as C
 from pipeline.sim import cost as K
 from pipeline.sim.engine import Trace
-from tests.conftest import toy_step_cost
+from tests.conftest import calibration_level, toy_step_cost
 
 toy = toy_step_cost  # t = fixed_s + per_token_s x tokens (tests/conftest.py)
 
 
-def level(**over: object) -> C.LevelData:
-    base: dict[str, object] = {
-        "name": "x (rate 2)",
-        "curve": "x",
-        "load_kind": "request_rate",
-        "load": 2.0,
-        "rps": 2.0,
-        "output_tps": 100.0,
-        "ttft_s": {"p50": 0.1, "p99": 0.2},
-        "itl_s": 0.01,
-        "itl_kind": "tpot",
-        "itl_stat": "mean",
-        "e2e_s": 1.0,
-        "input_mean": 547.0,
-        "output_mean": 50.0,
-        "input_lens": np.full(8, 547, np.int64),
-        "output_lens": np.full(8, 50, np.int64),
-        "lengths_source": "the mean length",
-        "requests": 20,
-        "saturation": False,
-    }
-    base.update(over)
-    return C.LevelData(**base)  # type: ignore[arg-type]
+level = calibration_level  # tests/conftest.py: a measured open-loop level, fields overridable
 
 
 # ------------------------------------------------------------------------------------------ physical bounds

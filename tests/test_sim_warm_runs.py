@@ -4,9 +4,7 @@ expected value is worked by hand in the comments."""
 
 from __future__ import annotations
 
-import importlib.util
 import math
-import sys
 
 import numpy as np
 import pytest
@@ -15,34 +13,12 @@ from pipeline.errors import InputError
 from pipeline.sim import calibrate as C
 from pipeline.sim import engine
 from pipeline.sim.engine import EngineConfig, Trace
-from tests.conftest import ROOT, toy_step_cost
+from tests.conftest import calibration_level, load_fidelity, toy_step_cost
 
 toy = toy_step_cost  # t = fixed_s + per_token_s x tokens: 10 ms + 1 ms per scheduled token (tests/conftest.py)
 
 
-def level(**over: object) -> C.LevelData:
-    base: dict[str, object] = {
-        "name": "x (rate 2)",
-        "curve": "x",
-        "load_kind": "request_rate",
-        "load": 2.0,
-        "rps": 2.0,
-        "output_tps": 100.0,
-        "ttft_s": {"p50": 0.1, "p99": 0.2},
-        "itl_s": 0.01,
-        "itl_kind": "tpot",
-        "itl_stat": "mean",
-        "e2e_s": 1.0,
-        "input_mean": 547.0,
-        "output_mean": 50.0,
-        "input_lens": np.full(8, 547, np.int64),
-        "output_lens": np.full(8, 50, np.int64),
-        "lengths_source": "the mean length",
-        "requests": 20,
-        "saturation": False,
-    }
-    base.update(over)
-    return C.LevelData(**base)  # type: ignore[arg-type]
+level = calibration_level  # tests/conftest.py: a measured open-loop level, fields overridable
 
 
 # ----------------------------------------------------------------------------------------- cached tokens
@@ -147,14 +123,7 @@ def test_a_queued_tail_replays_more_requests_by_hand():
 # ------------------------------------------------------------------------------------ TTFT noise (fidelity.py)
 
 
-def _fidelity():
-    name = "benchmarks_fidelity"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / "fidelity.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
+_fidelity = load_fidelity  # tests/conftest.py
 
 
 def test_bootstrap_of_two_values_by_hand():
