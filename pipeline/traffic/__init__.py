@@ -437,16 +437,14 @@ def _hash_ids_bad_sql(column: str) -> str:
 
 
 def _stream_order(
-    con: duckdb.DuckDBPyConnection, norm: str, rows: int, other_keys: bool, bar: PassProgress
+    con: duckdb.DuckDBPyConnection, norm: str, rows: int, other_keys: bool, bar: PassProgress, flagged: bool = False
 ) -> tuple[bool, tuple[float, float, int, int | None], int | None, int | None] | None:
     """(ordered, (first, last, zero-output rows, duplicates or None), first zero-output row, rows with bad
-    hash_ids or None) from one streamed pass over `norm` (_normalized_sql; its `_bad_hash_ids` column, where
-    present, is counted); None if any arrival or token count is NULL (validation then reports it)."""
+    hash_ids or None) from one streamed pass over `norm` (_normalized_sql; `flagged`: it has the `_bad_hash_ids`
+    column, which is counted); None if any arrival or token count is NULL (validation then reports it)."""
     import numpy as np
     import pyarrow.compute as pc
 
-    names = [d[0] for d in con.execute(f"SELECT * FROM ({norm}) AS norm LIMIT 0").description]
-    flagged = "_bad_hash_ids" in names
     reader = con.sql(
         f"SELECT arrival_s, input_tokens, output_tokens{', _bad_hash_ids' if flagged else ''} FROM ({norm}) AS norm"
     ).to_arrow_reader(STREAM_BATCH_ROWS)
@@ -510,7 +508,7 @@ def _first_pass(
         written = [c for c in OUTPUT_ORDER if c in mapping or c in REQUIRED]
         bar, found = progress.track("reading", rows), None
         try:
-            found = _stream_order(con, stream, rows, len(written) > 3, bar)
+            found = _stream_order(con, stream, rows, len(written) > 3, bar, flagged=bad is not None)
         finally:
             bar.stop() if found is None else bar.close(rows)
         if found is None:
