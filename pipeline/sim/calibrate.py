@@ -915,7 +915,18 @@ def prefill_terms(
     return np.append(rows, 1.0)
 
 
-def _prior_rows(prior: np.ndarray, weight: float, free: list[int]) -> tuple[np.ndarray, np.ndarray]:
+def _zero_scale(k: int, seq_weight: float = 1.0) -> float:
+    """The scale a zero-prior parameter is pulled toward 0 on (ZERO_SCALES, H_SCALE), in the deployment's own units:
+    b4's unit is seconds per sequence of REF_VOCAB entries (cost.seq_weight), so its scale in seconds per sequence is
+    the same for every vocabulary (a deployment's own fit does not depend on REF_VOCAB)."""
+    if k == 6:
+        return H_SCALE
+    return ZERO_SCALES.get(k, 1.0) / (seq_weight if k == 4 else 1.0)
+
+
+def _prior_rows(
+    prior: np.ndarray, weight: float, free: list[int], seq_weight: float = 1.0
+) -> tuple[np.ndarray, np.ndarray]:
     rows, rhs = [], []
     for k in free:
         e = np.zeros(NPAR)
@@ -923,19 +934,21 @@ def _prior_rows(prior: np.ndarray, weight: float, free: list[int]) -> tuple[np.n
             e[k] = weight / prior[k]
             rhs.append(weight)
         else:
-            e[k] = weight / (H_SCALE if k == 6 else ZERO_SCALES.get(k, 1.0))
+            e[k] = weight / _zero_scale(k, seq_weight)
             rhs.append(0.0)
         rows.append(e)
     return np.array(rows).reshape(-1, NPAR), np.array(rhs)
 
 
-def _nnls_free(a: np.ndarray, theta: np.ndarray, prior: np.ndarray, free: list[int], weight: float) -> np.ndarray:
+def _nnls_free(
+    a: np.ndarray, theta: np.ndarray, prior: np.ndarray, free: list[int], weight: float, seq_weight: float = 1.0
+) -> np.ndarray:
     """NNLS of relative rows a.theta ~ 1 over the `free` parameters, the others held, with the prior pull; each
     free parameter is bounded below by PHYSICAL_LOWER (solved as theta = lower + u, u >= 0)."""
     held = theta.copy()
     held[free] = PHYSICAL_LOWER[free]
     rhs = np.ones(len(a)) - a @ held
-    pa, py = _prior_rows(prior, weight, free)
+    pa, py = _prior_rows(prior, weight, free, seq_weight)
     py = py - pa @ held
     sol, _ = nnls(np.vstack([a[:, free], pa[:, free]]), np.concatenate([rhs, py]), maxiter=5000)
     out = held
@@ -966,6 +979,7 @@ def fit_aggregates(
     weight: float = PRIOR_WEIGHT,
     rounds: int = 8,
     fixed: dict[int, float] | None = None,
+    seq_weight: float = 1.0,
 ) -> np.ndarray:
     """Step 1 on relative rows (each divided by its measured value, target 1), decode and prefill in turn: the
     decode rows fit b0, b2..b5 with the FLOPs term and h held; the prefill rows then fit the FLOPs term and h
@@ -979,9 +993,9 @@ def fit_aggregates(
     pre_free = [k for k in (1, 6) if k not in fixed]
     for _ in range(rounds):
         if len(decode) and dec_free:
-            theta = _nnls_free(decode, theta, prior, dec_free, weight)
+            theta = _nnls_free(decode, theta, prior, dec_free, weight, seq_weight)
         if len(prefill) and pre_free:
-            theta = _nnls_free(prefill, theta, prior, pre_free, weight)
+            theta = _nnls_free(prefill, theta, prior, pre_free, weight, seq_weight)
     # the alternation can lock in (a FLOPs term the prefill rows want that the decode rows cannot carry zeroes the
     # rest): a joint NNLS with each group's rows weighted to the same total is the other candidate; the one with
     # the lower balanced loss wins
@@ -994,7 +1008,7 @@ def fit_aggregates(
             for k, v in fixed.items():
                 held[k] = v
             free = [k for k in range(NPAR) if k not in fixed]
-            pa, py = _prior_rows(prior, weight, free)
+            pa, py = _prior_rows(prior, weight, free, seq_weight)
             a = np.vstack([stacked, pa])
             y = np.concatenate([rhs - stacked @ held, py - pa @ held])
             low = PHYSICAL_LOWER[free]
@@ -1002,7 +1016,7 @@ def fit_aggregates(
             joint = held.copy()
             joint[free] = low + sol
         else:
-            pa, py = _prior_rows(prior, weight, list(range(NPAR)))
+            pa, py = _prior_rows(prior, weight, list(range(NPAR)), seq_weight)
             joint = _bounded_nnls(np.vstack([stacked, pa]), np.concatenate([rhs, py]))
         if balanced_loss(joint, groups, prior, weight) < balanced_loss(theta, groups, prior, weight):
             theta = joint
@@ -1022,26 +1036,29 @@ def fit_step1(
     prior first), refitted, and rebuilt, for at most ACTIVE_ROUNDS rounds; the b with the lowest balanced loss on
     its own rows (the model's exact loss there) wins."""
     dec, pre, _, _ = level_rows(cost, levels, limits, prior)
-    theta = fit_aggregates(dec, pre, prior, weight)
+    w = cost.seq_weight
+    theta = fit_aggregates(dec, pre, prior, weight, seq_weight=w)
     if cost.coeffs.form == "additive":
         return theta
     best, best_loss = theta, math.inf
     for _ in range(ACTIVE_ROUNDS):
         dec, pre, _, _ = level_rows(cost, levels, limits, theta)
         groups = [g for g in (dec, pre) if len(g)]
-        loss = balanced_loss(theta, groups, prior, weight)
+        loss = balanced_loss(theta, groups, prior, weight, w)
         if loss < best_loss - 1e-15:
             best, best_loss = theta, loss
-        new = fit_aggregates(dec, pre, prior, weight)
+        new = fit_aggregates(dec, pre, prior, weight, seq_weight=w)
         if np.allclose(new, theta, rtol=1e-9, atol=1e-15):
             break
         theta = new
     return best
 
 
-def balanced_loss(theta: np.ndarray, groups: list[np.ndarray], prior: np.ndarray, weight: float) -> float:
+def balanced_loss(
+    theta: np.ndarray, groups: list[np.ndarray], prior: np.ndarray, weight: float, seq_weight: float = 1.0
+) -> float:
     """Mean squared relative error per row group, summed over groups, plus the prior pull."""
-    pa, py = _prior_rows(prior, weight, list(range(NPAR)))
+    pa, py = _prior_rows(prior, weight, list(range(NPAR)), seq_weight)
     return float(sum(np.mean((g @ theta - 1.0) ** 2) for g in groups) + np.sum((pa @ theta - py) ** 2))
 
 
@@ -1234,7 +1251,15 @@ def _refine_residuals(pred: dict[str, float], lv: LevelData) -> list[float]:
 
 
 FLOOR = np.array([1e-5, 1e-2, 1e-2, 1e-2, 1e-6, 1e-2, 1e-4])
-"""Smallest value a refined parameter takes (log space needs > 0)."""
+"""Smallest value a refined parameter takes (log space needs > 0); b4's in seconds per sequence (`floor_of`)."""
+
+
+def floor_of(cost: StepCost) -> np.ndarray:
+    """FLOOR in the deployment's own units: b4's floor is 1e-6 s per sequence whatever its vocabulary (b4 multiplies
+    cost.seq_weight sequences)."""
+    out = FLOOR.copy()
+    out[4] /= cost.seq_weight
+    return out
 
 
 def refine_passes(levels: list[LevelData], max_nfev: int) -> int:
@@ -1315,7 +1340,8 @@ def _search(
 
 def _active(cost: StepCost, theta0: np.ndarray, prior: np.ndarray) -> list[int]:
     silent = {5} if cost.link_bw <= 0 else set()  # no all-reduce at TP 1: b5 multiplies nothing
-    return [k for k in range(NPAR) if (theta0[k] > FLOOR[k] or prior[k] > 0) and k not in silent]
+    floor = floor_of(cost)
+    return [k for k in range(NPAR) if (theta0[k] > floor[k] or prior[k] > 0) and k not in silent]
 
 
 def refine(
@@ -1357,16 +1383,21 @@ def refine(
         if not active or max_nfev <= 1:
             return np.maximum(theta0, PHYSICAL_LOWER)
     base = np.maximum(theta0, PHYSICAL_LOWER).copy()
+    floor = floor_of(cost)
     for k in active:
-        base[k] = max(base[k], FLOOR[k])
+        base[k] = max(base[k], floor[k])
+    # the search runs on b4 in seconds per sequence (b4 x seq_weight), so a deployment's fit is the same whatever
+    # REF_VOCAB is (least squares' finite-difference steps are relative to the log-space point)
+    unit = np.ones(NPAR)
+    unit[4] = cost.seq_weight
 
     def theta_of(x: np.ndarray) -> np.ndarray:
         t = base.copy()
-        t[active] = np.maximum(np.exp(x), PHYSICAL_LOWER[active])  # the physical bounds (flat below them)
+        t[active] = np.maximum(np.exp(x) / unit[active], PHYSICAL_LOWER[active])  # the physical bounds (flat below)
         return t
 
     group = np.array([1.0 if k < 6 else 0.0 for k in active])
-    x = _search(lambda x: replays.residuals(theta_of(x)), np.log(base[active]), max_nfev, group)
+    x = _search(lambda x: replays.residuals(theta_of(x)), np.log(base[active] * unit[active]), max_nfev, group)
     return theta_of(x)
 
 

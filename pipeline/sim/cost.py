@@ -16,7 +16,8 @@ larger of the two, not their sum; F_lin = the linear layers' FLOPs, F_attn = att
   a batch of `tokens` touches, 1 - (1 - k/E)^tokens);
 - K: KV bytes attention reads per GPU (every sequence in the batch reads its whole context);
 - B: HBM bandwidth per GPU;
-- n: sequences in the batch;
+- n: sequences in the batch, each weighted by its vocabulary over REF_VOCAB (SEQ_TERM: the sampler's work per
+  sequence is over its logits row);
 - A: TP all-reduce seconds: 2 all-reduces per layer, each moving 2(TP-1)/TP x hidden x 2 B
   per token over the link (per direction: half the datasheet figure), plus a per-call latency.
 
@@ -49,7 +50,7 @@ from pipeline.memory import engine_weight_bytes, kv_shape, routed_expert_bytes
 TERMS = ("fixed_s", "flops", "weight_bytes", "kv_bytes", "seqs", "allreduce")
 """The six terms of the iteration time, in the order of the coefficient vector b."""
 
-N_CONST = 14
+N_CONST = 15
 """Length of the physics part of the packed vector; b0..b5 follow it, then the form code (FORM_CODE)."""
 
 STEP_FORMS = ("additive", "overlap", "overlap-phase")
@@ -163,6 +164,7 @@ class StepCost:
     link_bw: float  # bytes/s per GPU and direction on the TP fabric (half the datasheet's bidirectional figure)
     allreduce_latency_s: float  # per iteration: calls x per-call latency (0 at TP 1)
     window: int  # sliding window in tokens (BIG_WINDOW when none)
+    seq_weight: float = 1.0  # what one sequence of the batch weighs in the per-sequence term (SEQ_TERM)
     coeffs: Coefficients = field(default_factory=Coefficients.prior)
     deployment: str = ""
 
@@ -185,6 +187,7 @@ class StepCost:
             self.allreduce_bytes_per_token,
             self.link_bw,
             self.allreduce_latency_s,
+            self.seq_weight,
             float(self.window),
         ]
         return np.asarray(phys + list(self.coeffs.b) + [FORM_CODE[self.coeffs.form]], dtype=np.float64)
@@ -224,7 +227,7 @@ class StepCost:
             allreduce = self.allreduce_bytes_per_token * t / self.link_bw + self.allreduce_latency_s
         else:
             allreduce = 0.0 * t
-        return np.ones_like(t), lin, attn, weights, kv, n, allreduce
+        return np.ones_like(t), lin, attn, weights, kv, n * self.seq_weight, allreduce
 
     def active_terms(
         self,
@@ -343,9 +346,35 @@ def step_cost(
         link_bw=link,
         allreduce_latency_s=ar_latency,
         window=int(model.sliding_window) if model.sliding_window else BIG_WINDOW,
+        seq_weight=seq_weight(model),
         coeffs=coeffs or roofline_prior(roofline),
         deployment=f"{model.name} on {tp * pp}x {gpu.name} TP{tp} PP{pp} {weight_dtype}/{kv_dtype}",
     )
+
+
+SEQ_TERMS = ("count", "vocab")
+"""What one sequence of the batch weighs in the per-sequence term b4 n (`seq_weight`): "count", 1 each; "vocab",
+its vocabulary over REF_VOCAB (the sampler's work per sequence is over its logits row: V1's sampler peaks at ~39 B
+per sequence x vocabulary entry, pipeline/memory.py)."""
+
+SEQ_TERM = "vocab"
+"""The per-sequence weighting the step cost uses (SEQ_TERMS). Chosen on the dev deployments of
+benchmarks/fidelity.py only (never the holdout): the refined fits' b4 split by vocabulary, 3.5e-5 to 8.6e-5 s per
+sequence on the three 128k-152k-vocabulary models and 0 to 1.2e-5 s on the three 32k ones. Weighting by
+vocabulary leaves every deployment's own fit the same in seconds per sequence (calibrate runs b4 in those units)
+and changes only what the pool transfers: leave-one-deployment-out medians 3.8/29.0/47.3% -> 2.8/24.8/44.5%
+(throughput/ITL/TTFT p99). `--ablate seq-vocab` in the benchmark switches it back to "count"."""
+
+REF_VOCAB = 128256
+"""The vocabulary at which a sequence weighs 1 in the "vocab" weighting (Llama 3's): b4 is seconds per sequence of a
+128,256-entry vocabulary, the same number as before for Llama-3 models."""
+
+
+def seq_weight(model: Model) -> float:
+    """What one sequence of `model` weighs in the per-sequence term b4 n (SEQ_TERM)."""
+    if SEQ_TERM not in SEQ_TERMS:
+        raise ValueError(f"SEQ_TERM = {SEQ_TERM!r}; allowed: {', '.join(SEQ_TERMS)}")
+    return model.vocab / REF_VOCAB if SEQ_TERM == "vocab" and model.vocab > 0 else 1.0
 
 
 def pair_sums(start: int, chunk: int, window: int) -> tuple[float, float]:
@@ -401,7 +430,7 @@ def step_time(
         core = max(t_lin + t_attn, t_w + t_kv)
     else:
         core = max(t_lin, t_w) + max(t_attn, t_kv)
-    return c[b] + core + c[b + 4] * seqs + c[b + 5] * allreduce
+    return c[b] + core + c[b + 4] * seqs * c[13] + c[b + 5] * allreduce  # c[13]: seq_weight
 
 
 def for_deployment(
