@@ -194,9 +194,33 @@ def test_unidentifiable_deployment_falls_back_to_pooled_with_a_warning(sweeps: P
     assert single.warning is not None and single.warning.startswith(
         f"unidentifiable: deployment {keys['H200']}: only 1 level"
     )
-    assert np.array_equal(single.theta, cal.pooled.theta_for("hopper")[0])
+    # the pool's six terms times the one scale the H200 level fixes (calibrate.SCALED_FALLBACK)
+    pool = cal.pooled.theta_for("hopper")[0]
+    assert single.scale is not None and f"times {single.scale:.3f}" in single.warning
+    assert np.array_equal(single.theta, C.scaled(pool, single.scale)) and np.array_equal(single.step1, pool)
+    # both sweeps were generated with TRUE_B (the H200 level with the H200's own bandwidth), so the true scale is 1
+    assert single.scale == pytest.approx(1.0, abs=0.08)
     assert cal.warnings == [single.warning]
     assert cal.fits[keys["H100-SXM"]].basis == "calibrated"
+
+
+def test_the_one_scale_replays_the_level_at_least_as_well_as_any_on_a_grid(sweeps: Path) -> None:
+    # brute force, independently of the search: 41 scales from 0.5 to 2 (log-spaced) against the fitted one, on
+    # the sum of |relative errors| the refinement minimises, at the pool of the full sweep times 1.3 (a deployment
+    # 30% slower than the pool claims)
+    cal = C.calibrate([sweeps / "full", sweeps / "single"], lodo=False, lolo=False, with_residuals=False)
+    (ds,) = [d for d in cal.sets if d.deployment.gpu == "H200"]
+    slow = cal.pooled.theta_for("hopper")[0] / 1.3
+    s = C.fit_scale(ds, ds.levels, slow)
+    rp = C._Replays(ds.cost, ds.limits, ds.levels)
+
+    def loss(x: float) -> float:
+        return float(np.sum(np.abs(rp.residuals(slow, x))))
+
+    grid = [loss(float(x)) for x in np.geomspace(0.5, 2.0, 41)]
+    assert loss(s) <= min(grid) + 1e-3
+    assert s == pytest.approx(1.3, rel=0.1)  # it undoes the 1/1.3 (the generator's truth is the pool here)
+    assert loss(s) < loss(1.0)
 
 
 def test_pool_is_the_median_of_the_own_fits_and_lodo_uses_the_others(sweeps: Path, tmp_path: Path) -> None:
