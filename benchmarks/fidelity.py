@@ -559,7 +559,11 @@ def measured_ttfts(lv: Any) -> tuple[str, Any] | None:
             if isinstance(t, int | float) and t > 0 and not (errors[i] if i < len(errors) else "")
         ]
         return ("requests", np.asarray(vals, dtype=np.float64)) if len(vals) >= 2 else None
-    lat = ((obj.get("successes") or {}).get("latency") or {}).get("time_to_first_token") if isinstance(obj, dict) else None
+    lat = (
+        ((obj.get("successes") or {}).get("latency") or {}).get("time_to_first_token")
+        if isinstance(obj, dict)
+        else None
+    )
     count = int((obj.get("successes") or {}).get("count") or 0) if isinstance(obj, dict) else 0
     if isinstance(lat, dict) and count >= 2 and all(isinstance(lat.get(k), int | float) for _, k in LIFECYCLE_KNOTS):
         return "percentiles", ([(q, float(lat[k])) for q, k in LIFECYCLE_KNOTS], count)

@@ -62,7 +62,9 @@ class _Document:
         known = set(cls.keys())
         unknown = [k for k in doc if k not in known]
         if unknown:
-            raise InputError(f"{source}: {unknown[0]}: not a key of {cls.WHAT}; expected one of {', '.join(cls.keys())}")
+            raise InputError(
+                f"{source}: {unknown[0]}: not a key of {cls.WHAT}; expected one of {', '.join(cls.keys())}"
+            )
         missing = [k for k in cls.required_keys() if k not in doc]
         if missing:
             raise InputError(f"{source}: {missing[0]}: missing; expected every key of {', '.join(cls.required_keys())}")

@@ -266,7 +266,13 @@ def candidates_table(doc: dict[str, Any]) -> pd.DataFrame:
                 "TP x PP": f"{e['tp']} x {e['pp']}",
                 "basis": e.get("basis"),
                 "C_max": _r(e.get("c_max"), 1),
-                **dict(zip(("C_max 80% band, low", "C_max 80% band, high"), _band(iv.get("c_max_lo"), iv.get("c_max_hi"), 1), strict=True)),
+                **dict(
+                    zip(
+                        ("C_max 80% band, low", "C_max 80% band, high"),
+                        _band(iv.get("c_max_lo"), iv.get("c_max_hi"), 1),
+                        strict=True,
+                    )
+                ),
                 "usable req/s": _r(e.get("usable_rps"), 3),
                 **dict(
                     zip(

@@ -198,7 +198,6 @@ def first_screen(m: dict[str, dict[str, Any]]) -> list[tuple[str, str, str]]:
     ]
 
 
-
 def first_screen_table(m: dict[str, dict[str, Any]]) -> pd.DataFrame:
     """The first screen's figures (`first_screen`) as a table of numbers, each unit in the figure's name
     ("monthly cost ($)", "utilization (%)"), for pipeline/tables.py to format; the text figures stay text."""
@@ -221,6 +220,7 @@ def first_screen_table(m: dict[str, dict[str, Any]]) -> pd.DataFrame:
     }
     rows = [(*numbers.get(label, (label, value)), src) for label, value, src in first_screen(m)]
     return pd.DataFrame(rows, columns=["figure", "value", "where it comes from"])
+
 
 def risk_flags(m: dict[str, dict[str, Any]], trap_below: float = 0.4) -> list[str]:
     """Everything that makes the figures less certain, in plain words."""
@@ -330,7 +330,11 @@ def assumptions(m: dict[str, dict[str, Any]], sections: dict[str, dict[str, Any]
                 100.0 * f["burst_absorption"],
                 f"rps.{sections['fleet']['burst_rate']} / sizing rate - 1",
             ),
-            (f"{prefix}spares (instances)", f["spares"], "N+1 (N+2 if params fleet.critical or routing.critical_tiers)"),
+            (
+                f"{prefix}spares (instances)",
+                f["spares"],
+                "N+1 (N+2 if params fleet.critical or routing.critical_tiers)",
+            ),
             (f"{prefix}price per GPU-hour ($)", priced.get("usd_per_gpu_hour"), priced.get("price_source") or ""),
         ]
     rows += [

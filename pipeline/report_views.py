@@ -169,14 +169,20 @@ def pareto_sections(
         cands = op.get("candidates") or {}
         factors = sorted({round(k, 2) for cid in rows["candidate"].unique() if (k := anchor_factor(cands[cid]))})
         unscaled = sorted(
-            cid for cid in rows["candidate"].unique() if cands[cid].get("basis") != "measured" and not anchor_factor(cands[cid])
+            cid
+            for cid in rows["candidate"].unique()
+            if cands[cid].get("basis") != "measured" and not anchor_factor(cands[cid])
         )
         if factors:
             head += (
                 " Model-based curves are drawn like for like with the sizing: their throughput is the engine model's x "
                 "their anchor ("
                 + ", ".join(f"{k:.2f}" for k in factors)
-                + (f", anchored to the measured curve of `{txt(anchor.get('deployment'))}`" if anchor and anchor.get("deployment") else "")
+                + (
+                    f", anchored to the measured curve of `{txt(anchor.get('deployment'))}`"
+                    if anchor and anchor.get("deployment")
+                    else ""
+                )
                 + ", step 10), the figure their priced usable RPS carries; their ITL is the model's."
             )
         if unscaled:

@@ -365,4 +365,3 @@ def compared_gpus(pr: Pricing, fleet_json: dict[str, Any], op: dict[str, Any]) -
         if m.get("gpu"):
             gpus.add(m["gpu"])
     return sorted(gpus)
-

@@ -200,4 +200,3 @@ def blend(rows: list[dict[str, Any]], delivered: dict[str, Any], p: dict[str, An
             "utilization_trap": round(util, 9) < p["utilization_trap_below"],
         }
     )
-

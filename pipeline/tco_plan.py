@@ -21,7 +21,6 @@ from pipeline.tco_select import benchmark_next, cheapest, choose
 SECTIONS = ("tco", "fleet", "slo")
 
 
-
 def plan(pr: Pricing, op: dict[str, Any], fleet_json: dict[str, Any], tiers_json: dict[str, Any]) -> dict[str, Any]:
     """metrics/tco.json: every candidate fleet-sized and priced on its own curve; the cheapest eligible one chosen.
 
@@ -269,4 +268,3 @@ def with_tiers(
         saves_usd_per_month=saves,
     )
     return out
-

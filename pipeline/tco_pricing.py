@@ -109,4 +109,3 @@ def lookup(gpu: str, prices: list[Price], p: dict[str, Any], basis: dict[str, An
     if not like:
         src += " [lowest listed price of any provider: not like-for-like]"
     return {"usd_per_gpu_hour": price.usd_per_gpu_hour, "price_source": src, "like_for_like": like}
-

@@ -140,4 +140,3 @@ def benchmark_next(
     follows, cheapest first, when its point cost beats the reference.
     """
     return tco_choice.rank(rows, reference_usd, exclude or set(), n)
-

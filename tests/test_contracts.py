@@ -345,7 +345,10 @@ def test_a_missing_or_unknown_memory_tiers_or_calibration_key_is_one_clear_line(
     docs = {
         "memory": (memory_doc, MemoryDoc),
         "tiers": (tiers_doc, TiersDoc),
-        "calibration": (calibrate.empty("data/raw/benchmarks", params.validate_section("calibration", {})), CalibrationDoc),
+        "calibration": (
+            calibrate.empty("data/raw/benchmarks", params.validate_section("calibration", {})),
+            CalibrationDoc,
+        ),
     }
     doc, cls = docs[which]
     doc = json.loads(json.dumps(doc))

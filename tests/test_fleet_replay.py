@@ -196,7 +196,9 @@ def test_itl_p99_is_over_each_requests_mean_itl_not_every_gap():
     assert f["itl_p99_ms"] == pytest.approx(4.04 + 0.99 * (558.0 / 99 - 4.04), abs=1e-6)
     assert f["itl_gap_p99_ms"] == pytest.approx(44.96, abs=1e-6)
     assert f["met"] is True and f["slo_attainment"] == 1.0
-    assert "TPOT" in fleet_replay.DEFINITIONS["itl_p99_ms"] and "not judged" in fleet_replay.DEFINITIONS["itl_gap_p99_ms"]
+    assert (
+        "TPOT" in fleet_replay.DEFINITIONS["itl_p99_ms"] and "not judged" in fleet_replay.DEFINITIONS["itl_gap_p99_ms"]
+    )
 
 
 # --- the capacity correction: like for like with the measured point -------------------------------------------------

@@ -46,7 +46,9 @@ def test_a_log_in_order_is_written_as_read_with_the_bytes_of_the_sorted_write(tm
     groups = con.execute(
         f"SELECT any_value(row_group_num_rows) FROM parquet_metadata('{tmp_path / 'a.parquet'}') GROUP BY row_group_id"
     )
-    assert sorted(n for (n,) in groups.fetchall()) == [66_960] + [122_880] * 8  # 8 x 60 vectors of 2,048 rows, then the rest
+    assert (
+        sorted(n for (n,) in groups.fetchall()) == [66_960] + [122_880] * 8
+    )  # 8 x 60 vectors of 2,048 rows, then the rest
     out_of_order = con.execute(
         f"SELECT count(*) FROM (SELECT arrival_s < lag(arrival_s) OVER (ORDER BY file_row_number) AS down "
         f"FROM read_parquet('{tmp_path / 'a.parquet'}', file_row_number = true)) WHERE down"

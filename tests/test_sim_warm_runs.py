@@ -76,7 +76,9 @@ def test_prefix_caching_on_by_version_and_flag():
     assert C.prefix_caching_on({"engine": "vllm", "engine_version": "v0.11.0"})
     assert not C.prefix_caching_on({"engine": "vllm", "engine_version": "0.6.3.post2.dev308+gb489fc3c"})  # V0: off
     assert not C.prefix_caching_on({"engine": "vllm"})  # version unknown: not assumed
-    assert not C.prefix_caching_on({"engine": "vllm", "engine_version": "0.11.0", "notes": "--no-enable-prefix-caching"})
+    assert not C.prefix_caching_on(
+        {"engine": "vllm", "engine_version": "0.11.0", "notes": "--no-enable-prefix-caching"}
+    )
     assert C.prefix_caching_on({"engine": "vllm", "engine_version": "0.6.3", "notes": "serve --enable-prefix-caching"})
     assert not C.prefix_caching_on({"engine": "sglang", "engine_version": "0.4.1"})
 
@@ -93,7 +95,12 @@ def test_every_run_but_the_first_of_the_same_prompts_is_warm():
     v1 = {"engine": "vllm", "engine_version": "0.8.3"}
     levels = {f: level(name=f"{f} (rate 1)") for f in cache}
     C.mark_warm_runs([("dep", f, levels[f], v1) for f in cache], cache)
-    assert {f: lv.warm_prompts for f, lv in levels.items()} == {"a.json": True, "b.json": True, "c.json": False, "d.json": False}
+    assert {f: lv.warm_prompts for f, lv in levels.items()} == {
+        "a.json": True,
+        "b.json": True,
+        "c.json": False,
+        "d.json": False,
+    }
     assert any("prompts cached by an earlier run" in n for n in levels["a.json"].notes)
     # a V0 server (no prefix caching by default): nothing is warm; another deployment's files never pair up
     levels = {f: level(name=f) for f in cache}
