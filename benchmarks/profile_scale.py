@@ -10,7 +10,8 @@ fresh child process, so its wall time and peak RSS (os.wait4's ru_maxrss of that
 - `sizing profile LOG --json --quiet`: the whole command (ingest: one streamed first pass for the row
   count, span, duplicates and whether the log is already in order, the great-expectations suite, DuckDB
   memory capped by workload.memory_limit, the write of requests.parquet (as read when already in
-  order, else sorted: the same bytes), then the profile).
+  order, else sorted: the same bytes; made while great-expectations still imports when the first pass and
+  the suite's counts show the log passes), then the profile).
 
 The generated log is in arrival order, as most exported logs are; `--shuffled` writes it in random
 order instead, so that the ingest must sort (the slow path, spilling under the 1 GB cap).

@@ -36,6 +36,31 @@ def off_grid_sql(u: float, first: str) -> str:
     return f"abs((arrival_s - {first}) / {u} - round((arrival_s - {first}) / {u})) > {tol}"
 
 
+RATE_SERIES_FIGURES = "quantile_cont(coalesce(n, 0) / {w}, [0.95, 0.99]), max(coalesce(n, 0)) / {w}, count(*)"
+
+
+def rate_series_row(row: tuple[Any, ...]) -> dict[str, float]:
+    """rate_series_stats' figures from the row of RATE_SERIES_FIGURES."""
+    (p95, p99), peak, buckets = row
+    return {"p95": p95, "p99": p99, "peak": peak, "buckets": buckets}
+
+
+def bursts_sql(sec: str, jitter_s: float, group: str | None = None) -> str:
+    """The bursts of a seconds table `sec` (ArrivalQueries.batches): count, requests, requests in bursts no wider
+    than 2 x jitter_s, median burst-to-burst interval. With `group` (a column of `sec`), the same per value of it,
+    that value first: every window partitioned by it, so each group's figures are its own table's."""
+    tol = 2 * jitter_s
+    key, part, by = (f"{group} AS grp, ", "PARTITION BY grp ", "grp, ") if group else ("", "", "")
+    return (
+        f"WITH s AS (SELECT {key}k, n, lo, hi, lo - lag(hi) OVER ({part}ORDER BY k) AS gap FROM {sec}), "
+        f"g AS (SELECT *, sum(CASE WHEN gap IS NULL OR gap > {jitter_s} THEN 1 ELSE 0 END) OVER ({part}ORDER BY k) AS b "
+        f"FROM s), u AS (SELECT {by}b, min(lo) AS start, max(hi) - min(lo) AS width, sum(n) AS n FROM g GROUP BY {by}b), "
+        f"d AS (SELECT {by}start - lag(start) OVER ({part}ORDER BY start) AS d, width, n FROM u) "
+        f"SELECT {by}count(*), sum(n), sum(n) FILTER (WHERE width <= {tol}), median(d) FROM d"
+        + (" GROUP BY grp" if group else "")
+    )
+
+
 class ArrivalQueries:
     """The arrival-time queries of a view of requests (`self.rel`, on connection `self.con`)."""
 
@@ -67,11 +92,9 @@ class ArrivalQueries:
         lo, hi = self.one(f"SELECT floor(min(k) / {width_s})::BIGINT, floor(max(k) / {width_s})::BIGINT FROM {sec}")
         row = self.one(
             f"WITH b AS (SELECT floor(k / {width_s})::BIGINT AS k, sum(n) AS n FROM {sec} GROUP BY 1) "
-            f"SELECT quantile_cont(coalesce(n, 0) / {width_s}, [0.95, 0.99]), max(coalesce(n, 0)) / {width_s}, count(*) "
-            f"FROM range({lo}, {hi} + 1) r(k) LEFT JOIN b USING (k)"
+            f"SELECT {RATE_SERIES_FIGURES.format(w=width_s)} FROM range({lo}, {hi} + 1) r(k) LEFT JOIN b USING (k)"
         )
-        (p95, p99), peak, buckets = row
-        return {"p95": p95, "p99": p99, "peak": peak, "buckets": buckets}
+        return rate_series_row(row)
 
     def per_minute_series(self) -> pd.DataFrame:
         """Requests per second averaged over each minute (the figure 1.3 series), empty minutes as 0."""
@@ -160,15 +183,12 @@ class ArrivalQueries:
         interval (the tick) exceeds 1 s, and 90% of the intervals are whole multiples of the tick (within
         2 x jitter_s; a tick with no arrivals is allowed). Returns None when the log is not batched.
         """
+        return self.batched(self.one(bursts_sql(self.seconds_table(), jitter_s)), jitter_s)
+
+    def batched(self, row: tuple[Any, ...], jitter_s: float) -> dict[str, Any] | None:
+        """batches() from the bursts' row of bursts_sql (count, requests, requests in tight bursts, median interval)."""
         sec = self.seconds_table()
         tol = 2 * jitter_s
-        row = self.one(
-            f"WITH s AS (SELECT k, n, lo, hi, lo - lag(hi) OVER (ORDER BY k) AS gap FROM {sec}), "
-            f"g AS (SELECT *, sum(CASE WHEN gap IS NULL OR gap > {jitter_s} THEN 1 ELSE 0 END) OVER (ORDER BY k) AS b FROM s), "
-            "u AS (SELECT b, min(lo) AS start, max(hi) - min(lo) AS width, sum(n) AS n FROM g GROUP BY b), "
-            "d AS (SELECT start - lag(start) OVER (ORDER BY start) AS d, width, n FROM u) "
-            f"SELECT count(*), sum(n), sum(n) FILTER (WHERE width <= {tol}), median(d) FROM d"
-        )
         bursts, requests, tight, tick = int(row[0]), int(row[1] or 0), int(row[2] or 0), row[3]
         if bursts < 10 or requests < 2 * bursts or tight < 0.9 * requests or tick is None or tick <= 1.0 + tol:
             return None

@@ -1,5 +1,9 @@
 """The per-request figures of a set of requests (the whole log or one tier): lengths, caps, sessions, prefix reuse.
 
+Also the figures the shared passes (workload_tiers.Groups) read off counts instead of every row: quantiles from the
+rows at each distinct value (quantiles_from_counts), and each session's calls in every tier from one GROUP BY
+session_id (packed_sessions, or filtered_sessions for sessions too long to pack).
+
 Requests is a view over requests.parquet (a WHERE clause whose values are bound parameters) with the
 profile's queries; its arrival-time queries come from workload_arrivals.ArrivalQueries.
 """
@@ -17,6 +21,10 @@ from pipeline.workload_settings import PERCENTILES, rounded
 
 if TYPE_CHECKING:
     import pandas as pd
+
+SESSION_TIERS_PER_PASS = 16  # per-tier call counts per session in one GROUP BY (8 bytes each per session)
+SESSION_PACK_BITS = 15  # bits of a tier's calls in a session (packed_sessions): exact below 2^15 calls
+SESSION_TIERS_PER_SUM = 8  # tiers packed in one HUGEINT sum: 8 x 15 bits < 127
 
 LENGTH_EXPRS = {
     "input_tokens": "input_tokens",
@@ -148,3 +156,137 @@ class Requests(ArrivalQueries):
             for name, vals in zip(("input_tokens", "output_tokens", "context_tokens"), row, strict=True)
         ]
         return pd.concat(frames, ignore_index=True)
+
+
+def quantiles_from_counts(
+    con: duckdb.DuckDBPyConnection, runs: list[tuple[Any, Any]], qs: list[float], value: str = "x"
+) -> list[list[float]]:
+    """For each run (its distinct integers, ascending, and the rows at each, as numpy arrays), quantile_cont at each
+    of `qs` over those rows: the very doubles DuckDB's quantile_cont (or median, its q = 0.5) gives over every row.
+    `value`: SQL of what the rows hold, from the BIGINT x (monotone in it; "x": the integers themselves).
+
+    quantile_cont interpolates linearly between the order statistics at ranks floor and ceil of (n - 1) x q.
+    Those two values are read off the cumulative counts; the interpolation is DuckDB's own, run on the two of
+    them (quantile_cont over [lo, hi] at the fraction (n - 1) x q - floor((n - 1) x q)), for every run in one query;
+    so is the value at a whole rank, unless `value` is x (its double is the integer's).
+    """
+    import math
+
+    import numpy as np
+
+    out: list[list[float]] = []
+    between: list[tuple[int, int, int, int, float]] = []  # run, q, lo, hi, fraction
+    for r, (v, c) in enumerate(runs):
+        cum = np.cumsum(c)
+        n = int(cum[-1])
+        figures = [0.0] * len(qs)
+        for j, q in enumerate(qs):
+            rank = (n - 1) * q
+            lo_rank, hi_rank = math.floor(rank), math.ceil(rank)
+            lo = int(v[int(np.searchsorted(cum, lo_rank, side="right"))])
+            figures[j] = float(lo)
+            if hi_rank != lo_rank:
+                hi = int(v[int(np.searchsorted(cum, hi_rank, side="right"))])
+                between.append((r, j, lo, hi, rank - lo_rank))
+            elif value != "x":
+                between.append((r, j, lo, lo, 0.0))
+        out.append(figures)
+    if between:
+        values: dict[str, Any] = {f"d{i}": b[4] for i, b in enumerate(between)}
+        values["ids"] = [i for i in range(len(between)) for _ in (0, 1)]
+        values["xs"] = [x for b in between for x in (b[2], b[3])]
+        aggs = ", ".join(f"quantile_cont(x, $d{i}) FILTER (WHERE i = {i})" for i in range(len(between)))
+        row = con.execute(
+            f"SELECT {aggs} FROM (SELECT i, {value} AS x FROM (SELECT unnest($ids) AS i, unnest($xs)::BIGINT AS x))",
+            values,
+        ).fetchall()[0]
+        for (r, j, *_), value in zip(between, row, strict=True):
+            out[r][j] = value
+    return out
+
+
+def packed_sessions(
+    con: duckdb.DuckDBPyConnection, src: str, values: dict[str, Any], n_tiers: int
+) -> dict[int | None, Any] | None:
+    """Per group (None: the whole log; 0..n_tiers - 1: the tier g of each row of `src`, with `values` bound), the
+    (count, median, mean, max) of calls per session, from one pass: per session, its calls n and, SESSION_TIERS_PER_SUM tiers a
+    HUGEINT, sum(2^(SESSION_PACK_BITS x slot)) over its calls, which holds its calls in each tier exactly
+    while n < 2^SESSION_PACK_BITS (each tier's calls are at most n: no slot carries into the next). Then, over
+    the sessions: per group the sessions at each number of calls (a small table, for the median), max(n) (the
+    check), and avg of the calls as BIGINT (DuckDB's avg over the numbers the FILTER counts give). None when
+    some session has 2^SESSION_PACK_BITS calls or more."""
+    import numpy as np
+
+    bits, per, tiers = SESSION_PACK_BITS, SESSION_TIERS_PER_SUM, range(n_tiers)
+    packs = range(0, len(tiers), per)
+    # a pack's sum counts only its own tiers' calls: the CASE shifts only those rows (a negative shift is an error)
+    sums = ", ".join(
+        (
+            f"coalesce(sum(CASE WHEN g >= {p} AND g < {p + per} THEN 1::HUGEINT << ({bits} * (g - {p})) END), 0)"
+            if len(tiers) > per
+            else f"coalesce(sum(1::HUGEINT << ({bits} * g)), 0)"
+        )
+        + f" AS p{p // per}"
+        for p in packs
+    )
+    calls = ", ".join(f"((p{j // per} >> {bits * (j % per)}) & {2**bits - 1})::BIGINT AS c{j}" for j in tiers)
+    which = " ".join(f"WHEN grouping(c{j}) = 0 THEN {j}" for j in tiers)
+    value = ", ".join(f"CASE WHEN grouping(c{j}) = 0 THEN c{j} END" for j in tiers)
+    means = ", ".join(["avg(n)", *(f"avg(c{j}) FILTER (WHERE c{j} > 0)" for j in tiers)])
+    sets = ", ".join(["(n)", *(f"(c{j})" for j in tiers)])
+    try:
+        data = con.execute(
+            f"WITH s AS MATERIALIZED (SELECT count(*) AS n, {sums} FROM {src} WHERE session_id IS NOT NULL "
+            f"GROUP BY session_id), calls AS (SELECT n, {calls} FROM s), "
+            f"h AS (SELECT CASE WHEN grouping(n) = 0 THEN -1 {which} END AS k, "
+            f"coalesce(CASE WHEN grouping(n) = 0 THEN n END, {value}) AS v, count(*) AS c "
+            f"FROM calls GROUP BY GROUPING SETS ({sets})), "
+            f"a AS (SELECT max(n) AS top, [{means}] AS means FROM calls) "
+            "SELECT k, v, h.c AS c, top, means FROM h, a WHERE v > 0 ORDER BY k, v",
+            values,
+        ).fetchall()
+    except duckdb.OutOfRangeException:  # a session so long that its packed sum passes 127 bits
+        return None
+    if not data:
+        return {}
+    if data[0][3] >= 2**bits:
+        return None
+    k, v, c = (np.array([r[i] for r in data], dtype=np.int64) for i in range(3))
+    avg = data[0][4]
+    cuts = (np.flatnonzero(np.diff(k) != 0) + 1).tolist()
+    spans = list(zip([0, *cuts], [*cuts, len(k)], strict=True))
+    medians = quantiles_from_counts(con, [(v[a:b], c[a:b]) for a, b in spans], [0.5])
+    out: dict[int | None, Any] = {}
+    for (a, b), (median,) in zip(spans, medians, strict=True):
+        key = None if k[a] == -1 else int(k[a])
+        out[key] = (int(c[a:b].sum()), median, avg[0 if key is None else key + 1], int(v[b - 1]))
+    return out
+
+
+def filtered_sessions(
+    con: duckdb.DuckDBPyConnection, src: str, values: dict[str, Any], n_tiers: int
+) -> dict[int | None, Any]:
+    """packed_sessions' figures with one FILTER count per tier, SESSION_TIERS_PER_PASS tiers a pass (for a
+    log whose sessions are too long to pack); each figure is DuckDB's own aggregate over those numbers."""
+    stats = "count(*), median({n}), avg({n}), max({n})"
+    rows = {}
+    tiers = list(range(n_tiers))
+    for start in range(0, len(tiers), SESSION_TIERS_PER_PASS):
+        part = tiers[start : start + SESSION_TIERS_PER_PASS]
+        counts = ["count(*) AS n"] if start == 0 else []
+        counts += [f"count(*) FILTER (WHERE g = {j}) AS c{j}" for j in part]
+        figures = [stats.format(n="n")] if start == 0 else []
+        figures += [
+            ", ".join(f"{f} FILTER (WHERE c{j} > 0)" for f in stats.format(n=f"c{j}").split(", ")) for j in part
+        ]
+        row = con.execute(
+            f"SELECT {', '.join(figures)} FROM (SELECT {', '.join(counts)} FROM {src} "
+            "WHERE session_id IS NOT NULL GROUP BY session_id)",
+            values,
+        ).fetchall()[0]
+        if start == 0:
+            rows[None], row = row[:4], row[4:]
+        for i, j in enumerate(part):
+            if row[4 * i]:  # a tier without sessions has no row, as with a (tier, session) grouping
+                rows[j] = row[4 * i : 4 * i + 4]
+    return rows

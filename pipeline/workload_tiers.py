@@ -10,21 +10,29 @@ from typing import Any
 import duckdb
 
 from pipeline.errors import InputError
-from pipeline.traffic.sources import sql_ident
-from pipeline.workload_arrivals import RESOLUTION_CANDIDATES_S, off_grid_sql
+from pipeline.traffic.sources import bound_view, sql_ident
+from pipeline.workload_arrivals import (
+    RESOLUTION_CANDIDATES_S,
+    bursts_sql,
+    off_grid_sql,
+    rate_series_row,
+)
 from pipeline.workload_requests import (
     LENGTH_EXPRS,
     Requests,
+    filtered_sessions,
     length_stats,
+    packed_sessions,
+    quantiles_from_counts,
     reuse_stats,
     session_stats,
 )
+from pipeline.workload_requests import SESSION_PACK_BITS as SESSION_PACK_BITS
+from pipeline.workload_requests import SESSION_TIERS_PER_PASS as SESSION_TIERS_PER_PASS
 from pipeline.workload_settings import PERCENTILES, ProfileSettings
 
 TIER_COLUMNS = ("tier", "model", "tenant")
 MAX_TIERS = 50
-SESSION_TIERS_PER_PASS = 16  # per-tier call counts per session in one GROUP BY (8 bytes each per session)
-assert MAX_TIERS < 63, "Groups.prefix_reuse keeps a BIGINT bit per tier"
 
 
 def tier_expression(columns: list[str], settings: ProfileSettings) -> tuple[str | None, str | None, dict[str, Any]]:
@@ -87,7 +95,10 @@ class Groups:
     distinct length (quantiles, maxima, rows at each maximum), arrivals per 1-s bucket, timestamp-grid
     probes only where the seconds table cannot decide them, calls per session, prefix blocks. Where a
     figure of the whole log is an exact sum, minimum or maximum of the tiers' own, it is rolled up from
-    them instead of grouped again. Group key None is the whole log, 0.. the tiers in name order.
+    them instead of grouped again. The figures of the seconds (gaps, bursts, rate series, grid candidates)
+    come from one query each over every group's seconds (groups_sec), and quantiles and medians are read off
+    counts where those are small tables (workload_requests.quantiles_from_counts). Group key None is the whole log, 0.. the tiers in
+    name order.
     """
 
     def __init__(
@@ -123,12 +134,15 @@ class Groups:
 
     def use_tiers(self, enabled: bool = True) -> None:
         """Set what the passes group by: the whole log and each tier (once the caller has checked how many
-        tiers there are), or the whole log alone."""
+        tiers there are), or the whole log alone.
+
+        A row's tier g is the position of its tier name in the names' list (from 0; list_position: one lookup a
+        row, a third of the CPU of a CASE of one WHEN per tier, in every pass)."""
         self.tiered = enabled and bool(self.names)
         if self.tiered:
-            cases = " ".join(f"WHEN $grp_{i} THEN {i}" for i in range(len(self.names)))
+            bound = ", ".join(f"$grp_{i}" for i in range(len(self.names)))  # the names, bound as parameters
             self.values.update({f"grp_{i}": name for i, name in enumerate(self.names)})
-            self.src = f"(SELECT *, CASE {self.expr} {cases} END AS g FROM read_parquet($path))"
+            self.src = f"(SELECT *, (list_position([{bound}], {self.expr}) - 1)::INTEGER AS g FROM read_parquet($path))"
         else:
             self.src = "(SELECT *, NULL::INTEGER AS g FROM read_parquet($path))"
 
@@ -192,28 +206,23 @@ class Groups:
         (its seconds table: real arrivals of the group) all sit on, with the very test the full pass makes
         (off_grid_sql from the group's first arrival). A tick one of them misses is missed by the group, so
         the full pass needs to probe only the rest: on a log with ms or finer timestamps, none."""
-        out: dict[int | None, set[float]] = {}
-        for k in self.keys if self.tiered else [None]:
-            table = self.seconds_table(k)
-            checks = ", ".join(f"bool_and(NOT ({off_grid_sql(u, first[k])}))" for u in RESOLUTION_CANDIDATES_S)
-            row = self.con.execute(
-                f"SELECT {checks} FROM (SELECT lo AS arrival_s FROM {table} UNION ALL SELECT hi FROM {table})"
-            ).fetchall()[0]
-            out[k] = {u for u, ok in zip(RESOLUTION_CANDIDATES_S, row, strict=True) if ok is not False}
-        return out
+        keys = self.keys if self.tiered else [None]
+        firsts = ", ".join(f"({first[k]})::DOUBLE" for k in keys)  # the whole log's first (g = -1), then each tier's
+        of_group = f"[{firsts}][g + 2]"
+        checks = ", ".join(f"bool_and(NOT ({off_grid_sql(u, of_group)}))" for u in RESOLUTION_CANDIDATES_S)
+        rows = self._per_group(
+            "grid",
+            f"SELECT g, {checks} FROM (SELECT g, lo AS arrival_s FROM groups_sec UNION ALL SELECT g, hi FROM groups_sec) "
+            "GROUP BY g",
+        )
+        return {k: {u for u, ok in zip(RESOLUTION_CANDIDATES_S, rows[k], strict=True) if ok is not False} for k in keys}
 
     def _length_quantiles(self) -> tuple[dict[int | None, list[list[float]]], dict[int | None, list[tuple[int, int]]]]:
         """Per group, the PERCENTILES of each length (LENGTH_EXPRS), the very doubles DuckDB's quantile_cont gives,
         from one pass that counts the rows of each distinct length per group (a small table) instead of
-        sorting every row once per group and length; and per group and length its maximum and the rows at it
-        (the last of those counts).
-
-        quantile_cont interpolates linearly between the order statistics at ranks floor and ceil of
-        (n - 1) x q. Those two values are read off the cumulative counts; the interpolation is DuckDB's own,
-        run on the two of them (quantile_cont over [lo, hi] at the fraction (n - 1) x q - floor((n - 1) x q)).
+        sorting every row once per group and length (quantiles_from_counts); and per group and length its maximum
+        and the rows at it (the last of those counts).
         """
-        import math
-
         import numpy as np
 
         cols = range(len(LENGTH_EXPRS))
@@ -242,36 +251,24 @@ class Groups:
         cuts = (np.flatnonzero((np.diff(m) != 0) | (np.diff(k) != 0)) + 1).tolist()
         out: dict[int | None, list[list[float]]] = {}
         tops: dict[int | None, list[tuple[int, int]]] = {}
-        between: list[tuple[int | None, int, int, int, int, float]] = []  # group, length, q, lo, hi, fraction
+        runs, where = [], []
         for start, end in zip([0, *cuts], [*cuts, len(m)], strict=True):
             group = None if int(k[start]) == -1 else int(k[start])
             length = int(m[start])
-            cum = np.cumsum(c[start:end])
-            n = int(cum[-1])
-            figures = out.setdefault(group, [[0.0] * len(PERCENTILES) for _ in cols])
+            out.setdefault(group, [[0.0] * len(PERCENTILES) for _ in cols])
             tops.setdefault(group, [(0, 0) for _ in cols])[length] = (int(v[end - 1]), int(c[end - 1]))
-            for j, q in enumerate(PERCENTILES.values()):
-                rank = (n - 1) * q
-                lo_rank, hi_rank = math.floor(rank), math.ceil(rank)
-                lo = int(v[start + int(np.searchsorted(cum, lo_rank, side="right"))])
-                figures[length][j] = float(lo)
-                if hi_rank != lo_rank:
-                    hi = int(v[start + int(np.searchsorted(cum, hi_rank, side="right"))])
-                    between.append((group, length, j, lo, hi, rank - lo_rank))
-        if between:
-            values: dict[str, Any] = {f"d{i}": b[5] for i, b in enumerate(between)}
-            values["ids"] = [i for i in range(len(between)) for _ in (0, 1)]
-            values["xs"] = [x for b in between for x in (b[3], b[4])]
-            aggs = ", ".join(f"quantile_cont(x, $d{i}) FILTER (WHERE i = {i})" for i in range(len(between)))
-            row = self.con.execute(
-                f"SELECT {aggs} FROM (SELECT unnest($ids) AS i, unnest($xs)::BIGINT AS x)", values
-            ).fetchall()[0]
-            for (group, length, j, *_), value in zip(between, row, strict=True):
-                out[group][length][j] = value
+            runs.append((v[start:end], c[start:end]))
+            where.append((group, length))
+        figures = quantiles_from_counts(self.con, runs, list(PERCENTILES.values()))
+        for (group, length), values in zip(where, figures, strict=True):
+            out[group][length] = values
         return out, tops
 
     def seconds_table(self, key: int | None) -> str:
-        """The arrivals-per-second table of one group (Requests.seconds_table), all groups built in one pass."""
+        """The arrivals-per-second table of one group (Requests.seconds_table), all groups built in one pass.
+
+        All groups' seconds stay in one table too (groups_sec: g = -1 for the whole log), from which the
+        per-group figures of the seconds (gaps, bursts, rate series) come in one query each (_per_group)."""
         if not self._seconds:
             k, per = "floor(arrival_s)::BIGINT", "count(*) AS n, min(arrival_s) AS lo, max(arrival_s) AS hi"
             if self.tiered:
@@ -279,55 +276,95 @@ class Groups:
                 sql = (
                     f"CREATE OR REPLACE TEMP TABLE groups_sec AS WITH t AS MATERIALIZED (SELECT g, {k} AS k, {per} "
                     f"FROM {self.src} GROUP BY g, {k}) SELECT g, k, n, lo, hi FROM t UNION ALL "
-                    "SELECT NULL, k, sum(n)::BIGINT, min(lo), max(hi) FROM t GROUP BY k"
+                    "SELECT -1, k, sum(n)::BIGINT, min(lo), max(hi) FROM t GROUP BY k"
                 )
             else:
-                sql = f"CREATE OR REPLACE TEMP TABLE groups_sec AS SELECT NULL::INTEGER AS g, {k} AS k, {per} FROM {self.src} GROUP BY 2"
+                sql = f"CREATE OR REPLACE TEMP TABLE groups_sec AS SELECT -1 AS g, {k} AS k, {per} FROM {self.src} GROUP BY 2"
             self.con.execute(sql, self.values)
             for k in self.keys if self.tiered else [None]:
                 name = f"sec_{'all' if k is None else k}"
-                where = "g IS NULL" if k is None else f"g = {int(k)}"
                 self.con.execute(
-                    f"CREATE OR REPLACE TEMP TABLE {sql_ident(name)} AS SELECT k, n, lo, hi FROM groups_sec WHERE {where}"
+                    f"CREATE OR REPLACE TEMP TABLE {sql_ident(name)} AS SELECT k, n, lo, hi FROM groups_sec "
+                    f"WHERE g = {-1 if k is None else int(k)}"
                 )
                 self._seconds[k] = sql_ident(name)
-            self.con.execute("DROP TABLE groups_sec")
         return self._seconds[key]
+
+    def _per_group(self, name: str, sql: str) -> dict[int | None, tuple]:
+        """The rows of `sql` over groups_sec (first column g), by group key (None: the whole log), cached as `name`."""
+        if name not in self._cache:
+            self.seconds_table(None)
+            rows = self.con.execute(sql).fetchall()
+            self._cache[name] = {(None if r[0] == -1 else int(r[0])): r[1:] for r in rows}
+        return self._cache[name]
+
+    def gaps(self, max_gap_s: float) -> dict[int | None, tuple]:
+        """Per group: the longest gap between arrivals of 1 s or more apart and how many exceed max_gap_s (>= 1),
+        as ArrivalQueries.gaps reads them off each group's seconds table."""
+        return self._per_group(
+            f"gaps:{max_gap_s!r}",
+            f"SELECT g, max(d), count(*) FILTER (WHERE d > {max_gap_s}) FROM "
+            "(SELECT g, lo - lag(hi) OVER (PARTITION BY g ORDER BY k) AS d FROM groups_sec) GROUP BY g",
+        )
+
+    def bursts(self, jitter_s: float) -> dict[int | None, tuple]:
+        """Per group: the bursts' row of ArrivalQueries.batches (bursts_sql, its windows partitioned by group)."""
+        return self._per_group(f"bursts:{jitter_s!r}", bursts_sql("groups_sec", jitter_s, "g"))
+
+    def rate_series(self, width_s: int) -> dict[int | None, tuple]:
+        """Per group: the row of ArrivalQueries.rate_series_stats (RATE_SERIES_FIGURES over the group's buckets
+        from floor(first) to floor(last), empty ones as 0), for every group in one query: the buckets of each
+        arrival count (and the empty ones), whose quantiles are read off those counts (quantiles_from_counts, on
+        the very value coalesce(n, 0) / width_s, a DOUBLE from the HUGEINT sum), not off a series of every bucket."""
+        import numpy as np
+
+        w = width_s
+        if f"rates:{w!r}" not in self._cache:
+            self.seconds_table(None)
+            # buckets of 1 s are the seconds themselves (floor(k / 1) = k, one row each; the sum's type, HUGEINT)
+            per_bucket = (
+                "SELECT g, k, n::HUGEINT AS n FROM groups_sec"
+                if w == 1
+                else f"SELECT g, floor(k / {w})::BIGINT AS k, sum(n) AS n FROM groups_sec GROUP BY 1, 2"
+            )
+            data = self.con.execute(
+                f"WITH e AS (SELECT g, floor(min(k) / {w})::BIGINT AS lo, floor(max(k) / {w})::BIGINT AS hi "
+                f"FROM groups_sec GROUP BY g), b AS ({per_bucket}), h AS (SELECT g, n, count(*) AS c, max(n) OVER (PARTITION BY g) AS top FROM b GROUP BY g, n) "
+                f"SELECT h.g, e.hi - e.lo + 1, h.n::BIGINT, h.c, h.top / {w} FROM h JOIN e USING (g) ORDER BY h.g, h.n"
+            ).fetchall()
+            runs, keys, tops = [], [], []
+            for g in sorted({r[0] for r in data}):
+                rows = [r for r in data if r[0] == g]
+                empty = int(rows[0][1]) - sum(int(r[3]) for r in rows)
+                v = np.array(([0] if empty else []) + [int(r[2]) for r in rows], dtype=np.int64)
+                c = np.array(([empty] if empty else []) + [int(r[3]) for r in rows], dtype=np.int64)
+                runs.append((v, c))
+                keys.append((None if g == -1 else int(g), int(rows[0][1])))
+                tops.append(rows[0][4])
+            figures = quantiles_from_counts(self.con, runs, [0.95, 0.99], f"x::HUGEINT / {w}")
+            self._cache[f"rates:{w!r}"] = {
+                key: (tuple(qs), top, buckets) for (key, buckets), qs, top in zip(keys, figures, tops, strict=True)
+            }
+        return self._cache[f"rates:{w!r}"]
 
     def sessions(self) -> dict[int | None, Any]:
         """Per group: count(*), median, mean and max of calls per session (Requests.sessions).
 
-        One GROUP BY session_id gives each session's calls in the whole log and in each tier (a count per tier,
-        SESSION_TIERS_PER_PASS tiers a pass): a tier's sessions are those with a call in it, and their calls
-        there are the same numbers a (tier, session_id) grouping counts, with far fewer groups when sessions
-        span tiers. Each figure is DuckDB's own aggregate over those numbers."""
+        One GROUP BY session_id gives each session's calls in the whole log and in each tier: a tier's sessions are
+        those with a call in it, and their calls there are the same numbers a (tier, session_id) grouping counts,
+        with far fewer groups when sessions span tiers. The tiers' calls ride packed in a few HUGEINT sums
+        (workload_requests.packed_sessions); a log with a session of 2^SESSION_PACK_BITS calls or more counts them one
+        FILTER count per tier instead (filtered_sessions). Sessions, mean and max are DuckDB's own aggregates over those
+        numbers, the median is read off their counts (quantiles_from_counts): the same figures."""
         if "sessions" not in self._cache:
-            stats = "count(*), median({n}), avg({n}), max({n})"
             if not self.tiered:
+                stats = "count(*), median(n), avg(n), max(n)"
                 inner = f"(SELECT session_id, count(*) AS n FROM {self.src} WHERE session_id IS NOT NULL GROUP BY 1)"
-                rows = {None: self.one(f"SELECT {stats.format(n='n')} FROM {inner}")}
+                self._cache["sessions"] = {None: self.one(f"SELECT {stats} FROM {inner}")}
             else:
-                rows = {}
-                tiers = list(range(len(self.names)))
-                for start in range(0, len(tiers), SESSION_TIERS_PER_PASS):
-                    part = tiers[start : start + SESSION_TIERS_PER_PASS]
-                    counts = ["count(*) AS n"] if start == 0 else []
-                    counts += [f"count(*) FILTER (WHERE g = {j}) AS c{j}" for j in part]
-                    figures = [stats.format(n="n")] if start == 0 else []
-                    figures += [
-                        ", ".join(f"{f} FILTER (WHERE c{j} > 0)" for f in stats.format(n=f"c{j}").split(", "))
-                        for j in part
-                    ]
-                    row = self.one(
-                        f"SELECT {', '.join(figures)} FROM (SELECT {', '.join(counts)} FROM {self.src} "
-                        "WHERE session_id IS NOT NULL GROUP BY session_id)"
-                    )
-                    if start == 0:
-                        rows[None], row = row[:4], row[4:]
-                    for i, j in enumerate(part):
-                        if row[4 * i]:  # a tier without sessions has no row, as with a (tier, session) grouping
-                            rows[j] = row[4 * i : 4 * i + 4]
-            self._cache["sessions"] = rows
+                args = (self.con, self.src, self.values, len(self.names))
+                packed = packed_sessions(*args)
+                self._cache["sessions"] = filtered_sessions(*args) if packed is None else packed
         return self._cache["sessions"]
 
     def prefix_reuse(self) -> dict[int | None, Any]:
@@ -367,12 +404,37 @@ class Groups:
 
 
 class GroupRequests(Requests):
-    """One group of a Groups (the whole log or one tier): its row-level figures come from the shared passes;
-    the rest (rate series, gaps, batches, hourly) are Requests' own queries over its seconds table."""
+    """One group of a Groups (the whole log or one tier): its row-level figures come from the shared passes, and so
+    do its gaps, bursts and rate series (one query over every group's seconds); its hourly figures (and a batched
+    tier's tick) are Requests' own queries over its seconds table. Its view over requests.parquet is made only if
+    a query needs the rows (gaps under 1 s)."""
 
     def __init__(self, groups: Groups, key: int | None, where: str = "TRUE", values: dict[str, Any] | None = None):
-        super().__init__(groups.con, groups.path, where, values)
+        self.con, self.path, self.where = groups.con, groups.path, where
+        self._values = {"path": str(groups.path), **(values or {})}
+        self._rel: str | None = None
+        self._seconds = None
+        self.columns = groups.columns
         self.groups, self.key = groups, key
+
+    @property
+    def rel(self) -> str:
+        """The group's view over requests.parquet (Requests.rel), made on first use."""
+        if self._rel is None:
+            self._rel = bound_view(self.con, f"SELECT * FROM read_parquet($path) WHERE {self.where}", self._values)
+        return self._rel
+
+    def gaps(self, max_gap_s: float) -> tuple[float | None, int]:
+        if max_gap_s < 1:
+            return super().gaps(max_gap_s)
+        longest, count = self.groups.gaps(max_gap_s)[self.key]
+        return longest, int(count)
+
+    def batches(self, jitter_s: float) -> dict[str, Any] | None:
+        return self.batched(self.groups.bursts(jitter_s)[self.key], jitter_s)
+
+    def rate_series_stats(self, width_s: int) -> dict[str, float]:
+        return rate_series_row(self.groups.rate_series(width_s)[self.key])
 
     def span(self) -> tuple[int, float, float, int, int]:
         n, first, last, max_in, max_out = self.groups.spans[self.key]

@@ -15,7 +15,7 @@ import re
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -377,7 +377,9 @@ def _arrival_expr(column: str, unit: str) -> str:
     return f"TRY_CAST({ident} AS DOUBLE) / {UNIT_DIVISOR[unit]}"
 
 
-def _normalized_sql(scan: str, mapping: dict[str, str], unit: str, with_raw: bool, bad_hash_ids: str | None = None) -> str:
+def _normalized_sql(
+    scan: str, mapping: dict[str, str], unit: str, with_raw: bool, bad_hash_ids: str | None = None
+) -> str:
     """The normalized columns of `mapping` over `scan` (with raw text copies and the file for validation);
     `bad_hash_ids`: SQL of a boolean column `_bad_hash_ids` added last (the first pass's stream)."""
     parts = [
@@ -450,33 +452,65 @@ def _stream_order(
     ).to_arrow_reader(STREAM_BATCH_ROWS)
     first, last, zero, inversions, repeats, done, bad = np.inf, -np.inf, 0, 0, 0, 0, 0
     first_zero: int | None = None
-    prev: tuple[Any, Any, Any] | None = None
+    prev: tuple[float, float, float] | None = None  # the last row so far, for the pair across two batches
+    # Few passes over each batch: a minimum or maximum is NaN when any value is (a NULL reads as NaN); a batch whose
+    # smallest output is above 0 has no zero; only the rows whose arrival equals the one before (a tie) are
+    # compared on their token counts.
     for batch in reader:
         a, i, o = (np.asarray(batch.column(k).to_numpy(zero_copy_only=False), dtype=np.float64) for k in range(3))
         if not len(a):
             continue
-        if np.isnan(a).any() or np.isnan(i).any() or np.isnan(o).any():
+        lo, hi, o_min = float(a.min()), float(a.max()), float(o.min())
+        if np.isnan(lo) or np.isnan(hi) or np.isnan(float(i.min())) or np.isnan(o_min):
             return None
         if flagged:
             bad += int(pc.sum(batch.column(3)).as_py() or 0)
-        first, last = min(first, float(a.min())), max(last, float(a.max()))
-        zeros = np.flatnonzero(o == 0)
-        if len(zeros) and first_zero is None:
-            first_zero = done + int(zeros[0])
-        zero += len(zeros)
+        first, last = min(first, lo), max(last, hi)
+        if o_min <= 0:
+            zeros = np.flatnonzero(o == 0)
+            if len(zeros) and first_zero is None:
+                first_zero = done + int(zeros[0])
+            zero += len(zeros)
         done += len(a)
         if prev is not None:
-            a, i, o = np.concatenate((prev[0], a)), np.concatenate((prev[1], i)), np.concatenate((prev[2], o))
-        prev = (a[-1:], i[-1:], o[-1:])
-        same_a, same_i = a[1:] == a[:-1], i[1:] == i[:-1]
-        less = (a[1:] < a[:-1]) | (same_a & ((i[1:] < i[:-1]) | (same_i & (o[1:] < o[:-1]))))
-        inversions += int(np.count_nonzero(less))
-        repeats += int(np.count_nonzero(same_a & same_i & (o[1:] == o[:-1])))
+            less, same = _pair_order(prev, (float(a[0]), float(i[0]), float(o[0])))
+            inversions += less
+            repeats += same
+        prev = (float(a[-1]), float(i[-1]), float(o[-1]))
+        inversions += int(np.count_nonzero(a[1:] < a[:-1]))
+        ties = np.flatnonzero(a[1:] == a[:-1])
+        if len(ties):
+            i0, i1, o0, o1 = i[ties], i[ties + 1], o[ties], o[ties + 1]
+            same_i = i1 == i0
+            inversions += int(np.count_nonzero((i1 < i0) | (same_i & (o1 < o0))))
+            repeats += int(np.count_nonzero(same_i & (o1 == o0)))
         bar.update(done)
     if done != rows:
         return None
     ordered = inversions == 0 and (repeats == 0 or not other_keys)
     return ordered, (first, last, zero, repeats if inversions == 0 else None), first_zero, bad if flagged else None
+
+
+GIL_SWITCH_S = 0.0005  # the interpreter's switch interval during the first pass (Python's default: 0.005 s)
+
+
+@contextlib.contextmanager
+def _quick_gil_handoff() -> Iterator[None]:
+    """While great-expectations imports on its thread (pure Python, holding the interpreter lock), the first pass's
+    stream needs the lock for a moment between DuckDB's batches, about 15 times a batch: each wait for the importing
+    thread to hand it over lasts up to the switch interval. A 0.5 ms interval instead of 5 ms keeps DuckDB fed
+    (about 0.3 s less on the 10-million-row benchmark log); the interval is restored afterwards."""
+    before = sys.getswitchinterval()
+    sys.setswitchinterval(min(before, GIL_SWITCH_S))
+    try:
+        yield
+    finally:
+        sys.setswitchinterval(before)
+
+
+def _pair_order(before: tuple[float, float, float], after: tuple[float, float, float]) -> tuple[int, int]:
+    """(1 if `after` sorts before `before`, 1 if the two are equal) for two consecutive (arrival, input, output)."""
+    return int(after < before), int(after == before)
 
 
 def _first_pass(
@@ -617,125 +651,174 @@ def ingest(
                 prefetched = _polling(con, bar, lambda: quality.prefetch_counts(con, query, specs))
                 bar.close(rows)
 
-        early = _first_pass(
-            con,
-            scan,
-            early_mapping,
-            types,
-            layout.timestamp_unit if timestamp_unit == "auto" else timestamp_unit,
-            tracker,
-            validate_early,
-        )
-    gx_loading.join()
-    quality.check_columns(f"{label} (format '{layout.name}')", available, expected, hint)
-    mapping.update({k: v for k, v in layout.optional.items() if v in available})
-    unit = layout.timestamp_unit if timestamp_unit == "auto" else timestamp_unit
-    unit, unit_note = _resolve_unit(con, scan, mapping["arrival_s"], types[mapping["arrival_s"]], unit)
-    if early is not None and (early.unit, early.mapping) != (unit, mapping):
-        early = None
+        with _quick_gil_handoff():
+            early = _first_pass(
+                con,
+                scan,
+                early_mapping,
+                types,
+                layout.timestamp_unit if timestamp_unit == "auto" else timestamp_unit,
+                tracker,
+                validate_early,
+            )
+    # requests.parquet goes to a temp file beside it (io.atomic_path), renamed onto it when ingest returns; any
+    # error on the way removes it. A log that the first pass and the prefetched counts show will pass every check
+    # (_passes_early) is written as read while great-expectations still loads (DuckDB has the cores the pure-Python
+    # import leaves); every check then runs as before, in its order, and the write stands only if they pass and
+    # the settings they resolve are the first pass's own.
+    with contextlib.ExitStack() as files:
+        early_file: Path | None = None
+        early_groups: bool | None = None  # the early write's row groups are the sorted write's (None: no early write)
+        if early is not None and _passes_early(early, prefetched, max_span_days, max_failed_share):
+            early_file = files.enter_context(io.atomic_path(out_path, ".parquet"))
+            con.execute(
+                f"CREATE OR REPLACE TEMP VIEW norm AS {_normalized_sql(scan, early.mapping, early.unit, False)}"
+            )
+            served = early.rows - early.span[2]
+            bar = tracker.track("writing", early.rows)
+            with contextlib.suppress(duckdb.Error):  # the write below, after the checks, reports it
+                _write(con, _written_columns(early.mapping)[1], "", early_file, bar, early.rows)
+                early_groups = _row_groups_as_sorted(con, early_file, served)
+        gx_loading.join()
+        quality.check_columns(f"{label} (format '{layout.name}')", available, expected, hint)
+        mapping.update({k: v for k, v in layout.optional.items() if v in available})
+        unit = layout.timestamp_unit if timestamp_unit == "auto" else timestamp_unit
+        unit, unit_note = _resolve_unit(con, scan, mapping["arrival_s"], types[mapping["arrival_s"]], unit)
+        if early is not None and (early.unit, early.mapping) != (unit, mapping):
+            early = early_groups = None
 
-    if early is not None:
-        rows_read = early.rows
-    else:
+        if early is not None:
+            rows_read = early.rows
+        else:
+            try:
+                rows_read = con.execute(f"SELECT count(*) FROM {scan}").fetchall()[0][0]
+            except duckdb.Error as exc:
+                raise InputError(f"{label}: cannot be read: {_first_line(exc)}") from None
+        if rows_read == 0:
+            raise InputError(f"{label}: has a header but no rows; expected one row per request")
+
+        optional = [k for k in mapping if k not in REQUIRED]
+        rules = quality.request_rules(mapping, unit, optional)
+        checked_sql = _normalized_sql(scan, {k: v for k, v in mapping.items() if k != "hash_ids"}, unit, True)
+
         try:
-            rows_read = con.execute(f"SELECT count(*) FROM {scan}").fetchall()[0][0]
+            if prefetched is not None:  # used if it is this suite's SQL and values (else the aggregate runs again)
+                summary = quality.validate_sql(label, con, checked_sql, mapping, rules, prefetched)
+            else:
+                say(
+                    f"validating {rows_read:,} rows from {len(source.files)} file(s) (great-expectations suite, run by DuckDB)"
+                )
+                bar = tracker.track("validating", rows_read)
+                summary = _polling(con, bar, lambda: quality.validate_sql(label, con, checked_sql, mapping, rules))
+                bar.close(rows_read)
         except duckdb.Error as exc:
             raise InputError(f"{label}: cannot be read: {_first_line(exc)}") from None
-    if rows_read == 0:
-        raise InputError(f"{label}: has a header but no rows; expected one row per request")
 
-    optional = [k for k in mapping if k not in REQUIRED]
-    rules = quality.request_rules(mapping, unit, optional)
-    checked_sql = _normalized_sql(scan, {k: v for k, v in mapping.items() if k != "hash_ids"}, unit, True)
-
-    try:
-        if prefetched is not None:  # used if it is this suite's SQL and values (else the aggregate runs again)
-            summary = quality.validate_sql(label, con, checked_sql, mapping, rules, prefetched)
+        if "hash_ids" in mapping and (early is None or early.bad_hash_ids != 0):
+            check_hash_ids(con, scan, mapping["hash_ids"], label)
+        norm = _normalized_sql(scan, mapping, unit, False)
+        con.execute(f"CREATE OR REPLACE TEMP VIEW norm AS {norm}")
+        if early is not None:
+            first, last, zero, dupes = early.span
         else:
-            say(f"validating {rows_read:,} rows from {len(source.files)} file(s) (great-expectations suite, run by DuckDB)")
-            bar = tracker.track("validating", rows_read)
-            summary = _polling(con, bar, lambda: quality.validate_sql(label, con, checked_sql, mapping, rules))
-            bar.close(rows_read)
-    except duckdb.Error as exc:
-        raise InputError(f"{label}: cannot be read: {_first_line(exc)}") from None
-
-    if "hash_ids" in mapping and (early is None or early.bad_hash_ids != 0):
-        check_hash_ids(con, scan, mapping["hash_ids"], label)
-    norm = _normalized_sql(scan, mapping, unit, False)
-    con.execute(f"CREATE TEMP VIEW norm AS {norm}")
-    if early is not None:
-        first, last, zero, dupes = early.span
-    else:
-        first, last, zero, dupes = con.execute(f"{SPAN_AND_DUPLICATES} FROM norm").fetchall()[0]
-    span_days = (last - first) / 86400
-    if span_days > max_span_days:
-        raise InputError(
-            f"{label}: column '{mapping['arrival_s']}' spans {span_days:,.0f} days once read as {unit}; "
-            f"expected at most {max_span_days:g} days (workload.max_span_days). "
-            "Is the timestamp unit right? Set workload.timestamp_unit (s, ms, us, ns, datetime). No outputs were written."
-        )
-    warnings: list[dict[str, Any]] = [unit_note] if unit_note else []
-    share = zero / rows_read
-    if zero:
-        text = (
-            f"{zero:,} of {rows_read:,} requests ({share:.2%}) have 0 output tokens "
-            f"(column '{mapping['output_tokens']}'): failed or aborted requests, excluded from the profile"
-        )
-        if share > max_failed_share:
+            first, last, zero, dupes = con.execute(f"{SPAN_AND_DUPLICATES} FROM norm").fetchall()[0]
+        span_days = (last - first) / 86400
+        if span_days > max_span_days:
             raise InputError(
-                f"{label}: {text}. That is more than workload.max_failed_share = {max_failed_share:.0%}; "
-                "expected a log of served requests. No outputs were written."
+                f"{label}: column '{mapping['arrival_s']}' spans {span_days:,.0f} days once read as {unit}; "
+                f"expected at most {max_span_days:g} days (workload.max_span_days). "
+                "Is the timestamp unit right? Set workload.timestamp_unit (s, ms, us, ns, datetime). No outputs were written."
             )
-        warnings.append({"code": "failed_requests_excluded", "message": text + "."})
-    check_rate_possible(label, mapping, rows_read, zero, first, last)
-    if dupes:
-        warnings.append(
-            {
-                "code": "duplicate_rows",
-                "message": f"{dupes:,} rows repeat another row's arrival time and token counts exactly "
-                "(kept: identical requests can arrive together, but check for a double export).",
-            }
-        )
+        warnings: list[dict[str, Any]] = [unit_note] if unit_note else []
+        share = zero / rows_read
+        if zero:
+            text = (
+                f"{zero:,} of {rows_read:,} requests ({share:.2%}) have 0 output tokens "
+                f"(column '{mapping['output_tokens']}'): failed or aborted requests, excluded from the profile"
+            )
+            if share > max_failed_share:
+                raise InputError(
+                    f"{label}: {text}. That is more than workload.max_failed_share = {max_failed_share:.0%}; "
+                    "expected a log of served requests. No outputs were written."
+                )
+            warnings.append({"code": "failed_requests_excluded", "message": text + "."})
+        check_rate_possible(label, mapping, rows_read, zero, first, last)
+        if dupes:
+            warnings.append(
+                {
+                    "code": "duplicate_rows",
+                    "message": f"{dupes:,} rows repeat another row's arrival time and token counts exactly "
+                    "(kept: identical requests can arrive together, but check for a double export).",
+                }
+            )
 
-    present = [c for c in OUTPUT_ORDER if c in mapping or c in REQUIRED]
-    select = []
-    for c in present:
-        if c in ("input_tokens", "output_tokens"):
-            select.append(f"CAST({c} AS BIGINT) AS {c}")
-        else:
-            select.append(c)
-    # Every written column is a sort key, so the order is total and the file byte-stable. A log already in
-    # that order (the first pass proved it) is written as read, without the sort that spills under
-    # workload.memory_limit: DuckDB keeps the insertion order, and the bytes are the sorted write's as long
-    # as the row groups are too (checked; else the log is written again, sorted). Rows with 0 output tokens
-    # before the last row group's start would move its boundaries (_row_groups_as_sorted): such a log is sorted.
-    rows_written = rows_read - zero
-    written = "sorted"
-    if early is not None and early.ordered:
-        last_group = (rows_written - 1) // ROW_GROUP_VECTORS_ROWS * ROW_GROUP_VECTORS_ROWS
-        if early.first_zero_row is None or early.first_zero_row >= last_group:
-            written = "as read (already in order)"
-    with io.atomic_path(out_path, ".parquet") as tmp:
+        present, select = _written_columns(mapping)
+        # Every written column is a sort key, so the order is total and the file byte-stable. A log already in
+        # that order (the first pass proved it) is written as read, without the sort that spills under
+        # workload.memory_limit: DuckDB keeps the insertion order, and the bytes are the sorted write's as long
+        # as the row groups are too (checked; else the log is written again, sorted). Rows with 0 output tokens
+        # before the last row group's start would move its boundaries (_row_groups_as_sorted): such a log is sorted.
+        # (written already, while great-expectations loaded, when early_groups is not None: the same bytes)
+        rows_written = rows_read - zero
+        written = "as read (already in order)" if early is not None and _as_read(early) else "sorted"
+        tmp = early_file or files.enter_context(io.atomic_path(out_path, ".parquet"))
         if written != "sorted":
-            _write(con, select, "", tmp, tracker.track("writing", rows_read), rows_read)
-            if not _row_groups_as_sorted(con, tmp, rows_written):
+            if early_groups is None:
+                _write(con, select, "", tmp, tracker.track("writing", rows_read), rows_read)
+                early_groups = _row_groups_as_sorted(con, tmp, rows_written)
+            if not early_groups:
                 written = "sorted (the unsorted write's row groups differed)"
         if written.startswith("sorted"):
             _write(con, select, f" ORDER BY {', '.join(present)}", tmp, tracker.track("writing", rows_read), rows_read)
-    say(f"wrote {rows_written:,} requests")
-    con.close()
-    return Ingested(
-        source=source,
-        layout=layout,
-        timestamp_unit=unit,
-        columns=mapping,
-        rows_read=rows_read,
-        rows_written=rows_written,
-        failed_rows=zero,
-        duplicate_rows=dupes,
-        validation=summary,
-        warnings=warnings,
-        written=written,
+        say(f"wrote {rows_written:,} requests")
+        con.close()
+        return Ingested(
+            source=source,
+            layout=layout,
+            timestamp_unit=unit,
+            columns=mapping,
+            rows_read=rows_read,
+            rows_written=rows_written,
+            failed_rows=zero,
+            duplicate_rows=dupes,
+            validation=summary,
+            warnings=warnings,
+            written=written,
+        )
+
+
+def _written_columns(mapping: dict[str, str]) -> tuple[list[str], list[str]]:
+    """The columns of requests.parquet (OUTPUT_ORDER, those mapped) and their SELECT list over the `norm` view."""
+    present = [c for c in OUTPUT_ORDER if c in mapping or c in REQUIRED]
+    select = [f"CAST({c} AS BIGINT) AS {c}" if c in ("input_tokens", "output_tokens") else c for c in present]
+    return present, select
+
+
+def _as_read(early: FirstPass) -> bool:
+    """Whether the log can be written as read: in order, and no row with 0 output tokens before the last row
+    group's start (it would move the row-group boundaries: _row_groups_as_sorted)."""
+    if not early.ordered:
+        return False
+    served = early.rows - early.span[2]
+    last_group = (served - 1) // ROW_GROUP_VECTORS_ROWS * ROW_GROUP_VECTORS_ROWS
+    return early.first_zero_row is None or early.first_zero_row >= last_group
+
+
+def _passes_early(early: FirstPass, prefetched: Any, max_span_days: float, max_failed_share: float) -> bool:
+    """Whether the first pass and the suite's prefetched counts (quality.prefetch_counts) show a log that is written
+    as read and passes every check ingest makes of them: no unexpected row for any expectation, hash_ids all lists
+    of integers, the span, the failed share and an arrival rate. Only then is it written before great-expectations
+    has loaded; the checks themselves still run afterwards (this only saves time)."""
+    row = getattr(prefetched, "row", None)
+    if row is None or any(row[2::2]) or early.bad_hash_ids or not _as_read(early):
+        return False
+    first, last, zero, _ = early.span
+    served = early.rows - zero
+    return (
+        (last - first) / 86400 <= max_span_days
+        and zero / early.rows <= max_failed_share
+        and served >= 2
+        and last > first
     )
 
 
