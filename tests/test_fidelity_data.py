@@ -303,3 +303,23 @@ def test_the_scored_itl_of_inference_perf_levels_comes_from_e2e():
     (lv,) = [lv for lv in ds.levels if "mixtral-8x7b_2xh100_tp2_general/stage_0" in lv.name]
     assert lv.itl_s == pytest.approx((4.795965222046943 - 0.06389182570371) / (245.20958333333334 - 1), rel=1e-12)
     assert lv.itl_s / 0.009517080688992752 == pytest.approx(2.036, abs=0.001)  # vs the file's TPOT
+
+
+def test_a_first_stage_warm_up_tail_is_flagged_from_the_files_percentiles() -> None:
+    # Mixtral codegen stage 0 (5 req/s): TTFT p50 53.0 ms, p95 62.8 ms, p99 481.6 ms, max 1,994.2 ms (the file's own
+    # figures): p95 < 1.3 x p50 and p99 > 3 x p95. Its stage 1 (p99 68.1 ms) and roleplay stage 0 (p99 85.3 ms, under
+    # 3 x 65.3) are not flagged.
+    from types import SimpleNamespace
+
+    fid = fidelity
+    base = FID / "measured/blis_mixtral-8x7b_2xh100_tp2"
+
+    def lv(path: str) -> SimpleNamespace:
+        return SimpleNamespace(name=f"{base / path} (rate 5)")
+
+    got = fid.warmup_tail(lv("mixtral-8x7b_2xh100_tp2_codegen/stage_0_lifecycle_metrics.json"))
+    assert got is not None
+    assert got["p50"] == pytest.approx(0.0530, abs=1e-4) and got["p95"] == pytest.approx(0.0628, abs=1e-4)
+    assert got["p99"] == pytest.approx(0.4816, abs=1e-4) and got["max"] == pytest.approx(1.9942, abs=1e-4)
+    assert fid.warmup_tail(lv("mixtral-8x7b_2xh100_tp2_codegen/stage_1_lifecycle_metrics.json")) is None
+    assert fid.warmup_tail(lv("mixtral-8x7b_2xh100_tp2_roleplay/stage_0_lifecycle_metrics.json")) is None
