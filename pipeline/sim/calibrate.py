@@ -1479,11 +1479,9 @@ class PooledFit:
 
     def theta_for(self, arch: str) -> tuple[np.ndarray, str]:
         """theta (b0..b5, h) for a GPU family, and how its scale was found."""
-        t = self.theta.copy()
-        if arch in self.scale:
-            t[:6] = np.maximum(t[:6] * self.scale[arch], PHYSICAL_LOWER[:6])  # a family scale < 1 keeps the bounds
-            return t, f"pooled coefficients x {self.scale[arch]:.3f} ({arch} scale)"
-        return t, f"pooled coefficients (no {arch} deployment in the pool: scale 1)"
+        if arch in self.scale:  # a family scale < 1 keeps the bounds
+            return scaled(self.theta, self.scale[arch]), f"pooled coefficients x {self.scale[arch]:.3f} ({arch} scale)"
+        return self.theta.copy(), f"pooled coefficients (no {arch} deployment in the pool: scale 1)"
 
     def for_arch(self, arch: str) -> tuple[np.ndarray, str]:
         """b0..b5 for a GPU family (the six iteration terms only), and how its scale was found."""
@@ -1543,11 +1541,18 @@ def fit_pooled(sets: list[DeploymentSet], rounds: int = 8, fixed: dict[int, floa
         for a in archs:
             if a == anchor:
                 continue
-            m = np.vstack(rows[a])
-            r, h = m[:, :6] @ theta[:6], m[:, 6] * theta[6]
-            if float(np.sum(r * r)) > 0:
-                scale[a] = max(float(np.sum(r * (1 - h)) / np.sum(r * r)), 1e-3)
+            s = closed_form_scale(np.vstack(rows[a]), theta)
+            if s is not None:
+                scale[a] = max(s, 1e-3)
     return PooledFit(theta, scale, [ds.deployment.key for ds in sets], anchor)
+
+
+def closed_form_scale(rows: np.ndarray, theta: np.ndarray) -> float | None:
+    """The least-squares s of s x r ~ 1 - h over relative step-1 rows (r = the six iteration terms at theta, h the
+    request overhead's share): the GPU-family scale of the pool and the start of `fit_scale`; None without rows."""
+    r, h = rows[:, :6] @ theta[:6], rows[:, 6] * theta[6]
+    rr = float(np.sum(r * r))
+    return float(np.sum(r * (1 - h)) / rr) if len(rows) and rr > 0 else None
 
 
 def pool_of_fits(sets: list[DeploymentSet], thetas: dict[str, np.ndarray], fallback: PooledFit) -> PooledFit:
@@ -1570,9 +1575,8 @@ def pool_of_fits(sets: list[DeploymentSet], thetas: dict[str, np.ndarray], fallb
     anchor = max(sorted(stacked), key=lambda a: (len(stacked[a]), a))
     scale = {}
     for a, m in sorted(stacked.items()):
-        r, h = m[:, :6] @ theta[:6], m[:, 6] * theta[6]
-        ok = a != anchor and float(np.sum(r * r)) > 0
-        scale[a] = max(float(np.sum(r * (1 - h)) / np.sum(r * r)), 1e-3) if ok else 1.0
+        s = closed_form_scale(m, theta) if a != anchor else None
+        scale[a] = max(s, 1e-3) if s is not None else 1.0
     return PooledFit(theta, scale, [ds.deployment.key for ds in sets], anchor, True, "median-of-fits")
 
 
@@ -1593,10 +1597,7 @@ def fit_scale(ds: DeploymentSet, levels: list[LevelData], theta: np.ndarray, max
     levels' step-1 rows (least squares of s x r ~ 1 - h, as the GPU-family scale), by the refinement's search in
     log s."""
     dec, pre, _, _ = level_rows(ds.cost, levels, ds.limits, theta)
-    m = np.vstack([dec, pre])
-    r, h = m[:, :6] @ theta[:6], m[:, 6] * theta[6]
-    s0 = float(np.sum(r * (1 - h)) / np.sum(r * r)) if len(m) and float(np.sum(r * r)) > 0 else 1.0
-    s0 = min(max(s0, 1e-2), 1e2)
+    s0 = min(max(closed_form_scale(np.vstack([dec, pre]), theta) or 1.0, 1e-2), 1e2)
     if max_nfev <= 1:
         return s0
     replays = _Replays(ds.cost, ds.limits, levels)
