@@ -80,13 +80,23 @@ FIXTURES = ROOT.parent / "shared" / "fixtures" / "benchmarks"
 METRICS = ("throughput", "itl_mean", "ttft", "ttft_p50")
 """The issue's three target metrics (TTFT = p99 where the file has it, else the percentile it has), then TTFT p50
 where the file has it: reported beside the target, never in its place (no target of its own)."""
-ABLATIONS = ("physical-bounds", "sglang-separate-prefill", "prefix-cache", "warm-runs", "queued-replay", "seq-vocab")
+ABLATIONS = (
+    "physical-bounds",
+    "sglang-separate-prefill",
+    "prefix-cache",
+    "warm-runs",
+    "queued-replay",
+    "seq-vocab",
+    "weight-floor",
+)
 """Model refinements `--ablate` can switch off: the fit's physical lower bounds (calibrate.PHYSICAL_LOWER, back to
 b >= 0), SGLang's unmixed prefill batches (back to vLLM's mixed iterations for every engine), the prefix hashes of
 the workloads whose source states their shared prefix (back to no prefix caching), and the runs that repeat an earlier
 run's prompts against a prefix-caching server (calibrate.WARM_RUNS: back to a cold prefill of every prompt), and the
 longer replay of open-loop levels whose TTFT p99 is set by queueing (calibrate.QUEUED_REPLAY: back to 2000 requests),
-and the per-sequence term weighted by vocabulary (cost.SEQ_TERM: back to "count", one per sequence)."""
+and the per-sequence term weighted by vocabulary (cost.SEQ_TERM: back to "count", one per sequence), and the pool's
+split of the weight floor across deployments (calibrate.WEIGHT_FLOOR_SPLIT: back to the per-parameter median of b0
+and b2)."""
 KINDS = (
     "roofline",
     "in_sample",
@@ -718,6 +728,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         from pipeline.sim import cost
 
         cost.SEQ_TERM = "count"
+    if "weight-floor" in ablate:
+        calibrate.WEIGHT_FLOOR_SPLIT = False
     registry = load_registry()
     if args.only:
         known = {d["name"] for d in registry}

@@ -249,6 +249,56 @@ def test_pool_is_the_median_of_the_own_fits_and_lodo_uses_the_others(sweeps: Pat
         C.calibrate_sets(cal.sets, 0, pool="mean")
 
 
+def test_weight_floor_split_by_hand() -> None:
+    """calibrate.weight_floor_split: floors y = b0 + b2 x of several deployments give the pool's (b0, b2). Four on
+    y = 3 ms + 1.2 x and one odd one (y 40 ms at x 15 ms): 6 of the 10 pairwise slopes are 1.2, so the Theil-Sen
+    median is 1.2 and the median of y - 1.2 x is 3 ms, exactly, whatever the odd point. A slope under the physical
+    1 is held at 1 (b0 then the median of y - x); fewer than 3 points or one x: no split."""
+    x = [4e-3, 4.8e-3, 10.5e-3, 13.9e-3]
+    y = [3e-3 + 1.2 * v for v in x]
+    b0, b2 = C.weight_floor_split([*x, 15e-3], [*y, 40e-3])
+    assert b2 == pytest.approx(1.2, rel=1e-12) and b0 == pytest.approx(3e-3, rel=1e-9)
+    slow = [2e-3 + 0.8 * v for v in x]  # slope 0.8: weights read faster than the HBM peak, not physical
+    b0, b2 = C.weight_floor_split(x, slow)
+    assert b2 == 1.0
+    assert b0 == pytest.approx(float(np.median([s - v for s, v in zip(slow, x, strict=True)])), rel=1e-12)
+    assert b0 == pytest.approx(2e-3 - 0.2 * (4.8e-3 + 10.5e-3) / 2, rel=1e-9)  # the median of the middle two
+    assert C.weight_floor_split(x[:2], y[:2]) is None
+    assert C.weight_floor_split([5e-3] * 3, [7e-3, 8e-3, 9e-3]) is None
+
+
+def test_pool_splits_the_weight_floor_of_the_own_fits(sweeps: Path, tmp_path: Path) -> None:
+    """With 4 own fits (H100-SXM, H200, H100-PCIe, A100-80GB: four HBM bandwidths, so four weight-read times x), the
+    pool's b0 and b2 are weight_floor_split of the fits' own b0 + b2 x, and b1, b3, b4, b5 and h stay the
+    per-parameter median; the ampere family's scale is then the closed form at that theta. With WEIGHT_FLOOR_SPLIT
+    off: b0 and b2 are the plain median too."""
+    write_sweep(tmp_path / "h200", LOADS, b=(0.0, 1.2, 1.1, 1.2, 0.0, 1.0), h=0.01, gpu="H200")
+    write_sweep(tmp_path / "pcie", LOADS, b=(2e-3, 1.1, 1.0, 1.3, 1e-5, 1.0), h=0.01, gpu="H100-PCIe")
+    write_sweep(tmp_path / "a100", LOADS, b=(4e-3, 1.1, 1.3, 1.3, 1e-5, 1.0), h=0.01, gpu="A100-80GB")
+    folders = [sweeps / "full", tmp_path / "h200", tmp_path / "pcie", tmp_path / "a100"]
+    cal = C.calibrate(folders, max_nfev=4, lolo=False)
+    own = {ds.deployment.key: cal.fits[ds.deployment.key].theta for ds in cal.sets}
+    assert all(cal.fits[k].basis == "calibrated" for k in own) and len(own) == 4
+    x = [C.weight_read_s(ds.cost) for ds in cal.sets]
+    assert len({round(v, 9) for v in x}) == 4
+    y = [own[ds.deployment.key][0] + own[ds.deployment.key][2] * v for ds, v in zip(cal.sets, x, strict=True)]
+    b0, b2 = C.weight_floor_split(x, y)
+    assert cal.pooled.theta[0] == pytest.approx(b0, rel=1e-12) and cal.pooled.theta[2] == pytest.approx(b2, rel=1e-12)
+    median = np.median(np.array(list(own.values())), axis=0)
+    np.testing.assert_allclose(cal.pooled.theta[[1, 3, 4, 5, 6]], median[[1, 3, 4, 5, 6]], rtol=1e-12)
+    assert cal.pooled.anchor == "hopper" and cal.pooled.scale["hopper"] == 1.0
+    a100 = next(ds for ds in cal.sets if ds.arch == "ampere")
+    dec, pre, _, _ = C.level_rows(a100.cost, a100.levels, a100.limits, cal.pooled.theta)
+    assert cal.pooled.scale["ampere"] == pytest.approx(C.closed_form_scale(np.vstack([dec, pre]), cal.pooled.theta))
+    try:
+        C.WEIGHT_FLOOR_SPLIT = False
+        plain = C.pool_of_fits(cal.sets, own, cal.pooled)
+    finally:
+        C.WEIGHT_FLOOR_SPLIT = True
+    np.testing.assert_allclose(plain.theta, median, rtol=1e-12)
+    assert not np.allclose(plain.theta[[0, 2]], cal.pooled.theta[[0, 2]])
+
+
 def test_fit_aggregates_holds_a_fixed_parameter() -> None:
     """`fixed` holds b4 at its value and fits the rest: rows made from a known theta (b4 = 2e-5) give it back
     exactly without prior pull (weight 0), and with b4 held at 2e-5 the fit is the same."""

@@ -1562,22 +1562,78 @@ def pool_of_fits(sets: list[DeploymentSet], thetas: dict[str, np.ndarray], fallb
     of s x r ~ 1 over the family's step-1 rows at that theta; the family with the most rows keeps 1). The step-1
     pool fits one b to every model's aggregates, and its per-sequence term b4 grows to carry the models' other
     differences (ITL too high at large batches where it is transferred); the refined fits each replay their own
-    levels. `fallback` (the step-1 pool) when no deployment of `sets` has its own fit."""
+    levels. With WEIGHT_FLOOR_SPLIT, b0 and b2 are instead the split of the fits' weight floors across deployments
+    (`weight_floor_split`), which one deployment alone cannot identify. `fallback` (the step-1 pool) when no
+    deployment of `sets` has its own fit."""
     own = [thetas[ds.deployment.key] for ds in sets if ds.deployment.key in thetas]
     if not own:
         return fallback
     theta = np.median(np.array(own, dtype=np.float64), axis=0)
-    rows: dict[str, list[np.ndarray]] = {}
-    for ds in sets:
-        dec, pre, _, _ = level_rows(ds.cost, ds.levels, ds.limits, theta)
-        rows.setdefault(ds.arch, []).extend([dec, pre])
-    stacked = {a: np.vstack(m) for a, m in rows.items()}
+
+    def family_rows() -> dict[str, np.ndarray]:
+        rows: dict[str, list[np.ndarray]] = {}
+        for ds in sets:
+            dec, pre, _, _ = level_rows(ds.cost, ds.levels, ds.limits, theta)
+            rows.setdefault(ds.arch, []).extend([dec, pre])
+        return {a: np.vstack(m) for a, m in rows.items()}
+
+    if WEIGHT_FLOOR_SPLIT:  # over every own fit (x already holds each GPU's bandwidth); the family scales follow
+        floors = [(weight_read_s(ds.cost), thetas[ds.deployment.key]) for ds in sets if ds.deployment.key in thetas]
+        split = weight_floor_split([x for x, _ in floors], [t[0] + t[2] * x for x, t in floors])
+        if split is not None:
+            theta[0], theta[2] = split
+    stacked = family_rows()
     anchor = max(sorted(stacked), key=lambda a: (len(stacked[a]), a))
     scale = {}
     for a, m in sorted(stacked.items()):
         s = closed_form_scale(m, theta) if a != anchor else None
         scale[a] = max(s, 1e-3) if s is not None else 1.0
     return PooledFit(theta, scale, [ds.deployment.key for ds in sets], anchor, True, "median-of-fits")
+
+
+WEIGHT_FLOOR_SPLIT = True
+"""How the pool splits each iteration's weight floor (`weight_floor_split`). A dense decode iteration reads every
+weight once, so within one deployment b0 (a fixed cost) and b2 x weights / HBM bandwidth are the same column: its
+own fit identifies only their sum, y = b0 + b2 x (x = `weight_read_s`), and splits it wherever its search ends (the
+dev fits: b0 0 to 5e-5 s with b2 1.17 to 1.92). The per-parameter median of such splits transfers an arbitrary
+mixture. Across deployments x differs (4 to 15 ms on the fidelity benchmark's dev set), which identifies the split:
+the pool's b2 is the Theil-Sen slope of y on x over the own fits (at least the physical 1) and its b0 the median of
+y - b2 x; the GPU-family scales are then fitted at that theta. On the 7 dev deployments (benchmarks/fidelity.py,
+`--ablate weight-floor` for before) leave-one-deployment-out mean ITL went from 24.8% to 17.5% (median |e|) and the
+3 held-out deployments' from 34.1% to 25.1%, throughput within 0.1 pp; LODO TTFT p99 went from 44.5% to 50.5%
+(the Qwen A100 console sweep, predicted slower through the ampere scale of the one other A100 deployment), held-out
+TTFT from 49.5% to 48.8%. Every pool there has slope 1 or 1.17 and b0 2.2 to 3.5 ms: the fixed per-iteration cost
+(scheduler, sampler, CPU work) a single sweep cannot tell from slow weight reads. Off: the plain median."""
+
+WEIGHT_FLOOR_MIN_FITS = 3
+"""Own fits the split needs (pairs of distinct weight-read times); with fewer, b0 and b2 are the plain median."""
+
+
+def weight_read_s(cost: StepCost) -> float:
+    """Seconds one decode iteration reads the weights at the full HBM bandwidth, per GPU: the dense weights and every
+    routed expert (a decode batch of a few dozen sequences touches nearly all of them: Mixtral's 8 experts, top 2,
+    at 16 sequences 99%). The x of `weight_floor_split`."""
+    return (cost.dense_weight_bytes + cost.routed_weight_bytes) / cost.hbm_bw
+
+
+def weight_floor_split(x: list[float], y: list[float]) -> tuple[float, float] | None:
+    """(b0, b2) of the pool from the deployments' weight floors y = b0 + b2 x (WEIGHT_FLOOR_SPLIT): b2 the Theil-Sen
+    slope (the median of the pairwise slopes, robust to one odd deployment), at least its physical bound, and b0 the
+    median of y - b2 x, at least 0. None with fewer than WEIGHT_FLOOR_MIN_FITS points or no two distinct x."""
+    if len(x) < WEIGHT_FLOOR_MIN_FITS:
+        return None
+    xs, ys = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    slopes = [
+        (ys[j] - ys[i]) / (xs[j] - xs[i])
+        for i in range(len(xs))
+        for j in range(i + 1, len(xs))
+        if abs(xs[j] - xs[i]) > 1e-9 * max(abs(xs[i]), abs(xs[j]))
+    ]
+    if not slopes:
+        return None
+    b2 = max(float(np.median(slopes)), float(PHYSICAL_LOWER[2]))
+    b0 = max(float(np.median(ys - b2 * xs)), float(PHYSICAL_LOWER[0]))
+    return b0, b2
 
 
 SCALED_FALLBACK = True
