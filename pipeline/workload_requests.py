@@ -200,8 +200,8 @@ def quantiles_from_counts(
             f"SELECT {aggs} FROM (SELECT i, {value} AS x FROM (SELECT unnest($ids) AS i, unnest($xs)::BIGINT AS x))",
             values,
         ).fetchall()[0]
-        for (r, j, *_), value in zip(between, row, strict=True):
-            out[r][j] = value
+        for (r, j, *_), got in zip(between, row, strict=True):
+            out[r][j] = got
     return out
 
 

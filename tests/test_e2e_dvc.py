@@ -756,9 +756,6 @@ def _assert_plots_diff_has_both_revisions(project: Path, tag: str, h100_list_pri
     assert {float(r["slo_ms"]) for r in ttft} == {2000.0}
 
 
-TRAP_AT_HALF = ("-S", "++tco.utilization_trap_below=0.5")  # a key params.yaml leaves at its default, added
-
-
 def test_quarterly_review_and_what_if_flows_from_the_readme(project):
     """README 'Quarterly review' and 'What-if', for real: tag, dvc exp run -S, exp show, params/metrics diff, a branch."""
     git = ["git", "-c", "user.email=t@t", "-c", "user.name=t"]
@@ -770,17 +767,15 @@ def test_quarterly_review_and_what_if_flows_from_the_readme(project):
     before = json.loads((project / "metrics" / "tco.json").read_text())
     saved = save_outputs(project)
     try:
-        # an experiment on one param: only the stages that read it rerun
         # a key params.yaml leaves out (at its default): `-S key=value` stops (Hydra finds nothing to override, and
-        # no stage runs), `-S '++key=value'` adds it (README What-if); here in the same experiment as a set key
+        # no stage runs), `-S '++key=value'` adds it (README What-if)
         proc = _run([dvc, "exp", "run", "-n", "trap", "-S", "tco.utilization_trap_below=0.5"], project, check=False)
         assert proc.returncode != 0 and "Could not override 'tco.utilization_trap_below'" in proc.stderr, proc.stderr
         assert "Running stage" not in proc.stdout, proc.stdout
         assert "utilization_trap_below" not in yaml.safe_load((project / "params.yaml").read_text())["tco"]
-        proc = _run(
-            [dvc, "exp", "run", "-n", "plan70", "-S", "tco.planned_utilization=0.7", *TRAP_AT_HALF],
-            project,
-        )
+        # an experiment on a set key and that added one, both in the tco section: only the stages that read it rerun
+        trap = "++tco.utilization_trap_below=0.5"
+        proc = _run([dvc, "exp", "run", "-n", "plan70", "-S", "tco.planned_utilization=0.7", "-S", trap], project)
         ran = re.findall(r"Running stage '(\w+)'", proc.stdout)
         # step 12 (tco) runs in the report stage; params checks the file; bench_plan reads tco.json
         assert ran == ["params", "report", "bench_plan"], ran

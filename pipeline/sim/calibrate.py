@@ -1569,20 +1569,16 @@ def pool_of_fits(sets: list[DeploymentSet], thetas: dict[str, np.ndarray], fallb
     if not own:
         return fallback
     theta = np.median(np.array(own, dtype=np.float64), axis=0)
-
-    def family_rows() -> dict[str, np.ndarray]:
-        rows: dict[str, list[np.ndarray]] = {}
-        for ds in sets:
-            dec, pre, _, _ = level_rows(ds.cost, ds.levels, ds.limits, theta)
-            rows.setdefault(ds.arch, []).extend([dec, pre])
-        return {a: np.vstack(m) for a, m in rows.items()}
-
     if WEIGHT_FLOOR_SPLIT:  # over every own fit (x already holds each GPU's bandwidth); the family scales follow
         floors = [(weight_read_s(ds.cost), thetas[ds.deployment.key]) for ds in sets if ds.deployment.key in thetas]
         split = weight_floor_split([x for x, _ in floors], [t[0] + t[2] * x for x, t in floors])
         if split is not None:
             theta[0], theta[2] = split
-    stacked = family_rows()
+    rows: dict[str, list[np.ndarray]] = {}
+    for ds in sets:
+        dec, pre, _, _ = level_rows(ds.cost, ds.levels, ds.limits, theta)
+        rows.setdefault(ds.arch, []).extend([dec, pre])
+    stacked = {a: np.vstack(m) for a, m in rows.items()}
     anchor = max(sorted(stacked), key=lambda a: (len(stacked[a]), a))
     scale = {}
     for a, m in sorted(stacked.items()):
