@@ -10,6 +10,8 @@
 STEP_FORMS; default cost.STEP_FORM), `--no-lolo-warm` starts the LOLO refits from their own step 1 only: both for
 before/after comparisons. `--pool` makes the pooled fit another way (calibrate.POOLS; default calibrate.POOL)
 and `--refine-pool` refines the step-1 pool through the simulator (calibrate.refine_pooled, ~4x the time).
+`--prompt-pool` replays inference-perf's shared-prefix workloads as the finite prompt pool the client cycles
+(calibrate.PROMPT_POOL, off by default; docs/engine_model.md section 11 gives its figures).
 `--only NAME ...` runs a subset (with the dev deployment a check deployment names).
 
 Loads every deployment of benchmarks/fidelity/deployments.yaml: the real benchmark fixtures of
@@ -722,6 +724,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         calibrate.PHYSICAL_LOWER[:] = 0.0
     if "warm-runs" in ablate:
         calibrate.WARM_RUNS = False
+    if getattr(args, "prompt_pool", False):
+        calibrate.PROMPT_POOL = True
     if "queued-replay" in ablate:
         calibrate.QUEUED_REPLAY = 1
     if "seq-vocab" in ablate:
@@ -748,7 +752,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         else:
             if "prefix-cache" in ablate and any(lv.prefix_tokens for lv in got.ds.levels):
                 for lv in got.ds.levels:
-                    lv.prefix_tokens = lv.prefix_groups = 0
+                    if lv.pool_users:  # a later stage's resident pool is prefix caching too
+                        lv.warm_prompts = False
+                    lv.prefix_tokens = lv.prefix_groups = lv.pool_users = 0
                 got.notes.append("ablated: the stated shared prefix replayed without prefix caching")
             if "sglang-separate-prefill" in ablate and not got.ds.limits.mixed_prefill:
                 got.ds.limits = dataclasses.replace(got.ds.limits, mixed_prefill=True)
@@ -882,6 +888,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "lolo_warm": not getattr(args, "no_lolo_warm", False),
         "pool": (cal.settings.get("pool") if cal is not None else None),
         "refine_pool": bool(getattr(args, "refine_pool", False)),
+        "prompt_pool": bool(getattr(args, "prompt_pool", False)),
         "nfev": args.nfev,
         "lolo_nfev": args.lolo_nfev,
         "targets": {KIND_LABEL[k]: v for k, v in TARGETS.items()},
@@ -929,7 +936,8 @@ def render(result: dict[str, Any], levels: bool = False) -> str:
         f"engine-model fidelity (simulator replay; refinement nfev {result['nfev']}, LOLO nfev "
         f"{result['lolo_nfev']}; step form {result.get('form', 'additive')}; LOLO warm start "
         f"{'on' if result.get('lolo_warm') else 'off'}; pool {result.get('pool') or 'step1'}"
-        f"{' refined' if result.get('refine_pool') else ''}; ablated: {', '.join(result.get('ablate') or []) or 'nothing'}); "
+        f"{' refined' if result.get('refine_pool') else ''}"
+        f"{'; prompt pool on' if result.get('prompt_pool') else ''}; ablated: {', '.join(result.get('ablate') or []) or 'nothing'}); "
         "error = predicted / measured - 1 per level; |e| = median absolute, e = median signed",
         "figures: roofline = prior coefficients; in-sample / LOLO = the deployment's own fit (LOLO refitted without "
         "the level); LODO / transferred = pooled fit without the deployment; calibrated* = the fit of the same "
@@ -1111,6 +1119,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--pool", default=None, help="how the pooled fit is made (calibrate.POOLS; default calibrate.POOL)")
     ap.add_argument(
         "--refine-pool", action="store_true", help="refine the step-1 pool through the simulator (~4x the time)"
+    )
+    ap.add_argument(
+        "--prompt-pool",
+        action="store_true",
+        help="replay inference-perf's shared-prefix prompt pool (calibrate.PROMPT_POOL; off by default, ~3x the time)",
     )
     ap.add_argument(
         "--noise-boot",

@@ -372,15 +372,41 @@ class LevelData:
     prefix_tokens: int = 0  # a shared prompt prefix the source states (tokens; 0: none stated)
     prefix_groups: int = 0  # how many distinct such prefixes the requests share
     warm_prompts: bool = False  # the server's prefix cache holds these very prompts from an earlier run (WARM_RUNS)
+    pool_users: int = 0  # distinct prompts per prefix group the client cycles through (PROMPT_POOL; 0: unbounded)
+
+    def pool_prompts(self) -> int:
+        """How many distinct prompts the client cycles through (groups x users), 0 when not a finite pool."""
+        return self.prefix_groups * self.pool_users if self.prefix_tokens > 0 and self.pool_users > 0 else 0
+
+    def pool_lengths(self) -> np.ndarray:
+        """The pool's prompt lengths (`pool_prompts` of them): evenly spaced quantiles of `input_lens` (the
+        measured length distribution), in a fixed shuffled order so groups do not sort by length."""
+        lens = np.sort(np.asarray(self.input_lens, dtype=np.int64))
+        k = self.pool_prompts()
+        picked = lens[np.minimum(((np.arange(k) + 0.5) * len(lens) / k).astype(np.int64), len(lens) - 1)]
+        return picked[np.random.default_rng(11).permutation(k)]
 
     def cached_tokens(self, block_size: int = 16) -> np.ndarray:
         """Prompt tokens a warm prefix cache skips, per request of `input_lens`: every whole KV block of the prompt
         but the last token's (the engine recomputes it) when the cache holds the prompts themselves
-        (`warm_prompts`), else the stated shared prefix (`cached_prefix_tokens`) for every request."""
+        (`warm_prompts`); for a cold prompt pool (`pool_prompts`) the same for the repeats, the stated shared
+        prefix for a group's later users' first requests and nothing for each group's first request, in the
+        shares the measured request count implies; else the stated shared prefix for every request."""
         lens = np.asarray(self.input_lens, dtype=np.int64)
+        whole = np.maximum(lens - 1, 0) // block_size * block_size
         if self.warm_prompts:
-            return np.maximum(lens - 1, 0) // block_size * block_size
-        return np.full(len(lens), self.cached_prefix_tokens(block_size), dtype=np.int64)
+            return whole
+        prefix = np.full(len(lens), self.cached_prefix_tokens(block_size), dtype=np.int64)
+        pool = self.pool_prompts()
+        if pool:
+            n = max(self.requests, pool)
+            cold = round(len(lens) * self.prefix_groups / n)
+            first = round(len(lens) * pool / n)
+            out = whole.copy()
+            out[:first] = prefix[:first]
+            out[:cold] = 0
+            return out
+        return prefix
 
     def cached_prefix_tokens(self, block_size: int = 16) -> int:
         """Prompt tokens a warm prefix cache skips: the stated shared prefix, capped at the shortest prompt minus
@@ -469,17 +495,51 @@ def _scan_nonfinite(obj: Any, file: str, path: str = "") -> None:
                 _scan_nonfinite(v, file, f"{path.rstrip('.')}[{i}].")
 
 
-SHARED_PREFIX_RE = re.compile(r"shared[_ ]prefix data, system prompt (\d+)\b.*?(\d+) system prompts x", re.S)
+SHARED_PREFIX_RE = re.compile(
+    r"shared[_ ]prefix data, system prompt (\d+)\b.*?(\d+) system prompts x(?:\s*(\d+) users?\b)?", re.S
+)
 """inference-perf's shared_prefix workload as a manifest's notes state it ("shared_prefix data, system prompt 100 +
-question 447 tokens, ..., 9 system prompts x 5 users"): the shared prefix length and the number of groups."""
+question 447 tokens, ..., 9 system prompts x 5 users"): the shared prefix length, the number of groups and, where
+stated, the users (distinct questions) per group."""
+
+PROMPT_POOL = False
+"""Replay a shared-prefix workload whose notes state its users per group as the finite prompt pool inference-perf
+sends (`pool_trace`). Its shared_prefix data generator builds groups x users prompts once (each a group's system
+prompt plus one user's question) and cycles through them (`data_index % len(prompts)`), so every request after the
+first groups x users repeats a prompt whose KV blocks the server's prefix cache already holds; and a later stage
+(`stage_N_` with N >= 1) of the same run finds every prompt resident. On the BLIS H100 fixtures (inference-sim/
+training) the stages' prompt lengths are identical (Llama-2-70B codegen: mean 593.49, min 577, max 609 tokens in
+stage 0 and 1): the same 44 prompts throughout, no multi-turn context growth.
+
+Off by default, on the evidence of `benchmarks/fidelity.py --prompt-pool` (docs/engine_model.md section 11): the
+held-out TTFT improves (48.8% -> 26.2% median |e|) but the dev leave-one-deployment-out figures degrade (ITL 17.2% ->
+34.0%, TTFT 50.5% -> 84.9%), because with the prompts cached the BLIS fits explain the measured TTFT tails, which
+stage 1's all-resident prompts show too, by a ~3x prefill coefficient (b1 2.9-3.8 against 1.0-2.0) that transfers
+to cold-prefill deployments; and the BLIS calibrations take ~6x longer (the cold stages replayed whole)."""
+
+STAGE_RE = re.compile(r"(?:^|/)stage_(\d+)_lifecycle_metrics\.json$")
+"""An inference-perf lifecycle file's stage number (stages of one run share its data generator and server)."""
+
+
+def shared_prefix_workload(notes: str) -> tuple[int, int, int] | None:
+    """(prefix tokens, groups, users per group; 0 where not stated) of a shared-prefix workload the manifest's
+    notes state, else None."""
+    m = SHARED_PREFIX_RE.search(" ".join((notes or "").split()))
+    if not m or int(m.group(1)) < 1 or int(m.group(2)) < 1:
+        return None
+    return int(m.group(1)), int(m.group(2)), int(m.group(3) or 0)
 
 
 def shared_prefix(notes: str) -> tuple[int, int] | None:
     """(prefix tokens, groups) of a shared-prefix workload the manifest's notes state, else None."""
-    m = SHARED_PREFIX_RE.search(" ".join((notes or "").split()))
-    if not m or int(m.group(1)) < 1 or int(m.group(2)) < 1:
-        return None
-    return int(m.group(1)), int(m.group(2))
+    got = shared_prefix_workload(notes)
+    return None if got is None else (got[0], got[1])
+
+
+def inference_perf_stage(file: str) -> int | None:
+    """The stage number of an inference-perf `stage_N_lifecycle_metrics.json` file name, else None."""
+    m = STAGE_RE.search(str(file).replace("\\", "/"))
+    return int(m.group(1)) if m else None
 
 
 def _raw_records(file: str, cache: dict[str, list[Any]], root: Path | None = None) -> list[Any]:
@@ -596,8 +656,20 @@ def _level_data(
         ins, outs = _shuffle_pair(ins, outs, 7)
         source = f"input {src_in}, output {src_out}"
     load_text = "inf" if not math.isfinite(load) else f"{load:g}"
-    prefix = shared_prefix(str(manifest.get("notes") or ""))
-    if prefix is not None:
+    prefix = shared_prefix_workload(str(manifest.get("notes") or ""))
+    users = prefix[2] if prefix is not None and PROMPT_POOL and r["load_kind"] == "request_rate" else 0
+    stage = inference_perf_stage(file) if r["tool"] == "inference-perf" else None
+    if prefix is not None and users:
+        pool = prefix[1] * users
+        if stage:
+            when = f"stage {stage} of the run: every prompt resident in the prefix cache from the stages before"
+        else:
+            when = "each prompt's first request prefilled cold (a group's later users find its system prompt cached)"
+        notes.append(
+            f"prompt pool stated by the source: {prefix[1]} system prompts ({prefix[0]} tokens) x {users} users = "
+            f"{pool} prompts cycled, replayed as 16-token prefix-cache blocks; {when}"
+        )
+    elif prefix is not None:
         notes.append(
             f"shared prefix stated by the source: {prefix[0]} tokens in {prefix[1]} groups, replayed as cached "
             "prefix blocks (prefix caching on)"
@@ -624,6 +696,8 @@ def _level_data(
         notes=notes,
         prefix_tokens=prefix[0] if prefix else 0,
         prefix_groups=prefix[1] if prefix else 0,
+        warm_prompts=bool(users and stage),
+        pool_users=users,
     )
 
 
@@ -1120,6 +1194,8 @@ def replay_trace(lv: LevelData, seed: int = 0) -> tuple[str, Any]:
     overloaded = not math.isfinite(lv.load) or (lv.rps is not None and lv.rps < 0.97 * lv.load)
     queued = lv.load_kind == "request_rate" and lv.queued_tail()  # open loop: a p99 set by arrival congestion
     factor = 6 if overloaded else QUEUED_REPLAY if queued else 1
+    if lv.pool_prompts() and not lv.warm_prompts:  # the cold prompts' share of the run sets its TTFT tail
+        factor = max(factor, 6)
     n_req = min(max(lv.requests, 1), MAX_REPLAY_REQUESTS * factor)
     reps = math.ceil(n_req / len(lv.input_lens))
     ins = np.tile(lv.input_lens, reps)[:n_req].astype(np.int64)
@@ -1135,6 +1211,8 @@ def replay_trace(lv: LevelData, seed: int = 0) -> tuple[str, Any]:
             arrivals *= (n_req - 1) / lv.load / arrivals[-1]
     else:
         arrivals = np.zeros(n_req)
+    if lv.pool_prompts():  # a finite prompt pool cycled (PROMPT_POOL): cold at first, or resident (warm_prompts)
+        return ("open_warm" if lv.warm_prompts else "open"), pool_trace(lv, arrivals)
     if lv.warm_prompts:  # the prompts themselves cached by an earlier run: a chain of 16-token blocks per prompt
         prompt = np.arange(n_req, dtype=np.int64) % len(lv.input_lens)
         blocks = np.maximum(ins - 1, 0) // WARM_BLOCK
@@ -1155,11 +1233,35 @@ def replay_trace(lv: LevelData, seed: int = 0) -> tuple[str, Any]:
     return "open", Trace(arrivals.astype(np.float64), ins, outs)
 
 
+def pool_trace(lv: LevelData, arrivals: np.ndarray) -> Any:
+    """The Trace of a prompt-pool level (`pool_prompts` > 0): request i sends prompt p = i mod P of the pool's
+    lengths (`pool_lengths`), p in group p // users (inference-perf's order: each system prompt's users in turn).
+    Each prompt is a chain of WARM_BLOCK-token hash blocks: the blocks wholly inside the group's system prompt
+    (prefix_tokens // WARM_BLOCK) shared by the group, the rest the prompt's own. Every whole block but the last
+    token's is hashed (the engine recomputes that token), as vLLM's prefix cache does."""
+    from pipeline.sim.engine import Trace
+
+    n_req = len(arrivals)
+    pool, users = lv.pool_prompts(), lv.pool_users
+    plens = lv.pool_lengths()
+    prompt = np.arange(n_req, dtype=np.int64) % pool
+    ins = plens[prompt].astype(np.int64)
+    outs = np.tile(lv.output_lens, math.ceil(n_req / len(lv.output_lens)))[:n_req].astype(np.int64)
+    blocks = np.maximum(ins - 1, 0) // WARM_BLOCK
+    offsets = np.concatenate([[0], np.cumsum(blocks)]).astype(np.int64)
+    within = np.arange(int(offsets[-1]), dtype=np.int64) - np.repeat(offsets[:-1], blocks)
+    owner = np.repeat(prompt, blocks)
+    shared = within < lv.prefix_tokens // WARM_BLOCK
+    chain = np.where(shared, owner // users, lv.prefix_groups + owner)
+    values = chain * (1 << 24) + within + 1
+    return Trace(arrivals.astype(np.float64), ins, outs, offsets, values, WARM_BLOCK)
+
+
 def _job_key(kind: str, job: Any) -> str:
     import hashlib
 
     parts = job[:2] if kind == "closed" else (job.arrival_s, job.input_tokens, job.output_tokens)
-    if kind == "open" and job.hash_values is not None:
+    if kind != "closed" and job.hash_values is not None:
         parts = (*parts, job.hash_values, np.array([job.hash_block_tokens]))
     h = hashlib.sha1(kind.encode())
     for arr in parts:
