@@ -195,6 +195,22 @@ def start_kernel(root: Path) -> Any:
     return km
 
 
+def stop_kernel(km: Any) -> None:
+    """Kill the kernel at once (SIGKILL), then let jupyter_client clean up its ports and connection file.
+
+    Why not `km.shutdown_kernel(now=True)` alone: it sends SIGINT first, and a kernel still booting (the
+    runner starts it before checking params, so a bad params.yaml stops it mid-import) answers SIGINT
+    with a KeyboardInterrupt traceback on the stderr it shares with this process, which must end with
+    one clear line. A SIGKILLed process runs no more code, so nothing is printed; the kernel holds no
+    unwritten output (every notebook writes its files in its own cells).
+    """
+    import signal
+
+    if km.has_kernel:
+        km.signal_kernel(signal.SIGKILL)
+    km.shutdown_kernel(now=True)  # waits for the process, then frees its ports and connection file
+
+
 def prelude(parameters: dict[str, Any], validated: bool) -> str:
     """The cell run before each notebook: a cleared namespace and, when the runner validated the parameters
     (run: params.validate_all), those sections marked as validated in the kernel (params.mark_validated), so
@@ -243,13 +259,13 @@ def execute_all(
                     client.kc.stop_channels()
             nb.cells.pop(0)
             pending.append(pool.submit(_write_report, root / "reports" / f"{name}.html", scrub(nb), title))
-        km.shutdown_kernel(now=True)  # while the last report renders
+        stop_kernel(km)  # while the last report renders
         for job in pending:
             job.result()
     finally:
         pool.shutdown(wait=True)
         if km.has_kernel:
-            km.shutdown_kernel(now=True)
+            stop_kernel(km)
 
 
 def _write_report(path: Path, nb: Any, title: str) -> None:
@@ -267,7 +283,7 @@ def run(stage_name: str, root: Path | None = None) -> None:
         data = params.load(root / "params.yaml")
         every = params.validate_all(data, root)  # the whole file, before this stage computes anything
     except InputError:
-        km.shutdown_kernel(now=True)
+        stop_kernel(km)
         raise
     sections = {name: every[name] for name in stage.sections}
     for folder in ("data/interim", "metrics", "reports"):
@@ -275,7 +291,7 @@ def run(stage_name: str, root: Path | None = None) -> None:
     try:
         outputs = stage_outputs(root, stage_name)
     except BaseException:
-        km.shutdown_kernel(now=True)
+        stop_kernel(km)
         raise
     # all or nothing: a notebook that fails puts back every output of the stage (io.stage_transaction)
     with io.stage_transaction(root, stage_name, outputs):

@@ -9,6 +9,7 @@ import sys
 import altair as alt
 import nbformat
 import pandas as pd
+import pytest
 from altair.utils.mimebundle import spec_to_mimebundle
 from nbformat.v4 import new_code_cell, new_notebook, new_output
 
@@ -75,3 +76,38 @@ def test_charts_leave_the_runners_kernel_as_specs_and_anywhere_else_as_svg(monke
     assert alt.renderers.active == "spec"
     monkeypatch.delenv(run.CHART_SPECS_ENV)
     charts.enable()  # leave this process as it was
+
+
+STOP_WHILE_BOOTING = """
+import signal, sys, time
+from pathlib import Path
+from pipeline import run
+
+km = run.start_kernel(Path({root!r}))
+sent = []
+real = km.signal_kernel
+km.signal_kernel = lambda signum: (sent.append(signum), real(signum))[1]  # a spy on the public call; the real one runs
+time.sleep(0.1)  # mid-boot (a warm boot takes ~0.4 s here): the kernel is importing pandas, altair and pyarrow (exec_lines)
+{stop}
+time.sleep(0.5)  # any traceback the kernel prints lands on this process's stderr within this
+print(",".join(signal.Signals(s).name for s in sent), km.has_kernel)
+"""
+
+
+@pytest.mark.parametrize(
+    ("stop", "signals", "traceback"),
+    [
+        # the runner's way: SIGKILL first, so a booting kernel prints nothing (bad params.yaml stops it mid-import)
+        ("run.stop_kernel(km)", "SIGKILL", False),
+        # control, by hand: a SIGINT that reaches a booting kernel is a KeyboardInterrupt traceback on stderr
+        ("km.signal_kernel(signal.SIGINT); time.sleep(0.3); km.shutdown_kernel(now=True)", "SIGINT", True),
+    ],
+)
+def test_a_kernel_stopped_while_booting_prints_no_traceback(stop: str, signals: str, traceback: bool) -> None:
+    """Found by a fresh-clone CI run: no .pyc caches, so the kernel was still importing zmq when the runner
+    stopped it over a bad params.yaml, and shutdown_kernel's SIGINT put a traceback above the one-line error."""
+    code = STOP_WHILE_BOOTING.format(root=str(ROOT), stop=stop)
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split() == [signals, "False"]
+    assert ("KeyboardInterrupt" in proc.stderr) is traceback, proc.stderr[-2000:]
