@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 import subprocess
 from dataclasses import replace
@@ -155,6 +156,21 @@ def test_fit_recovers_the_coefficients_the_simulator_generated(sweeps: Path) -> 
     _check_recovered(C.calibrate([sweeps / "full"], lodo=False, lolo=False), 0.10)
 
 
+def test_a_fit_is_the_same_bytes_on_one_thread_and_on_several(sweeps: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The refinement simulates a pass's levels on parallel threads (engine._run releases the GIL); each run is
+    independent and gathered by level, so the thread count changes the time only, never the fit."""
+    thetas = []
+    for threads in (1, 3):
+        monkeypatch.setattr(C, "REFINE_THREADS", threads)
+        cal = C.calibrate([sweeps / "full"], lodo=False, lolo=False)
+        thetas.append(cal.fits[cal.sets[0].deployment.key].theta.tobytes())
+    assert thetas[0] == thetas[1]
+    monkeypatch.setattr(C, "REFINE_THREADS", None)
+    assert C.refine_threads(1) == 1 and C.refine_threads(10_000) == len(os.sched_getaffinity(0))
+    monkeypatch.setattr(C, "REFINE_THREADS", 4)
+    assert C.refine_threads(3) == 3 and C.refine_threads(9) == 4
+
+
 def test_fit_recovers_the_coefficients_the_simulator_generated_additive(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -297,6 +313,53 @@ def test_pool_splits_the_weight_floor_of_the_own_fits(sweeps: Path, tmp_path: Pa
         C.WEIGHT_FLOOR_SPLIT = True
     np.testing.assert_allclose(plain.theta, median, rtol=1e-12)
     assert not np.allclose(plain.theta[[0, 2]], cal.pooled.theta[[0, 2]])
+
+
+@pytest.mark.parametrize("closed", [False, True])
+def test_sim_metrics_are_the_runs_own_statistics(closed: bool) -> None:
+    """sim_metrics reads the run directly (no summary(), whose percentiles over every inter-token gap were a third of
+    a 70B calibration's time): each value equals SimResult.summary()'s or numpy's on the run's own arrays, and the
+    median gap is there exactly when asked for."""
+    model = catalog.load_model("Llama-3.1-8B")
+    g = catalog.find_gpu("H100-SXM", catalog.load_gpus())
+    cost = for_deployment(model, g, "bf16", "bf16", 1, 1, Coefficients(TRUE_B, "calibrated", "truth"))  # type: ignore[arg-type]
+    assert not isinstance(cost, str)
+    cfg = C.engine_limits({"engine": "vllm", "weight_dtype": "bf16", "kv_dtype": "bf16"}, model, g, cost, 1, 1).config()
+    rng = np.random.default_rng(7)
+    ins, outs = rng.integers(100, 2000, 300).astype(np.int64), rng.integers(1, 400, 300).astype(np.int64)
+    if closed:
+        res = engine.simulate_closed(cost, cfg, ins, outs, concurrency=16, requests=300)
+    else:
+        res = engine.simulate_open(cost, cfg, engine.Trace(np.cumsum(rng.exponential(0.1, 300)), ins, outs))
+    h = 0.02
+    m = C.sim_metrics(res, h, closed)
+    s = res.summary()
+    e2e = float(np.mean(res.e2e_s))
+    scale = e2e / (e2e + h) if closed else 1.0
+    assert m["throughput"] == s["output_tokens_per_s"] * scale and m["rps"] == s["rps"] * scale
+    assert m["itl_gap_mean"] == s["itl_ms"]["mean"] / 1e3 and m["itl_gap_p50"] == s["itl_ms"]["p50"] / 1e3
+    assert m["itl_gap_p50"] == pytest.approx(float(np.median(res.itl_gaps_s)), abs=1e-9)
+    assert m["tpot_mean"] == pytest.approx(float(np.mean(res.itl_mean_s[np.isfinite(res.itl_mean_s)])), rel=1e-12)
+    for q in (50, 90, 95, 99):
+        assert m[f"ttft_p{q}"] == float(np.percentile(res.ttft_s, q)) + h
+    assert m["e2e_p99"] == float(np.percentile(res.e2e_s, 99)) + h and m["e2e_mean"] == e2e + h
+    lean = C.sim_metrics(res, h, closed, gap_p50=False)
+    assert math.isnan(lean["itl_gap_p50"]) and {k: v for k, v in lean.items() if k != "itl_gap_p50"} == {
+        k: v for k, v in m.items() if k != "itl_gap_p50"
+    }
+
+
+def test_only_a_median_gap_level_needs_the_gap_median() -> None:
+    lv = C.LevelData.__new__(C.LevelData)
+    for kind, stat, need in (
+        ("itl", "p50", True),
+        ("itl", "mean", False),
+        ("tpot", "p50", False),
+        ("tpot", "mean", False),
+    ):
+        object.__setattr__(lv, "itl_kind", kind)
+        object.__setattr__(lv, "itl_stat", stat)
+        assert C.needs_gap_p50(lv) is need
 
 
 def test_fit_aggregates_holds_a_fixed_parameter() -> None:

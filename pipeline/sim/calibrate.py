@@ -74,6 +74,7 @@ InputError naming the file.
 from __future__ import annotations
 
 import math
+import os
 import re
 import time
 from collections.abc import Callable
@@ -1177,11 +1178,6 @@ def identifiability(cost: StepCost, levels: list[LevelData], limits: EngineLimit
 # ------------------------------------------------------------------------------------------- predictor
 
 
-def _percentile(a: np.ndarray, q: float) -> float:
-    a = a[np.isfinite(a)]
-    return float(np.percentile(a, q)) if len(a) else math.nan
-
-
 def replay_trace(lv: LevelData, seed: int = 0) -> tuple[str, Any]:
     """What a level replays: ('closed', (inputs, outputs, concurrency, requests)) or ('open', Trace) with Poisson
     arrivals at its rate (seeded) or every request at t = 0 for an unlimited rate; lengths in the level's order.
@@ -1284,33 +1280,72 @@ def simulate(cost: StepCost, limits: EngineLimits, kind: str, job: Any) -> Any:
     return engine.simulate_open(cost, cfg, job, warm=kind == "open_warm")
 
 
-def sim_metrics(res: Any, overhead_s: float = 0.0, closed: bool = False) -> dict[str, float]:
+def _rate(count: int, duration_s: float) -> float:
+    """count / duration_s rounded as SimResult.summary() rounds rps and output_tokens_per_s (0 without a span)."""
+    return round(count / duration_s, 6) if duration_s > 0 else 0.0
+
+
+def _gap_stats(res: Any, p50: bool) -> tuple[float, float]:
+    """(mean, median) of every inter-token gap (s), as SimResult.summary()'s itl_ms gives them (a mean of 0 reads as
+    NaN, as before); the median only when `p50` (on a 70B sweep the gap arrays hold ~1M entries a level, and their
+    percentiles were a third of a calibration's time); histogram runs go through summary()."""
+    arr = res.itl_gaps_s
+    if arr is None or (not len(arr) and res.hist is not None):
+        s = res.summary()["itl_ms"]
+        return (s["mean"] or math.nan) / 1e3, (s["p50"] or math.nan) / 1e3
+    vals = arr if np.isfinite(arr).all() else arr[np.isfinite(arr)]
+    if not len(vals):
+        return math.nan, math.nan
+    mean = float(np.mean(vals))
+    mean_ms = round(mean * 1e3, 6) if math.isfinite(mean) else None
+    med_ms = round(float(np.percentile(vals, 50)) * 1e3, 6) if p50 else None
+    return (mean_ms or math.nan) / 1e3, (med_ms or math.nan) / 1e3
+
+
+def _percentiles(a: np.ndarray, qs: tuple[float, ...]) -> list[float]:
+    """np.percentile of the finite values at each q (one partition for all), NaN where there are none."""
+    a = a[np.isfinite(a)]
+    return [float(v) for v in np.percentile(a, qs)] if len(a) else [math.nan] * len(qs)
+
+
+def sim_metrics(res: Any, overhead_s: float = 0.0, closed: bool = False, gap_p50: bool = True) -> dict[str, float]:
     """Predicted metrics (s, tokens/s) of a simulator run, with the per-request overhead h added to TTFT and E2E
-    (in closed loop the clients also wait h per request, so throughput scales by E2E / (E2E + h))."""
-    s = res.summary()
+    (in closed loop the clients also wait h per request, so throughput scales by E2E / (E2E + h)).
+
+    `gap_p50=False` leaves out the median inter-token gap (NaN): only levels that state a median ITL over every gap
+    need it (`needs_gap_p50`), and it is the one statistic whose cost grows with every decoded token."""
     e2e = float(np.mean(res.e2e_s)) if len(res.e2e_s) else math.nan
     scale = e2e / (e2e + overhead_s) if closed and e2e > 0 else 1.0
+    gap_mean, gap_med = _gap_stats(res, gap_p50)
+    tpot = res.itl_mean_s
     out = {
-        "rps": float(s["rps"] or 0.0) * scale,
-        "throughput": float(s["output_tokens_per_s"] or 0.0) * scale,
-        "tpot_mean": float(np.nanmean(res.itl_mean_s)) if np.isfinite(res.itl_mean_s).any() else math.nan,
-        "tpot_p50": _percentile(res.itl_mean_s, 50),
-        "itl_gap_mean": (s["itl_ms"]["mean"] or math.nan) / 1e3,
-        "itl_gap_p50": (s["itl_ms"]["p50"] or math.nan) / 1e3,
+        "rps": _rate(res.requests, res.duration_s) * scale,
+        "throughput": _rate(res.output_tokens_total, res.duration_s) * scale,
+        "tpot_mean": float(np.nanmean(tpot)) if np.isfinite(tpot).any() else math.nan,
+        "tpot_p50": _percentiles(tpot, (50,))[0],
+        "itl_gap_mean": gap_mean,
+        "itl_gap_p50": gap_med,
         "e2e_mean": e2e + overhead_s,
         "ttft_mean": float(np.mean(res.ttft_s)) + overhead_s if len(res.ttft_s) else math.nan,
     }
-    for stat, q in (("p50", 50), ("p90", 90), ("p95", 95), ("p99", 99)):
-        out[f"ttft_{stat}"] = _percentile(res.ttft_s, q) + overhead_s
-    for stat, q in (("p50", 50), ("p95", 95), ("p99", 99)):
-        out[f"e2e_{stat}"] = _percentile(res.e2e_s, q) + overhead_s
+    ttft = _percentiles(res.ttft_s, (50, 90, 95, 99))
+    for stat, v in zip(("p50", "p90", "p95", "p99"), ttft, strict=True):
+        out[f"ttft_{stat}"] = v + overhead_s
+    e2e_q = _percentiles(res.e2e_s, (50, 95, 99))
+    for stat, v in zip(("p50", "p95", "p99"), e2e_q, strict=True):
+        out[f"e2e_{stat}"] = v + overhead_s
     return out
+
+
+def needs_gap_p50(lv: LevelData) -> bool:
+    """The level is judged on the median of every inter-token gap (sim_metrics' gap_p50)."""
+    return lv.itl_kind != "tpot" and lv.itl_stat == "p50"
 
 
 def predict_level(cost: StepCost, limits: EngineLimits, lv: LevelData, overhead_s: float) -> dict[str, float]:
     """A measured level replayed through the simulator with the level's own lengths and load."""
     kind, job = replay_trace(lv)
-    return sim_metrics(simulate(cost, limits, kind, job), overhead_s, kind == "closed")
+    return sim_metrics(simulate(cost, limits, kind, job), overhead_s, kind == "closed", needs_gap_p50(lv))
 
 
 def predicted_itl(pred: dict[str, float], lv: LevelData) -> float:
@@ -1367,14 +1402,28 @@ def floor_of(cost: StepCost) -> np.ndarray:
 def refine_passes(levels: list[LevelData], max_nfev: int) -> int:
     """Passes for a sweep: at most max_nfev, fewer (down to MIN_PASSES) when one pass decodes more than
     REFINE_WORK / max_nfev tokens, so that one deployment calibrates in ~10 s (deterministic: inputs only)."""
-    work = 0.0
-    for lv in levels:
-        kind, job = replay_trace(lv)
-        outs = job[1] if kind == "closed" else job.output_tokens
-        work += float(np.sum(outs))
+    work = sum(_work(*replay_trace(lv)) for lv in levels)
     if work <= 0:
         return max_nfev
     return int(min(max_nfev, max(MIN_PASSES, REFINE_WORK // work)))
+
+
+REFINE_THREADS: int | None = None
+"""Threads one refinement pass simulates its levels on (None: the cores this process may use, at most the levels).
+The simulator's loop releases the GIL (engine._run is nogil), so a pass's levels run in parallel; each run is
+independent and gathered by level, so a fit is the same bytes on any number of threads (1: in this thread)."""
+
+
+def refine_threads(jobs: int) -> int:
+    """REFINE_THREADS, or the cores this process may use (its CPU affinity), capped at `jobs`."""
+    cores = REFINE_THREADS or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count())
+    return max(1, min(int(cores or 1), jobs))
+
+
+def _work(kind: str, job: Any) -> float:
+    """Decoded tokens of a prepared replay: what one simulator run of it costs, roughly."""
+    outs = job[1] if kind == "closed" else job.output_tokens
+    return float(np.sum(outs))
 
 
 class _Replays:
@@ -1384,17 +1433,32 @@ class _Replays:
         self.cost, self.limits, self.levels = cost, limits, levels
         self.jobs = [replay_trace(lv) for lv in levels]
         self.keys = [_job_key(kind, job) for kind, job in self.jobs]
+        unique: dict[str, tuple[str, Any]] = {}
+        for key, kj in zip(self.keys, self.jobs, strict=True):
+            unique.setdefault(key, kj)
+        # the longest first (longest-processing-time order): on 2 threads a 70B sweep's one long reasoning level
+        # runs beside all the others
+        self.unique = sorted(unique.items(), key=lambda item: -_work(*item[1]))
+        self.threads = refine_threads(len(self.unique))
+
+    def simulate_all(self, c: StepCost) -> dict[str, Any]:
+        """Every distinct replay simulated at cost c, by job key (on `threads` threads)."""
+        if self.threads <= 1:
+            return {key: simulate(c, self.limits, kind, job) for key, (kind, job) in self.unique}
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=self.threads) as pool:
+            runs = list(pool.map(lambda item: simulate(c, self.limits, *item[1]), self.unique))
+        return {key: run for (key, _), run in zip(self.unique, runs, strict=True)}
 
     def residuals(self, t: np.ndarray, b_scale: float = 1.0) -> list[float]:
         """The refinement's relative errors of every level at theta t (its six b's times b_scale)."""
         b = tuple(max(float(v) * b_scale, float(lo)) for v, lo in zip(t[:6], PHYSICAL_LOWER[:6], strict=True))
         c = self.cost.with_coeffs(Coefficients(b, "calibrated", "refine"))  # type: ignore[arg-type]
+        done = self.simulate_all(c)
         res: list[float] = []
-        done: dict[str, Any] = {}
-        for lv, (kind, job), key in zip(self.levels, self.jobs, self.keys, strict=True):
-            if key not in done:
-                done[key] = simulate(c, self.limits, kind, job)
-            res.extend(_refine_residuals(sim_metrics(done[key], float(t[6]), kind == "closed"), lv))
+        for lv, (kind, _), key in zip(self.levels, self.jobs, self.keys, strict=True):
+            res.extend(_refine_residuals(sim_metrics(done[key], float(t[6]), kind == "closed", needs_gap_p50(lv)), lv))
         return res
 
 
