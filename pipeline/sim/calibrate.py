@@ -112,7 +112,8 @@ REFINE_NFEV = 60
 """Simulator passes (every level once) of the step-2 refinement of one deployment (a few dozen, method.md)."""
 
 REFINE_WORK = 2.8e8
-"""Decoded tokens the refinement of one deployment may simulate in all (~10 s of the simulator on one core)."""
+"""Decoded tokens the refinement of one deployment may simulate in all (~10 s of the simulator on one core of a
+2-core machine; a pass's levels run on parallel threads, REFINE_THREADS, so the fit's wall time is less)."""
 
 MIN_PASSES = 24
 """... but never fewer passes than this."""
