@@ -1281,15 +1281,12 @@ def simulate(cost: StepCost, limits: EngineLimits, kind: str, job: Any) -> Any:
     return engine.simulate_open(cost, cfg, job, warm=kind == "open_warm")
 
 
-def _rate(count: int, duration_s: float) -> float:
-    """count / duration_s rounded as SimResult.summary() rounds rps and output_tokens_per_s (0 without a span)."""
-    return round(count / duration_s, 6) if duration_s > 0 else 0.0
-
-
 def _gap_stats(res: Any, p50: bool) -> tuple[float, float]:
     """(mean, median) of every inter-token gap (s), as SimResult.summary()'s itl_ms gives them (a mean of 0 reads as
-    NaN, as before); the median only when `p50` (on a 70B sweep the gap arrays hold ~1M entries a level, and their
-    percentiles were a third of a calibration's time); histogram runs go through summary()."""
+    NaN, as before); the median only when `p50` (on a 70B sweep the gap arrays hold 0.5M to 4.6M entries a level,
+    and their percentiles were a third of a calibration's time); histogram runs go through summary()."""
+    from pipeline.sim.engine import ms
+
     arr = res.itl_gaps_s
     if arr is None or (not len(arr) and res.hist is not None):
         s = res.summary()["itl_ms"]
@@ -1297,10 +1294,8 @@ def _gap_stats(res: Any, p50: bool) -> tuple[float, float]:
     vals = arr if np.isfinite(arr).all() else arr[np.isfinite(arr)]
     if not len(vals):
         return math.nan, math.nan
-    mean = float(np.mean(vals))
-    mean_ms = round(mean * 1e3, 6) if math.isfinite(mean) else None
-    med_ms = round(float(np.percentile(vals, 50)) * 1e3, 6) if p50 else None
-    return (mean_ms or math.nan) / 1e3, (med_ms or math.nan) / 1e3
+    med_ms = ms(float(np.percentile(vals, 50))) if p50 else None
+    return (ms(float(np.mean(vals))) or math.nan) / 1e3, (med_ms or math.nan) / 1e3
 
 
 def _percentiles(a: np.ndarray, qs: tuple[float, ...]) -> list[float]:
@@ -1315,13 +1310,15 @@ def sim_metrics(res: Any, overhead_s: float = 0.0, closed: bool = False, gap_p50
 
     `gap_p50=False` leaves out the median inter-token gap (NaN): only levels that state a median ITL over every gap
     need it (`needs_gap_p50`), and it is the one statistic whose cost grows with every decoded token."""
+    from pipeline.sim.engine import per_s
+
     e2e = float(np.mean(res.e2e_s)) if len(res.e2e_s) else math.nan
     scale = e2e / (e2e + overhead_s) if closed and e2e > 0 else 1.0
     gap_mean, gap_med = _gap_stats(res, gap_p50)
     tpot = res.itl_mean_s
     out = {
-        "rps": _rate(res.requests, res.duration_s) * scale,
-        "throughput": _rate(res.output_tokens_total, res.duration_s) * scale,
+        "rps": (per_s(res.requests, res.duration_s) or 0.0) * scale,
+        "throughput": (per_s(res.output_tokens_total, res.duration_s) or 0.0) * scale,
         "tpot_mean": float(np.nanmean(tpot)) if np.isfinite(tpot).any() else math.nan,
         "tpot_p50": _percentiles(tpot, (50,))[0],
         "itl_gap_mean": gap_mean,

@@ -239,12 +239,12 @@ class SimResult:
                 counts = self.hist[hname]
                 total = int(counts.sum())
                 mean = self.sums.get(hname, float("nan")) / total if total else float("nan")
-                out[key] = {"mean": _ms(mean), **{q: _ms(hist_quantile(counts, p)) for q, p in QUANTILES}}
+                out[key] = {"mean": ms(mean), **{q: ms(hist_quantile(counts, p)) for q, p in QUANTILES}}
             else:
                 out[key] = {"mean": None, "p50": None, "p95": None, "p99": None}
         d = self.duration_s
-        out["rps"] = round(self.requests / d, 6) if d > 0 else None
-        out["output_tokens_per_s"] = round(self.output_tokens_total / d, 6) if d > 0 else None
+        out["rps"] = per_s(self.requests, d)
+        out["output_tokens_per_s"] = per_s(self.output_tokens_total, d)
         out["requests"] = int(self.requests)
         out["preemptions"] = int(self.preemptions_total)
         out["rejected"] = int(self.rejected)
@@ -252,7 +252,13 @@ class SimResult:
         return out
 
 
-def _ms(x: float) -> float | None:
+def per_s(count: float, duration_s: float) -> float | None:
+    """count / duration_s, rounded to 6 decimals as summary() gives rps and output_tokens_per_s (None without a span)."""
+    return round(count / duration_s, 6) if duration_s > 0 else None
+
+
+def ms(x: float) -> float | None:
+    """Seconds to milliseconds rounded to 6 decimals, as summary() gives every latency (None if not finite)."""
     return round(float(x) * 1e3, 6) if math.isfinite(x) else None
 
 
@@ -260,7 +266,7 @@ def _stats_ms(vals: np.ndarray) -> dict[str, float | None]:
     if len(vals) == 0:
         return {"mean": None, "p50": None, "p95": None, "p99": None}
     qs = np.percentile(vals, [50, 95, 99])
-    return {"mean": _ms(float(np.mean(vals))), "p50": _ms(qs[0]), "p95": _ms(qs[1]), "p99": _ms(qs[2])}
+    return {"mean": ms(float(np.mean(vals))), "p50": ms(qs[0]), "p95": ms(qs[1]), "p99": ms(qs[2])}
 
 
 def hist_edges() -> np.ndarray:
