@@ -174,8 +174,8 @@ def _token_steps():
 
 def run_child(mode: str, copies: int, log: Path, cache_dir: str | None = None) -> dict:
     env = {**os.environ, "NUMBA_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
-    if cache_dir:
-        env["NUMBA_CACHE_DIR"] = cache_dir
+    if cache_dir:  # pipeline.sim files its kernels here (numba's own NUMBA_CACHE_DIR does not apply to them)
+        env["SIZING_NUMBA_CACHE_DIR"] = cache_dir
     out = subprocess.run(
         [sys.executable, __file__, "--child", mode, str(copies), str(log)],
         env=env,

@@ -9,14 +9,19 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import pyarrow as pa
-import pyarrow.parquet as pq
-import pytest
-
-from pipeline import traffic, workload
-from pipeline.stages import workload as workload_stage
-
 ROOT = Path(__file__).resolve().parent.parent
+# Every project copy a test runs (and this process) files compiled simulator kernels in this checkout's own
+# cache (pipeline/sim/__init__.py): compiled once a session, not once per copy (~8 s a kernel). Set before any
+# import of pipeline.sim.
+os.environ.setdefault("SIZING_NUMBA_CACHE_DIR", str(ROOT / "pipeline" / "sim" / "__pycache__"))
+
+import pyarrow as pa  # noqa: E402
+import pyarrow.parquet as pq  # noqa: E402
+import pytest  # noqa: E402
+
+from pipeline import traffic, workload  # noqa: E402
+from pipeline.stages import workload as workload_stage  # noqa: E402
+
 SHARED = ROOT.parent / "shared" / "fixtures"
 METRICS_FIXTURE = ROOT / "tests" / "data" / "metrics"  # frozen metrics/*.json of the sample: unit tests read these
 # The keys of metrics/operating_point.json that issue 4 names (a contract users' scripts rely on).

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -65,14 +66,63 @@ def test_the_kernel_cache_is_keyed_by_every_numba_source():
     """numba's cache ignores edits to inlined callees (cost.step_time inside engine/router kernels): the cache
     folder must change whenever any of the three sources does, or an old step time would run silently."""
     import hashlib
-
-    import numba
+    import os
 
     import pipeline.sim as sim
 
     here = Path(sim.__file__).resolve().parent
     digest = hashlib.sha256(b"".join((here / n).read_bytes() for n in ("cost.py", "engine.py", "router.py")))
-    assert str(here / "__pycache__" / f"numba-{digest.hexdigest()[:12]}") == numba.config.CACHE_DIR
+    base = os.environ.get("SIZING_NUMBA_CACHE_DIR") or str(here / "__pycache__")
+    assert sim._kernel_cache_dir() == str(Path(base) / f"numba-{digest.hexdigest()[:12]}")
+    locator = cost.pair_sums_kernel._cache._impl._locator  # the locator numba chose for a kernel
+    assert type(locator).__name__ == "KernelCacheLocator"
+    assert locator.get_cache_path() == sim._kernel_cache_dir()
+
+
+_CACHE_PROBE = """
+import json
+from pipeline.sim import _kernel_cache_dir, cost
+cost.pair_sums_kernel(0.0, 8.0, 4.0)
+stats = cost.pair_sums_kernel.stats
+print(json.dumps([cost.__file__, _kernel_cache_dir(), len(stats.cache_hits), len(stats.cache_misses)]))
+"""
+
+
+@pytest.mark.e2e
+def test_a_copy_of_the_project_elsewhere_loads_the_kernels_another_copy_compiled(tmp_path):
+    """Two copies of the package at different paths, one SIZING_NUMBA_CACHE_DIR: the first compiles a kernel, the
+    second loads it (numba's NUMBA_CACHE_DIR would file each under a hash of its own path and compile twice). A
+    copy whose cost.py differs by one comment compiles afresh, in a folder of its own."""
+    import json
+    import shutil
+    import subprocess
+    import sys
+
+    import pipeline
+
+    src = Path(pipeline.__file__).resolve().parent
+    env = {**os.environ, "SIZING_NUMBA_CACHE_DIR": str(tmp_path / "kernels")}
+    seen = []
+    for name in ("a", "b", "edited"):
+        shutil.copytree(src, tmp_path / name / "pipeline", ignore=shutil.ignore_patterns("__pycache__"))
+        if name == "edited":
+            with (tmp_path / name / "pipeline" / "sim" / "cost.py").open("a", encoding="utf-8") as f:
+                f.write("# an edit\n")
+        out = subprocess.run(
+            [sys.executable, "-c", _CACHE_PROBE],
+            cwd=tmp_path / name,
+            env={**env, "PYTHONPATH": str(tmp_path / name)},
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        seen.append(json.loads(out.stdout.strip().splitlines()[-1]))
+    (a_file, a_dir, a_hits, a_misses), (b_file, b_dir, b_hits, b_misses), (e_file, e_dir, e_hits, _) = seen
+    assert a_file.startswith(str(tmp_path / "a")) and b_file.startswith(str(tmp_path / "b"))
+    assert (a_hits, a_misses) == (0, 1), "the first copy compiles"
+    assert (b_dir, b_hits, b_misses) == (a_dir, 1, 0), "the second copy, elsewhere, loads what the first compiled"
+    assert e_file.startswith(str(tmp_path / "edited")) and e_dir != a_dir and e_hits == 0
+    assert any(Path(a_dir).glob("cost.pair_sums_kernel-*.nbi")), "filed directly in the source-hash folder"
 
 
 def test_sizing_simulate_judges_itl_per_request_as_the_curves_do():
