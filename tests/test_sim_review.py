@@ -81,10 +81,10 @@ def test_the_kernel_cache_is_keyed_by_every_numba_source():
 
 _CACHE_PROBE = """
 import json
-from pipeline.sim import _kernel_cache_dir, cost
+from pipeline.sim import cost
 cost.pair_sums_kernel(0.0, 8.0, 4.0)
-stats = cost.pair_sums_kernel.stats
-print(json.dumps([cost.__file__, _kernel_cache_dir(), len(stats.cache_hits), len(stats.cache_misses)]))
+stats, folder = cost.pair_sums_kernel.stats, cost.pair_sums_kernel._cache._impl._locator.get_cache_path()
+print(json.dumps([cost.__file__, folder, len(stats.cache_hits), len(stats.cache_misses)]))
 """
 
 
@@ -92,7 +92,8 @@ print(json.dumps([cost.__file__, _kernel_cache_dir(), len(stats.cache_hits), len
 def test_a_copy_of_the_project_elsewhere_loads_the_kernels_another_copy_compiled(tmp_path):
     """Two copies of the package at different paths, one SIZING_NUMBA_CACHE_DIR: the first compiles a kernel, the
     second loads it (numba's NUMBA_CACHE_DIR would file each under a hash of its own path and compile twice). A
-    copy whose cost.py differs by one comment compiles afresh, in a folder of its own."""
+    copy whose cost.py differs by one comment compiles afresh, in a folder of its own. Where the folder cannot be
+    created (here: below a plain file), the kernels go to a user-wide folder of the same source hash."""
     import json
     import shutil
     import subprocess
@@ -102,8 +103,9 @@ def test_a_copy_of_the_project_elsewhere_loads_the_kernels_another_copy_compiled
 
     src = Path(pipeline.__file__).resolve().parent
     env = {**os.environ, "SIZING_NUMBA_CACHE_DIR": str(tmp_path / "kernels")}
+    (tmp_path / "a-file").write_text("not a folder", encoding="utf-8")
     seen = []
-    for name in ("a", "b", "edited"):
+    for name in ("a", "b", "edited", "unwritable"):
         shutil.copytree(src, tmp_path / name / "pipeline", ignore=shutil.ignore_patterns("__pycache__"))
         if name == "edited":
             with (tmp_path / name / "pipeline" / "sim" / "cost.py").open("a", encoding="utf-8") as f:
@@ -111,18 +113,28 @@ def test_a_copy_of_the_project_elsewhere_loads_the_kernels_another_copy_compiled
         out = subprocess.run(
             [sys.executable, "-c", _CACHE_PROBE],
             cwd=tmp_path / name,
-            env={**env, "PYTHONPATH": str(tmp_path / name)},
+            env={**env, "PYTHONPATH": str(tmp_path / name)}
+            if name != "unwritable"
+            else {
+                **env,
+                "PYTHONPATH": str(tmp_path / name),
+                "SIZING_NUMBA_CACHE_DIR": str(tmp_path / "a-file" / "x"),
+                "XDG_CACHE_HOME": str(tmp_path / "xdg"),
+            },
             capture_output=True,
             text=True,
             check=True,
         )
         seen.append(json.loads(out.stdout.strip().splitlines()[-1]))
-    (a_file, a_dir, a_hits, a_misses), (b_file, b_dir, b_hits, b_misses), (e_file, e_dir, e_hits, _) = seen
+    (a_file, a_dir, a_hits, a_misses), (b_file, b_dir, b_hits, b_misses), (e_file, e_dir, e_hits, _), u = seen
     assert a_file.startswith(str(tmp_path / "a")) and b_file.startswith(str(tmp_path / "b"))
     assert (a_hits, a_misses) == (0, 1), "the first copy compiles"
     assert (b_dir, b_hits, b_misses) == (a_dir, 1, 0), "the second copy, elsewhere, loads what the first compiled"
     assert e_file.startswith(str(tmp_path / "edited")) and e_dir != a_dir and e_hits == 0
     assert any(Path(a_dir).glob("cost.pair_sums_kernel-*.nbi")), "filed directly in the source-hash folder"
+    assert Path(a_dir).parent == tmp_path / "kernels"
+    assert u[1] == str(tmp_path / "xdg" / "llm-fleet-sizing" / Path(a_dir).name) and u[3] == 1
+    assert any(Path(u[1]).glob("cost.pair_sums_kernel-*.nbi"))
 
 
 def test_sizing_simulate_judges_itl_per_request_as_the_curves_do():

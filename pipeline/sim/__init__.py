@@ -42,22 +42,32 @@ def _use_kernel_cache() -> None:
     from numba.core import caching
 
     here = _Path(__file__).resolve().parent
-    cache_dir = _kernel_cache_dir()
+    primary = _kernel_cache_dir()
+    # where the checkout cannot be written (an installed copy): a user-wide folder, still keyed by the sources'
+    # hash, rather than numba's own user-wide locator, which is keyed by path and would keep a stale inlined callee
+    user_wide = _Path(_os.environ.get("XDG_CACHE_HOME") or _Path.home() / ".cache") / "llm-fleet-sizing"
+    fallback = str(user_wide / _Path(primary).name)
 
     class KernelCacheLocator(caching.UserProvidedCacheLocator):
-        """numba's user-directory locator for this package's sources, filing every kernel in cache_dir."""
+        """numba's user-directory locator for this package's sources, filing every kernel in one folder."""
+
+        cache_dir = primary
 
         def __init__(self, py_func: object, py_file: str) -> None:
             self._py_file = py_file
             self._lineno = py_func.__code__.co_firstlineno  # type: ignore[attr-defined]
-            self._cache_path = cache_dir
+            self._cache_path = self.cache_dir
 
         @classmethod
         def from_function(cls, py_func: object, py_file: str) -> object:
             if _Path(py_file).resolve().parent != here:
                 return None
             # numba's own checks (the source exists, the folder is writable), skipping the NUMBA_CACHE_DIR test
-            return super(caching.UserProvidedCacheLocator, cls).from_function(py_func, py_file)
+            found = super(caching.UserProvidedCacheLocator, cls).from_function(py_func, py_file)
+            if found is None and cls.cache_dir != fallback:
+                cls.cache_dir = fallback
+                found = super(caching.UserProvidedCacheLocator, cls).from_function(py_func, py_file)
+            return found
 
     if not any(k.__name__ == KernelCacheLocator.__name__ for k in caching.CacheImpl._locator_classes):
         caching.CacheImpl._locator_classes.insert(0, KernelCacheLocator)
