@@ -66,7 +66,6 @@ def test_the_kernel_cache_is_keyed_by_every_numba_source():
     """numba's cache ignores edits to inlined callees (cost.step_time inside engine/router kernels): the cache
     folder must change whenever any of the three sources does, or an old step time would run silently."""
     import hashlib
-    import os
 
     import pipeline.sim as sim
 
@@ -104,6 +103,7 @@ def test_a_copy_of_the_project_elsewhere_loads_the_kernels_another_copy_compiled
     src = Path(pipeline.__file__).resolve().parent
     env = {**os.environ, "SIZING_NUMBA_CACHE_DIR": str(tmp_path / "kernels")}
     (tmp_path / "a-file").write_text("not a folder", encoding="utf-8")
+    unwritable = {"SIZING_NUMBA_CACHE_DIR": str(tmp_path / "a-file" / "x"), "XDG_CACHE_HOME": str(tmp_path / "xdg")}
     seen = []
     for name in ("a", "b", "edited", "unwritable"):
         shutil.copytree(src, tmp_path / name / "pipeline", ignore=shutil.ignore_patterns("__pycache__"))
@@ -113,14 +113,7 @@ def test_a_copy_of_the_project_elsewhere_loads_the_kernels_another_copy_compiled
         out = subprocess.run(
             [sys.executable, "-c", _CACHE_PROBE],
             cwd=tmp_path / name,
-            env={**env, "PYTHONPATH": str(tmp_path / name)}
-            if name != "unwritable"
-            else {
-                **env,
-                "PYTHONPATH": str(tmp_path / name),
-                "SIZING_NUMBA_CACHE_DIR": str(tmp_path / "a-file" / "x"),
-                "XDG_CACHE_HOME": str(tmp_path / "xdg"),
-            },
+            env={**env, "PYTHONPATH": str(tmp_path / name), **(unwritable if name == "unwritable" else {})},
             capture_output=True,
             text=True,
             check=True,
