@@ -90,6 +90,7 @@ ABLATIONS = (
     "queued-replay",
     "seq-vocab",
     "weight-floor",
+    "client-bound",
 )
 """Model refinements `--ablate` can switch off: the fit's physical lower bounds (calibrate.PHYSICAL_LOWER, back to
 b >= 0), SGLang's unmixed prefill batches (back to vLLM's mixed iterations for every engine), the prefix hashes of
@@ -98,7 +99,8 @@ run's prompts against a prefix-caching server (calibrate.WARM_RUNS: back to a co
 longer replay of open-loop levels whose TTFT p99 is set by queueing (calibrate.QUEUED_REPLAY: back to 2000 requests),
 and the per-sequence term weighted by vocabulary (cost.SEQ_TERM: back to "count", one per sequence), and the pool's
 split of the weight floor across deployments (calibrate.WEIGHT_FLOOR_SPLIT: back to the per-parameter median of b0
-and b2)."""
+and b2), and the closed-loop replay of inference-perf stages whose client fell behind with its concurrency cap full
+(calibrate.CLIENT_BOUND: back to an open loop at the rate the client sent)."""
 KINDS = (
     "roofline",
     "in_sample",
@@ -668,7 +670,9 @@ def sim_noise(ds: Any, lv: Any, theta: Any, seeds: int) -> dict[str, Any] | None
     vals = []
     for seed in range(seeds):
         kind, job = calibrate.replay_trace(seeded_level(lv, seed), seed)
-        pred = calibrate.sim_metrics(calibrate.simulate(cost, ds.limits, kind, job), float(theta[6]), kind == "closed")
+        pred = calibrate.sim_metrics(
+            calibrate.simulate(cost, ds.limits, kind, job), float(theta[6]), kind in calibrate.CLOSED_LIKE
+        )
         vals.append(pred[f"ttft_{stat}"])
     v = np.asarray(vals, dtype=np.float64)
     if not np.isfinite(v).all() or np.mean(v) <= 0:
@@ -734,6 +738,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         cost.SEQ_TERM = "count"
     if "weight-floor" in ablate:
         calibrate.WEIGHT_FLOOR_SPLIT = False
+    if "client-bound" in ablate:
+        calibrate.CLIENT_BOUND = False
     registry = load_registry()
     if args.only:
         known = {d["name"] for d in registry}

@@ -177,6 +177,27 @@ def test_inference_perf_lifecycle_stages_in_seconds():
     assert "summary" in why[f"{d}/results/summary_lifecycle_metrics.json"]
 
 
+def test_inference_perf_client_that_fell_behind_says_how_many_it_held_in_flight():
+    from pipeline.benchmarks import inference_perf
+
+    def stage(delay_p50_s: float, sent: float, e2e_mean_s: float) -> dict:
+        return {
+            "load_summary": {"requested_rate": 150.0, "achieved_rate": sent, "schedule_delay": {"median": delay_p50_s}},
+            "successes": {"count": 10, "latency": {"request_latency": {"mean": e2e_mean_s}}, "throughput": {}},
+            "failures": {"count": 0},
+        }
+
+    # behind: a median schedule delay of 3 s against a 4 s mean latency (>= 0.5 x); 100 req/s x 4 s = 400 in flight
+    notes = inference_perf.read(stage(3.0, 100.0, 4.0), "s.json").notes
+    assert "it held about 400 requests in flight" in " ".join(notes)
+    assert "the client sent 100.00 req/s of the 150.00 requested" in notes
+    # on schedule (1.9 s < 0.5 x 4 s), or no schedule delay stated (older inference-perf files): no such note
+    assert "in flight" not in " ".join(inference_perf.read(stage(1.9, 100.0, 4.0), "s.json").notes)
+    old = stage(3.0, 100.0, 4.0)
+    del old["load_summary"]["schedule_delay"]
+    assert "in flight" not in " ".join(inference_perf.read(old, "s.json").notes)
+
+
 def _dist(mean, p50, p99):
     return {
         "successful": {

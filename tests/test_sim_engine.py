@@ -349,3 +349,60 @@ def test_separate_prefill_closed_loop_by_hand():
         r = simulate_closed(toy(), EngineConfig(mixed_prefill=mixed), ins, outs, concurrency=2, requests=4)
         assert r.e2e_s == pytest.approx([0.042] * 4, abs=1e-12)
         assert r.ttft_s == pytest.approx([0.030] * 4, abs=1e-12)
+
+
+# ------------------------------------------------------------------ a client with a concurrency cap (max_inflight)
+
+
+def test_a_client_cap_of_one_sends_each_request_when_the_last_finishes_by_hand():
+    # three requests of 100 prompt / 3 output tokens arrive at 0, 0.05 and 0.06 s; the client holds one at a time.
+    # Alone, one takes prefill 0.01 + 0.100 = 0.110 s to its first token, then 2 decodes of 0.011 s: E2E 0.132 s.
+    # Request 0 runs 0-0.132; request 1 waited at the client and is sent at 0.132 (its clock starts there), runs
+    # to 0.264; request 2 is sent at 0.264. Each is measured as if alone: TTFT 0.110, E2E 0.132.
+    tr = Trace(np.array([0.0, 0.05, 0.06]), np.array([100, 100, 100], np.int64), np.array([3, 3, 3], np.int64))
+    r = simulate_open(toy(), EngineConfig(), tr, max_inflight=1)
+    assert np.allclose(r.ttft_s, 0.110, atol=1e-12)
+    assert np.allclose(r.e2e_s, 0.132, atol=1e-12)
+    assert r.duration_s == pytest.approx(3 * 0.132, abs=1e-12)
+    # without the cap, request 1 queues at the server from 0.05 s and its wait counts in its TTFT
+    free = simulate_open(toy(), EngineConfig(), tr)
+    assert free.ttft_s[1] > 0.110 + 0.05
+
+
+def test_a_client_cap_a_request_that_finds_a_slot_free_keeps_its_arrival_time_by_hand():
+    # cap 2, arrivals at 0 and 0.05 s: the second finds a slot free and is sent at once. It waits at the server for
+    # the iteration under way (0.110 s, request 0's prefill) and then prefills: first token at 0.110 + 0.111
+    # (its 100 tokens plus request 0's decode token in one iteration: 0.01 + 0.101) = 0.221 s, TTFT 0.171 s from its
+    # own arrival, exactly as without a cap.
+    tr = Trace(np.array([0.0, 0.05]), np.array([100, 100], np.int64), np.array([3, 3], np.int64))
+    capped = simulate_open(toy(), EngineConfig(), tr, max_inflight=2)
+    free = simulate_open(toy(), EngineConfig(), tr)
+    assert capped.ttft_s[1] == pytest.approx(0.221 - 0.05, abs=1e-12)
+    assert np.array_equal(capped.ttft_s, free.ttft_s) and np.array_equal(capped.e2e_s, free.e2e_s)
+
+
+def test_a_client_that_falls_behind_holds_its_cap_in_flight_littles_law(llama70b):
+    # 2000 requests offered at 200 req/s, far above what one engine serves, by a client of 64 slots: once it falls
+    # behind the server holds 64 requests, so throughput x mean E2E = 64 (Little's law, to the ramp and drain), and
+    # every TTFT is below that of the same arrivals sent without a limit, whose queue grows through the run
+    rng = np.random.default_rng(3)
+    n = 2000
+    tr = Trace(np.cumsum(rng.exponential(1 / 200.0, n)), np.full(n, 300, np.int64), np.full(n, 100, np.int64))
+    cfg = EngineConfig(max_num_seqs=32, max_num_batched_tokens=2048)
+    r = simulate_open(llama70b, cfg, tr, max_inflight=64)
+    rps = n / r.duration_s
+    assert rps < 150  # the engine, not the client, sets the pace
+    assert rps * float(np.mean(r.e2e_s)) == pytest.approx(64, rel=0.03)
+    free = simulate_open(llama70b, cfg, tr)
+    assert float(np.percentile(r.ttft_s, 99)) < 0.2 * float(np.percentile(free.ttft_s, 99))
+    # a cap no arrival ever reaches changes nothing
+    wide = simulate_open(llama70b, cfg, tr, max_inflight=n)
+    assert np.array_equal(wide.ttft_s, free.ttft_s) and np.array_equal(wide.e2e_s, free.e2e_s)
+
+
+def test_max_inflight_is_checked():
+    tr = one(0.0, 10, 2)
+    with pytest.raises(InputError, match="max_inflight"):
+        simulate_open(toy(), EngineConfig(), tr, max_inflight=-1)
+    with pytest.raises(InputError, match="max_inflight needs keep='arrays'"):
+        simulate_open(toy(), EngineConfig(), tr, keep="histogram", max_inflight=2)

@@ -193,6 +193,13 @@ rates 1, 4, 16, inf, run in that order) the unlimited-rate burst's 200 prompts (
 token by 450 ms (p99): a cold prefill of those tokens needs ~2.4 s at the GPUs' peak FLOPs."""
 
 SENT_RE = re.compile(r"the client sent ([0-9.]+) req/s")
+INFLIGHT_RE = re.compile(r"it held about ([0-9]+) requests in flight")
+"""An open-loop stage whose client fell behind its schedule with its concurrency cap full (the inference-perf
+reader's note, `pipeline.benchmarks.inference_perf.client_inflight`) replays its requested rate through a client of
+that many slots (`LevelData.client_cap`, `engine.simulate_open(max_inflight=)`): the server held a fixed number of
+requests, not a Poisson stream at the sent rate whose queue grows through the run."""
+CLIENT_BOUND = True  # benchmarks/fidelity.py --ablate client-bound: replay such stages open loop at the sent rate
+CLOSED_LIKE = ("closed", "open_capped")  # replays whose clients wait h per request too (sim_metrics' `closed`)
 RAW_ALLOWED_INF = ("request_rate", "max_concurrency", "rate", "requested_rate", "burstiness")
 
 
@@ -375,6 +382,7 @@ class LevelData:
     prefix_groups: int = 0  # how many distinct such prefixes the requests share
     warm_prompts: bool = False  # the server's prefix cache holds these very prompts from an earlier run (WARM_RUNS)
     pool_users: int = 0  # distinct prompts per prefix group the client cycles through (PROMPT_POOL; 0: unbounded)
+    client_cap: int = 0  # requests the client holds in flight at most, where it fell behind (INFLIGHT_RE; 0: none)
 
     def pool_prompts(self) -> int:
         """How many distinct prompts the client cycles through (groups x users), 0 when not a finite pool."""
@@ -613,11 +621,22 @@ def _level_data(
             raise InputError(f"{file}: {col} = {v!r}; expected a finite measured value (deployment {deployment})")
     replicas = int(manifest.get("replicas", 1))
     load = float(r["load"])
-    for note in lv.notes:  # inference-perf: the client could not send the requested rate; replay what it sent
-        m = SENT_RE.search(note)
-        if m and r["load_kind"] == "request_rate":
-            load = min(load, float(m.group(1)))
-    load /= replicas if r["load_kind"] == "request_rate" or math.isfinite(load) else 1
+    load_kind = str(r["load_kind"])
+    notes: list[str] = []
+    cap = next((int(m.group(1)) for m in map(INFLIGHT_RE.search, lv.notes) if m), 0)
+    cap = cap if CLIENT_BOUND and load_kind == "request_rate" and math.isfinite(load) else 0
+    if cap:  # inference-perf: a client that fell behind with its slots full; replay its schedule and its cap
+        cap = max(1, round(cap / replicas))
+        notes.append(
+            f"the client fell behind with its concurrency cap full (about {cap} requests in flight): replayed at the "
+            "requested rate through a client of that many slots"
+        )
+    else:
+        for note in lv.notes:  # inference-perf: the client could not send the requested rate; replay what it sent
+            m = SENT_RE.search(note)
+            if m and load_kind == "request_rate":
+                load = min(load, float(m.group(1)))
+    load /= replicas if load_kind == "request_rate" or math.isfinite(load) else 1
     in_mean = r["input_tokens_mean"] or r["nominal_input_tokens"] or manifest.get("input_tokens")
     out_mean = r["output_tokens_mean"] or r["nominal_output_tokens"] or manifest.get("output_tokens")
     if not in_mean or not out_mean:
@@ -630,7 +649,6 @@ def _level_data(
     itl_stat = "mean" if r["itl_mean_ms"] else "p50"
     itl_kind = "tpot" if r["itl_kind"] == "tpot" else "itl"
     e2e_ms = r["e2e_mean_ms"] or r["e2e_p50_ms"]
-    notes: list[str] = []
     ttft_mean = r["ttft_mean_ms"] or r["ttft_p50_ms"]
     if itl_ms and itl_kind == "tpot" and r["e2e_mean_ms"] and ttft_mean and out_mean > 1:
         # the decode time per token the means imply; a tool TPOT far from it counted other tokens (inference-perf
@@ -659,7 +677,7 @@ def _level_data(
         source = f"input {src_in}, output {src_out}"
     load_text = "inf" if not math.isfinite(load) else f"{load:g}"
     prefix = shared_prefix_workload(str(manifest.get("notes") or ""))
-    users = prefix[2] if prefix is not None and PROMPT_POOL and r["load_kind"] == "request_rate" else 0
+    users = prefix[2] if prefix is not None and PROMPT_POOL and load_kind == "request_rate" else 0
     stage = inference_perf_stage(file) if r["tool"] == "inference-perf" else None
     if prefix is not None and users:
         pool = prefix[1] * users
@@ -677,9 +695,9 @@ def _level_data(
             "prefix blocks (prefix caching on)"
         )
     return LevelData(
-        name=f"{file} ({'c' if r['load_kind'] == 'concurrency' else 'rate'} {load_text})",
+        name=f"{file} ({'c' if load_kind == 'concurrency' else 'rate'} {load_text}{f', cap {cap}' if cap else ''})",
         curve=str(r["curve"]),
-        load_kind=str(r["load_kind"]),
+        load_kind=load_kind,
         load=load,
         rps=rps,
         output_tps=tps,
@@ -700,6 +718,7 @@ def _level_data(
         prefix_groups=prefix[1] if prefix else 0,
         warm_prompts=bool(users and stage),
         pool_users=users,
+        client_cap=cap,
     )
 
 
@@ -1208,6 +1227,8 @@ def replay_trace(lv: LevelData, seed: int = 0) -> tuple[str, Any]:
             arrivals *= (n_req - 1) / lv.load / arrivals[-1]
     else:
         arrivals = np.zeros(n_req)
+    if lv.client_cap:  # a client with a concurrency cap that it filled (CLIENT_BOUND)
+        return "open_capped", (Trace(arrivals.astype(np.float64), ins, outs), int(lv.client_cap))
     if lv.pool_prompts():  # a finite prompt pool cycled (PROMPT_POOL): cold at first, or resident (warm_prompts)
         return ("open_warm" if lv.warm_prompts else "open"), pool_trace(lv, arrivals)
     if lv.warm_prompts:  # the prompts themselves cached by an earlier run: a chain of 16-token blocks per prompt
@@ -1257,14 +1278,17 @@ def pool_trace(lv: LevelData, arrivals: np.ndarray) -> Any:
 def _job_key(kind: str, job: Any) -> str:
     import hashlib
 
-    parts = job[:2] if kind == "closed" else (job.arrival_s, job.input_tokens, job.output_tokens)
-    if kind != "closed" and job.hash_values is not None:
-        parts = (*parts, job.hash_values, np.array([job.hash_block_tokens]))
+    trace = job[0] if kind == "open_capped" else job
+    parts = job[:2] if kind == "closed" else (trace.arrival_s, trace.input_tokens, trace.output_tokens)
+    if kind != "closed" and trace.hash_values is not None:
+        parts = (*parts, trace.hash_values, np.array([trace.hash_block_tokens]))
     h = hashlib.sha1(kind.encode())
     for arr in parts:
         h.update(np.ascontiguousarray(arr).tobytes())
     if kind == "closed":
         h.update(f"{job[2]}/{job[3]}".encode())
+    if kind == "open_capped":
+        h.update(f"cap {job[1]}".encode())
     return h.hexdigest()
 
 
@@ -1275,6 +1299,9 @@ def simulate(cost: StepCost, limits: EngineLimits, kind: str, job: Any) -> Any:
     if kind == "closed":
         ins, outs, c, n = job
         return engine.simulate_closed(cost, limits.config(), ins, outs, concurrency=c, requests=n)
+    if kind == "open_capped":
+        trace, cap = job
+        return engine.simulate_open(cost, limits.config(), trace, max_inflight=cap)
     cfg = limits.config()
     if job.hash_values is not None and len(job.hash_values):  # a stated shared prefix: the server's prefix cache
         cfg = replace(cfg, enable_prefix_caching=True)
@@ -1343,7 +1370,7 @@ def needs_gap_p50(lv: LevelData) -> bool:
 def predict_level(cost: StepCost, limits: EngineLimits, lv: LevelData, overhead_s: float) -> dict[str, float]:
     """A measured level replayed through the simulator with the level's own lengths and load."""
     kind, job = replay_trace(lv)
-    return sim_metrics(simulate(cost, limits, kind, job), overhead_s, kind == "closed", needs_gap_p50(lv))
+    return sim_metrics(simulate(cost, limits, kind, job), overhead_s, kind in CLOSED_LIKE, needs_gap_p50(lv))
 
 
 def predicted_itl(pred: dict[str, float], lv: LevelData) -> float:
@@ -1420,7 +1447,7 @@ def refine_threads(jobs: int) -> int:
 
 def _work(kind: str, job: Any) -> float:
     """Decoded tokens of a prepared replay: what one simulator run of it costs, roughly."""
-    outs = job[1] if kind == "closed" else job.output_tokens
+    outs = job[1] if kind == "closed" else job[0].output_tokens if kind == "open_capped" else job.output_tokens
     return float(np.sum(outs))
 
 
@@ -1456,7 +1483,9 @@ class _Replays:
         done = self.simulate_all(c)
         res: list[float] = []
         for lv, (kind, _), key in zip(self.levels, self.jobs, self.keys, strict=True):
-            res.extend(_refine_residuals(sim_metrics(done[key], float(t[6]), kind == "closed", needs_gap_p50(lv)), lv))
+            res.extend(
+                _refine_residuals(sim_metrics(done[key], float(t[6]), kind in CLOSED_LIKE, needs_gap_p50(lv)), lv)
+            )
         return res
 
 

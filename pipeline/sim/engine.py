@@ -114,8 +114,10 @@ _NEW, _QUEUED, _RUNNING, _DONE, _REJECTED = 0, 1, 2, 3, 4
     G_REJECTED,
     G_LASTFIN,
     G_QTAIL,
-) = range(15)
-N_GI = 15
+    G_INFLIGHT,
+    G_CAPFREE,
+) = range(17)
+N_GI = 17  # G_INFLIGHT, G_CAPFREE: a capped open loop's requests sent and not finished, and its free client slots
 # float state vector
 F_NOW, F_BUSY = 0, 1
 
@@ -532,7 +534,10 @@ def _run(
     next request), 2 = external (a router queues requests; an idle engine returns). Every argument after
     `measure` is state, updated in place, so a call can resume. gapn[0] counts the gaps written to `gaps`.
     mixed (icfg[7], 1 when absent) = 1: decodes and prefill chunks share an iteration (vLLM V1); 0: an iteration
-    runs either a prefill batch (first) or the decode batch (SGLang's default scheduler)."""
+    runs either a prefill batch (first) or the decode batch (SGLang's default scheduler). cap (icfg[8], 0 when
+    absent) > 0 in mode 0: the client holds at most cap requests in flight; an arrival that finds them all out waits
+    at the client and is sent (its `arr` set) when a finish frees a slot, as a load generator with a concurrency
+    limit measures it (inference-perf; `simulate_open(max_inflight=)`)."""
     max_seqs = icfg[0]
     max_tokens = icfg[1]
     bs = icfg[2]
@@ -542,6 +547,7 @@ def _run(
     closed = icfg[6] == 1
     own_arrivals = icfg[6] == 0
     mixed = len(icfg) < 8 or icfg[7] != 0
+    cap = icfg[8] if len(icfg) > 8 and own_arrivals else 0
     window = c[N_CONST - 1]
     n = len(arr)
     keep_gaps = len(gaps) > 0
@@ -551,15 +557,27 @@ def _run(
             return
         # arrivals up to now join the back of the waiting queue (closed loop: released at finishes)
         if own_arrivals:
+            sent = 0
             while gi[G_NEXT] < n and arr[gi[G_NEXT]] <= now:
+                if cap > 0 and gi[G_INFLIGHT] >= cap:
+                    break  # every client slot is out: the rest wait at the client
                 r = gi[G_NEXT]
                 gi[G_NEXT] += 1
                 if (inp[r] + out[r] - 1 + bs - 1) // bs > kv_blocks:
                     status[r] = _REJECTED
                     gi[G_REJECTED] += 1
                     continue
+                if cap > 0:
+                    # the first G_CAPFREE arrivals since the last check found a slot free and went at once; the
+                    # others waited for the slots the finishes at `now` freed
+                    if sent >= gi[G_CAPFREE] and arr[r] < now:
+                        arr[r] = now
+                    sent += 1
+                    gi[G_INFLIGHT] += 1
                 status[r] = _QUEUED
                 _push_back(r, qnext, gi)
+            if cap > 0:
+                gi[G_CAPFREE] = cap - gi[G_INFLIGHT]
         nrun = gi[G_NRUN]
         if nrun == 0 and gi[G_QLEN] == 0:
             if not own_arrivals or gi[G_NEXT] >= n:
@@ -706,6 +724,8 @@ def _run(
                 held[r] = 0
                 gi[G_DONE] += 1
                 finished += 1
+                if cap > 0:
+                    gi[G_INFLIGHT] -= 1
                 if closed and gi[G_RELEASE] < n:
                     q = gi[G_RELEASE]
                     gi[G_RELEASE] += 1
@@ -742,7 +762,14 @@ class _Engine:
     """One engine's state between kernel calls (a buffer of in-flight + upcoming requests)."""
 
     def __init__(
-        self, cost: StepCost, cfg: EngineConfig, hash_block_tokens: int, lru_slots: int, closed: bool, gap_slots: int
+        self,
+        cost: StepCost,
+        cfg: EngineConfig,
+        hash_block_tokens: int,
+        lru_slots: int,
+        closed: bool,
+        gap_slots: int,
+        max_inflight: int = 0,
     ) -> None:
         cfg.check()
         self.c = cost.packed()
@@ -758,6 +785,7 @@ class _Engine:
                 hash_block_tokens,
                 int(closed),
                 int(cfg.mixed_prefill),
+                int(max_inflight),
             ],
             dtype=np.int64,
         )
@@ -771,6 +799,7 @@ class _Engine:
         self.gi[G_FREE] = cfg.kv_blocks
         self.gi[G_LRU_HEAD] = -1
         self.gi[G_LRU_TAIL] = -1
+        self.gi[G_CAPFREE] = max_inflight
         self.gf = np.zeros(2, np.float64)
         self.running = np.zeros(cfg.max_num_seqs, np.int64)
         self.sched_r = np.zeros(cfg.max_num_seqs, np.int64)
@@ -1151,15 +1180,24 @@ def simulate_open(
     rate_scale: float = 1.0,
     keep: str = "arrays",
     warm: bool = False,
+    max_inflight: int = 0,
 ) -> SimResult:
     """Open loop: the trace's own arrivals (divided by rate_scale) through one engine; per-request results in
     trace order (rejected requests, whose context never fits the KV capacity, are left out and counted).
     `warm`: the prefix cache starts holding the trace's hash blocks (`warm_cache`; needs prefix caching on and
-    hashes, and a trace of at most CHUNK requests, kept as arrays)."""
+    hashes, and a trace of at most CHUNK requests, kept as arrays).
+    `max_inflight` > 0: a client that holds at most that many requests in flight. An arrival that finds them all
+    out waits at the client and is sent when a request finishes; its TTFT and E2E count from that send, as the
+    client measures them (arrays, at most CHUNK requests). Once the client falls behind, this is a closed loop at
+    max_inflight, reached through the trace's own ramp of arrivals instead of one burst at t = 0."""
     trace.check()
     n = len(trace)
     if n == 0:
         raise InputError("trace: no requests; expected at least one arrival")
+    if not isinstance(max_inflight, int | np.integer) or max_inflight < 0:
+        raise InputError(f"max_inflight = {max_inflight!r}; expected an integer >= 0 (0: no client limit)")
+    if max_inflight and (keep == "histogram" or n > CHUNK):
+        raise InputError(f"simulate_open: max_inflight needs keep='arrays' and at most {CHUNK} requests; got {n}")
     scale = _check_scale(rate_scale)
     hoff, hval = _hash_csr(trace)
     known = len(hval)
@@ -1177,6 +1215,7 @@ def simulate_open(
         _lru_slots(cfg, trace.hash_block_tokens, known),
         False,
         total_gaps if total_gaps <= MAX_EXACT_GAPS else 0,
+        int(max_inflight),
     )
     eng.load(
         np.asarray(trace.arrival_s, np.float64) / scale,
