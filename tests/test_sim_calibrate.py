@@ -306,7 +306,22 @@ def test_pool_splits_the_weight_floor_of_the_own_fits(sweeps: Path, tmp_path: Pa
     assert cal.pooled.anchor == "hopper" and cal.pooled.scale["hopper"] == 1.0
     a100 = next(ds for ds in cal.sets if ds.arch == "ampere")
     dec, pre, _, _ = C.level_rows(a100.cost, a100.levels, a100.limits, cal.pooled.theta)
-    assert cal.pooled.scale["ampere"] == pytest.approx(C.closed_form_scale(np.vstack([dec, pre]), cal.pooled.theta))
+    # one ampere deployment: its closed-form scale, shrunk toward 1 by one pseudo-deployment (FAMILY_PRIOR): s ** (1/2)
+    fitted = C.closed_form_scale(np.vstack([dec, pre]), cal.pooled.theta)
+    assert fitted is not None and abs(fitted - 1) > 1e-3
+    assert cal.pooled.scale["ampere"] == pytest.approx(fitted ** (1 / (1 + C.FAMILY_PRIOR)), rel=1e-12)
+    assert cal.pooled.members == {"ampere": 1, "hopper": 3}
+    doc = cal.pooled.as_dict()
+    assert doc["gpu_arch_deployments"] == {"ampere": 1, "hopper": 3} and doc["family_scale_prior_deployments"] == 1
+    assert (
+        "ampere scale fitted on 1 deployment(s), shrunk toward 1 by a prior worth 1"
+        in cal.pooled.theta_for("ampere")[1]
+    )
+    try:  # no prior weight: the family's own scale, as fitted
+        C.FAMILY_PRIOR = 0
+        assert C.pool_of_fits(cal.sets, own, cal.pooled).scale["ampere"] == pytest.approx(fitted, rel=1e-12)
+    finally:
+        C.FAMILY_PRIOR = 1
     try:
         C.WEIGHT_FLOOR_SPLIT = False
         plain = C.pool_of_fits(cal.sets, own, cal.pooled)
