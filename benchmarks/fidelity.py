@@ -740,6 +740,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         calibrate.WEIGHT_FLOOR_SPLIT = False
     if "client-bound" in ablate:
         calibrate.CLIENT_BOUND = False
+    if getattr(args, "drop_unphysical_ttft", False):
+        calibrate.DROP_UNPHYSICAL_TTFT = True
     registry = load_registry()
     if args.only:
         known = {d["name"] for d in registry}
@@ -895,6 +897,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "pool": (cal.settings.get("pool") if cal is not None else None),
         "refine_pool": bool(getattr(args, "refine_pool", False)),
         "prompt_pool": bool(getattr(args, "prompt_pool", False)),
+        "drop_unphysical_ttft": bool(getattr(args, "drop_unphysical_ttft", False)),
         "nfev": args.nfev,
         "lolo_nfev": args.lolo_nfev,
         "targets": {KIND_LABEL[k]: v for k, v in TARGETS.items()},
@@ -943,7 +946,7 @@ def render(result: dict[str, Any], levels: bool = False) -> str:
         f"{result['lolo_nfev']}; step form {result.get('form', 'additive')}; LOLO warm start "
         f"{'on' if result.get('lolo_warm') else 'off'}; pool {result.get('pool') or 'step1'}"
         f"{' refined' if result.get('refine_pool') else ''}"
-        f"{'; prompt pool on' if result.get('prompt_pool') else ''}; ablated: {', '.join(result.get('ablate') or []) or 'nothing'}); "
+        f"{'; prompt pool on' if result.get('prompt_pool') else ''}{'; unphysical TTFTs dropped' if result.get('drop_unphysical_ttft') else ''}; ablated: {', '.join(result.get('ablate') or []) or 'nothing'}); "
         "error = predicted / measured - 1 per level; |e| = median absolute, e = median signed",
         "figures: roofline = prior coefficients; in-sample / LOLO = the deployment's own fit (LOLO refitted without "
         "the level); LODO / transferred = pooled fit without the deployment; calibrated* = the fit of the same "
@@ -1125,6 +1128,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--pool", default=None, help="how the pooled fit is made (calibrate.POOLS; default calibrate.POOL)")
     ap.add_argument(
         "--refine-pool", action="store_true", help="refine the step-1 pool through the simulator (~4x the time)"
+    )
+    ap.add_argument(
+        "--drop-unphysical-ttft",
+        action="store_true",
+        help="leave out of the fits the TTFT of levels faster than any cold prefill at peak FLOPs "
+        "(calibrate.DROP_UNPHYSICAL_TTFT; off by default)",
     )
     ap.add_argument(
         "--prompt-pool",

@@ -154,16 +154,24 @@ def build(cal: Any, source: str, root: Path | None = None) -> dict[str, Any]:
     """
     doc = cal.as_dict()
     levels = {ds.deployment.key: [_relative(lv.name, root) for lv in ds.levels] for ds in cal.sets}
+    cached = {ds.deployment.key: sum(lv.ttft_below_physics for lv in ds.levels) for ds in cal.sets}
     deployments = []
     for d in sorted(doc["deployments"], key=lambda d: d["key"]):
         files = sorted(_relative(f, root) for f in d.get("files") or [])
+        warnings = [d["warning"]] if d.get("warning") else []
+        if cached.get(d["key"]):
+            warnings.append(
+                f"{cached[d['key']]} of {len(levels.get(d['key'], []))} levels have a TTFT below a cold prefill at peak "
+                "FLOPs (unstated prefix-cache hits likely): their TTFT residuals judge the measurement as much as the "
+                "model (each level's notes)"
+            )
         deployments.append(
             {
                 **d,
                 "files": files,
                 "sweeps": sorted({Path(f).parent.as_posix() for f in files}),
                 "levels_used": levels.get(d["key"], []),
-                "warnings": [d["warning"]] if d.get("warning") else [],
+                "warnings": warnings,
             }
         )
     residuals = {d["key"]: d.get("residuals") or {} for d in deployments}
