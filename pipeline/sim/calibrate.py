@@ -885,7 +885,9 @@ def mark_unphysical_ttft(ds: DeploymentSet) -> None:
         if lv.load_kind == "concurrency":
             # a closed loop: each prompt prefilled alone (the simulator's closed loop starts as one burst, and
             # prompts of one length then stay in lockstep cohorts, which no real engine keeps)
-            alone = np.array([bound.prefill_s(int(n), ds.limits.max_num_batched_tokens) for n in lv.input_lens])
+            lens, counts = np.unique(np.asarray(lv.input_lens, dtype=np.int64), return_counts=True)
+            each = np.array([bound.prefill_s(int(n), ds.limits.max_num_batched_tokens) for n in lens])
+            alone = np.repeat(each, counts)
             fastest = float(np.median(alone) if stat == "p50" else np.mean(alone))
         else:  # the level's own arrivals (a burst: every prompt at once) through the fastest engine
             fastest = predict_level(bound, ds.limits, lv, 0.0).get(f"ttft_{stat}", math.nan)
