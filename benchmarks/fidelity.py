@@ -99,8 +99,8 @@ run's prompts against a prefix-caching server (calibrate.WARM_RUNS: back to a co
 longer replay of open-loop levels whose TTFT p99 is set by queueing (calibrate.QUEUED_REPLAY: back to 2000 requests),
 and the per-sequence term weighted by vocabulary (cost.SEQ_TERM: back to "count", one per sequence), and the pool's
 split of the weight floor across deployments (calibrate.WEIGHT_FLOOR_SPLIT: back to the per-parameter median of b0
-and b2), and the closed-loop replay of inference-perf stages whose client fell behind with its concurrency cap full
-(calibrate.CLIENT_BOUND: back to an open loop at the rate the client sent)."""
+and b2), and the replay of inference-perf stages whose client fell behind with its concurrency cap full through a
+client of that many slots (calibrate.CLIENT_BOUND: back to an open loop at the rate the client sent)."""
 KINDS = (
     "roofline",
     "in_sample",

@@ -9,8 +9,8 @@ A stage whose client fell behind its schedule (`load_summary.schedule_delay` med
 CLIENT_BEHIND x the mean request latency: requests waited at the client as long as at the server)
 ran with the client's concurrency cap full. The server then held a fixed number of requests, not
 a Poisson stream: the level says so in a note with that number (the sent rate x the mean request
-latency, Little's law), and calibration replays it as a closed loop (pipeline.sim.calibrate
-INFLIGHT_RE). On the Llama-3.1-8B H100 fixture, stages 4-6 asked for 123-183 req/s, sent ~106
+latency, Little's law), and calibration replays its requested rate through a client of that many
+slots (pipeline.sim.calibrate INFLIGHT_RE, engine.simulate_open(max_inflight=)). On the Llama-3.1-8B H100 fixture, stages 4-6 asked for 123-183 req/s, sent ~106
 and held 409-441 requests: their TTFT is a flat ~3 s queue wait (p50 3.04 s, p99 3.20 s), which a
 Poisson stream at 106 req/s, whose queue grows through the run, does not give.
 """

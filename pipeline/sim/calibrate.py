@@ -1843,9 +1843,8 @@ def pool_of_fits(sets: list[DeploymentSet], thetas: dict[str, np.ndarray], fallb
     scale = {}
     for a, m in sorted(stacked.items()):
         s = closed_form_scale(m, theta) if a != anchor else None
-        if s is not None:  # partial pooling: the family's own scale, shrunk toward 1 in log space (FAMILY_PRIOR)
-            s = max(s, 1e-3) ** (members[a] / (members[a] + FAMILY_PRIOR))
-        scale[a] = max(s, 1e-3) if s is not None else 1.0
+        # partial pooling: the family's own scale, shrunk toward 1 in log space (FAMILY_PRIOR)
+        scale[a] = max(s, 1e-3) ** (members[a] / (members[a] + FAMILY_PRIOR)) if s is not None else 1.0
     return PooledFit(theta, scale, [ds.deployment.key for ds in sets], anchor, True, "median-of-fits", members)
 
 
