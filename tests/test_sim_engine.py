@@ -406,3 +406,36 @@ def test_max_inflight_is_checked():
         simulate_open(toy(), EngineConfig(), tr, max_inflight=-1)
     with pytest.raises(InputError, match="max_inflight needs keep='arrays'"):
         simulate_open(toy(), EngineConfig(), tr, keep="histogram", max_inflight=2)
+
+
+# ------------------------------------------------------------------------------ closed-loop start (CLOSED_STARTS)
+
+
+def test_closed_loop_burst_keeps_equal_prompts_in_lockstep_by_hand():
+    # t = 10 ms + 1 ms per token (toy). Burst, 4 clients of 100 in / 3 out: iteration 1 prefills all four
+    # (400 tokens: 0.41 s, every first token), two decode iterations of 4 tokens (0.014 s each) finish all four at
+    # 0.438 s, and the four replacements repeat it: every TTFT is 0.41 s, every E2E 0.438 s (a lone one: 0.11 s)
+    ins, outs = np.array([100]), np.array([3])
+    r = simulate_closed(toy(), EngineConfig(), ins, outs, concurrency=4, requests=12)
+    assert np.allclose(r.ttft_s, 0.41, atol=1e-12) and np.allclose(r.e2e_s, 0.438, atol=1e-12)
+
+
+def test_closed_loop_staggered_start_breaks_the_cohorts():
+    ins, outs = np.array([100]), np.array([3])
+    # N = 1: one client, nothing to stagger: the same run, byte for byte
+    a = simulate_closed(toy(), EngineConfig(), ins, outs, concurrency=1, requests=20, start="burst")
+    b = simulate_closed(toy(), EngineConfig(), ins, outs, concurrency=1, requests=20, start="staggered")
+    assert a.ttft_s.tobytes() == b.ttft_s.tobytes() and a.e2e_s.tobytes() == b.e2e_s.tobytes()
+    # N = 4: the clients' first sends 33 ms apart (a lone E2E 0.11 + 2 x 0.011 = 0.132 s, / 4): r0 prefills alone
+    # in [0, 0.11); r1-r3 arrive during it and prefill together beside r0's decode (300 + 1 tokens: 0.311 s). From
+    # then on a cohort of 3 and a lone one alternate: the lone prompt rides with the 3 decodes (103 tokens, TTFT
+    # 0.113 s), the 3 with the lone one's decode (0.311 s). The 4 ramp requests are not measured. Staggering breaks
+    # a cohort only where a prefill iteration is short against the clients' spacing (docs/engine_model.md 17)
+    r = simulate_closed(toy(), EngineConfig(), ins, outs, concurrency=4, requests=40, start="staggered")
+    assert r.requests == 40
+    assert np.allclose(np.sort(r.ttft_s), np.repeat([0.113, 0.311], [10, 30]), atol=1e-12)
+    # Little's law on the measured window: 0 <= N - sum(E2E) / T <= N x max(E2E) / T
+    littles = float(r.e2e_s.sum()) / r.duration_s
+    assert 0 <= 4 - littles <= 4 * float(np.max(r.e2e_s)) / r.duration_s + 1e-9
+    with pytest.raises(InputError, match="start = 'ramp'"):
+        simulate_closed(toy(), EngineConfig(), ins, outs, concurrency=4, start="ramp")

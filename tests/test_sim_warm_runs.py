@@ -155,3 +155,12 @@ def test_quantile_draws_and_noise_floor_by_hand():
     assert fid.noise_floor(meas, {"se_rel": 0.3}) == pytest.approx(0.5 * fid.HALF_NORMAL_MEDIAN, abs=1e-12)
     assert fid.noise_floor(None, {"se_rel": 0.3}) is None
     assert fid.noise_floor({"se_rel": 0.3, "block_se_rel": None}, None) == pytest.approx(0.3 * 0.67449, abs=1e-5)
+
+
+def test_a_one_burst_closed_level_replays_as_one_burst():
+    # 8 requests at concurrency 8: all sent at t = 0 and none replaced: an open-loop trace of 8 arrivals at 0;
+    # 20 requests at concurrency 8: a closed loop of 8 (20 measured; at least 2 x 8)
+    kind, tr = C.replay_trace(level(load_kind="concurrency", load=8.0, requests=8))
+    assert kind == "open" and len(tr) == 8 and not tr.arrival_s.any()
+    kind, job = C.replay_trace(level(load_kind="concurrency", load=8.0, requests=20))
+    assert kind == "closed" and job[2:] == (8, 20)

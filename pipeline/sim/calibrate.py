@@ -1268,6 +1268,8 @@ def replay_trace(lv: LevelData, seed: int = 0) -> tuple[str, Any]:
     outs = np.tile(lv.output_lens, reps)[:n_req].astype(np.int64)
     if lv.load_kind == "concurrency":
         c = max(round(lv.load), 1)
+        if 1 < lv.requests <= c:  # one burst, no request replaced: every request sent at t = 0
+            return "open", Trace(np.zeros(n_req, np.float64), ins, outs)
         return "closed", (ins, outs, c, max(n_req, 2 * c))
     if math.isfinite(lv.load):
         rng = np.random.default_rng(seed)

@@ -53,7 +53,8 @@ Prefix caching (simplifications, documented):
 
 Loops: open loop (`simulate_open`: the trace's arrival times divided by `rate_scale`) and
 closed loop (`simulate_closed`: `concurrency` requests in flight, each finished one
-replaced at that instant by the next). Both are deterministic: no randomness at all in the
+replaced at that instant by the next; all sent at t = 0 as `vllm bench serve --max-concurrency`
+does, or with `start="staggered"` spread over one lone request's E2E: docs/engine_model.md 17). Both are deterministic: no randomness at all in the
 open loop; the closed loop draws lengths in order (cycling), or with `sample=True` with the
 seed's generator.
 
@@ -85,6 +86,7 @@ CHUNK = 1 << 16
 """Requests fed to the kernel per call when streaming an open-loop trace."""
 MAX_EXACT_GAPS = 5_000_000
 """Above this many inter-token gaps `keep="arrays"` stops storing each gap (the histogram remains)."""
+CLOSED_STARTS = ("staggered", "burst")  # simulate_closed: clients spread over one lone E2E, or all sent at t = 0
 LRU_CAP = 1 << 22
 """Largest prefix-cache LRU (hash blocks) when the trace's own hash count is not known (streaming)."""
 HIST_SUB = 256
@@ -1245,13 +1247,20 @@ def simulate_closed(
     warmup: int = 0,
     seed: int = 0,
     sample: bool = False,
+    start: str = "burst",
 ) -> SimResult:
     """Closed loop: `concurrency` requests in flight; each finished request is replaced at that instant.
 
     Lengths are taken in order from the arrays, cycling (or, with sample=True, drawn with `seed`). The
     first `warmup` requests are not measured; `requests` (default max(100, 10 x concurrency)) are; then
     `concurrency` more keep the engine full until the last measured one finishes (not measured either).
-    duration_s runs from the first measured arrival to the last measured finish."""
+    duration_s runs from the first measured arrival to the last measured finish.
+
+    `start`: how the clients begin. "staggered" (default): client i first sends at i / N of one lone request's
+    E2E (the mean lengths'), so the N clients are spread over a request's life, as a real server's timing
+    jitter leaves them; those N ramp requests are not measured. "burst": all N at t = 0, measured from the
+    first; equal prompts then stay in lockstep cohorts, each TTFT waiting for its cohort's prefills (a real
+    one-shot burst, e.g. N requests at concurrency N). At N = 1 both are the same run."""
     inp = np.asarray(input_tokens, np.int64).ravel()
     out = np.asarray(output_tokens, np.int64).ravel()
     if len(inp) == 0 or len(inp) != len(out):
@@ -1263,7 +1272,11 @@ def simulate_closed(
     measured = int(requests) if requests is not None else max(100, 10 * int(concurrency))
     if measured < 1 or warmup < 0:
         raise InputError(f"closed loop: requests = {requests!r}, warmup = {warmup!r}; expected >= 1 and >= 0")
+    if start not in CLOSED_STARTS:
+        raise InputError(f"closed loop: start = {start!r}; expected one of {', '.join(CLOSED_STARTS)}")
     cfg.check()
+    ramp = start == "staggered" and int(concurrency) > 1
+    warmup += int(concurrency) if ramp else 0  # the ramp's first sends
     total = warmup + measured + int(concurrency)
     idx = np.random.default_rng(seed).integers(0, len(inp), total) if sample else np.arange(total) % len(inp)
     i_tok, o_tok = inp[idx], out[idx]
@@ -1277,7 +1290,10 @@ def simulate_closed(
     measure = np.zeros(total, np.int8)
     measure[warmup : warmup + measured] = 1
     total_gaps = int(np.maximum(o_tok[warmup : warmup + measured] - 1, 0).sum())
-    eng = _Engine(cost, cfg, 1, 0, closed=True, gap_slots=total_gaps if total_gaps <= MAX_EXACT_GAPS else 0)
+    slots = total_gaps if total_gaps <= MAX_EXACT_GAPS else 0
+    if ramp:
+        return _staggered_closed(cost, cfg, i_tok, o_tok, int(concurrency), measure, slots)
+    eng = _Engine(cost, cfg, 1, 0, closed=True, gap_slots=slots)
     arr = np.zeros(total, np.float64)
     eng.load(
         arr,
@@ -1295,6 +1311,38 @@ def simulate_closed(
     eng.gi[G_QLEN] = first
     eng.gi[G_RELEASE] = first
     eng.gi[G_NEXT] = total
+    eng.run(math.inf)
+    fin = eng.take_finished()
+    col = _Collector(total, "arrays")
+    col.add(fin)
+    return col.result(eng, float(fin["itl_sum"][fin["measure"] != 0].sum()))
+
+
+def _staggered_closed(
+    cost: StepCost, cfg: EngineConfig, inp: np.ndarray, out: np.ndarray, n: int, measure: np.ndarray, gap_slots: int
+) -> SimResult:
+    """simulate_closed's staggered start, through the capped client (kernel cap n): request i < n is sent at
+    i / n x the lone E2E of the mean lengths; every later one arrives at the last of those and waits at the client
+    for a free slot, so it is sent at the instant a request finishes (its TTFT and E2E count from then): a closed
+    loop of n. No ramp request finishes before the ramp ends (a loaded request is never faster than a lone one
+    of its lengths), so no client waits on the ramp itself but for requests shorter than the mean, which are
+    not measured (`measure` is 0 on the first n)."""
+    mean_in = np.array([max(round(float(inp.mean())), 1)], np.int64)
+    mean_out = np.array([max(round(float(out.mean())), 1)], np.int64)
+    lone = simulate_closed(cost, cfg, mean_in, mean_out, 1, requests=1, start="burst")
+    alone_s = float(lone.e2e_s[0]) if len(lone.e2e_s) else 0.0
+    total = len(inp)
+    arr = np.minimum(np.arange(total), n - 1).astype(np.float64) * (alone_s / n)
+    eng = _Engine(cost, cfg, 1, 0, False, gap_slots, n)
+    eng.load(
+        arr,
+        inp,
+        out,
+        np.zeros(total + 1, np.int64),
+        np.zeros(0, np.int64),
+        np.arange(total, dtype=np.int64),
+        measure,
+    )
     eng.run(math.inf)
     fin = eng.take_finished()
     col = _Collector(total, "arrays")
