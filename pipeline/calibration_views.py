@@ -52,6 +52,16 @@ def coefficients_table(doc: dict[str, Any]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def warnings_table(doc: dict[str, Any]) -> pd.DataFrame:
+    """Every warning of the document, one row each with the deployment it is about (empty for the document's own):
+    each deployment's `warnings` (its fit's and the calibrate stage's), then the document's that no deployment
+    carries (a sweep-less run's)."""
+    rows = [(d["key"], w) for d in doc.get("deployments") or [] for w in d.get("warnings") or []]
+    seen = {w for _, w in rows}
+    rows += [("", w) for w in doc.get("warnings") or [] if w not in seen]
+    return pd.DataFrame(rows, columns=["deployment", "warning"])
+
+
 def residuals_table(doc: dict[str, Any]) -> pd.DataFrame:
     """Per deployment (and pooled), kind and metric: n, median |error| and the 10th-90th percentile interval (%)."""
     scopes = [(d["key"], d.get("residuals") or {}) for d in doc["deployments"]]

@@ -164,3 +164,30 @@ def test_a_one_burst_closed_level_replays_as_one_burst():
     assert kind == "open" and len(tr) == 8 and not tr.arrival_s.any()
     kind, job = C.replay_trace(level(load_kind="concurrency", load=8.0, requests=20))
     assert kind == "closed" and job[2:] == (8, 20)
+
+
+def test_first_round_tail_by_hand():
+    # 4 clients, 100 measured requests: the first round (4%) took 1.0 s each, the other 96 0.1 s. np.percentile's
+    # p99 of the 100 sits at rank 98.01 of 0..99: among the four 1.0 s, so 1.0 s (+ h 0.02 = 1020 ms); without them
+    # 0.1 s (120 ms): 8.5x, above FIRST_ROUND_TAIL (1.5). The file's 0.15 s is below the geometric midpoint
+    # sqrt(1.02 x 0.12) = 0.35 s: it does not hold the tail; a file of 0.5 s does
+    from types import SimpleNamespace
+
+    assert C.FIRST_ROUND_SHARE == 0.01 and C.FIRST_ROUND_TAIL == 1.5
+    run = SimpleNamespace(ttft_s=np.array([1.0] * 4 + [0.1] * 96))
+    tail = C.first_round_tail(run, 4, 0.02, 0.15)
+    assert tail == {
+        "requests": 4,
+        "share": 0.04,
+        "ttft_p99_ms": 1020.0,
+        "ttft_p99_without_ms": 120.0,
+        "file_ttft_p99_ms": 150.0,
+        "file_holds_it": False,
+    }
+    assert "likely started after a warm-up or a ramp" in C.first_round_note(tail)
+    assert C.first_round_tail(run, 4, 0.02, 0.5)["file_holds_it"] is True
+    assert C.first_round_tail(run, 4, 0.02)["file_holds_it"] is None
+    # none: one client; a first round under 1% of the measured (4 of 500); a tail of 1.4x only
+    assert C.first_round_tail(run, 1) is None
+    assert C.first_round_tail(SimpleNamespace(ttft_s=np.array([1.0] * 4 + [0.1] * 496)), 4) is None
+    assert C.first_round_tail(SimpleNamespace(ttft_s=np.array([0.14] * 4 + [0.1] * 96)), 4) is None

@@ -65,6 +65,15 @@ def test_the_document_has_the_deployments_the_sweeps_make(doc: dict) -> None:
         want = max(doc["pooled"]["coefficients"][term] * b["pool_scale"], lower[term])
         assert value == pytest.approx(want, rel=1e-5, abs=1e-9), term
     assert doc["warnings"] == b["warnings"]
+    # c=64 of 200 measured requests, every length drawn from 100-2000 tokens: the 64 first prompts sent at t = 0
+    # set the TTFT p99 of the replay and of the file alike (the simulator wrote it with the same start, at the true
+    # coefficients; the replay is at this 2-pass fit's), so the level says so and the deployment has no warning;
+    # c = 1 has no first round to speak of
+    rows = {r["level"].split("/")[-1]: r for r in a["level_residuals"]}
+    c64 = rows["c_64.json (c 64)"]["first_round"]
+    assert c64["requests"] == 64 and c64["share"] == pytest.approx(64 / 200) and c64["file_holds_it"] is True
+    assert c64["ttft_p99_ms"] > 1.5 * c64["ttft_p99_without_ms"]
+    assert "first_round" not in rows["c_1.json (c 1)"]
     assert doc["calibrated_deployments"] == 1
     assert doc["source"] == "data/raw/benchmarks"
     assert doc["settings"]["refine_passes"] == 2 and doc["settings"]["lolo_passes"] == 0
@@ -240,3 +249,27 @@ def test_level_residuals_frame_for_the_chart_by_hand() -> None:
             "clipped": False,
         },
     ]
+
+
+def test_warnings_table_names_each_warnings_deployment_by_hand(doc: dict) -> None:
+    """The report's warnings: each deployment's (its fit's and the stage's), then the document's that none carries."""
+    from pipeline import calibration_views as views
+
+    hand = {
+        "deployments": [
+            {"key": "A", "warnings": ["a fit warning", "a stage warning"]},
+            {"key": "B", "warnings": []},
+            {"key": "C"},
+        ],
+        "warnings": ["a fit warning", "no sweep at all"],
+    }
+    t = views.warnings_table(hand)
+    assert t.to_dict("records") == [
+        {"deployment": "A", "warning": "a fit warning"},
+        {"deployment": "A", "warning": "a stage warning"},
+        {"deployment": "", "warning": "no sweep at all"},
+    ]
+    # the stage's document: the H200 fit's one warning, under its deployment, once
+    t = views.warnings_table(doc)
+    assert list(t["deployment"]) == [H200] and t["warning"][0].startswith("unidentifiable")
+    assert views.warnings_table({"deployments": [], "warnings": []}).empty

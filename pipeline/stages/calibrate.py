@@ -165,6 +165,18 @@ def build(cal: Any, source: str, root: Path | None = None) -> dict[str, Any]:
                 "FLOPs (unstated prefix-cache hits likely): their TTFT residuals judge the measurement as much as the "
                 "model (each level's notes)"
             )
+        burst = [r["first_round"] for r in d.get("level_residuals") or [] if r.get("first_round")]
+        unheld = [t for t in burst if t.get("file_holds_it") is False]
+        if unheld:
+            worst = max(unheld, key=lambda t: t["ttft_p99_ms"] / t["file_ttft_p99_ms"])
+            warnings.append(
+                f"{len(unheld)} of {len(levels.get(d['key'], []))} levels: the replay's TTFT p99 is set by its first "
+                "round (every client's first request sent at t = 0, as vllm bench serve --max-concurrency starts) "
+                "and the file's is nearer the p99 without it (up to "
+                f"{worst['ttft_p99_ms'] / worst['file_ttft_p99_ms']:.1f}x below the replay's): those runs likely "
+                "started after a warm-up or a ramp, and their TTFT residuals judge how the run started as much as "
+                "the model (each level's first_round)"
+            )
         deployments.append(
             {
                 **d,
