@@ -1294,16 +1294,7 @@ def simulate_closed(
     if ramp:
         return _staggered_closed(cost, cfg, i_tok, o_tok, int(concurrency), measure, slots)
     eng = _Engine(cost, cfg, 1, 0, closed=True, gap_slots=slots)
-    arr = np.zeros(total, np.float64)
-    eng.load(
-        arr,
-        i_tok,
-        o_tok,
-        np.zeros(total + 1, np.int64),
-        np.zeros(0, np.int64),
-        np.arange(total, dtype=np.int64),
-        measure,
-    )
+    _load_unhashed(eng, np.zeros(total, np.float64), i_tok, o_tok, measure)
     first = min(int(concurrency), total)
     eng.qnext[: first - 1] = np.arange(1, first)
     eng.gi[G_QHEAD], eng.gi[G_QTAIL] = 0, first - 1
@@ -1311,9 +1302,20 @@ def simulate_closed(
     eng.gi[G_QLEN] = first
     eng.gi[G_RELEASE] = first
     eng.gi[G_NEXT] = total
+    return _run_measured(eng, total)
+
+
+def _load_unhashed(eng: _Engine, arr: np.ndarray, inp: np.ndarray, out: np.ndarray, measure: np.ndarray) -> None:
+    """A fresh buffer of requests with no prefix hashes, in index order (the closed loops')."""
+    n = len(arr)
+    eng.load(arr, inp, out, np.zeros(n + 1, np.int64), np.zeros(0, np.int64), np.arange(n, dtype=np.int64), measure)
+
+
+def _run_measured(eng: _Engine, n: int) -> SimResult:
+    """Run a loaded engine to the end: the measured requests' results (arrays) and the sum of their gaps."""
     eng.run(math.inf)
     fin = eng.take_finished()
-    col = _Collector(total, "arrays")
+    col = _Collector(n, "arrays")
     col.add(fin)
     return col.result(eng, float(fin["itl_sum"][fin["measure"] != 0].sum()))
 
@@ -1334,17 +1336,5 @@ def _staggered_closed(
     total = len(inp)
     arr = np.minimum(np.arange(total), n - 1).astype(np.float64) * (alone_s / n)
     eng = _Engine(cost, cfg, 1, 0, False, gap_slots, n)
-    eng.load(
-        arr,
-        inp,
-        out,
-        np.zeros(total + 1, np.int64),
-        np.zeros(0, np.int64),
-        np.arange(total, dtype=np.int64),
-        measure,
-    )
-    eng.run(math.inf)
-    fin = eng.take_finished()
-    col = _Collector(total, "arrays")
-    col.add(fin)
-    return col.result(eng, float(fin["itl_sum"][fin["measure"] != 0].sum()))
+    _load_unhashed(eng, arr, inp, out, measure)
+    return _run_measured(eng, total)
