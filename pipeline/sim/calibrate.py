@@ -106,6 +106,9 @@ FIRST_ROUND_SHARE = 0.01
 """A closed-loop replay's first round (one request per client, all sent at t = 0) can set its TTFT p99 once it
 holds this share of the measured requests or more (`first_round_tail`)."""
 FIRST_ROUND_TAIL = 1.5
+FIRST_ROUND_REPLAY = True
+"""A closed-loop level whose file does not hold its replay's first-round tail is replayed without that round
+(`mark_first_round`)."""
 """... and it is said to set it when the p99 is above this many times the p99 without it."""
 LOW_LOAD_TTFT = 2.0
 """A level's TTFT is a prefill row when it is within this factor of the lowest TTFT of its curve."""
@@ -389,6 +392,7 @@ class LevelData:
     pool_users: int = 0  # distinct prompts per prefix group the client cycles through (PROMPT_POOL; 0: unbounded)
     client_cap: int = 0  # requests the client holds in flight at most, where it fell behind (INFLIGHT_RE; 0: none)
     ttft_below_physics: bool = False  # its TTFT beats any cold prefill at peak FLOPs (DROP_UNPHYSICAL_TTFT)
+    first_round_unmeasured: bool = False  # closed loop replayed without its first round (FIRST_ROUND_REPLAY)
 
     def pool_prompts(self) -> int:
         """How many distinct prompts the client cycles through (groups x users), 0 when not a finite pool."""
@@ -888,8 +892,8 @@ def mark_unphysical_ttft(ds: DeploymentSet) -> None:
         if stat is None:
             continue
         if lv.load_kind == "concurrency":
-            # a closed loop: each prompt prefilled alone (the simulator's closed loop starts as one burst, and
-            # prompts of one length then stay in lockstep cohorts, which no real engine keeps)
+            # a closed loop: each prompt prefilled alone (the bound of one request; the closed loop's start and its
+            # cohorts of equal prompts are the replay's protocol, not physics: docs/engine_model.md 17)
             lens, counts = np.unique(np.asarray(lv.input_lens, dtype=np.int64), return_counts=True)
             each = np.array([bound.prefill_s(int(n), ds.limits.max_num_batched_tokens) for n in lens])
             alone = np.repeat(each, counts)
@@ -1173,6 +1177,51 @@ ACTIVE_ROUNDS = 8
 max that the current b makes the larger, NNLS refits b on them, until the sides stop changing."""
 
 
+def mark_first_round(ds: DeploymentSet) -> None:
+    """Replay without its first round (`LevelData.first_round_unmeasured`, with a note) each closed-loop level of a
+    sweep whose files do not hold the first-round tail their replays have (`first_round_tail` at the set's step-1
+    fit, before any refinement): that run likely started after a warm-up or a ramp, so the N requests the replay
+    sends at t = 0 are left out of what it measures, as they were of the file. A sweep (a folder) is one client's
+    protocol: when some of its levels show the tail missing and none shows it held, all its closed levels with more
+    than one client are replayed so (a level of few clients, whose first round does not lift its p99, included).
+    Flags are recomputed; the note is added once."""
+    for lv in ds.levels:
+        lv.first_round_unmeasured = False
+    closed = [lv for lv in ds.levels if lv.load_kind == "concurrency" and lv.load > 1]
+    if not FIRST_ROUND_REPLAY or not any(lv.ttft_s.get("p99") for lv in closed):
+        return
+    theta = fit_step1(ds.cost, ds.levels, ds.limits, prior_theta(ds.cost))
+    cost = ds.cost.with_coeffs(Coefficients(tuple(float(v) for v in theta[:6]), "calibrated", "step 1"))  # type: ignore[arg-type]
+    verdicts: dict[str, list[tuple[LevelData, dict[str, Any]]]] = {}
+    for lv in closed:
+        kind, job = replay_trace(lv)
+        if kind != "closed" or not lv.ttft_s.get("p99"):
+            continue
+        tail = first_round_tail(simulate(cost, ds.limits, kind, job), int(job[2]), float(theta[6]), lv.ttft_s["p99"])
+        if tail is not None:
+            verdicts.setdefault(_sweep_of(lv), []).append((lv, tail))
+    for sweep, found in verdicts.items():
+        missing = [(lv, t) for lv, t in found if t["file_holds_it"] is False]
+        if not missing or any(t["file_holds_it"] for _, t in found):
+            continue
+        why = ", ".join(
+            f"c {lv.load:g}: {t['ttft_p99_ms']:.0f} ms with it, {t['ttft_p99_without_ms']:.0f} without, file "
+            f"{t['file_ttft_p99_ms']:.0f}"
+            for lv, t in missing
+        )
+        note = f"replayed without its first round: at step 1 the sweep's replayed TTFT p99 is its first round's ({why})"
+        for lv in closed:
+            if _sweep_of(lv) == sweep and lv.load_kind == "concurrency" and lv.load > 1:
+                lv.first_round_unmeasured = True
+                if note not in lv.notes:
+                    lv.notes.append(note)
+
+
+def _sweep_of(lv: LevelData) -> str:
+    """The folder a level's file is in (a sweep: one client's settings)."""
+    return Path(lv.name.split(" (")[0]).parent.as_posix()
+
+
 def fit_step1(
     cost: StepCost, levels: list[LevelData], limits: EngineLimits, prior: np.ndarray, weight: float = PRIOR_WEIGHT
 ) -> np.ndarray:
@@ -1275,7 +1324,8 @@ def replay_trace(lv: LevelData, seed: int = 0) -> tuple[str, Any]:
         c = max(round(lv.load), 1)
         if 1 < lv.requests <= c:  # one burst, no request replaced: every request sent at t = 0
             return "open", Trace(np.zeros(n_req, np.float64), ins, outs)
-        return "closed", (ins, outs, c, max(n_req, 2 * c))
+        job = (ins, outs, c, max(n_req, 2 * c))
+        return "closed", (*job, c) if lv.first_round_unmeasured else job
     if math.isfinite(lv.load):
         rng = np.random.default_rng(seed)
         arrivals = np.cumsum(rng.exponential(1.0 / lv.load, n_req))
@@ -1343,7 +1393,7 @@ def _job_key(kind: str, job: Any) -> str:
     for arr in parts:
         h.update(np.ascontiguousarray(arr).tobytes())
     if kind == "closed":
-        h.update(f"{job[2]}/{job[3]}".encode())
+        h.update(f"{job[2]}/{job[3]}{f' w{job[4]}' if len(job) > 4 else ''}".encode())
     if kind == "open_capped":
         h.update(f"cap {job[1]}".encode())
     return h.hexdigest()
@@ -1353,9 +1403,11 @@ def simulate(cost: StepCost, limits: EngineLimits, kind: str, job: Any) -> Any:
     """One simulator run of a prepared replay (`replay_trace`)."""
     from pipeline.sim import engine
 
-    if kind == "closed":
-        ins, outs, c, n = job
-        return engine.simulate_closed(cost, limits.config(), ins, outs, concurrency=c, requests=n)
+    if kind == "closed":  # (inputs, outputs, concurrency, requests[, warm-up requests])
+        ins, outs, c, n, *warm = job
+        return engine.simulate_closed(
+            cost, limits.config(), ins, outs, concurrency=c, requests=n, warmup=warm[0] if warm else 0
+        )
     if kind == "open_capped":
         trace, cap = job
         return engine.simulate_open(cost, limits.config(), trace, max_inflight=cap)
@@ -2215,6 +2267,7 @@ def calibrate_sets(
     t0 = time.perf_counter()
     for ds in sets:  # at the limits the fits use (a caller may have overridden them after loading)
         mark_unphysical_ttft(ds)
+        mark_first_round(ds)
 
     def step1_pool(of: list[DeploymentSet]) -> PooledFit:
         return refine_pooled(of, fit_pooled(of), max_nfev) if refine_pool else fit_pooled(of)
@@ -2268,11 +2321,10 @@ def calibrate_sets(
             kind, job = replay_trace(lv)
             run = simulate(cost, ds.limits, kind, job)
             ins = residuals_of(sim_metrics(run, float(fit.theta[6]), kind in CLOSED_LIKE, needs_gap_p50(lv)), lv)
-            tail = (
-                first_round_tail(run, int(job[2]), float(fit.theta[6]), lv.ttft_s.get("p99"))
-                if kind == "closed"
-                else None
-            )
+            tail = None
+            if kind == "closed":
+                burst = simulate(cost, ds.limits, kind, job[:4]) if len(job) > 4 else run
+                tail = first_round_tail(burst, int(job[2]), float(fit.theta[6]), lv.ttft_s.get("p99"))
             if tail is not None:
                 row["first_round"] = tail
                 row["notes"] = [*lv.notes, first_round_note(tail)]

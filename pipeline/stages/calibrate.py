@@ -154,6 +154,7 @@ def build(cal: Any, source: str, root: Path | None = None) -> dict[str, Any]:
     """
     doc = cal.as_dict()
     levels = {ds.deployment.key: [_relative(lv.name, root) for lv in ds.levels] for ds in cal.sets}
+    by_key = {ds.deployment.key: ds for ds in cal.sets}
     cached = {ds.deployment.key: sum(lv.ttft_below_physics for lv in ds.levels) for ds in cal.sets}
     deployments = []
     for d in sorted(doc["deployments"], key=lambda d: d["key"]):
@@ -165,17 +166,25 @@ def build(cal: Any, source: str, root: Path | None = None) -> dict[str, Any]:
                 "FLOPs (unstated prefix-cache hits likely): their TTFT residuals judge the measurement as much as the "
                 "model (each level's notes)"
             )
-        burst = [r["first_round"] for r in d.get("level_residuals") or [] if r.get("first_round")]
-        unheld = [t for t in burst if t.get("file_holds_it") is False]
-        if unheld:
-            worst = max(unheld, key=lambda t: t["ttft_p99_ms"] / t["file_ttft_p99_ms"])
+        unheld = [
+            r["first_round"]
+            for r in d.get("level_residuals") or []
+            if (r.get("first_round") or {}).get("file_holds_it") is False
+        ]
+        replayed = sum(lv.first_round_unmeasured for lv in by_key[d["key"]].levels) if d["key"] in by_key else 0
+        if replayed:
+            worst = max(unheld, key=lambda t: t["ttft_p99_ms"] / t["file_ttft_p99_ms"]) if unheld else None
+            gap = (
+                f"; at the fit, the replay's TTFT p99 with the first round would be up to "
+                f"{worst['ttft_p99_ms'] / worst['file_ttft_p99_ms']:.1f}x the file's"
+                if worst
+                else ""
+            )
             warnings.append(
-                f"{len(unheld)} of {len(levels.get(d['key'], []))} levels: the replay's TTFT p99 is set by its first "
-                "round (every client's first request sent at t = 0, as vllm bench serve --max-concurrency starts) "
-                "and the file's is nearer the p99 without it (up to "
-                f"{worst['ttft_p99_ms'] / worst['file_ttft_p99_ms']:.1f}x below the replay's): those runs likely "
-                "started after a warm-up or a ramp, and their TTFT residuals judge how the run started as much as "
-                "the model (each level's first_round)"
+                f"{replayed} of {len(levels.get(d['key'], []))} levels replayed without their first round: their "
+                "files' TTFT p99 lacks the tail of every client's first request sent at t = 0 (as vllm bench serve "
+                f"--max-concurrency starts), so those runs likely started after a warm-up or a ramp{gap} (each "
+                "level's notes and first_round)"
             )
         deployments.append(
             {
