@@ -701,6 +701,12 @@ class Calibration(Section):
         description="with pool step1: refine that pool through the simulator (~4x the time of the fits; the "
         "fidelity benchmark's --refine-pool)",
     )
+    first_round_replay: bool = Field(
+        False,
+        description="replay a closed-loop sweep without its first round (each client's first request, all sent at "
+        "t = 0) where its files' TTFT p99 lacks the tail the replay's has: a run that started after a warm-up or a "
+        "ramp (docs/engine_model.md 17; off: every closed level replays as vllm bench serve starts, a burst)",
+    )
 
 
 def params_model() -> type[BaseModel]:

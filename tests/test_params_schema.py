@@ -139,7 +139,13 @@ DEFAULTS = {
         "batch_work": False,
         "offload_pcie_gbs": 64,
     },
-    "calibration": {"refine_passes": 24, "lolo_passes": 0, "pool": "median-of-fits", "refine_pool": False},
+    "calibration": {
+        "refine_passes": 24,
+        "lolo_passes": 0,
+        "pool": "median-of-fits",
+        "refine_pool": False,
+        "first_round_replay": False,
+    },
 }
 
 

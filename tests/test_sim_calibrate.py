@@ -165,10 +165,11 @@ def test_a_sweep_measured_after_a_warm_round_is_replayed_without_its_first_round
     first, not recorded). At step 1 the c = 16 and c = 64 replays' TTFT p99 is their first round's and the files' is
     not; c = 4's four requests (2% of 200) do not lift its p99, but the folder is one client's protocol: all three
     replay without it (c = 1 has no first round), and the fit recovers b1, b2 and h. Replayed with it
-    (FIRST_ROUND_REPLAY off), the fit must shrink the prefills to match: b1 lands below the truth."""
+    (first_round_replay off, the default), the fit must shrink the prefills to match: b1 lands below the truth."""
     write_sweep(tmp_path / "warm", LOADS, warm_round=True)
-    cal = C.calibrate([tmp_path / "warm"], lodo=False, lolo=False)
+    cal = C.calibrate([tmp_path / "warm"], lodo=False, lolo=False, first_round_replay=True)
     (ds,) = cal.sets
+    assert cal.settings["first_round_replay"] is True
     flagged = {lv.name.split("/")[-1] for lv in ds.levels if lv.first_round_unmeasured}
     assert flagged == {"c_4.json (c 4)", "c_16.json (c 16)", "c_64.json (c 64)"}, flagged
     assert all(
@@ -182,11 +183,8 @@ def test_a_sweep_measured_after_a_warm_round_is_replayed_without_its_first_round
         assert fit.theta[k] == pytest.approx(want, rel=0.05), (k, fit.theta)
     for metric in C.METRICS:
         assert cal.residuals[ds.deployment.key]["in_sample"][metric]["median_abs_rel"] < 0.02, metric
-    C.FIRST_ROUND_REPLAY = False
-    try:
-        off = C.calibrate([tmp_path / "warm"], lodo=False, lolo=False)
-    finally:
-        C.FIRST_ROUND_REPLAY = True
+    assert C.FIRST_ROUND_REPLAY is False  # the default: off
+    off = C.calibrate([tmp_path / "warm"], lodo=False, lolo=False)
     (ds_off,) = off.sets
     assert not any(lv.first_round_unmeasured for lv in ds_off.levels)
     theta_off = off.fits[ds_off.deployment.key].theta

@@ -172,11 +172,11 @@ def build(cal: Any, source: str, root: Path | None = None) -> dict[str, Any]:
             if (r.get("first_round") or {}).get("file_holds_it") is False
         ]
         replayed = sum(lv.first_round_unmeasured for lv in by_key[d["key"]].levels) if d["key"] in by_key else 0
+        worst = max(unheld, key=lambda t: t["ttft_p99_ms"] / t["file_ttft_p99_ms"]) if unheld else None
+        ratio = f"{worst['ttft_p99_ms'] / worst['file_ttft_p99_ms']:.1f}x" if worst else ""
         if replayed:
-            worst = max(unheld, key=lambda t: t["ttft_p99_ms"] / t["file_ttft_p99_ms"]) if unheld else None
             gap = (
-                f"; at the fit, the replay's TTFT p99 with the first round would be up to "
-                f"{worst['ttft_p99_ms'] / worst['file_ttft_p99_ms']:.1f}x the file's"
+                f"; at the fit, the replay's TTFT p99 with that round would be up to {ratio} the file's"
                 if worst
                 else ""
             )
@@ -185,6 +185,14 @@ def build(cal: Any, source: str, root: Path | None = None) -> dict[str, Any]:
                 "files' TTFT p99 lacks the tail of every client's first request sent at t = 0 (as vllm bench serve "
                 f"--max-concurrency starts), so those runs likely started after a warm-up or a ramp{gap} (each "
                 "level's notes and first_round)"
+            )
+        elif unheld:
+            warnings.append(
+                f"{len(unheld)} of {len(levels.get(d['key'], []))} levels: the replay's TTFT p99 is set by its first "
+                "round (every client's first request sent at t = 0, as vllm bench serve --max-concurrency starts) "
+                f"and the file's is nearer the p99 without it (up to {ratio} below the replay's): those runs likely "
+                "started after a warm-up or a ramp, and their TTFT residuals judge how the run started as much as "
+                "the model (each level's first_round; calibration.first_round_replay replays them without it)"
             )
         deployments.append(
             {
@@ -242,6 +250,7 @@ def compute(sections: dict[str, Any], layout: Layout | None = None) -> dict[str,
             roofline=sec["roofline"],
             pool=str(c["pool"]),
             refine_pool=bool(c["refine_pool"]),
+            first_round_replay=bool(c["first_round_replay"]),
         )
     return build(cal, source, layout.root)
 
