@@ -379,7 +379,11 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     from pipeline.stages import calibrate as calibrate_stage
 
     cal = calibrate.calibrate(
-        [Path(p) for p in args.paths], args.manifest, max_nfev=int(args.refine_passes), lolo_nfev=int(args.lolo_passes)
+        [Path(p) for p in args.paths],
+        args.manifest,
+        max_nfev=int(args.refine_passes),
+        lolo_nfev=int(args.lolo_passes),
+        first_round_replay=bool(args.first_round_replay),
     )
     if args.json:
         sys.stdout.write(io.dumps(calibrate_stage.build(cal, " ".join(args.paths), Path.cwd())))
@@ -708,6 +712,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=_number("--lolo-passes", 0, 10000, open_low=False, integer=True),
         default=12,
         help="refinement passes of each leave-one-level-out refit (default 12)",
+    )
+    ca.add_argument(
+        "--first-round-replay",
+        action="store_true",
+        help="replay a closed-loop sweep without its first round where its files' TTFT p99 lacks that burst's tail "
+        "(params.yaml calibration.first_round_replay; docs/engine_model.md 17)",
     )
     ca.add_argument("--json", action="store_true", help="print the calibration as JSON")
     ca.set_defaults(func=cmd_calibrate)

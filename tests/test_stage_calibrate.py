@@ -273,3 +273,24 @@ def test_warnings_table_names_each_warnings_deployment_by_hand(doc: dict) -> Non
     t = views.warnings_table(doc)
     assert list(t["deployment"]) == [H200] and t["warning"][0].startswith("unidentifiable")
     assert views.warnings_table({"deployments": [], "warnings": []}).empty
+
+
+def test_sizing_calibrate_first_round_replay(tmp_path: Path, monkeypatch, capsys) -> None:
+    """`sizing calibrate --first-round-replay`: a sweep whose levels left out their first round (each client's first
+    request) is replayed so, and the document says which levels and why; without the flag the setting is false."""
+    from pipeline import cli
+
+    write_sweep(tmp_path / "warm", LOADS, warm_round=True)
+    monkeypatch.chdir(tmp_path)
+    args = ["calibrate", "warm", "--json", "--refine-passes", "2", "--lolo-passes", "0"]
+    assert cli.main([*args, "--first-round-replay"]) == 0
+    on = json.loads(capsys.readouterr().out)
+    assert on["settings"]["first_round_replay"] is True
+    (dep,) = on["deployments"]
+    replayed = [r["level"] for r in dep["level_residuals"] if any("replayed without" in n for n in r["notes"])]
+    assert sorted(replayed) == ["warm/c_16.json (c 16)", "warm/c_4.json (c 4)", "warm/c_64.json (c 64)"]
+    assert any(w.startswith("3 of 5 levels replayed without their first round") for w in dep["warnings"])
+    assert cli.main(args) == 0
+    off = json.loads(capsys.readouterr().out)
+    assert off["settings"]["first_round_replay"] is False
+    assert not any("replayed without" in n for r in off["deployments"][0]["level_residuals"] for n in r["notes"])
