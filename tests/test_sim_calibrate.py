@@ -161,7 +161,7 @@ def test_fit_recovers_the_coefficients_the_simulator_generated(sweeps: Path) -> 
 
 
 def test_a_sweep_measured_after_a_warm_round_is_replayed_without_its_first_round(tmp_path: Path) -> None:
-    """The same sweep, each closed level written without its first round (c = 64: 64 of the 264 simulated, the
+    """The same sweep, each closed level written without its first round (c = 64: 64 of the 328 simulated, the
     first, not recorded). At step 1 the c = 16 and c = 64 replays' TTFT p99 is their first round's and the files' is
     not; c = 4's four requests (2% of 200) do not lift its p99, but the folder is one client's protocol: all three
     replay without it (c = 1 has no first round), and the fit recovers b1, b2 and h. Replayed with it

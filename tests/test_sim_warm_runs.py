@@ -187,6 +187,9 @@ def test_first_round_tail_by_hand():
     assert "likely started after a warm-up or a ramp" in C.first_round_note(tail)
     assert C.first_round_tail(run, 4, 0.02, 0.5)["file_holds_it"] is True
     assert C.first_round_tail(run, 4, 0.02)["file_holds_it"] is None
+    # the share is the file's: the same 100 replayed requests of a file that measured 500 (4 of 500: 0.8%)
+    assert C.first_round_tail(run, 4, 0.02, 0.15, file_requests=500) is None
+    assert C.first_round_tail(run, 4, 0.02, 0.15, file_requests=200)["share"] == 0.02
     # none: one client; a first round under 1% of the measured (4 of 500); a tail of 1.4x only
     assert C.first_round_tail(run, 1) is None
     assert C.first_round_tail(SimpleNamespace(ttft_s=np.array([1.0] * 4 + [0.1] * 496)), 4) is None

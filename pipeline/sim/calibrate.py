@@ -106,13 +106,13 @@ FIRST_ROUND_SHARE = 0.01
 """A closed-loop replay's first round (one request per client, all sent at t = 0) can set its TTFT p99 once it
 holds this share of the measured requests or more (`first_round_tail`)."""
 FIRST_ROUND_TAIL = 1.5
+"""... and it is said to set it when the p99 is above this many times the p99 without it."""
 FIRST_ROUND_REPLAY = False
 """Replay a closed-loop sweep whose files do not hold their replays' first-round tail without that round
 (`mark_first_round`; params.yaml calibration.first_round_replay). Off by default: on the shipped sample it cut the
 H100 fit's in-sample throughput / ITL / TTFT p99 errors from 13 / 13 / 126% to 4 / 5 / 49%, but its b1 of 1.72 then
 puts the 70B's TTFT p99 at Mooncake's prompt lengths at 3.6 s at concurrency 1, and the real-log run
 (tests/test_issue15_acceptance.py) can no longer price the benchmarked deployment (docs/engine_model.md 17)."""
-"""... and it is said to set it when the p99 is above this many times the p99 without it."""
 LOW_LOAD_TTFT = 2.0
 """A level's TTFT is a prefill row when it is within this factor of the lowest TTFT of its curve."""
 
@@ -1190,7 +1190,10 @@ def mark_first_round(ds: DeploymentSet, enabled: bool | None = None) -> None:
     Flags are recomputed; the note is added once. `enabled`: FIRST_ROUND_REPLAY when None."""
     for lv in ds.levels:
         lv.first_round_unmeasured = False
-    closed = [lv for lv in ds.levels if lv.load_kind == "concurrency" and lv.load > 1]
+        lv.notes[:] = [n for n in lv.notes if not n.startswith(FIRST_ROUND_NOTE)]
+    closed = [
+        lv for lv in ds.levels if lv.load_kind == "concurrency" and lv.load > 1 and replay_trace(lv)[0] == "closed"
+    ]
     on = FIRST_ROUND_REPLAY if enabled is None else enabled
     if not on or not any(lv.ttft_s.get("p99") for lv in closed):
         return
@@ -1201,7 +1204,8 @@ def mark_first_round(ds: DeploymentSet, enabled: bool | None = None) -> None:
         kind, job = replay_trace(lv)
         if kind != "closed" or not lv.ttft_s.get("p99"):
             continue
-        tail = first_round_tail(simulate(cost, ds.limits, kind, job), int(job[2]), float(theta[6]), lv.ttft_s["p99"])
+        run = simulate(cost, ds.limits, kind, job)
+        tail = first_round_tail(run, int(job[2]), float(theta[6]), lv.ttft_s["p99"], lv.requests)
         if tail is not None:
             verdicts.setdefault(_sweep_of(lv), []).append((lv, tail))
     for sweep, found in verdicts.items():
@@ -1213,17 +1217,20 @@ def mark_first_round(ds: DeploymentSet, enabled: bool | None = None) -> None:
             f"{t['file_ttft_p99_ms']:.0f}"
             for lv, t in missing
         )
-        note = f"replayed without its first round: at step 1 the sweep's replayed TTFT p99 is its first round's ({why})"
+        note = f"{FIRST_ROUND_NOTE}: at step 1 the sweep's replayed TTFT p99 is its first round's ({why})"
         for lv in closed:
-            if _sweep_of(lv) == sweep and lv.load_kind == "concurrency" and lv.load > 1:
+            if _sweep_of(lv) == sweep:
                 lv.first_round_unmeasured = True
                 if note not in lv.notes:
                     lv.notes.append(note)
 
 
+FIRST_ROUND_NOTE = "replayed without its first round"
+
+
 def _sweep_of(lv: LevelData) -> str:
     """The folder a level's file is in (a sweep: one client's settings)."""
-    return Path(lv.name.split(" (")[0]).parent.as_posix()
+    return Path(lv.name.rsplit(" (", 1)[0]).parent.as_posix()
 
 
 def fit_step1(
@@ -1476,7 +1483,11 @@ def sim_metrics(res: Any, overhead_s: float = 0.0, closed: bool = False, gap_p50
 
 
 def first_round_tail(
-    res: Any, concurrency: int, overhead_s: float = 0.0, measured_p99_s: float | None = None
+    res: Any,
+    concurrency: int,
+    overhead_s: float = 0.0,
+    measured_p99_s: float | None = None,
+    file_requests: int | None = None,
 ) -> dict[str, Any] | None:
     """The replay's TTFT p99 with and without its first round, where that round sets it (None elsewhere).
 
@@ -1486,10 +1497,12 @@ def first_round_tail(
     N. Returned when the p99 of every measured request is above FIRST_ROUND_TAIL x the p99 of those after the
     first N (ms, with the request overhead h; `res.ttft_s` in request order, the first N first). With the file's
     own TTFT p99, `file_holds_it` says whether it is nearer the p99 with the first round than without (the
-    geometric midpoint between them): false when the measured run likely started after a warm-up or a ramp."""
+    geometric midpoint between them): false when the measured run likely started after a warm-up or a ramp.
+    `file_requests`: the file's measured requests, whose share the first round is (the replay may run fewer)."""
     t = np.asarray(res.ttft_s, dtype=np.float64)
     n, c = len(t), int(concurrency)
-    if c < 2 or n <= c or c / n < FIRST_ROUND_SHARE:
+    share = c / max(int(file_requests), 1) if file_requests else c / max(n, 1)
+    if c < 2 or n <= c or share < FIRST_ROUND_SHARE:
         return None
     every, after = float(np.percentile(t, 99)) + overhead_s, float(np.percentile(t[c:], 99)) + overhead_s
     if every <= FIRST_ROUND_TAIL * after:
@@ -1497,7 +1510,7 @@ def first_round_tail(
     holds = None if not measured_p99_s else bool(measured_p99_s >= math.sqrt(every * after))
     return {
         "requests": c,
-        "share": round(c / n, 6),
+        "share": round(share, 6),
         "ttft_p99_ms": round(1e3 * every, 3),
         "ttft_p99_without_ms": round(1e3 * after, 3),
         "file_ttft_p99_ms": round(1e3 * measured_p99_s, 3) if measured_p99_s else None,
@@ -1505,10 +1518,10 @@ def first_round_tail(
     }
 
 
-def first_round_note(tail: dict[str, Any]) -> str:
-    """The level note of a first_round_tail."""
+def first_round_note(tail: dict[str, Any], replayed_without: bool = False) -> str:
+    """The level note of a first_round_tail (`replayed_without`: the level is replayed without that round)."""
     head = (
-        f"the replay's TTFT p99 {tail['ttft_p99_ms']:.0f} ms is its first round's: the {tail['requests']} requests "
+        f"the burst replay's TTFT p99 {tail['ttft_p99_ms']:.0f} ms is its first round's: the {tail['requests']} requests "
         f"sent at t = 0 ({100 * tail['share']:.1f}% of those measured) queue their prefills behind each other; "
         f"without them it is {tail['ttft_p99_without_ms']:.0f} ms"
     )
@@ -1518,9 +1531,10 @@ def first_round_note(tail: dict[str, Any]) -> str:
         return (
             f"{head}. The file's {tail['file_ttft_p99_ms']:.0f} ms holds the same tail: a start-up burst, not serving"
         )
+    done = "so it is replayed without them" if replayed_without else "which the replay does not model"
     return (
         f"{head}. The file's {tail['file_ttft_p99_ms']:.0f} ms is nearer the p99 without them: its run likely "
-        "started after a warm-up or a ramp, which the replay does not model"
+        f"started after a warm-up or a ramp, {done}"
     )
 
 
@@ -2321,7 +2335,7 @@ def calibrate_sets(
                 "level": lv.name,
                 "measured": {k: round(v, 9) for k, v in lv.measured().items()},
                 "ttft_stat": lv.ttft_stat(),
-                "notes": lv.notes,
+                "notes": list(lv.notes),
             }
             kind, job = replay_trace(lv)
             run = simulate(cost, ds.limits, kind, job)
@@ -2329,10 +2343,10 @@ def calibrate_sets(
             tail = None
             if kind == "closed":
                 burst = simulate(cost, ds.limits, kind, job[:4]) if len(job) > 4 else run
-                tail = first_round_tail(burst, int(job[2]), float(fit.theta[6]), lv.ttft_s.get("p99"))
+                tail = first_round_tail(burst, int(job[2]), float(fit.theta[6]), lv.ttft_s.get("p99"), lv.requests)
             if tail is not None:
                 row["first_round"] = tail
-                row["notes"] = [*lv.notes, first_round_note(tail)]
+                row["notes"] = [*lv.notes, first_round_note(tail, lv.first_round_unmeasured)]
             _collect(kinds["in_sample"], ins)
             row["in_sample"] = _rounded(ins)
             row["leave_one_level_out"] = None

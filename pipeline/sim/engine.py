@@ -1256,11 +1256,11 @@ def simulate_closed(
     `concurrency` more keep the engine full until the last measured one finishes (not measured either).
     duration_s runs from the first measured arrival to the last measured finish.
 
-    `start`: how the clients begin. "staggered" (default): client i first sends at i / N of one lone request's
-    E2E (the mean lengths'), so the N clients are spread over a request's life, as a real server's timing
-    jitter leaves them; those N ramp requests are not measured. "burst": all N at t = 0, measured from the
-    first; equal prompts then stay in lockstep cohorts, each TTFT waiting for its cohort's prefills (a real
-    one-shot burst, e.g. N requests at concurrency N). At N = 1 both are the same run."""
+    `start`: how the clients begin. "burst" (default): all N at t = 0, measured from the first, as
+    `vllm bench serve --max-concurrency N` runs; equal prompts then stay in lockstep cohorts, each TTFT waiting
+    for its cohort's prefills. "staggered": client i first sends at i / N of one lone request's E2E (the mean
+    lengths'), so the N clients are spread over a request's life; those N ramp requests are not measured
+    (docs/engine_model.md 17: measured, not the calibration's replay). At N = 1 both are the same run."""
     inp = np.asarray(input_tokens, np.int64).ravel()
     out = np.asarray(output_tokens, np.int64).ravel()
     if len(inp) == 0 or len(inp) != len(out):

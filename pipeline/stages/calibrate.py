@@ -274,6 +274,7 @@ def empty(source: str, settings: dict[str, Any]) -> dict[str, Any]:
             "refine_passes": int(settings["refine_passes"]),
             "lolo_passes": int(settings["lolo_passes"]),
             "pool": str(settings["pool"]),
+            "first_round_replay": bool(settings.get("first_round_replay", False)),
             "step_form": STEP_FORM,
         },
         "terms": list(TERMS),
