@@ -1191,19 +1191,19 @@ def mark_first_round(ds: DeploymentSet, enabled: bool | None = None) -> None:
     for lv in ds.levels:
         lv.first_round_unmeasured = False
         lv.notes[:] = [n for n in lv.notes if not n.startswith(FIRST_ROUND_NOTE)]
-    closed = [
-        lv for lv in ds.levels if lv.load_kind == "concurrency" and lv.load > 1 and replay_trace(lv)[0] == "closed"
-    ]
-    on = FIRST_ROUND_REPLAY if enabled is None else enabled
-    if not on or not any(lv.ttft_s.get("p99") for lv in closed):
+    if not (FIRST_ROUND_REPLAY if enabled is None else enabled):
+        return
+    replays = {id(lv): replay_trace(lv) for lv in ds.levels if lv.load_kind == "concurrency" and lv.load > 1}
+    closed = [lv for lv in ds.levels if replays.get(id(lv), ("",))[0] == "closed"]
+    if not any(lv.ttft_s.get("p99") for lv in closed):
         return
     theta = fit_step1(ds.cost, ds.levels, ds.limits, prior_theta(ds.cost))
     cost = ds.cost.with_coeffs(Coefficients(tuple(float(v) for v in theta[:6]), "calibrated", "step 1"))  # type: ignore[arg-type]
     verdicts: dict[str, list[tuple[LevelData, dict[str, Any]]]] = {}
     for lv in closed:
-        kind, job = replay_trace(lv)
-        if kind != "closed" or not lv.ttft_s.get("p99"):
+        if not lv.ttft_s.get("p99"):
             continue
+        kind, job = replays[id(lv)]
         run = simulate(cost, ds.limits, kind, job)
         tail = first_round_tail(run, int(job[2]), float(theta[6]), lv.ttft_s["p99"], lv.requests)
         if tail is not None:
@@ -1543,10 +1543,16 @@ def needs_gap_p50(lv: LevelData) -> bool:
     return lv.itl_kind != "tpot" and lv.itl_stat == "p50"
 
 
+def replay_level(cost: StepCost, limits: EngineLimits, lv: LevelData) -> tuple[str, Any, Any]:
+    """(kind, job, simulator run) of a measured level replayed with its own lengths and load (`replay_trace`)."""
+    kind, job = replay_trace(lv)
+    return kind, job, simulate(cost, limits, kind, job)
+
+
 def predict_level(cost: StepCost, limits: EngineLimits, lv: LevelData, overhead_s: float) -> dict[str, float]:
     """A measured level replayed through the simulator with the level's own lengths and load."""
-    kind, job = replay_trace(lv)
-    return sim_metrics(simulate(cost, limits, kind, job), overhead_s, kind in CLOSED_LIKE, needs_gap_p50(lv))
+    kind, _, run = replay_level(cost, limits, lv)
+    return sim_metrics(run, overhead_s, kind in CLOSED_LIKE, needs_gap_p50(lv))
 
 
 def predicted_itl(pred: dict[str, float], lv: LevelData) -> float:
@@ -2337,8 +2343,7 @@ def calibrate_sets(
                 "ttft_stat": lv.ttft_stat(),
                 "notes": list(lv.notes),
             }
-            kind, job = replay_trace(lv)
-            run = simulate(cost, ds.limits, kind, job)
+            kind, job, run = replay_level(cost, ds.limits, lv)
             ins = residuals_of(sim_metrics(run, float(fit.theta[6]), kind in CLOSED_LIKE, needs_gap_p50(lv)), lv)
             tail = None
             if kind == "closed":

@@ -86,7 +86,8 @@ CHUNK = 1 << 16
 """Requests fed to the kernel per call when streaming an open-loop trace."""
 MAX_EXACT_GAPS = 5_000_000
 """Above this many inter-token gaps `keep="arrays"` stops storing each gap (the histogram remains)."""
-CLOSED_STARTS = ("staggered", "burst")  # simulate_closed: clients spread over one lone E2E, or all sent at t = 0
+CLOSED_STARTS = ("staggered", "burst")
+"""simulate_closed's `start`: clients spread over one lone request's E2E, or all sent at t = 0 (the default)."""
 LRU_CAP = 1 << 22
 """Largest prefix-cache LRU (hash blocks) when the trace's own hash count is not known (streaming)."""
 HIST_SUB = 256
